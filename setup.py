@@ -1,0 +1,45 @@
+"""Packaging for omni-rrm-jax."""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "jax>=0.8",
+    "flax>=0.12",
+    "optax>=0.2.5",
+    "orbax-checkpoint>=0.11",
+    "grain>=0.2.12",
+    "transformers>=5.0",  # configs and tokenizers only; no torch at run time
+    "safetensors>=0.5",
+    "ml-collections>=1.0",
+    "einops>=0.8",
+    "sentencepiece>=0.2",
+    "tokenizers>=0.21",
+    "numpy>=1.26",
+    "ml_dtypes>=0.5",
+    "absl-py>=2.1",
+    "tqdm>=4.66",
+    # reward functions (plain Python, see omni_rrm_jax/rewards)
+    "sacrebleu>=2.4",
+    "rouge-score>=0.1.2",
+    "nltk>=3.9",
+]
+
+EXTRAS = {
+    # torch is used only by the parity tests; this exact pin installs a CPU build.
+    "test": ["pytest>=8", "torch==2.13.0"],
+    "tpu": ["jax[tpu]>=0.8"],
+    "cuda": ["jax[cuda12]>=0.8"],
+}
+
+setup(
+    name="omni-rrm-jax",
+    version="0.1.0",
+    description="Multimodal reward models and GRPO in JAX / Flax NNX",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["omni_rrm_jax", "omni_rrm_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["omni-rrm=omni_rrm_jax.main:run"]},
+)
