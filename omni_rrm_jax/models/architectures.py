@@ -1,0 +1,56 @@
+"""The `config.json` architectures this project implements, chosen by name."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from flax import nnx
+
+from omni_rrm_jax.core.registry import Registry
+from omni_rrm_jax.models.config import decoder_config_from_hf
+from omni_rrm_jax.models.decoder import CausalLM, SequenceClassifier
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  """How to build one Hugging Face architecture in Flax.
+
+  Attributes:
+    name: the `architectures[0]` string of `config.json`.
+    model_type: the `model_type` of its config.
+    family: decides bias / norm layout (see `decoder_config_from_hf`).
+    module: the NNX class, built as `module(cfg, rngs=...)`.
+    make_config: maps a transformers config (plus overrides) to our config.
+  """
+  name: str
+  model_type: str
+  family: str
+  module: Callable[..., nnx.Module]
+  make_config: Callable[..., Any]
+
+  @property
+  def is_classifier(self) -> bool:
+    return self.name.endswith("ForSequenceClassification")
+
+
+ARCHITECTURES: Registry[Architecture] = Registry("architecture")
+
+for _family, _model_type, _prefix in (("qwen2", "qwen2", "Qwen2"), ("qwen3", "qwen3", "Qwen3"),
+                                      ("llama", "llama", "Llama")):
+  for _suffix, _module in (("ForCausalLM", CausalLM),
+                           ("ForSequenceClassification", SequenceClassifier)):
+    _name = _prefix + _suffix
+
+    def _make(hf, _family=_family, _name=_name, **overrides):
+      return decoder_config_from_hf(hf, _family, architecture=_name, **overrides)
+
+    ARCHITECTURES.add(_name, Architecture(_name, _model_type, _family, _module, _make))
+
+
+def get_architecture(name: str) -> Architecture:
+  """The `Architecture` for a name, or a one-line error listing the supported ones."""
+  if name not in ARCHITECTURES:
+    raise ValueError(
+        f"unsupported architecture {name!r}; supported: {', '.join(ARCHITECTURES.names())}")
+  return ARCHITECTURES.get(name)

@@ -1,0 +1,88 @@
+"""Grouped-query self-attention with rotary positions, padding and sliding windows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from omni_rrm_jax.models.layers import DenseGeneral, RMSNorm
+from omni_rrm_jax.models.rotary import apply_rotary
+from omni_rrm_jax.sharding.rules import constrain
+
+
+def causal_mask(q_positions_t: jax.Array, k_positions_s: jax.Array,
+                key_valid_bs: jax.Array | None, sliding_window: int | None = None) -> jax.Array:
+  """Boolean mask [B or 1, 1, T, S]: True where query t may attend to key s.
+
+  Positions are sequence indices (not rotary positions), as in transformers'
+  masks: causal, minus padded keys, minus keys outside the sliding window.
+  """
+  allowed_ts = k_positions_s[None, :] <= q_positions_t[:, None]
+  if sliding_window is not None:
+    allowed_ts &= k_positions_s[None, :] > q_positions_t[:, None] - sliding_window
+  mask = allowed_ts[None, None]
+  if key_valid_bs is not None:
+    mask = mask & key_valid_bs[:, None, None, :].astype(bool)
+  return mask
+
+
+def dot_product_attention(q_bthd: jax.Array, k_bskd: jax.Array, v_bskd: jax.Array,
+                          mask_b1ts: jax.Array | None, scale: float) -> jax.Array:
+  """Softmax attention with `K` key/value heads shared by groups of query heads.
+
+  Logits and softmax are computed in float32; the probabilities are cast back
+  to the compute dtype before weighting the values (as transformers does).
+  """
+  b, t, h, d = q_bthd.shape
+  k = k_bskd.shape[2]
+  q_btkgd = q_bthd.reshape(b, t, k, h // k, d)
+  logits = jnp.einsum("btkgd,bskd->bkgts", q_btkgd, k_bskd,
+                      preferred_element_type=jnp.float32) * scale
+  if mask_b1ts is not None:
+    mask = mask_b1ts[:, :, None]  # [B, 1, 1, T, S]
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v_bskd.dtype)
+  out_btkgd = jnp.einsum("bkgts,bskd->btkgd", probs, v_bskd)
+  return out_btkgd.reshape(b, t, h, d)
+
+
+class Attention(nnx.Module):
+  """Multi-head attention with optional q/k/v bias and per-head q/k RMSNorm."""
+
+  def __init__(self, hidden: int, num_heads: int, num_kv_heads: int, head_dim: int, *,
+               qkv_bias: bool, o_bias: bool, qk_norm: bool, norm_eps: float,
+               dtype: Any, param_dtype: Any, init_std: float, rngs: nnx.Rngs | None):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, init_std=init_std, rngs=rngs)
+    self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+    self.q_proj = DenseGeneral((hidden,), (num_heads, head_dim), use_bias=qkv_bias,
+                               kernel_axes=("embed", "q_heads", "head_dim"), **kw)
+    self.k_proj = DenseGeneral((hidden,), (num_kv_heads, head_dim), use_bias=qkv_bias,
+                               kernel_axes=("embed", "kv_heads", "head_dim"), **kw)
+    self.v_proj = DenseGeneral((hidden,), (num_kv_heads, head_dim), use_bias=qkv_bias,
+                               kernel_axes=("embed", "kv_heads", "head_dim"), **kw)
+    self.o_proj = DenseGeneral((num_heads, head_dim), (hidden,), use_bias=o_bias,
+                               kernel_axes=("q_heads", "head_dim", "embed"), **kw)
+    if qk_norm:
+      self.q_norm = RMSNorm(head_dim, eps=norm_eps, axes=("head_dim",),
+                            param_dtype=param_dtype, rngs=rngs)
+      self.k_norm = RMSNorm(head_dim, eps=norm_eps, axes=("head_dim",),
+                            param_dtype=param_dtype, rngs=rngs)
+    else:
+      self.q_norm = self.k_norm = None
+
+  def __call__(self, x_bte: jax.Array, cos_btd: jax.Array, sin_btd: jax.Array,
+               mask_b1ts: jax.Array | None) -> jax.Array:
+    q = self.q_proj(x_bte)
+    k = self.k_proj(x_bte)
+    v = self.v_proj(x_bte)
+    if self.q_norm is not None:
+      q, k = self.q_norm(q), self.k_norm(k)
+    q = apply_rotary(q, cos_btd, sin_btd)
+    k = apply_rotary(k, cos_btd, sin_btd)
+    q = constrain(q, ("batch", "length", "q_heads", "head_dim"))
+    k = constrain(k, ("batch", "length", "kv_heads", "head_dim"))
+    out_bthd = dot_product_attention(q, k, v, mask_b1ts, self.head_dim ** -0.5)
+    return self.o_proj(out_bthd)

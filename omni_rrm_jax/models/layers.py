@@ -1,0 +1,105 @@
+"""Parameter-holding building blocks with logical axis names."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from omni_rrm_jax.sharding.rules import constrain
+
+Axes = tuple[str | None, ...]
+
+
+def param(rngs: nnx.Rngs | None, init, shape: Sequence[int], dtype: Any, axes: Axes,
+          **metadata) -> nnx.Param:
+  """An `nnx.Param` carrying its logical axis names as metadata."""
+  if len(axes) != len(shape):
+    raise ValueError(f"axes {axes} do not match shape {tuple(shape)}")
+  key = rngs.params() if rngs is not None else jax.random.key(0)
+  return nnx.Param(init(key, tuple(shape), dtype), logical_axes=tuple(axes), **metadata)
+
+
+class DenseGeneral(nnx.Module):
+  """y = x · W (+ b), contracting the trailing `len(in_shape)` dims of x.
+
+  The kernel has shape `in_shape + out_shape` and records `in_ndim`, so the
+  Hugging Face bridge can map it to and from a 2-D `[out, in]` weight without a
+  per-layer table.
+  """
+
+  def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], *,
+               kernel_axes: Axes, bias_axes: Axes | None = None, use_bias: bool = False,
+               dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
+               init_std: float = 0.02, rngs: nnx.Rngs | None = None):
+    self.in_ndim = len(in_shape)
+    self.dtype = dtype
+    self.kernel = param(rngs, nnx.initializers.normal(init_std), (*in_shape, *out_shape),
+                        param_dtype, kernel_axes, in_ndim=len(in_shape))
+    if use_bias:
+      self.bias = param(rngs, nnx.initializers.zeros, tuple(out_shape), param_dtype,
+                        bias_axes or kernel_axes[len(in_shape):])
+    else:
+      self.bias = None
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.kernel[...].astype(self.dtype)
+    y = jnp.tensordot(x.astype(self.dtype), kernel, axes=self.in_ndim)
+    if self.bias is not None:
+      y = y + self.bias[...].astype(self.dtype)
+    return y
+
+
+class RMSNorm(nnx.Module):
+  """Root-mean-square norm computed in float32, as the Qwen and Llama models do."""
+
+  def __init__(self, size: int, *, eps: float, axes: Axes = ("norm",),
+               param_dtype: Any = jnp.float32, rngs: nnx.Rngs | None = None):
+    self.eps = eps
+    self.weight = param(rngs, nnx.initializers.ones, (size,), param_dtype, axes)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    in_dtype = x.dtype
+    x32 = x.astype(jnp.float32)
+    var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+    normed = (x32 * jax.lax.rsqrt(var + self.eps)).astype(in_dtype)
+    return self.weight[...].astype(in_dtype) * normed
+
+
+class Embed(nnx.Module):
+  """Token embedding table [vocab, embed]; `attend` reuses it as a tied head."""
+
+  def __init__(self, vocab_size: int, features: int, *, dtype: Any, param_dtype: Any,
+               init_std: float = 0.02, rngs: nnx.Rngs | None = None):
+    self.dtype = dtype
+    self.weight = param(rngs, nnx.initializers.normal(init_std), (vocab_size, features),
+                        param_dtype, ("vocab", "embed"))
+
+  def __call__(self, ids_bt: jax.Array) -> jax.Array:
+    return jnp.take(self.weight[...], ids_bt, axis=0).astype(self.dtype)
+
+  def attend(self, x_bte: jax.Array) -> jax.Array:
+    return jnp.einsum("bte,ve->btv", x_bte.astype(self.dtype), self.weight[...].astype(self.dtype))
+
+
+class GatedMLP(nnx.Module):
+  """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+
+  def __init__(self, hidden: int, intermediate: int, *, use_bias: bool, dtype: Any,
+               param_dtype: Any, init_std: float, rngs: nnx.Rngs | None):
+    kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, init_std=init_std, rngs=rngs)
+    self.gate_proj = DenseGeneral((hidden,), (intermediate,), kernel_axes=("embed", "mlp"), **kw)
+    self.up_proj = DenseGeneral((hidden,), (intermediate,), kernel_axes=("embed", "mlp"), **kw)
+    self.down_proj = DenseGeneral((intermediate,), (hidden,), kernel_axes=("mlp", "embed"), **kw)
+
+  def __call__(self, x_bte: jax.Array) -> jax.Array:
+    h_btm = jax.nn.silu(self.gate_proj(x_bte)) * self.up_proj(x_bte)
+    h_btm = constrain(h_btm, ("batch", "length", "mlp"))
+    return self.down_proj(h_btm)
+
+
+def num_params(module: nnx.Module) -> int:
+  return int(sum(np.prod(v.shape) for v in jax.tree.leaves(nnx.state(module, nnx.Param))))

@@ -1,0 +1,150 @@
+"""Loading Hugging Face checkpoint folders into Flax NNX models."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+
+from omni_rrm_jax.models import hf_weights
+from omni_rrm_jax.models.architectures import Architecture, get_architecture
+from omni_rrm_jax.models.safetensors_io import CheckpointReader
+from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, spec_for
+
+log = logging.getLogger(__name__)
+
+# Files a model folder may carry besides config and weights; copied on export.
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+    "merges.txt", "tokenizer.model", "added_tokens.json", "chat_template.jinja",
+    "chat_template.json", "generation_config.json", "preprocessor_config.json",
+)
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that does not fit the model it is loaded into."""
+
+
+def read_config_json(folder: str) -> dict:
+  """The raw `config.json` of a model folder, with clear errors."""
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"{folder}: not a directory")
+  path = os.path.join(folder, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{folder}: no config.json (is this a Hugging Face model folder?)")
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except ValueError as e:
+    raise ValueError(f"{path}: invalid JSON ({e})") from None
+
+
+def load_hf_config(folder: str, architecture: str | None = None):
+  """(Architecture, transformers config) for a model folder."""
+  from transformers import AutoConfig  # configs only; never imports model code
+
+  raw = read_config_json(folder)
+  name = architecture or (raw.get("architectures") or [None])[0]
+  if name is None:
+    raise ValueError(f"{folder}/config.json: no 'architectures' entry; pass architecture=...")
+  arch = get_architecture(name)
+  if raw.get("model_type") != arch.model_type:
+    raise ValueError(f"{folder}/config.json: model_type {raw.get('model_type')!r} does not match "
+                     f"architecture {name} (expects {arch.model_type!r})")
+  return arch, AutoConfig.from_pretrained(folder)
+
+
+def abstract_model(arch: Architecture, cfg) -> nnx.Module:
+  return nnx.eval_shape(lambda: arch.module(cfg, rngs=nnx.Rngs(0)))
+
+
+def _place(array: np.ndarray, sharding: NamedSharding | None) -> jax.Array:
+  if sharding is None:
+    return jax.device_put(array)
+  # Each device reads only its own slice of the host array (multi-host safe).
+  return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+def from_pretrained(path: str, *, architecture: str | None = None, mesh: Mesh | None = None,
+                    rules: Rules = DEFAULT_RULES, dtype: Any = "float32",
+                    param_dtype: Any = "float32", remat: bool = False,
+                    init_missing: Sequence[str] = (), seed: int = 0, **config_overrides):
+  """Loads a Hugging Face model folder (config.json + safetensors) into Flax.
+
+  Args:
+    path: the folder.
+    architecture: overrides `config.json`'s `architectures[0]`, e.g. to load a
+      causal LM as a `Qwen2ForSequenceClassification` reward model; the new
+      head's parameters must then be listed in `init_missing`.
+    mesh: when given, every parameter is placed directly into its sharded
+      array by its logical axis names and `rules`.
+    rules: the logical -> mesh axis table.
+    dtype: compute dtype ("float32" or "bfloat16").
+    param_dtype: storage dtype of the parameters.
+    remat: rematerialise each decoder layer in the backward pass.
+    init_missing: parameter-name prefixes (e.g. "score") that may be absent
+      from the checkpoint; they are initialised from N(0, initializer_range).
+      Checkpoint tensors no parameter asks for are then ignored too.
+    seed: seed for `init_missing` parameters.
+    **config_overrides: set attributes of the transformers config first,
+      e.g. `num_labels=1`, `pad_token_id=0`.
+
+  Returns:
+    The NNX model, e.g. a `CausalLM` or `SequenceClassifier`.
+  """
+  arch, hf_config = load_hf_config(path, architecture)
+  for key, value in config_overrides.items():
+    setattr(hf_config, key, value)
+  cfg = arch.make_config(hf_config, dtype=dtype, param_dtype=param_dtype, remat=remat)
+  model = abstract_model(arch, cfg)
+  graphdef, abstract_state = nnx.split(model)
+  rng = np.random.default_rng(seed)
+  consumed = set()
+  with CheckpointReader(path) as reader:
+    def load(path_tuple, variable):
+      value = variable.get_value()
+      shape, target_dtype = tuple(value.shape), value.dtype
+      in_ndim = variable.get_metadata().get("in_ndim")
+      name = hf_weights.hf_name(path_tuple)
+      expected = hf_weights.hf_shape(path_tuple, shape, in_ndim)
+      sharding = None
+      if mesh is not None:
+        spec = spec_for(variable.get_metadata().get("logical_axes"), rules, shape, mesh)
+        sharding = NamedSharding(mesh, spec)
+      if name not in reader:
+        if any(name.startswith(p) for p in init_missing):
+          log.info("initialising %s %s (not in the checkpoint)", name, shape)
+          host = rng.normal(0.0, cfg.initializer_range, size=shape).astype(target_dtype)
+          return variable.replace(_place(host, sharding))
+        raise CheckpointError(f"{path}: missing tensor {name!r} (expected shape {expected})")
+      got = reader.shape(name)
+      if got != expected:
+        raise CheckpointError(
+            f"{path}: tensor {name!r} has shape {got}, the model expects {expected}")
+      consumed.add(name)
+      host = hf_weights.from_hf(reader.get(name), shape, in_ndim).astype(target_dtype)
+      return variable.replace(_place(host, sharding))
+
+    flat = nnx.to_flat_state(abstract_state)
+    loaded = [(p, load(p, v)) for p, v in flat]
+    extra = [n for n in reader.names() if n not in consumed
+             and not n.endswith(hf_weights.IGNORED_SUFFIXES)
+             and not (cfg.tie_word_embeddings and n == "lm_head.weight")]
+  if extra:
+    if init_missing:
+      log.info("ignoring %d checkpoint tensors the model does not use: %s", len(extra),
+               ", ".join(extra[:5]))
+    else:
+      raise CheckpointError(
+          f"{path}: {len(extra)} unexpected tensor(s) for {arch.name}: {', '.join(extra[:5])}"
+          + (" ..." if len(extra) > 5 else ""))
+  state = nnx.from_flat_state(loaded)
+  model = nnx.merge(graphdef, state)
+  model.source_path = os.path.abspath(path)  # tokenizer files are copied from here on export
+  return model
