@@ -11,7 +11,8 @@ Public API:
 from omni_rrm_jax.export.hf_export import save_pretrained
 from omni_rrm_jax.models.architectures import ARCHITECTURES
 from omni_rrm_jax.models.decoder import ModelOutput
+from omni_rrm_jax.models.factory import from_config
 from omni_rrm_jax.models.pretrained import from_pretrained
 
-__all__ = ["from_pretrained", "save_pretrained", "ModelOutput", "ARCHITECTURES"]
+__all__ = ["from_pretrained", "from_config", "save_pretrained", "ModelOutput", "ARCHITECTURES"]
 __version__ = "0.1.0"
