@@ -1,0 +1,27 @@
+"""Load a Hugging Face model folder onto a device mesh and write it back.
+
+Command (CPU, seconds for a tiny model; minutes for 7B on a pod slice):
+  omni-rrm --config=configs/export.py --config.model_path=IN_DIR --workdir=OUT_DIR \
+      [--config.param_dtype=bfloat16] [--config.mesh.fsdp=8]
+
+Hardware: any; the mesh spans every visible device.
+Result: OUT_DIR/hf holds config.json + safetensors (+ tokenizer files) that
+transformers loads with the same numbers; a JSON line reports the parameter
+count, the largest per-device parameter bytes and the load time.
+"""
+
+import ml_collections
+
+from omni_rrm_jax.sharding.config import mesh_config, rules_config
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  del arg
+  c = ml_collections.ConfigDict()
+  c.task = "export"
+  c.model_path = ""
+  c.param_dtype = "float32"
+  c.max_shard_gb = 5.0
+  c.mesh = mesh_config()
+  c.rules = rules_config()
+  return c

@@ -1,0 +1,506 @@
+"""Readers: the preference formats people have, turned into PreferenceRecords.
+
+Each format is a converter from one decoded row to a native record dict,
+registered by name in `READERS` so that configs can choose it. `read_records`
+does the rest for every format alike: opening JSONL or JSON-array files
+(gzipped or not), sniffing the format, validating, counting bad rows and
+checking media paths.
+
+Formats and their label conventions:
+
+  native       our JSONL (see `records.py`); label "A" | "B" | "equal".
+  hh_rlhf      Anthropic HH-RLHF: `chosen` / `rejected` full transcripts.
+  rewardbench  `prompt` / `chosen` / `rejected`, optional `subset`, `id`.
+  llmbar       `input` / `output_1` / `output_2` / `label`, where label 1 means
+               output_1 (response_a) is better and 2 means output_2 is; subset
+               is the file stem, e.g. "Adversarial-Neighbor".
+  pairwise     `text_prompt` / `answer_a` / `answer_b` / `label`, where label 0
+               means answer_a (response_a) is better and 1 means answer_b is;
+               optional `image` / `images` / `video` / `audio` media and
+               `modality` (inferred from the media when absent).
+
+For the chosen/rejected formats the chosen response lands in A or B by a coin
+flip seeded by (seed, record id), so a judge that always says "A" scores 50%
+and a rerun gives the same order; `chosen_as_a=True` keeps chosen as A.
+
+Which rows are skipped and which are kept but flagged is decided in
+`records.py` (`validate_record`, `degeneracies`) for every format, plus two
+HH-RLHF cases here: a transcript with no Assistant turn is skipped, and a pair
+whose transcripts differ before their last turn is split at the last
+Assistant turn they share, kept and flagged.
+
+Files without an `id` field get ids "<file stem>/<row index>", 0-based.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import logging
+import os
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from omni_rrm_jax.core.registry import Registry
+from omni_rrm_jax.data.bad_records import BadRecordCounter
+from omni_rrm_jax.data.records import (BadRecord, PreferenceRecord, degeneracies,
+                                       resolve_media_path, validate_record)
+
+_LOG = logging.getLogger(__name__)
+
+_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
+# How many well-formed rows to try before giving up on recognising a format.
+_SNIFF_ROWS = 20
+
+
+@dataclasses.dataclass
+class RowContext:
+  """What a converter may know about the row besides its content.
+
+  Attributes:
+    source: the file the row came from.
+    index: 0-based position of the row among the file's rows.
+    where: "file:line", for messages.
+    seed: seeds the A/B coin flip.
+    chosen_as_a: put the chosen response in A instead of flipping.
+    flags: degeneracies the converter noticed; the row is kept and counted.
+  """
+
+  source: Path
+  index: int
+  where: str
+  seed: int = 0
+  chosen_as_a: bool = False
+  flags: list[str] = dataclasses.field(default_factory=list)
+
+  @property
+  def stem(self) -> str:
+    """The file name without its .json / .jsonl / .gz suffixes."""
+    return _stem(self.source)
+
+  def record_id(self, row: Mapping[str, Any]) -> str:
+    """The row's own id when it has one, else "<stem>/<index>"."""
+    value = row.get("id")
+    if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
+      return str(value)
+    return f"{self.stem}/{self.index}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Reader:
+  """A registered format.
+
+  Attributes:
+    convert: (row, context) -> a native record dict for `validate_record`;
+      raises BadRecord for a row it cannot convert.
+    fields: keys whose presence identifies the format when sniffing.
+  """
+
+  convert: Callable[[Mapping[str, Any], RowContext], dict[str, Any]]
+  fields: frozenset[str]
+
+
+READERS: Registry[Reader] = Registry("record format")
+
+
+def _reader(name: str, *fields: str):
+  def decorator(convert):
+    READERS.add(name, Reader(convert=convert, fields=frozenset(fields)))
+    return convert
+  return decorator
+
+
+def _field(row: Mapping[str, Any], key: str) -> str:
+  if key not in row or row[key] is None:
+    raise BadRecord(f"missing field {key!r}")
+  if not isinstance(row[key], str):
+    raise BadRecord(f"{key} must be a string", f"got {type(row[key]).__name__}")
+  return row[key]
+
+
+def _int_label(row: Mapping[str, Any], fmt: str, allowed: tuple[int, int]) -> int:
+  if "label" not in row or row["label"] is None:
+    raise BadRecord("missing field 'label'")
+  label = row["label"]
+  # bool is an int subclass, and "1" is a string: neither is a valid label.
+  if isinstance(label, bool) or not isinstance(label, int) or label not in allowed:
+    raise BadRecord(f"{fmt} label must be {allowed[0]} or {allowed[1]}", f"got {label!r}")
+  return label
+
+
+def _subset(row: Mapping[str, Any]) -> str | None:
+  subset = row.get("subset")
+  return subset if isinstance(subset, str) and subset else None
+
+
+def chosen_goes_first(record_id: str, seed: int = 0) -> bool:
+  """The seeded coin flip that orders a chosen/rejected pair.
+
+  A hash rather than `random` so the order depends only on (seed, id), not on
+  which rows came before or on the Python process.
+  """
+  digest = hashlib.sha256(f"{seed}:{record_id}".encode("utf-8")).digest()
+  return digest[0] % 2 == 0
+
+
+def _chosen_rejected(ctx: RowContext, record_id: str, prompt: str, chosen: str,
+                     rejected: str, subset: str | None) -> dict[str, Any]:
+  first = ctx.chosen_as_a or chosen_goes_first(record_id, ctx.seed)
+  return {
+      "id": record_id,
+      "prompt": prompt,
+      "response_a": chosen if first else rejected,
+      "response_b": rejected if first else chosen,
+      "label": "A" if first else "B",
+      "modality": "text",
+      "subset": subset,
+  }
+
+
+@_reader("native", "response_a", "response_b", "label")
+def _native(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
+  del ctx  # Native rows carry everything themselves.
+  return dict(row)
+
+
+_ASSISTANT = "\n\nAssistant:"
+HH_REALIGNED = "transcripts differ before the last turn (split at the last shared Assistant turn)"
+
+
+def split_hh_transcripts(chosen: str, rejected: str) -> tuple[str, str, str, bool]:
+  """Splits an HH-RLHF pair into the shared prompt and the two final turns.
+
+  The prompt is everything up to and including the last "\\n\\nAssistant:"
+  marker (leading blank lines dropped); each response is what follows it,
+  trimmed. A few rows' transcripts differ before their last turn (a turn
+  marker missing its blank line, for instance); those are cut after the last
+  Assistant marker inside the longest common prefix, so each "response" may
+  then span more than one turn.
+
+  Args:
+    chosen: the preferred transcript.
+    rejected: the other transcript.
+
+  Returns:
+    (prompt, chosen_response, rejected_response, realigned), realigned being
+    True when the fallback cut was used.
+
+  Raises:
+    BadRecord: when there is no Assistant turn, or no shared one.
+  """
+  cut_c, cut_r = chosen.rfind(_ASSISTANT), rejected.rfind(_ASSISTANT)
+  if cut_c < 0 or cut_r < 0:
+    raise BadRecord("no Assistant turn in transcript")
+  cut = cut_c + len(_ASSISTANT)
+  realigned = cut_c != cut_r or chosen[:cut] != rejected[:cut]
+  if realigned:
+    common = len(os.path.commonprefix([chosen, rejected]))
+    last = chosen.rfind(_ASSISTANT, 0, common)
+    if last < 0:
+      raise BadRecord("transcripts share no Assistant turn")
+    cut = last + len(_ASSISTANT)
+  prompt = chosen[:cut].lstrip()
+  return prompt, chosen[cut:].strip(), rejected[cut:].strip(), realigned
+
+
+@_reader("hh_rlhf", "chosen", "rejected")
+def _hh_rlhf(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
+  prompt, chosen, rejected, realigned = split_hh_transcripts(
+      _field(row, "chosen"), _field(row, "rejected"))
+  if realigned:
+    ctx.flags.append(HH_REALIGNED)
+  return _chosen_rejected(ctx, ctx.record_id(row), prompt, chosen, rejected, _subset(row))
+
+
+@_reader("rewardbench", "prompt", "chosen", "rejected")
+def _rewardbench(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
+  return _chosen_rejected(ctx, ctx.record_id(row), _field(row, "prompt"),
+                          _field(row, "chosen"), _field(row, "rejected"), _subset(row))
+
+
+@_reader("llmbar", "input", "output_1", "output_2")
+def _llmbar(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
+  label = _int_label(row, "llmbar", (1, 2))
+  return {
+      "id": ctx.record_id(row),
+      "prompt": _field(row, "input"),
+      "response_a": _field(row, "output_1"),
+      "response_b": _field(row, "output_2"),
+      "label": "A" if label == 1 else "B",
+      "modality": "text",
+      "subset": ctx.stem,
+  }
+
+
+def _pairwise_media(row: Mapping[str, Any]) -> dict[str, Any]:
+  images = row.get("images", row.get("image"))
+  if isinstance(images, str):
+    images = [images]
+  return {"images": images or [], "video": row.get("video"), "audio": row.get("audio")}
+
+
+@_reader("pairwise", "text_prompt", "answer_a", "answer_b")
+def _pairwise(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
+  label = _int_label(row, "pairwise", (0, 1))
+  media = _pairwise_media(row)
+  modality = row.get("modality") or (
+      "video" if media["video"] else "audio" if media["audio"] else
+      "image" if media["images"] else "text")
+  return {
+      "id": ctx.record_id(row),
+      "prompt": _field(row, "text_prompt"),
+      "response_a": _field(row, "answer_a"),
+      "response_b": _field(row, "answer_b"),
+      "label": "A" if label == 0 else "B",
+      "modality": modality,
+      "media": media,
+      "subset": _subset(row),
+  }
+
+
+# ---------------------------------------------------------------------------
+# Files -> rows.
+
+
+def _stem(path: Path) -> str:
+  name = path.name
+  for suffix in (".gz", ".jsonl", ".json"):
+    name = name.removesuffix(suffix)
+  return name
+
+
+def _open_binary(path: Path):
+  with open(path, "rb") as f:
+    magic = f.read(2)
+  return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+
+
+# Corrupt compressed data surfaces as any of these while iterating.
+_READ_ERRORS = (OSError, EOFError, zlib.error)
+
+
+def _rows(path: Path) -> Iterator[tuple[int, str, Any]]:
+  """Yields (index, "file:line", decoded row or BadRecord) for every row."""
+  try:
+    with _open_binary(path) as f:
+      head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+  except _READ_ERRORS as e:
+    yield 0, f"{path}:1", BadRecord("unreadable file data", str(e), f"{path}:1")
+    return
+  if head.startswith(b"["):
+    yield from _json_array_rows(path)
+  else:
+    yield from _jsonl_rows(path)
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
+  index, lineno = 0, 0
+  try:
+    with _open_binary(path) as f:
+      for lineno, raw in enumerate(f, start=1):
+        if not raw.strip():
+          continue
+        where = f"{path}:{lineno}"
+        try:
+          text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+          row: Any = json.loads(text)
+        except UnicodeDecodeError as e:
+          row = BadRecord("invalid UTF-8", str(e), where)
+        except json.JSONDecodeError as e:
+          row = BadRecord("bad JSON", str(e), where)
+        yield index, where, row
+        index += 1
+  except _READ_ERRORS as e:
+    # A truncated .gz ends the file early; the rest cannot be recovered.
+    where = f"{path}:{lineno + 1}"
+    yield index, where, BadRecord("unreadable file data", f"{e}; rest of file lost", where)
+
+
+def _json_array_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
+  """Decodes a JSON array element by element, to know each element's line."""
+  try:
+    with _open_binary(path) as f:
+      text = f.read().decode("utf-8-sig")
+  except (UnicodeDecodeError, *_READ_ERRORS) as e:
+    yield 0, f"{path}:1", BadRecord("unreadable file data", str(e), f"{path}:1")
+    return
+  decoder = json.JSONDecoder()
+  pos = text.index("[") + 1
+  line, line_pos, index = 1, 0, 0
+  while True:
+    pos = _skip_space(text, pos)
+    if pos < len(text) and text[pos] == "]":
+      return
+    line += text.count("\n", line_pos, pos)
+    line_pos = pos
+    where = f"{path}:{line}"
+    try:
+      row, pos = decoder.raw_decode(text, pos)
+    except json.JSONDecodeError as e:
+      # Without a valid element boundary there is no safe place to resume.
+      yield index, where, BadRecord("bad JSON", f"{e}; rest of file lost", where)
+      return
+    yield index, where, row
+    index += 1
+    pos = _skip_space(text, pos)
+    if pos < len(text) and text[pos] == ",":
+      pos += 1
+    elif pos >= len(text) or text[pos] != "]":
+      line += text.count("\n", line_pos, pos)
+      where = f"{path}:{line}"
+      detail = "expected ',' or ']' in array; rest of file lost"
+      yield index, where, BadRecord("bad JSON", detail, where)
+      return
+
+
+def _skip_space(text: str, pos: int) -> int:
+  while pos < len(text) and text[pos] in " \t\r\n":
+    pos += 1
+  return pos
+
+
+def _files(path: Path) -> list[Path]:
+  if path.is_dir():
+    found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(_SUFFIXES))
+    if not found:
+      raise FileNotFoundError(f"no {'/'.join(_SUFFIXES)} files in {path}")
+    return found
+  if not path.is_file():
+    raise FileNotFoundError(f"no such data file: {path}")
+  return [path]
+
+
+def sniff_format(row: Mapping[str, Any]) -> str | None:
+  """The registered format whose identifying fields the row has, or None.
+
+  When several match, the one with the most identifying fields wins, so a
+  rewardbench row (prompt, chosen, rejected) is not taken for HH-RLHF.
+  """
+  matches = [name for name in READERS if READERS.get(name).fields <= row.keys()]
+  if not matches:
+    return None
+  return max(matches, key=lambda name: len(READERS.get(name).fields))
+
+
+def _sniffed(path: Path, rows: Iterator[tuple[int, str, Any]]) -> tuple[str, list]:
+  """Reads rows until one reveals the format; returns it and the rows read."""
+  seen, tried = [], 0
+  for item in rows:
+    seen.append(item)
+    row = item[2]
+    if isinstance(row, Mapping):
+      fmt = sniff_format(row)
+      if fmt:
+        return fmt, seen
+      tried += 1
+      if tried >= _SNIFF_ROWS:
+        break
+  keys = next((sorted(r) for _, _, r in seen if isinstance(r, Mapping)), [])
+  if not seen or not keys:
+    # An empty file or one with no JSON objects: whatever the format, no rows.
+    return "native", seen
+  raise ValueError(
+      f"{path}: cannot tell the record format from the fields {keys}; known formats: "
+      f"{', '.join(READERS.names())} (pass one by name instead of 'auto')")
+
+
+# ---------------------------------------------------------------------------
+# The entry point.
+
+
+def read_records(path: str | os.PathLike[str], fmt: str = "auto", *,
+                 counter: BadRecordCounter | None = None, strict: bool = False,
+                 media_root: str | os.PathLike[str] | None = None,
+                 limit: int | None = None, seed: int = 0,
+                 chosen_as_a: bool = False) -> Iterator[PreferenceRecord]:
+  """Reads preference records from a file (or a folder of them), any format.
+
+  Rows that cannot be used are skipped and counted in `counter`, never
+  raised, unless `strict`. Degenerate rows that are kept are counted as
+  flagged. The counter's summary is logged when the files are exhausted.
+
+  Args:
+    path: a .jsonl / .json file (JSON lines or one JSON array; gzip allowed),
+      or a folder whose such files are read in name order.
+    fmt: a name in `READERS`, or "auto" to recognise it from each file's
+      field names.
+    counter: receives kept / skipped / flagged counts; a fresh one if None.
+    strict: raise on the first bad row instead of skipping it.
+    media_root: when given, every media path must resolve to an existing file
+      under it; other rows are skipped.
+    limit: stop after this many records have been yielded.
+    seed: seeds the A/B coin flip of chosen/rejected formats.
+    chosen_as_a: keep chosen as response A (label always "A") instead.
+
+  Yields:
+    PreferenceRecords in file order.
+
+  Raises:
+    ValueError: in strict mode, naming file, line and reason of the first bad
+      row; or when fmt="auto" cannot recognise a file's format.
+    KeyError: for an unknown format name (the message lists the known ones).
+    FileNotFoundError: when `path` does not exist.
+  """
+  # Checked here, not in the generator, so that a bad name or path fails at
+  # the call rather than at the first `next`.
+  if fmt != "auto":
+    READERS.get(fmt)
+  files = _files(Path(path))
+  counter = BadRecordCounter() if counter is None else counter
+  return _generate(path, files, fmt, counter, strict=strict, media_root=media_root,
+                   limit=limit, seed=seed, chosen_as_a=chosen_as_a)
+
+
+def _generate(path: str | os.PathLike[str], files: list[Path], fmt: str,
+              counter: BadRecordCounter, *, strict: bool,
+              media_root: str | os.PathLike[str] | None, limit: int | None, seed: int,
+              chosen_as_a: bool) -> Iterator[PreferenceRecord]:
+  produced = 0
+  for file in files:
+    if limit is not None and produced >= limit:
+      break
+    rows: Iterable[tuple[int, str, Any]] = _rows(file)
+    file_fmt = fmt
+    if fmt == "auto":
+      file_fmt, head = _sniffed(file, iter(rows))
+      rows = _chain(head, rows)
+    reader = READERS.get(file_fmt)
+    for index, where, row in rows:
+      ctx = RowContext(source=file, index=index, where=where, seed=seed, chosen_as_a=chosen_as_a)
+      try:
+        record = _to_record(row, reader, ctx, media_root)
+      except BadRecord as e:
+        e.where = e.where or where
+        if strict:
+          raise ValueError(f"{e} (strict mode: bad records are fatal)") from e
+        counter.skip(e)
+        continue
+      for reason in ctx.flags + degeneracies(record):
+        counter.flag(reason, where)
+      counter.keep()
+      produced += 1
+      yield record
+      if limit is not None and produced >= limit:
+        break
+  _LOG.info("read %s: %s", path, counter.summary())
+
+
+def _chain(head: list, rest: Iterable) -> Iterator:
+  yield from head
+  yield from rest
+
+
+def _to_record(row: Any, reader: Reader, ctx: RowContext,
+               media_root: str | os.PathLike[str] | None) -> PreferenceRecord:
+  if isinstance(row, BadRecord):
+    raise row
+  if not isinstance(row, Mapping):
+    raise BadRecord("row is not a JSON object", f"got {type(row).__name__}")
+  record = validate_record(reader.convert(row, ctx), ctx.where)
+  if media_root is not None:
+    for media_path in record.media_paths():
+      resolve_media_path(media_root, media_path, must_exist=True)
+  return record

@@ -1,0 +1,65 @@
+"""The command line: `omni-rrm --config=configs/TASK.py[:VARIANT] --workdir=DIR [--config.a.b=v]`.
+
+This is the only module that defines flags. It initialises multi-host JAX once,
+then hands `(config, workdir)` to the task named by `config.task`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from omni_rrm_jax.core.registry import Registry
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Task config file, e.g. configs/rm.py:tiny",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and outputs go.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() (multi-host TPU/GPU pods).")
+
+# task name -> "module:function" taking (config, workdir); imported on use so a
+# task's dependencies load only when it runs.
+TASKS: Registry[str] = Registry("task")
+TASKS.add("export", "omni_rrm_jax.export.convert:run")
+
+
+def run_task(config, workdir: str):
+  target = TASKS.get(config.task)
+  module_name, fn_name = target.split(":")
+  return getattr(importlib.import_module(module_name), fn_name)(config, workdir)
+
+
+def _main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if _CONFIG.value is None:
+    raise app.UsageError("--config is required, e.g. --config=configs/export.py")
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required")
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  if _DISTRIBUTED.value:
+    import jax
+    jax.distributed.initialize()
+  try:
+    result = run_task(_CONFIG.value, _WORKDIR.value)
+  except (ValueError, KeyError, FileNotFoundError) as e:
+    # Bad input (config value, file, checkpoint): one clear line, no traceback.
+    logging.debug("task failed", exc_info=True)
+    message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    sys.exit(f"omni-rrm: error: {message}")
+  if isinstance(result, dict):
+    print(json.dumps(result, default=str))
+
+
+def run():
+  """Console-script entry point."""
+  app.run(_main, argv=sys.argv)
+
+
+if __name__ == "__main__":
+  run()

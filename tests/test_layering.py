@@ -1,0 +1,59 @@
+"""Imports point downwards only (DESIGN.md §2): a test that fails on an upward arrow."""
+
+import ast
+import pathlib
+
+import pytest
+
+PKG = pathlib.Path(__file__).resolve().parents[1] / "omni_rrm_jax"
+
+# package -> the project packages it may import (besides itself).
+ALLOWED = {
+    "core": set(),
+    "sharding": {"core"},
+    "models": {"core", "sharding"},
+    "rewards": {"core"},
+    "data": {"core", "rewards"},
+    "sampling": {"core", "sharding", "models"},
+    "train": {"core", "sharding", "models", "data", "rewards", "sampling"},
+    "rl": {"core", "sharding", "models", "data", "rewards", "sampling", "train"},
+    "eval": {"core", "sharding", "models", "data", "rewards", "sampling", "train"},
+    "export": {"core", "sharding", "models"},
+}
+# Plain-Python packages that must not pull in JAX or torch.
+NO_JAX = {"rewards", "data"}
+NO_JAX_EXCEPTIONS = {"data/pipeline.py", "data/batching.py", "data/global_batch.py"}
+
+
+def _imports(path: pathlib.Path):
+  tree = ast.parse(path.read_text(encoding="utf-8"))
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      for alias in node.names:
+        yield alias.name
+    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+      yield node.module
+
+
+def _files():
+  return sorted(p for p in PKG.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _files(), ids=lambda p: str(p.relative_to(PKG)))
+def test_imports_point_downwards(path):
+  rel = path.relative_to(PKG)
+  if len(rel.parts) == 1:  # __init__.py and main.py sit on top and may import anything
+    return
+  own = rel.parts[0]
+  for name in _imports(path):
+    parts = name.split(".")
+    if parts[0] == "omni_rrm_jax" and len(parts) > 1:
+      target = parts[1]
+      assert target == own or target in ALLOWED[own], f"{rel} imports {name}: upward arrow"
+    if own in NO_JAX and str(rel) not in NO_JAX_EXCEPTIONS:
+      assert parts[0] not in ("jax", "flax", "torch", "optax"), f"{rel} imports {name}"
+
+
+def test_every_package_is_known():
+  packages = {p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+  assert packages <= set(ALLOWED), packages - set(ALLOWED)
