@@ -22,6 +22,7 @@ INSTALL_REQUIRES = [
     "sacrebleu>=2.4",
     "rouge-score>=0.1.2",
     "nltk>=3.9",
+    "regex>=2024.0",
 ]
 
 EXTRAS = {

@@ -22,7 +22,7 @@ ALLOWED = {
 }
 # Plain-Python packages that must not pull in JAX or torch.
 NO_JAX = {"rewards", "data"}
-NO_JAX_EXCEPTIONS = {"data/pipeline.py", "data/batching.py", "data/global_batch.py"}
+NO_JAX_EXCEPTIONS: set = set()
 
 
 def _imports(path: pathlib.Path):

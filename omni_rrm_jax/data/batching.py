@@ -1,0 +1,67 @@
+"""Padding variable-length examples into a small set of bucketed batch shapes.
+
+Every distinct batch shape is one XLA compilation, so sequences are padded
+(on the right) to the smallest configured bucket that holds the longest one,
+and a short final batch is filled with invalid rows instead of shrinking.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+# Fields of an encoded example that are sequences, per kind, and their pad values.
+SEQUENCE_FIELDS = {"rm": {"chosen": None, "rejected": None}, "sft": {"input_ids": None,
+                                                                     "loss_mask": 0}}
+META_FIELDS = ("valid", "invalid_reason", "truncated", "modality")
+
+
+def bucket_length(length: int, buckets: Sequence[int]) -> int:
+  for b in sorted(buckets):
+    if length <= b:
+      return b
+  raise ValueError(f"sequence of {length} tokens is longer than the largest bucket {max(buckets)}")
+
+
+def _pad(rows: list[np.ndarray], length: int, value: int) -> np.ndarray:
+  out = np.full((len(rows), length), value, np.int32)
+  for i, row in enumerate(rows):
+    out[i, :len(row)] = row
+  return out
+
+
+def collate(examples: list[dict[str, Any]], *, kind: str, batch_size: int,
+            buckets: Sequence[int], pad_id: int) -> dict[str, np.ndarray]:
+  """Stacks encoded examples into one padded batch of exactly `batch_size` rows.
+
+  For "rm" the output has `chosen_input_ids`, `chosen_attention_mask`,
+  `rejected_input_ids`, `rejected_attention_mask` (both padded to one common
+  bucket length) and `margin`; for "sft" `input_ids`, `attention_mask` and
+  `loss_mask`. Both carry `valid`, `truncated`, `invalid_reason` and
+  `modality` per row.
+  """
+  if len(examples) > batch_size:
+    raise ValueError(f"{len(examples)} examples for a batch of {batch_size}")
+  # Filler rows repeat the first example, marked invalid: they cost compute
+  # but no loss, and keep the shape fixed.
+  filler = dict(examples[0], valid=False, truncated=False, invalid_reason=0)
+  examples = list(examples) + [filler] * (batch_size - len(examples))
+  seq_fields = SEQUENCE_FIELDS[kind]
+  longest = max(len(ex[f]) for ex in examples for f in seq_fields)
+  length = bucket_length(longest, buckets)
+  batch: dict[str, np.ndarray] = {}
+  for field, pad_value in seq_fields.items():
+    rows = [np.asarray(ex[field], np.int32) for ex in examples]
+    if pad_value is None:  # token ids: pad id plus an attention mask
+      prefix = "" if field == "input_ids" else f"{field}_"
+      batch[f"{prefix}input_ids"] = _pad(rows, length, pad_id)
+      batch[f"{prefix}attention_mask"] = _pad([np.ones(len(r), np.int32) for r in rows], length, 0)
+    else:
+      batch[field] = _pad(rows, length, pad_value)
+  if kind == "rm":
+    batch["margin"] = np.asarray([ex["margin"] for ex in examples], np.float32)
+  for field in META_FIELDS:
+    batch[field] = np.asarray([ex[field] for ex in examples],
+                              bool if field in ("valid", "truncated") else np.int32)
+  return batch

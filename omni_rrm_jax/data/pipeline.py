@@ -1,0 +1,91 @@
+"""The Grain input pipeline: records -> tokens -> bucketed batches, per process.
+
+  records (validated, bad ones skipped and counted when read)
+    -> seeded global shuffle, reshuffled each epoch
+    -> this process's share of the stream (multi-host: disjoint, interleaved)
+    -> encode (chat template, left truncation of the prompt)  [worker processes]
+    -> batch + pad to a bucketed length                       [worker processes]
+
+The iterator's state (`get_state` / `set_state`) is small and exact, so a
+checkpoint holding it resumes the stream at the same example.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Sequence
+
+import grain
+
+from omni_rrm_jax.data.batching import collate
+from omni_rrm_jax.data.records import PreferenceRecord
+from omni_rrm_jax.data.tokenize import ExampleEncoder, as_arrays
+
+log = logging.getLogger(__name__)
+
+
+class _Encode(grain.transforms.Map):
+  """A picklable map step (worker processes receive a copy)."""
+
+  def __init__(self, encoder: ExampleEncoder):
+    self.encoder = encoder
+
+  def map(self, record: PreferenceRecord) -> dict[str, Any]:
+    return as_arrays(self.encoder.encode(record))
+
+
+def _ensure_absl_flags_parsed() -> None:
+  # Grain's worker processes read absl flags; outside `main` (tests, notebooks)
+  # nobody parsed them, so take the defaults.
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *,
+                 batch_size: int, buckets: Sequence[int], pad_id: int, seed: int,
+                 shuffle: bool = True, num_epochs: int | None = None,
+                 worker_count: int = 0, worker_buffer_size: int = 2,
+                 process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+  """A Grain dataset of padded batches for this process.
+
+  Args:
+    records: the whole (validated) data set; every process passes the same.
+    encoder: turns a record into token arrays.
+    batch_size: rows per batch on this process (global batch / processes).
+    buckets: allowed padded sequence lengths (the largest must cover the
+      encoder's `max_length`).
+    pad_id: the token id used for padding.
+    seed: shuffle seed; with `num_epochs`, each epoch is shuffled anew.
+    shuffle: shuffle the records (False for evaluation).
+    num_epochs: passes over the data; None repeats forever.
+    worker_count: worker processes for encoding and batching (0: in-process).
+      Each worker batches its own share of the stream, so the batch order
+      depends on the worker count (deterministically); the set of examples
+      per epoch does not.
+    worker_buffer_size: batches each worker prepares ahead.
+    process_index: this process's index (`jax.process_index()`).
+    process_count: number of processes (`jax.process_count()`).
+  """
+  if not records:
+    raise ValueError("the data set is empty (every record was skipped?)")
+  if max(buckets) < encoder.max_length:
+    raise ValueError(f"largest bucket {max(buckets)} < max_length {encoder.max_length}")
+  ds = grain.MapDataset.source(list(records))
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  if num_epochs != 1:
+    ds = ds.repeat(num_epochs)
+  if process_count > 1:
+    ds = ds[process_index::process_count]
+  ds = ds.map(_Encode(encoder))
+  it = ds.to_iter_dataset().batch(
+      batch_size, drop_remainder=False,
+      batch_fn=functools.partial(collate, kind=encoder.kind, batch_size=batch_size,
+                                 buckets=tuple(buckets), pad_id=pad_id))
+  if worker_count > 0:
+    _ensure_absl_flags_parsed()
+    it = it.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(
+        num_workers=worker_count, per_worker_buffer_size=worker_buffer_size))
+  return it

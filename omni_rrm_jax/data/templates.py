@@ -1,0 +1,68 @@
+"""Chat messages for the two reward heads, modality-aware.
+
+The scalar RM scores a (prompt, response) conversation. The judge reads the
+prompt and both responses and writes the strict judgment of
+`omni_rrm_jax.rewards.judgment`; its instructions name the five rubric
+dimensions and the exact JSON keys, and point at the media it must ground on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omni_rrm_jax.data.records import PreferenceRecord
+from omni_rrm_jax.rewards.judgment import DIMENSIONS, JUDGMENT_KEYS
+
+_MEDIA_NOUN = {"text": None, "image": "image", "video": "video", "audio": "audio clip"}
+
+
+def media_parts(record: PreferenceRecord) -> list[dict[str, Any]]:
+  """Chat content parts for the record's media, in the order the encoders read them."""
+  parts = [{"type": "image", "path": p} for p in record.media.get("images") or []]
+  if record.media.get("video"):
+    parts.append({"type": "video", "path": record.media["video"]})
+  if record.media.get("audio"):
+    parts.append({"type": "audio", "path": record.media["audio"]})
+  return parts
+
+
+def _content(record: PreferenceRecord, text: str) -> str | list[dict[str, Any]]:
+  parts = media_parts(record)
+  if not parts:
+    return text
+  return [*parts, {"type": "text", "text": text}]
+
+
+def rm_messages(record: PreferenceRecord, response: str) -> list[dict[str, Any]]:
+  """The conversation a scalar reward model scores."""
+  return [{"role": "user", "content": _content(record, record.prompt)},
+          {"role": "assistant", "content": response}]
+
+
+def judge_instructions(modality: str) -> str:
+  """The judge's task statement for one modality."""
+  noun = _MEDIA_NOUN.get(modality)
+  grounding = (f" Ground every claim about the {noun} in what the {noun} actually contains."
+               if noun else "")
+  dims = "; ".join(f"({i}) {d.title}" for i, d in enumerate(DIMENSIONS, start=1))
+  keys = ", ".join(JUDGMENT_KEYS)
+  return (
+      "You are a strict judge of two responses to the same request." + grounding +
+      f" Compare response A and response B on five dimensions: {dims}."
+      f" Reply with one JSON object with exactly the keys {keys}: integer scores 0-10,"
+      ' "better" as "A", "B" or "equal", "reasoning" as <think>...</think> walking through'
+      ' the five dimensions, and "final_verdict" as <answer>[[A]]</answer>,'
+      " <answer>[[B]]</answer> or <answer>[[equal]]</answer>.")
+
+
+def judge_prompt_text(record: PreferenceRecord, response_a: str, response_b: str) -> str:
+  return (f"{judge_instructions(record.modality)}\n\n[Question]\n{record.prompt}\n\n"
+          f"[Response A]\n{response_a}\n\n[Response B]\n{response_b}")
+
+
+def judge_messages(record: PreferenceRecord, swap: bool = False) -> list[dict[str, Any]]:
+  """The judge's prompt (a single user turn); `swap` shows B first as "A"."""
+  a, b = record.response_a, record.response_b
+  if swap:
+    a, b = b, a
+  return [{"role": "user", "content": _content(record, judge_prompt_text(record, a, b))}]

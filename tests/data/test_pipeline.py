@@ -1,0 +1,146 @@
+"""Encoding, truncation, bucketing and the Grain pipeline's order and resume."""
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from omni_rrm_jax.data.pipeline import make_dataset
+from omni_rrm_jax.data.records import PreferenceRecord
+from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
+from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
+from omni_rrm_jax.rewards.judgment import DIMENSION_NAMES, render_judgment
+
+BUCKETS = (32, 64, 128, 512)
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("tok")
+  texts = [f"what is {i} plus {i + 1}? it is {2 * i + 1}. the cat sat." for i in range(300)]
+  train_tiny_tokenizer(texts, folder, vocab_size=400)
+  return AutoTokenizer.from_pretrained(str(folder))
+
+
+def _record(i, prompt_repeats=1, label="A", rationale=True):
+  reasoning = {n: f"A answers {i + 1} correctly, B does not" for n in DIMENSION_NAMES}
+  return PreferenceRecord(
+      id=str(i), prompt=f"what is {i} plus 1? " * prompt_repeats, response_a=f"it is {i + 1}.",
+      response_b=f"it is {i + 7} or so.", label=label, scores={"A": 9, "B": 2},
+      rationale=render_judgment(9, 2, reasoning) if rationale else None)
+
+
+def test_rm_prompt_is_cut_from_the_left_and_responses_are_whole(tok):
+  enc = ExampleEncoder(tok, max_length=40, kind="rm", margin_scale=0.5)
+  full = ExampleEncoder(tok, max_length=4096, kind="rm").encode(_record(3, prompt_repeats=20))
+  ex = enc.encode(_record(3, prompt_repeats=20))
+  assert ex["valid"] and ex["truncated"]
+  assert max(len(ex["chosen"]), len(ex["rejected"])) == 40
+  assert len(full["chosen"]) > 40 and not full["truncated"]
+  # Same ending as the untruncated sequence: the response and end of turn survive.
+  n_resp = 12
+  assert ex["chosen"][-n_resp:] == full["chosen"][-n_resp:]
+  assert ex["rejected"][-n_resp:] == full["rejected"][-n_resp:]
+  # The chat framing at the start survives too.
+  header = tok("<|im_start|>user\n", add_special_tokens=False)["input_ids"]
+  assert ex["chosen"][:len(header)] == header
+  assert tok.decode(ex["chosen"]).endswith("it is 4.<|im_end|>\n")
+  assert ex["margin"] == pytest.approx(0.5 * (9 - 2))
+
+
+def test_label_b_swaps_chosen(tok):
+  enc = ExampleEncoder(tok, max_length=128, kind="rm")
+  a, b = enc.encode(_record(1, label="A")), enc.encode(_record(1, label="B"))
+  assert a["chosen"] == b["rejected"] and a["rejected"] == b["chosen"]
+
+
+def test_invalid_examples_say_why(tok):
+  enc = ExampleEncoder(tok, max_length=128, kind="rm")
+  assert INVALID_REASONS[enc.encode(_record(0, label="equal"))["invalid_reason"]] == "tie label"
+  tiny = ExampleEncoder(tok, max_length=12, kind="rm")
+  ex = tiny.encode(_record(0))
+  assert not ex["valid"] and INVALID_REASONS[ex["invalid_reason"]] == "response too long"
+  sft = ExampleEncoder(tok, max_length=4096, kind="sft")
+  ex = sft.encode(_record(0, rationale=False))
+  assert INVALID_REASONS[ex["invalid_reason"]] == "no valid judgment rationale"
+
+
+def test_sft_loss_mask_covers_exactly_the_judgment(tok):
+  rec = _record(5)
+  ex = ExampleEncoder(tok, max_length=4096, kind="sft").encode(rec)
+  ids, mask = np.asarray(ex["input_ids"]), np.asarray(ex["loss_mask"], bool)
+  assert tok.decode(ids[mask]) == rec.rationale + "<|im_end|>\n"
+  prompt = tok.decode(ids[~mask])
+  assert "[Response A]\nit is 6." in prompt and prompt.endswith("<|im_start|>assistant\n")
+
+
+def _batches(ds, n=None):
+  out = []
+  for i, b in enumerate(ds):
+    if n is not None and i >= n:
+      break
+    out.append(b)
+  return out
+
+
+def _ids_seen(batches):
+  return [int(t) for b in batches for t, v in zip(b["chosen_input_ids"][:, 8], b["valid"]) if v]
+
+
+def test_pipeline_order_buckets_sharding_and_resume(tok):
+  recs = [_record(i, prompt_repeats=1 + i % 4) for i in range(22)]
+  enc = ExampleEncoder(tok, max_length=128, kind="rm")
+  kw = dict(batch_size=4, buckets=BUCKETS, pad_id=tok.pad_token_id)
+  one = _batches(make_dataset(recs, enc, seed=1, num_epochs=1, **kw))
+  again = _batches(make_dataset(recs, enc, seed=1, num_epochs=1, **kw))
+  other = _batches(make_dataset(recs, enc, seed=2, num_epochs=1, **kw))
+  assert len(one) == 6  # 22 records in batches of 4: the last is padded with 2 fillers
+  assert sum(int(b["valid"].sum()) for b in one) == 22
+  assert all(b["chosen_input_ids"].shape[1] in BUCKETS for b in one)
+  for a, b in zip(one, again):
+    np.testing.assert_array_equal(a["chosen_input_ids"], b["chosen_input_ids"])
+  assert any((a["chosen_input_ids"] != b["chosen_input_ids"]).any() for a, b in zip(one, other)
+             if a["chosen_input_ids"].shape == b["chosen_input_ids"].shape)
+
+  # Two processes get disjoint halves whose union is the data set.
+  p0 = _batches(make_dataset(recs, enc, seed=1, num_epochs=1, process_index=0, process_count=2,
+                             **dict(kw, batch_size=2)))
+  p1 = _batches(make_dataset(recs, enc, seed=1, num_epochs=1, process_index=1, process_count=2,
+                             **dict(kw, batch_size=2)))
+  rows = lambda bs: [tuple(r[m.astype(bool)]) for b in bs
+                     for r, m, v in zip(b["chosen_input_ids"], b["chosen_attention_mask"], b["valid"]) if v]
+  assert not set(rows(p0)) & set(rows(p1))
+  assert sorted(rows(p0) + rows(p1)) == sorted(rows(one))
+
+  # Resume: the state after 3 batches continues exactly where the stream was.
+  ds = make_dataset(recs, enc, seed=1, **kw)  # repeats forever, reshuffled per epoch
+  it = iter(ds)
+  for _ in range(3):
+    next(it)
+  state = it.get_state()
+  expected = [next(it) for _ in range(5)]
+  resumed = iter(make_dataset(recs, enc, seed=1, **kw))
+  resumed.set_state(state)
+  for e in expected:
+    np.testing.assert_array_equal(next(resumed)["chosen_input_ids"], e["chosen_input_ids"])
+
+
+def test_worker_processes_encode_every_example_and_resume(tok):
+  """Workers each batch their own share of the stream: same examples, exact resume."""
+  recs = [_record(i) for i in range(12)]
+  enc = ExampleEncoder(tok, max_length=1024, kind="sft")
+  kw = dict(batch_size=4, buckets=(1024,), pad_id=tok.pad_token_id, seed=3)
+  rows = lambda bs: sorted(tuple(r[m.astype(bool)]) for b in bs for r, m, v in
+                           zip(b["input_ids"], b["attention_mask"], b["valid"]) if v)
+  local = _batches(make_dataset(recs, enc, num_epochs=1, **kw))
+  workers = _batches(make_dataset(recs, enc, num_epochs=1, worker_count=2, **kw))
+  assert len(rows(workers)) == 12 and rows(workers) == rows(local)
+
+  it = iter(make_dataset(recs, enc, worker_count=2, **kw))
+  for _ in range(2):
+    next(it)
+  state = it.get_state()
+  expected = [next(it)["input_ids"] for _ in range(3)]
+  resumed = iter(make_dataset(recs, enc, worker_count=2, **kw))
+  resumed.set_state(state)
+  for e in expected:
+    np.testing.assert_array_equal(next(resumed)["input_ids"], e)
