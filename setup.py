@@ -23,6 +23,11 @@ INSTALL_REQUIRES = [
     "rouge-score>=0.1.2",
     "nltk>=3.9",
     "regex>=2024.0",
+    # media decoding (images, video, audio), no torch
+    "pillow>=10",
+    "av>=12",
+    "soundfile>=0.12",
+    "scipy>=1.10",
 ]
 
 EXTRAS = {
