@@ -49,6 +49,14 @@ def dot_product_attention(q_bthd: jax.Array, k_bskd: jax.Array, v_bskd: jax.Arra
   return out_btkgd.reshape(b, t, h, d)
 
 
+def write_slots(cache_bskd: jax.Array, new_btkd: jax.Array, start: jax.Array) -> jax.Array:
+  """Writes T new key (or value) vectors into cache slots [start, start + T)."""
+  zero = jnp.zeros((), jnp.int32)
+  cache_bskd = jax.lax.dynamic_update_slice(
+      cache_bskd, new_btkd.astype(cache_bskd.dtype), (zero, start.astype(jnp.int32), zero, zero))
+  return constrain(cache_bskd, ("batch", "length", "kv_heads", "head_dim"))
+
+
 class Attention(nnx.Module):
   """Multi-head attention with optional q/k/v bias and per-head q/k RMSNorm."""
 
@@ -73,8 +81,9 @@ class Attention(nnx.Module):
     else:
       self.q_norm = self.k_norm = None
 
-  def __call__(self, x_bte: jax.Array, cos_btd: jax.Array, sin_btd: jax.Array,
-               mask_b1ts: jax.Array | None) -> jax.Array:
+  def _project(self, x_bte: jax.Array, cos_btd: jax.Array,
+               sin_btd: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Rotated queries [B, T, H, D], rotated keys and values [B, T, K, D]."""
     q = self.q_proj(x_bte)
     k = self.k_proj(x_bte)
     v = self.v_proj(x_bte)
@@ -84,5 +93,36 @@ class Attention(nnx.Module):
     k = apply_rotary(k, cos_btd, sin_btd)
     q = constrain(q, ("batch", "length", "q_heads", "head_dim"))
     k = constrain(k, ("batch", "length", "kv_heads", "head_dim"))
+    return q, k, v
+
+  def __call__(self, x_bte: jax.Array, cos_btd: jax.Array, sin_btd: jax.Array,
+               mask_b1ts: jax.Array | None) -> jax.Array:
+    q, k, v = self._project(x_bte, cos_btd, sin_btd)
     out_bthd = dot_product_attention(q, k, v, mask_b1ts, self.head_dim ** -0.5)
     return self.o_proj(out_bthd)
+
+  def call_cached(self, x_bte: jax.Array, cos_btd: jax.Array, sin_btd: jax.Array,
+                  mask_b1ts: jax.Array, cache_k_bskd: jax.Array, cache_v_bskd: jax.Array,
+                  start: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Attention of T new tokens over a preallocated key/value cache.
+
+    Args:
+      x_bte: the new tokens' hidden states.
+      cos_btd: rotary cos table of the new tokens.
+      sin_btd: rotary sin table of the new tokens.
+      mask_b1ts: which cache slots each new token may attend to; it must
+        already include the slots being written now.
+      cache_k_bskd: rotated keys of earlier tokens (S slots, S >= start + T).
+      cache_v_bskd: values of earlier tokens.
+      start: int32 scalar, the cache slot of the first new token (the same for
+        every row; rows differ through `mask_b1ts` and their rotary positions).
+
+    Returns:
+      (output [B, T, E], updated keys, updated values).
+    """
+    q, k, v = self._project(x_bte, cos_btd, sin_btd)
+    cache_k_bskd = write_slots(cache_k_bskd, k, start)
+    cache_v_bskd = write_slots(cache_v_bskd, v, start)
+    out_bthd = dot_product_attention(q, cache_k_bskd, cache_v_bskd, mask_b1ts,
+                                     self.head_dim ** -0.5)
+    return self.o_proj(out_bthd), cache_k_bskd, cache_v_bskd

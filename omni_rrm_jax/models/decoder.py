@@ -17,15 +17,72 @@ from omni_rrm_jax.sharding.rules import constrain
 
 
 @flax.struct.dataclass
+class KVCache:
+  """Preallocated keys and values of every layer, for incremental decoding.
+
+  A plain pytree, passed to the model and returned updated, so prefill and
+  decode steps are pure functions that jit (and `while_loop`) cleanly.
+
+  All rows write to the same slot per step (`end`), which keeps the update a
+  cheap `dynamic_update_slice`; rows of a left-padded batch differ only in
+  which slots are valid keys and in their rotary positions.
+
+  Attributes:
+    k_bskd: per layer, rotated keys [B, S, K, D] in the compute dtype.
+    v_bskd: per layer, values [B, S, K, D].
+    key_valid_bs: bool [B, S], True at slots that hold a real token.
+    end: int32 scalar, the number of slots written so far (the next slot).
+    next_position_b: int32 [B], the rotary position of each row's next token:
+      its count of real tokens so far, as transformers' `generate` counts
+      positions of left-padded prompts.
+  """
+  k_bskd: tuple[jax.Array, ...]
+  v_bskd: tuple[jax.Array, ...]
+  key_valid_bs: jax.Array
+  end: jax.Array
+  next_position_b: jax.Array
+
+  @property
+  def max_length(self) -> int:
+    return self.key_valid_bs.shape[1]
+
+
+def init_cache(cfg: DecoderConfig, batch: int, max_length: int, dtype: Any = None) -> KVCache:
+  """An empty cache for `batch` rows of up to `max_length` tokens.
+
+  Args:
+    cfg: the decoder config (layer count, key/value heads, head size).
+    batch: number of rows.
+    max_length: slots per row: prompt length plus new tokens.
+    dtype: storage dtype of keys and values; defaults to the compute dtype.
+  """
+  shape = (batch, max_length, cfg.num_key_value_heads, cfg.head_dim)
+  axes = ("batch", "length", "kv_heads", "head_dim")
+  dtype = cfg.dtype if dtype is None else dtype
+
+  def empty():
+    return constrain(jnp.zeros(shape, dtype), axes)
+
+  return KVCache(
+      k_bskd=tuple(empty() for _ in range(cfg.num_hidden_layers)),
+      v_bskd=tuple(empty() for _ in range(cfg.num_hidden_layers)),
+      key_valid_bs=constrain(jnp.zeros((batch, max_length), bool), ("batch", "length")),
+      end=jnp.zeros((), jnp.int32),
+      next_position_b=jnp.zeros((batch,), jnp.int32))
+
+
+@flax.struct.dataclass
 class ModelOutput:
   """What a model call returns.
 
   Attributes:
     logits: [B, T, V] for a causal LM, [B, num_labels] for a score head.
     hidden_states: the final normed hidden states [B, T, E].
+    cache: the updated `KVCache` when the call was given one, else None.
   """
   logits: jax.Array
   hidden_states: jax.Array | None = None
+  cache: KVCache | None = None
 
 
 class DecoderLayer(nnx.Module):
@@ -51,6 +108,15 @@ class DecoderLayer(nnx.Module):
     x_bte = x_bte + self.self_attn(self.input_layernorm(x_bte), cos_btd, sin_btd, mask)
     x_bte = x_bte + self.mlp(self.post_attention_layernorm(x_bte))
     return constrain(x_bte, ("batch", "length", "embed"))
+
+  def call_cached(self, x_bte, cos_btd, sin_btd, masks, cache_k_bskd, cache_v_bskd, start):
+    """As `__call__`, attending over (and writing to) this layer's cache slots."""
+    mask = masks[self.sliding_window]
+    attn_bte, cache_k_bskd, cache_v_bskd = self.self_attn.call_cached(
+        self.input_layernorm(x_bte), cos_btd, sin_btd, mask, cache_k_bskd, cache_v_bskd, start)
+    x_bte = x_bte + attn_bte
+    x_bte = x_bte + self.mlp(self.post_attention_layernorm(x_bte))
+    return constrain(x_bte, ("batch", "length", "embed")), cache_k_bskd, cache_v_bskd
 
 
 class Decoder(nnx.Module):
@@ -89,6 +155,66 @@ class Decoder(nnx.Module):
       x_bte = block(layer, x_bte)
     return self.norm(x_bte)
 
+  def call_cached(self, cache: KVCache, input_ids=None, attention_mask=None,
+                  position_ids=None, inputs_embeds=None) -> tuple[jax.Array, KVCache]:
+    """Runs T new tokens per row on top of `cache` (prefill or one decode step).
+
+    The new tokens take cache slots [cache.end, cache.end + T) in every row.
+    Masks are built from slot indices (causal, sliding window) and the cache's
+    key validity, as transformers builds them from cache positions. The
+    caller keeps `cache.end + T <= cache.max_length` (the slot index is traced,
+    and an out-of-range write would be clamped, not refused). With a "dynamic"
+    (NTK) RoPE, each call scales by its own largest position and cached keys
+    keep their angles, as in transformers' incremental decoding.
+
+    Args:
+      cache: the `KVCache` so far (empty for a prefill).
+      input_ids: [B, T] new token ids (or `inputs_embeds` [B, T, E]).
+      attention_mask: [B, T] 1 at real new tokens, 0 at padding; all real
+        when None. Padded slots are never attended to.
+      position_ids: [B, T] rotary positions; by default each row continues
+        from `cache.next_position_b`, counting real tokens only, so a
+        left-padded prompt starts at position 0 at its first real token.
+      inputs_embeds: [B, T, E], instead of `input_ids`.
+
+    Returns:
+      (final normed hidden states [B, T, E], the updated cache).
+    """
+    if (input_ids is None) == (inputs_embeds is None):
+      raise ValueError("pass exactly one of input_ids or inputs_embeds")
+    x_bte = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+    x_bte = constrain(x_bte.astype(self.cfg.dtype), ("batch", "length", "embed"))
+    b, t = x_bte.shape[:2]
+    if t > cache.max_length:
+      raise ValueError(f"{t} new tokens do not fit a cache of {cache.max_length} slots")
+    if attention_mask is None:
+      valid_bt = jnp.ones((b, t), bool)
+    else:
+      valid_bt = attention_mask.astype(bool)
+    if position_ids is None:
+      counted_bt = jnp.cumsum(valid_bt, axis=1, dtype=jnp.int32)
+      # Padding gets position 0: it is never a valid key, so its angle is moot.
+      position_ids = jnp.maximum(cache.next_position_b[:, None] + counted_bt - 1, 0)
+    start = cache.end
+    zero = jnp.zeros((), jnp.int32)
+    key_valid_bs = jax.lax.dynamic_update_slice(cache.key_valid_bs, valid_bt, (zero, start))
+    key_valid_bs = constrain(key_valid_bs, ("batch", "length"))
+    cos, sin = rope_cos_sin(position_ids, self.cfg.rope_dict, self.cfg.head_dim,
+                            self.cfg.max_position_embeddings)
+    q_slot_t = start + jnp.arange(t, dtype=jnp.int32)
+    k_slot_s = jnp.arange(cache.max_length, dtype=jnp.int32)
+    windows = {layer.sliding_window for layer in self.layers}
+    masks = {w: causal_mask(q_slot_t, k_slot_s, key_valid_bs, w) for w in windows}
+    keys, values = [], []
+    for layer, k_bskd, v_bskd in zip(self.layers, cache.k_bskd, cache.v_bskd):
+      x_bte, k_bskd, v_bskd = layer.call_cached(x_bte, cos, sin, masks, k_bskd, v_bskd, start)
+      keys.append(k_bskd)
+      values.append(v_bskd)
+    cache = cache.replace(
+        k_bskd=tuple(keys), v_bskd=tuple(values), key_valid_bs=key_valid_bs, end=start + t,
+        next_position_b=cache.next_position_b + jnp.sum(valid_bt, axis=1, dtype=jnp.int32))
+    return self.norm(x_bte), cache
+
 
 def last_token_index(input_ids_bt: jax.Array | None, pad_token_id: int | None,
                      batch: int, length: int) -> jax.Array:
@@ -121,14 +247,27 @@ class CausalLM(nnx.Module):
                                   rngs=rngs)
 
   def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
-               inputs_embeds=None) -> ModelOutput:
-    h_bte = self.model(input_ids, attention_mask, position_ids, inputs_embeds)
+               inputs_embeds=None, cache: KVCache | None = None) -> ModelOutput:
+    """Logits of every position.
+
+    With a `cache` (see `init_cache` and `Decoder.call_cached`), the tokens
+    are appended to it and the output carries the updated cache; without
+    one, this is the plain full-sequence forward.
+    """
+    if cache is None:
+      h_bte = self.model(input_ids, attention_mask, position_ids, inputs_embeds)
+    else:
+      h_bte, cache = self.model.call_cached(cache, input_ids, attention_mask, position_ids,
+                                            inputs_embeds)
+    return ModelOutput(logits=self.lm_logits(h_bte), hidden_states=h_bte, cache=cache)
+
+  def lm_logits(self, h_bte: jax.Array) -> jax.Array:
+    """Vocabulary logits [B, T, V] of final hidden states (e.g. of a slice of them)."""
     if self.lm_head is None:
       logits = self.model.embed_tokens.attend(h_bte)
     else:
       logits = self.lm_head(h_bte)
-    logits = constrain(logits, ("batch", "length", "vocab"))
-    return ModelOutput(logits=logits, hidden_states=h_bte)
+    return constrain(logits, ("batch", "length", "vocab"))
 
 
 class SequenceClassifier(nnx.Module):

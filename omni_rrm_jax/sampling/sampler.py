@@ -1,0 +1,185 @@
+"""Jitted batch generation: prefill a KV cache, then decode one token per row per step.
+
+    params = SamplingParams(temperature=1.0, max_new_tokens=256, num_samples=8)
+    out = generate(model, prompt_ids_bt, prompt_mask_bt, params, jax.random.key(0),
+                   eos_ids=(eos_id,))
+    out.tokens_bn, out.logprobs_bn, out.mask_bn   # rows: prompt 0 x G, prompt 1 x G, ...
+
+Prompts are left-padded (real tokens flush right, see `prompts.left_pad`), so
+every row's next token goes to the same cache slot. Prefill and the whole decode
+loop run under one `jax.jit`; the loop is a `lax.while_loop` that stops as soon
+as every row has finished. The compiled program is cached per (prompt shape,
+`SamplingParams`, EOS ids, model structure), so callers should bucket prompt
+lengths (`prompts.bucket_length`) to keep the number of compilations small.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from omni_rrm_jax.models.decoder import init_cache
+from omni_rrm_jax.sampling.logit_filters import choose_tokens
+from omni_rrm_jax.sampling.params import SamplingParams
+from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding, constrain
+
+
+@flax.struct.dataclass
+class SampleOutput:
+  """Completions of a batch of prompts, `num_samples` consecutive rows per prompt.
+
+  Row r is sample `r % G` of prompt `r // G` (G = `num_samples`), so GRPO
+  groups are contiguous.
+
+  Attributes:
+    tokens_bn: int32 [B*G, N] generated ids; after a row's EOS, the pad id.
+    logprobs_bn: float32 [B*G, N] log-probability of each generated token
+      under the raw policy, i.e. log_softmax(logits) at temperature 1 before
+      any top-k / top-p truncation, whatever the sampling params. This is what
+      a GRPO loss recomputes (`sequence_logprobs`) as the old / reference
+      policy log-prob. 0 where `mask_bn` is 0.
+    mask_bn: int32 [B*G, N] 1 up to and including a row's EOS token, 0 after.
+    lengths_b: int32 [B*G] completion lengths (`mask_bn.sum(-1)`).
+    truncated_b: bool [B*G] True for rows that hit `max_new_tokens` without an EOS.
+  """
+  tokens_bn: jax.Array
+  logprobs_bn: jax.Array
+  mask_bn: jax.Array
+  lengths_b: jax.Array
+  truncated_b: jax.Array
+
+
+def split_model(model_or_graphdef_state) -> tuple[nnx.GraphDef, nnx.State]:
+  """(graphdef, state) of an NNX model, or passes such a pair through."""
+  if isinstance(model_or_graphdef_state, nnx.Module):
+    return nnx.split(model_or_graphdef_state)
+  graphdef, state = model_or_graphdef_state
+  return graphdef, state
+
+
+def _check_prompts(prompt_ids_bt, prompt_mask_bt) -> None:
+  if prompt_ids_bt.ndim != 2 or prompt_ids_bt.shape != prompt_mask_bt.shape:
+    raise ValueError(f"prompt ids {prompt_ids_bt.shape} and mask {prompt_mask_bt.shape} "
+                     "must both be [B, T]")
+  if isinstance(prompt_mask_bt, jax.core.Tracer):
+    return
+  mask = np.asarray(prompt_mask_bt)
+  if not mask[:, -1].all():
+    rows = np.flatnonzero(~mask[:, -1].astype(bool))[:5].tolist()
+    raise ValueError(f"prompts must be left-padded (last column real); rows {rows} end in "
+                     "padding")
+
+
+def generate(model_or_graphdef_state, prompt_ids_bt, prompt_mask_bt, params: SamplingParams,
+             rng: jax.Array | int, *, eos_ids: Sequence[int], pad_id: int = 0,
+             mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES) -> SampleOutput:
+  """Samples `params.num_samples` completions for each left-padded prompt.
+
+  Args:
+    model_or_graphdef_state: a causal LM (`CausalLM`) or its `nnx.split` pair.
+    prompt_ids_bt: int [B, T] prompt ids, left-padded.
+    prompt_mask_bt: [B, T] 1 at real tokens, 0 at the left padding. Rotary
+      positions count from each row's first real token, as transformers'
+      `generate` does.
+    params: the `SamplingParams`.
+    rng: a PRNG key (or an int seed). Step i draws with `fold_in(rng, i)`, so
+      the output is a function of (rng, inputs, params) only.
+    eos_ids: a row finishes at the first of these ids it generates (the EOS
+      token is part of the completion and of its mask).
+    pad_id: the id written after a row has finished.
+    mesh: when given, activations and the cache are constrained to it by
+      their logical axis names (the model state should be sharded on it too).
+    rules: the logical -> mesh axis table.
+
+  Returns:
+    A `SampleOutput` with `B * num_samples` rows and `max_new_tokens` columns.
+  """
+  graphdef, state = split_model(model_or_graphdef_state)
+  prompt_ids_bt = jnp.asarray(prompt_ids_bt, jnp.int32)
+  prompt_mask_bt = jnp.asarray(prompt_mask_bt, jnp.int32)
+  _check_prompts(prompt_ids_bt, prompt_mask_bt)
+  if isinstance(rng, int):
+    rng = jax.random.key(rng)
+  eos_ids = tuple(sorted({int(e) for e in eos_ids}))
+  return _generate_jit(graphdef, state, prompt_ids_bt, prompt_mask_bt, rng, params=params,
+                       eos_ids=eos_ids, pad_id=int(pad_id), mesh=mesh, rules=tuple(rules))
+
+
+@functools.partial(jax.jit, static_argnums=(0,),
+                   static_argnames=("params", "eos_ids", "pad_id", "mesh", "rules"))
+def _generate_jit(graphdef, state, prompt_ids_bt, prompt_mask_bt, rng, *, params, eos_ids,
+                  pad_id, mesh, rules):
+  with activation_sharding(mesh, rules):
+    model = nnx.merge(graphdef, state)
+    return _sample(model, prompt_ids_bt, prompt_mask_bt, rng, params, eos_ids, pad_id)
+
+
+def _token_logprob(logits_bv: jax.Array, token_b: jax.Array) -> jax.Array:
+  logp_bv = jax.nn.log_softmax(logits_bv.astype(jnp.float32), axis=-1)
+  return jnp.take_along_axis(logp_bv, token_b[:, None], axis=-1)[:, 0]
+
+
+def _sample(model, prompt_ids_bt, prompt_mask_bt, rng, params: SamplingParams,
+            eos_ids: tuple[int, ...], pad_id: int) -> SampleOutput:
+  g, n = params.num_samples, params.max_new_tokens
+  ids_bt = constrain(jnp.repeat(prompt_ids_bt, g, axis=0), ("batch", "length"))
+  mask_bt = constrain(jnp.repeat(prompt_mask_bt, g, axis=0), ("batch", "length"))
+  b, t = ids_bt.shape
+  eos_e = jnp.asarray(eos_ids, jnp.int32)
+
+  def is_eos(token_b):
+    return jnp.any(token_b[:, None] == eos_e[None, :], axis=-1)
+
+  def next_logits(h_bte):
+    return model.lm_logits(h_bte[:, -1:])[:, 0]
+
+  # The last sampled token is never fed back, so t + n - 1 slots suffice.
+  cache = init_cache(model.cfg, b, t + n - 1)
+  h_bte, cache = model.model.call_cached(cache, ids_bt, attention_mask=mask_bt)
+  logits_bv = next_logits(h_bte)
+
+  token_b = choose_tokens(logits_bv, jax.random.fold_in(rng, 0), params)
+  tokens_bn = jnp.full((b, n), pad_id, jnp.int32).at[:, 0].set(token_b)
+  logprobs_bn = jnp.zeros((b, n), jnp.float32).at[:, 0].set(_token_logprob(logits_bv, token_b))
+  mask_bn = jnp.zeros((b, n), jnp.int32).at[:, 0].set(1)
+  done_b = is_eos(token_b)
+
+  def cond(carry):
+    step, _, _, _, _, _, done_b = carry
+    return (step < n) & ~jnp.all(done_b)
+
+  def body(carry):
+    step, cache, token_b, tokens_bn, logprobs_bn, mask_bn, done_b = carry
+    h_bte, cache = model.model.call_cached(cache, token_b[:, None])
+    logits_bv = next_logits(h_bte)
+    new_b = choose_tokens(logits_bv, jax.random.fold_in(rng, step), params)
+    live_b = ~done_b
+    logp_b = jnp.where(live_b, _token_logprob(logits_bv, new_b), 0.0)
+    new_b = jnp.where(live_b, new_b, pad_id)
+    zero = jnp.zeros((), jnp.int32)
+    tokens_bn = jax.lax.dynamic_update_slice(tokens_bn, new_b[:, None], (zero, step))
+    logprobs_bn = jax.lax.dynamic_update_slice(logprobs_bn, logp_b[:, None], (zero, step))
+    mask_bn = jax.lax.dynamic_update_slice(mask_bn, live_b[:, None].astype(jnp.int32),
+                                           (zero, step))
+    done_b = done_b | (live_b & is_eos(new_b))
+    return step + 1, cache, new_b, tokens_bn, logprobs_bn, mask_bn, done_b
+
+  carry = (jnp.ones((), jnp.int32), cache, token_b, tokens_bn, logprobs_bn, mask_bn, done_b)
+  _, _, _, tokens_bn, logprobs_bn, mask_bn, done_b = jax.lax.while_loop(cond, body, carry)
+  return SampleOutput(tokens_bn=tokens_bn, logprobs_bn=logprobs_bn, mask_bn=mask_bn,
+                      lengths_b=jnp.sum(mask_bn, axis=-1, dtype=jnp.int32), truncated_b=~done_b)
+
+
+def compile_count() -> int:
+  """Programs compiled so far by `generate` (one per distinct shape and params).
+
+  Reads jit's private cache size; meant for tests and diagnostics.
+  """
+  return _generate_jit._cache_size()

@@ -1,0 +1,45 @@
+"""Sampling parameter validation and prompt bucketing (no model)."""
+
+import numpy as np
+import pytest
+
+from omni_rrm_jax.sampling.logit_filters import top_k_filter, top_p_filter
+from omni_rrm_jax.sampling.params import SamplingParams
+from omni_rrm_jax.sampling.prompts import bucket_length, left_pad
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(temperature=-1.0), "temperature"),
+    (dict(top_k=-1), "top_k"),
+    (dict(top_p=0.0), "top_p"),
+    (dict(top_p=1.5), "top_p"),
+    (dict(max_new_tokens=0), "max_new_tokens"),
+    (dict(num_samples=0), "num_samples"),
+])
+def test_bad_params_are_one_line_errors(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    SamplingParams(**kwargs)
+
+
+def test_params_are_hashable_and_zero_temperature_is_greedy():
+  assert hash(SamplingParams()) == hash(SamplingParams())
+  assert SamplingParams(temperature=0.0).greedy
+
+
+def test_filters():
+  logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], np.float32))
+  assert np.isfinite(np.asarray(top_k_filter(logits, 2))).tolist() == [[True, True, False, False]]
+  # 0.5 + 0.3 reaches 0.8: the third token is not needed for p = 0.8, is for 0.81.
+  assert np.isfinite(np.asarray(top_p_filter(logits, 0.8))).sum() == 2
+  assert np.isfinite(np.asarray(top_p_filter(logits, 0.81))).sum() == 3
+  assert np.isfinite(np.asarray(top_p_filter(logits, 1e-9))).sum() == 1
+
+
+def test_left_pad_buckets():
+  assert bucket_length(1, 64) == 64 and bucket_length(65, 64) == 128
+  assert bucket_length(65, 64, max_length=100) == 100
+  with pytest.raises(ValueError, match="exceeds"):
+    bucket_length(101, 64, max_length=100)
+  ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0, multiple=4)
+  np.testing.assert_array_equal(ids, [[0, 5, 6, 7], [0, 0, 0, 8]])
+  np.testing.assert_array_equal(mask, [[0, 1, 1, 1], [0, 0, 0, 1]])
