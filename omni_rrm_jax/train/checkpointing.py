@@ -1,0 +1,152 @@
+"""One Orbax checkpoint per save: train state + input iterator state + config.
+
+  ckpt = Checkpointer(workdir, save_every=1000, keep=3)
+  step = ckpt.latest_step()
+  if step is not None:                       # resuming is the default
+    state, data_state, config_json = ckpt.restore(step, abstract_state)
+  ...
+  ckpt.save(step, state, data_iter.get_state(), config.to_json())
+  ckpt.close()
+
+Each step folder `<workdir>/checkpoints/<step>/` holds three items: `state`
+(the `TrainState` pytree, `StandardSave`), `data` and `config` (both
+`JsonSave`). The iterator state is a Grain `DatasetIterator.get_state()` dict
+or a `DataLoader` iterator's bytes, stored with a tag so it comes back as the
+same type.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+ITEMS = ("state", "data", "config")
+
+
+def _encode_data_state(data: dict | bytes | None) -> dict:
+  if data is None:
+    return {"kind": "none"}
+  if isinstance(data, (bytes, bytearray)):
+    return {"kind": "bytes", "base64": base64.b64encode(bytes(data)).decode("ascii")}
+  if isinstance(data, dict):
+    return {"kind": "dict", "value": data}
+  raise TypeError(f"data_iter_state must be a dict, bytes or None, got {type(data).__name__}")
+
+
+def _decode_data_state(item: dict) -> dict | bytes | None:
+  kind = item.get("kind")
+  if kind == "none":
+    return None
+  if kind == "bytes":
+    return base64.b64decode(item["base64"])
+  if kind == "dict":
+    return item["value"]
+  raise ValueError(f"unrecognised data iterator state in checkpoint: kind={kind!r}")
+
+
+class Checkpointer:
+  """Saves and restores train checkpoints under `<workdir>/checkpoints`.
+
+  Args:
+    workdir: the run directory (local path or a `gs://` URL).
+    save_every: `save` writes only on multiples of this step (unless forced).
+    keep: how many most recent checkpoints to keep (None keeps all).
+    async_save: write in a background thread; the device arrays are copied
+      first, so the (donated) state may be used by the next step at once.
+  """
+
+  def __init__(self, workdir: str, *, save_every: int, keep: int | None = 3,
+               async_save: bool = True):
+    if save_every < 1:
+      raise ValueError(f"save_every must be >= 1, got {save_every}")
+    if keep is not None and keep < 1:
+      raise ValueError(f"keep must be >= 1 or None, got {keep}")
+    path = workdir if "://" in workdir else os.path.abspath(workdir)
+    self.directory = os.path.join(path, "checkpoints")
+    options = ocp.CheckpointManagerOptions(
+        save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(save_every),
+        preservation_policy=ocp.checkpoint_managers.LatestN(keep),
+        enable_async_checkpointing=async_save,
+        create=True,
+    )
+    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+
+  def save(self, step: int, state: Any, data_iter_state: dict | bytes | None,
+           config_json: str, force: bool = False) -> bool:
+    """Saves if `step` is a multiple of `save_every` (or `force`, e.g. on
+    preemption). Must be called by every process.
+
+    Args:
+      step: the train step the state is at.
+      state: the `TrainState` (sharded arrays are written shard by shard).
+      data_iter_state: the input iterator's state (JSON-able dict or bytes).
+      config_json: the run's config as a JSON string.
+      force: save regardless of `save_every`; never overwrites an existing step.
+
+    Returns:
+      Whether a save was started.
+    """
+    if force and step in self.all_steps():
+      return False
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=ocp.args.JsonSave(_encode_data_state(data_iter_state)),
+        config=ocp.args.JsonSave({"config_json": config_json}),
+    )
+    return bool(self._manager.save(int(step), args=args, force=force))
+
+  def latest_step(self) -> int | None:
+    """The newest saved step, or None for a fresh workdir."""
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def restore(self, step: int | None, abstract_state: Any
+              ) -> tuple[Any, dict | bytes | None, str]:
+    """Reads a checkpoint straight into the target shardings.
+
+    Args:
+      step: the step to restore, or None for the latest.
+      abstract_state: a pytree like the saved state whose leaves are
+        `jax.ShapeDtypeStruct`s carrying a `sharding` (see
+        `train.state.abstract_train_state`); each array is read directly into
+        its shards.
+
+    Returns:
+      `(state, data_iter_state, config_json)`.
+    """
+    if step is None:
+      step = self.latest_step()
+      if step is None:
+        raise FileNotFoundError(f"no checkpoint under {self.directory}")
+    missing = [p for p, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]
+               if getattr(leaf, "sharding", None) is None]
+    if missing:
+      raise ValueError("abstract_state leaves need a sharding to restore into; missing at "
+                       f"{jax.tree_util.keystr(missing[0])}")
+    args = ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data=ocp.args.JsonRestore(),
+        config=ocp.args.JsonRestore(),
+    )
+    out = self._manager.restore(int(step), args=args)
+    return out.state, _decode_data_state(out.data), out.config["config_json"]
+
+  def wait(self) -> None:
+    """Blocks until pending asynchronous saves are on disk."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    """Waits for pending saves, then releases Orbax's threads."""
+    self._manager.close()
+
+  def __enter__(self) -> Checkpointer:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()

@@ -1,0 +1,61 @@
+"""Default settings shared by the reward-model (`rm`) and judge SFT (`sft`) configs.
+
+The files in `configs/` start from `base_config(task)` and set a variant.
+"""
+
+import ml_collections
+
+from omni_rrm_jax.sharding.config import mesh_config, rules_config
+
+
+def base_config(task: str) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.task = task
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.architecture = "Qwen2ForSequenceClassification" if task == "rm" else "Qwen2ForCausalLM"
+  c.model.path = ""  # a Hugging Face folder; empty: random init from model.config
+  c.model.config = ml_collections.ConfigDict(dict(
+      hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+      num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
+      num_labels=1))
+  c.model.dtype = "float32"
+  c.model.param_dtype = "float32"
+  c.model.remat = False
+
+  c.tokenizer = ""  # a tokenizer folder; empty: model.path's, or trained on the data
+
+  c.data = ml_collections.ConfigDict()
+  c.data.train_path = ""  # empty: generate synthetic pairs into the workdir
+  c.data.train_format = "auto"
+  c.data.eval_path = ""
+  c.data.eval_format = "auto"
+  c.data.synthetic_kinds = "colour"  # comma-separated: colour,sum
+  c.data.synthetic_train = 2000
+  c.data.synthetic_eval = 200
+  c.data.media_root = ""
+  c.data.strict = False  # True: the first bad record stops the run
+  c.data.max_length = 128
+  c.data.buckets = (64, 128)
+  c.data.batch_size = 16  # global, across all processes
+  c.data.eval_batch_size = 32
+  c.data.worker_count = 0
+  c.data.seed = 0
+  c.data.eval_limit = 0  # 0: the whole eval set
+
+  c.loss = ml_collections.ConfigDict(dict(margin_scale=0.0, center_coef=0.0))
+
+  c.optim = ml_collections.ConfigDict(dict(
+      learning_rate=1e-3, warmup_steps=20, end_lr_factor=0.1, weight_decay=0.01,
+      b1=0.9, b2=0.95, eps=1e-8, grad_clip_norm=1.0, grad_accum_steps=1))
+
+  c.train = ml_collections.ConfigDict(dict(
+      num_steps=300, log_every=20, eval_every=100, checkpoint_every=100, keep_checkpoints=2,
+      max_nonfinite_streak=5, async_checkpoint=True, progress_bar=True))
+
+  c.export = ml_collections.ConfigDict(dict(at_end=True))
+
+  c.mesh = mesh_config()
+  c.rules = rules_config()
+  return c

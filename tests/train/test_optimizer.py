@@ -1,0 +1,54 @@
+"""Schedule shape, weight-decay mask and config validation."""
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from omni_rrm_jax.train.optimizer import decay_mask, make_optimizer
+from tests.train.fixtures import OPT, tiny_model
+
+
+def test_warmup_then_cosine_to_end_factor():
+  _, schedule = make_optimizer(dict(OPT, learning_rate=1e-3, warmup_steps=10, total_steps=110,
+                                    end_lr_factor=0.1))
+  np.testing.assert_allclose(schedule(0), 0.0)
+  np.testing.assert_allclose(schedule(5), 5e-4, rtol=1e-6)
+  np.testing.assert_allclose(schedule(10), 1e-3, rtol=1e-6)
+  np.testing.assert_allclose(schedule(60), 1e-3 * (0.1 + 0.9 * 0.5), rtol=1e-5)
+  np.testing.assert_allclose(schedule(110), 1e-4, rtol=1e-5)
+
+
+def test_decay_mask_spares_norms_and_biases():
+  params = nnx.state(tiny_model("rm"), nnx.Param)
+  flat = {jax.tree_util.keystr(p): m
+          for p, m in jax.tree_util.tree_flatten_with_path(decay_mask(params))[0]}
+  by_suffix = lambda s: [m for k, m in flat.items() if s in k]  # noqa: E731
+  assert all(by_suffix("['kernel']"))
+  assert by_suffix("['embed_tokens']['weight']") == [True]
+  assert not any(by_suffix("layernorm']['weight']"))
+  assert not any(by_suffix("['norm']['weight']"))
+  q_bias = [m for k, m in flat.items() if "q_proj']['bias']" in k]
+  assert q_bias == [False]  # [heads, head_dim]: 2-D, still a bias
+
+
+def test_bad_configs_are_clear_errors():
+  with pytest.raises(ValueError, match="unknown optimizer config keys.*'lr'"):
+    make_optimizer(dict(OPT, lr=1.0))
+  with pytest.raises(ValueError, match="missing.*total_steps"):
+    make_optimizer({"learning_rate": 1e-3})
+  with pytest.raises(ValueError, match="warmup_steps < total_steps"):
+    make_optimizer(dict(OPT, warmup_steps=100, total_steps=100))
+
+
+def test_accepts_config_dict_without_clipping():
+  ml_collections = pytest.importorskip("ml_collections")
+  tx, _ = make_optimizer(ml_collections.ConfigDict(dict(OPT, grad_clip_norm=None)))
+  assert tx.init(np.zeros(3, np.float32)) is not None
+
+
+def test_total_steps_from_the_train_section():
+  cfg = {k: v for k, v in OPT.items() if k != "total_steps"}
+  cfg["grad_accum_steps"] = 4  # read by the step, tolerated here
+  _, schedule = make_optimizer(cfg, total_steps=50)
+  np.testing.assert_allclose(schedule(50), OPT["learning_rate"] * OPT["end_lr_factor"], rtol=1e-5)
