@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "ml_dtypes>=0.5",
     "absl-py>=2.1",
     "tqdm>=4.66",
+    "tensorboardX>=2.6",
     # reward functions (plain Python, see omni_rrm_jax/rewards)
     "sacrebleu>=2.4",
     "rouge-score>=0.1.2",

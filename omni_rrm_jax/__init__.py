@@ -16,7 +16,7 @@ import importlib
 _EXPORTS = {
     "from_pretrained": "omni_rrm_jax.models.pretrained",
     "from_config": "omni_rrm_jax.models.factory",
-    "save_pretrained": "omni_rrm_jax.export.hf_export",
+    "save_pretrained": "omni_rrm_jax.models.hf_save",
     "ModelOutput": "omni_rrm_jax.models.decoder",
     "ARCHITECTURES": "omni_rrm_jax.models.architectures",
 }

@@ -26,6 +26,8 @@ _DISTRIBUTED = flags.DEFINE_bool(
 # task's dependencies load only when it runs.
 TASKS: Registry[str] = Registry("task")
 TASKS.add("export", "omni_rrm_jax.export.convert:run")
+TASKS.add("rm", "omni_rrm_jax.train.loop:run")
+TASKS.add("sft", "omni_rrm_jax.train.loop:run")
 
 
 def run_task(config, workdir: str):

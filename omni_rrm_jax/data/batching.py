@@ -14,7 +14,7 @@ import numpy as np
 # Fields of an encoded example that are sequences, per kind, and their pad values.
 SEQUENCE_FIELDS = {"rm": {"chosen": None, "rejected": None}, "sft": {"input_ids": None,
                                                                      "loss_mask": 0}}
-META_FIELDS = ("valid", "invalid_reason", "truncated", "modality")
+META_FIELDS = ("valid", "invalid_reason", "truncated", "modality", "index")
 
 
 def bucket_length(length: int, buckets: Sequence[int]) -> int:
@@ -38,14 +38,15 @@ def collate(examples: list[dict[str, Any]], *, kind: str, batch_size: int,
   For "rm" the output has `chosen_input_ids`, `chosen_attention_mask`,
   `rejected_input_ids`, `rejected_attention_mask` (both padded to one common
   bucket length) and `margin`; for "sft" `input_ids`, `attention_mask` and
-  `loss_mask`. Both carry `valid`, `truncated`, `invalid_reason` and
-  `modality` per row.
+  `loss_mask`. Both carry `valid`, `truncated`, `invalid_reason`,
+  `modality` and `index` (the record's position in the data set; -1 for
+  filler rows) per row.
   """
   if len(examples) > batch_size:
     raise ValueError(f"{len(examples)} examples for a batch of {batch_size}")
   # Filler rows repeat the first example, marked invalid: they cost compute
   # but no loss, and keep the shape fixed.
-  filler = dict(examples[0], valid=False, truncated=False, invalid_reason=0)
+  filler = dict(examples[0], valid=False, truncated=False, invalid_reason=0, index=-1)
   examples = list(examples) + [filler] * (batch_size - len(examples))
   seq_fields = SEQUENCE_FIELDS[kind]
   longest = max(len(ex[f]) for ex in examples for f in seq_fields)

@@ -25,14 +25,22 @@ from omni_rrm_jax.data.tokenize import ExampleEncoder, as_arrays
 log = logging.getLogger(__name__)
 
 
+class _Tag(grain.transforms.MapWithIndex):
+  """Pairs each record with its index in the data set (before shuffling)."""
+
+  def map_with_index(self, index: int, record: PreferenceRecord):
+    return index, record
+
+
 class _Encode(grain.transforms.Map):
   """A picklable map step (worker processes receive a copy)."""
 
   def __init__(self, encoder: ExampleEncoder):
     self.encoder = encoder
 
-  def map(self, record: PreferenceRecord) -> dict[str, Any]:
-    return as_arrays(self.encoder.encode(record))
+  def map(self, tagged) -> dict[str, Any]:
+    index, record = tagged
+    return {**as_arrays(self.encoder.encode(record)), "index": index}
 
 
 def _ensure_absl_flags_parsed() -> None:
@@ -72,7 +80,7 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
     raise ValueError("the data set is empty (every record was skipped?)")
   if max(buckets) < encoder.max_length:
     raise ValueError(f"largest bucket {max(buckets)} < max_length {encoder.max_length}")
-  ds = grain.MapDataset.source(list(records))
+  ds = grain.MapDataset.source(list(records)).map_with_index(_Tag())
   if shuffle:
     ds = ds.shuffle(seed=seed)
   if num_epochs != 1:

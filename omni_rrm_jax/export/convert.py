@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from omni_rrm_jax.export.hf_export import save_pretrained
+from omni_rrm_jax.models.hf_save import save_pretrained
 from omni_rrm_jax.models.pretrained import from_pretrained
 from omni_rrm_jax.sharding.mesh import make_mesh
 from omni_rrm_jax.sharding.rules import rules_from_config

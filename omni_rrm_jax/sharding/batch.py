@@ -11,7 +11,7 @@ from jax.sharding import Mesh, NamedSharding
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, spec_for
 
 # Host-side bookkeeping that never goes to the devices.
-HOST_ONLY = ("invalid_reason", "truncated", "modality")
+HOST_ONLY = ("invalid_reason", "truncated", "modality", "index")
 
 
 def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh | None,

@@ -1,4 +1,8 @@
-"""Writing Flax models back to Hugging Face folders (config.json + safetensors)."""
+"""Writing Flax models back to Hugging Face folders (config.json + safetensors).
+
+The counterpart of `pretrained.py`; it sits beside it so that training (which
+exports a trained model) does not depend on the `export/` tasks.
+"""
 
 from __future__ import annotations
 

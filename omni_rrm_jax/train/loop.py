@@ -1,0 +1,196 @@
+"""The training loop of the scalar reward model (`rm`) and the judge SFT (`sft`).
+
+  omni-rrm --config=configs/rm.py:tiny --workdir=DIR     (or configs/sft.py)
+
+Reads top to bottom: mesh, data, model and optimizer, shard, restore, loop
+(with periodic eval and checkpoints), final eval, export. Pointed at a workdir
+that holds a checkpoint, it resumes from it exactly (train state and input
+stream); SIGTERM saves a checkpoint and exits cleanly.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import time
+
+import jax
+import numpy as np
+import tqdm
+from flax import nnx
+
+from omni_rrm_jax.core.metric_writers import MetricWriter
+from omni_rrm_jax.data.pipeline import make_dataset
+from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
+from omni_rrm_jax.models.hf_save import save_pretrained
+from omni_rrm_jax.sharding.batch import to_global
+from omni_rrm_jax.sharding.mesh import make_mesh
+from omni_rrm_jax.sharding.rules import rules_from_config
+from omni_rrm_jax.train import components
+from omni_rrm_jax.train.checkpointing import Checkpointer
+from omni_rrm_jax.train.optimizer import make_optimizer
+from omni_rrm_jax.train.preemption import PreemptionGuard
+from omni_rrm_jax.train.state import init_train_state
+from omni_rrm_jax.train.step import check_nonfinite, make_eval_step, make_train_step
+
+log = logging.getLogger(__name__)
+
+# Metrics averaged over an eval pass, weighted by valid pairs (rm) or tokens (sft).
+_EVAL_WEIGHT = {"rm": None, "sft": "num_tokens"}
+
+
+class InputCounts:
+  """Host-side tallies of what the pipeline marked: truncations and invalid rows."""
+
+  def __init__(self):
+    self.examples = 0
+    self.truncated = 0
+    self.invalid = collections.Counter()
+
+  def add(self, batch) -> None:
+    real = batch["index"] >= 0
+    self.examples += int(real.sum())
+    self.truncated += int(batch["truncated"][real].sum())
+    for reason in batch["invalid_reason"][real & ~batch["valid"]]:
+      self.invalid[INVALID_REASONS[int(reason)]] += 1
+
+  def as_dict(self) -> dict:
+    return {"examples": self.examples, "truncated": self.truncated,
+            "invalid": dict(self.invalid)}
+
+
+def evaluate(eval_step, state, dataset, kind: str, mesh, rules) -> dict:
+  """Eval-step metrics averaged over one pass of `dataset`."""
+  sums, weight_total = collections.defaultdict(float), 0.0
+  for batch in dataset:
+    weight = float(batch["valid"].sum())
+    if weight == 0:
+      continue
+    metrics = jax.device_get(eval_step(state, to_global(batch, mesh, rules)))
+    if _EVAL_WEIGHT[kind]:
+      weight = float(metrics[_EVAL_WEIGHT[kind]])
+    for name, value in metrics.items():
+      if np.ndim(value) == 0:
+        sums[name] += float(value) * weight
+    weight_total += weight
+  return {k: v / weight_total for k, v in sums.items()} if weight_total else {}
+
+
+def run(config, workdir: str) -> dict:
+  """Trains per `config` in `workdir`; returns a summary dict."""
+  kind = config.task
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+
+  # --- Mesh --------------------------------------------------------------
+  mesh = make_mesh(dict(config.mesh))
+  rules = rules_from_config(dict(config.rules))
+  n_proc = jax.process_count()
+  if config.data.batch_size % n_proc:
+    raise ValueError(f"data.batch_size={config.data.batch_size} is not divisible by "
+                     f"{n_proc} processes")
+
+  # --- Data --------------------------------------------------------------
+  train_records, eval_records, counters = components.data_splits(config, workdir)
+  tokenizer, tokenizer_dir = components.tokenizer_for(
+      config, workdir, components.texts_for_tokenizer(train_records))
+  encoder = ExampleEncoder(tokenizer, config.data.max_length, kind,
+                           margin_scale=config.loss.margin_scale)
+  data_kw = dict(buckets=tuple(config.data.buckets), pad_id=tokenizer.pad_token_id,
+                 worker_count=config.data.worker_count, process_index=jax.process_index(),
+                 process_count=n_proc)
+  train_ds = make_dataset(train_records, encoder, batch_size=config.data.batch_size // n_proc,
+                          seed=config.data.seed, **data_kw)
+  eval_ds = (make_dataset(eval_records, encoder, seed=0, shuffle=False, num_epochs=1,
+                          batch_size=config.data.eval_batch_size // n_proc, **data_kw)
+             if eval_records else None)
+
+  # --- Model and optimizer (parameters born sharded) ---------------------
+  model = components.build_model(config, tokenizer, mesh, rules)
+  tx, schedule = make_optimizer(
+      {k: v for k, v in config.optim.items() if k != "grad_accum_steps"},
+      total_steps=config.train.num_steps)
+  graphdef, state = init_train_state(model, tx, config.seed, mesh=mesh, rules=rules)
+  del model  # the state holds the only copy of the weights from here on
+  train_step = make_train_step(
+      graphdef, tx, kind, grad_accum_steps=config.optim.grad_accum_steps,
+      max_nonfinite_streak=config.train.max_nonfinite_streak, mesh=mesh, rules=rules,
+      schedule=schedule, center_coef=config.loss.center_coef)
+  eval_step = make_eval_step(graphdef, kind, mesh=mesh, rules=rules,
+                             center_coef=config.loss.center_coef)
+
+  # --- Restore -----------------------------------------------------------
+  config_json = config.to_json_best_effort(sort_keys=True)
+  ckpt = Checkpointer(workdir, save_every=config.train.checkpoint_every,
+                      keep=config.train.keep_checkpoints,
+                      async_save=config.train.async_checkpoint)
+  train_iter = iter(train_ds)
+  start = 0
+  latest = ckpt.latest_step()
+  if latest is not None:
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    state, data_state, _ = ckpt.restore(latest, abstract)
+    if data_state is not None:
+      train_iter.set_state(data_state)
+    start = int(jax.device_get(state.step))
+    log.info("resumed from step %d in %s", start, workdir)
+
+  # --- Loop --------------------------------------------------------------
+  writer = MetricWriter(workdir, enabled=is_main)
+  counts = InputCounts()
+  history = []
+  progress = tqdm.tqdm(total=config.train.num_steps, initial=start, desc=f"{kind} train",
+                       disable=not (is_main and config.train.progress_bar), dynamic_ncols=True)
+  stopped_early = False
+  t0 = time.perf_counter()
+  with PreemptionGuard() as guard:
+    for step in range(start, config.train.num_steps):
+      batch = next(train_iter)
+      counts.add(batch)
+      state, metrics = train_step(state, to_global(batch, mesh, rules))
+      done = step + 1
+      if done % config.train.log_every == 0 or done == config.train.num_steps:
+        metrics = jax.device_get(metrics)
+        check_nonfinite(metrics, train_step.max_nonfinite_streak)
+        metrics["steps_per_second"] = (done - start) / (time.perf_counter() - t0)
+        writer.write(done, metrics)
+        history.append({"step": done, **{k: float(v) for k, v in metrics.items()
+                                         if np.ndim(v) == 0}})
+        progress.set_postfix(loss=f"{float(metrics['loss']):.4f}")
+      if eval_ds is not None and (done % config.train.eval_every == 0):
+        writer.write(done, evaluate(eval_step, state, eval_ds, kind, mesh, rules), "eval")
+      ckpt.save(done, state, train_iter.get_state(), config_json)
+      progress.update(1)
+      if guard.should_stop():
+        ckpt.save(done, state, train_iter.get_state(), config_json, force=True)
+        log.info("stop requested: saved step %d, exiting", done)
+        stopped_early = True
+        break
+  progress.close()
+  final_step = int(jax.device_get(state.step))
+  if not stopped_early:
+    ckpt.save(final_step, state, train_iter.get_state(), config_json, force=True)
+  ckpt.wait()
+  ckpt.close()
+
+  # --- Final eval and export ---------------------------------------------
+  summary = {"task": kind, "step": final_step, "stopped_early": stopped_early,
+             "inputs": counts.as_dict(),
+             "bad_records": {k: c.summary() for k, c in counters.items()}}
+  log.info("input pipeline: %s", json.dumps(summary["inputs"]))
+  if not stopped_early:
+    if eval_ds is not None:
+      summary["eval"] = evaluate(eval_step, state, eval_ds, kind, mesh, rules)
+      writer.write(final_step, summary["eval"], "eval")
+    if config.export.at_end:
+      out_dir = os.path.join(workdir, "hf")
+      save_pretrained(nnx.merge(graphdef, state.params), out_dir, tokenizer_dir=tokenizer_dir)
+      summary["export"] = out_dir
+  writer.close()
+  if is_main:
+    with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
+      json.dump({**summary, "history": history}, f, indent=2)
+  return summary
