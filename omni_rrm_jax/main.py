@@ -28,6 +28,8 @@ TASKS: Registry[str] = Registry("task")
 TASKS.add("export", "omni_rrm_jax.export.convert:run")
 TASKS.add("rm", "omni_rrm_jax.train.loop:run")
 TASKS.add("sft", "omni_rrm_jax.train.loop:run")
+TASKS.add("eval", "omni_rrm_jax.eval.run:run")
+TASKS.add("grpo", "omni_rrm_jax.rl.grpo_loop:run")
 
 
 def run_task(config, workdir: str):

@@ -92,6 +92,16 @@ class ExampleEncoder:
       content = content[len(content) - budget:] if budget else []
     return pieces.prefix + content + pieces.suffix, truncated
 
+  def judge_prompt_ids(self, record: PreferenceRecord, swap: bool = False,
+                       max_prompt_length: int | None = None) -> list[int]:
+    """The judge prompt's tokens (generation prompt included), content cut from
+    the left to fit `max_prompt_length` (default: `max_length`)."""
+    limit = self.max_length if max_prompt_length is None else max_prompt_length
+    pieces = self.prompt_pieces(judge_messages(record, swap=swap))
+    budget = max(limit - len(pieces.prefix) - len(pieces.suffix), 0)
+    content = pieces.content[len(pieces.content) - budget:] if budget else []
+    return pieces.prefix + content + pieces.suffix
+
   def encode(self, record: PreferenceRecord) -> dict[str, Any]:
     return self._encode_rm(record) if self.kind == "rm" else self._encode_sft(record)
 

@@ -14,7 +14,6 @@ import jax
 import numpy as np
 
 from omni_rrm_jax.data.records import PreferenceRecord
-from omni_rrm_jax.data.templates import judge_messages
 from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.eval.metrics import Outcome, report
 from omni_rrm_jax.rewards.judgment import parse_judgment
@@ -23,15 +22,6 @@ from omni_rrm_jax.sampling.prompts import left_pad
 from omni_rrm_jax.sampling.sampler import generate
 
 _SWAP = {"A": "B", "B": "A", "equal": "equal"}
-
-
-def judge_prompt_ids(encoder: ExampleEncoder, record: PreferenceRecord, swap: bool,
-                     max_prompt_length: int) -> list[int]:
-  """The judge prompt's tokens, its content cut from the left to fit."""
-  pieces = encoder.prompt_pieces(judge_messages(record, swap=swap))
-  budget = max(max_prompt_length - len(pieces.prefix) - len(pieces.suffix), 0)
-  content = pieces.content[len(pieces.content) - budget:] if budget else []
-  return pieces.prefix + content + pieces.suffix
 
 
 def generate_judgments(model, encoder: ExampleEncoder, records: Sequence[PreferenceRecord], *,
@@ -43,7 +33,7 @@ def generate_judgments(model, encoder: ExampleEncoder, records: Sequence[Prefere
   texts: list[str] = []
   for start in range(0, len(records), batch_size):
     chunk = list(records[start:start + batch_size])
-    prompts = [judge_prompt_ids(encoder, r, swap, max_prompt_length) for r in chunk]
+    prompts = [encoder.judge_prompt_ids(r, swap, max_prompt_length) for r in chunk]
     # Pad the last chunk to the batch size so every call has the same shape.
     prompts += [prompts[0]] * (batch_size - len(prompts))
     ids_bt, mask_bt = left_pad(prompts, pad_id, multiple=64)

@@ -54,3 +54,17 @@ def get_architecture(name: str) -> Architecture:
     raise ValueError(
         f"unsupported architecture {name!r}; supported: {', '.join(ARCHITECTURES.names())}")
   return ARCHITECTURES.get(name)
+
+
+def _register_multimodal() -> None:
+  # Imported here, after the decoder architectures exist, since the multimodal
+  # models build on the decoder modules.
+  from omni_rrm_jax.models.qwen2_5_vl import (ARCHITECTURE as VL,
+                                              Qwen2_5_VLForConditionalGeneration,
+                                              qwen2_5_vl_config_from_hf)
+  ARCHITECTURES.add(VL, Architecture(VL, "qwen2_5_vl", "qwen2_5_vl",
+                                     Qwen2_5_VLForConditionalGeneration,
+                                     qwen2_5_vl_config_from_hf))
+
+
+_register_multimodal()

@@ -1,0 +1,122 @@
+"""The `eval` task: a reward model or judge on any preference data, as a JSON report.
+
+A `*ForSequenceClassification` folder is evaluated as a scalar RM (the chosen
+response must score higher); a `*ForCausalLM` folder as a generative judge
+(greedy judgments in both A/B orders, see `judge_eval.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import jax
+import numpy as np
+from flax import nnx
+
+from omni_rrm_jax.data.bad_records import BadRecordCounter
+from omni_rrm_jax.data.pipeline import make_dataset
+from omni_rrm_jax.data.readers import read_records
+from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
+from omni_rrm_jax.eval.judge_eval import evaluate_judge
+from omni_rrm_jax.eval.metrics import Outcome, report
+from omni_rrm_jax.models.pretrained import from_pretrained
+from omni_rrm_jax.sharding.batch import to_global
+from omni_rrm_jax.sharding.mesh import make_mesh
+from omni_rrm_jax.sharding.rules import rules_from_config
+from omni_rrm_jax.train.step import rm_rewards
+
+log = logging.getLogger(__name__)
+
+_RM_KEYS = ("chosen_input_ids", "chosen_attention_mask", "rejected_input_ids",
+            "rejected_attention_mask")
+
+
+def _prediction(label: str, r_chosen: float, r_rejected: float) -> str:
+  if r_chosen == r_rejected:
+    return "equal"
+  if r_chosen > r_rejected:
+    return label
+  return {"A": "B", "B": "A"}[label]
+
+
+def evaluate_rm(model, encoder: ExampleEncoder, records, *, batch_size: int, buckets, mesh,
+                rules) -> dict:
+  """Pairwise accuracy of a scalar RM.
+
+  Records it cannot score (a response longer than `max_length`, a tie label)
+  count as wrong in `accuracy` and are dropped from `accuracy_parsed_only`;
+  `unscored` says why.
+  """
+  graphdef, params = nnx.split(model)
+
+  @jax.jit
+  def score(params, batch):
+    return rm_rewards(nnx.merge(graphdef, params), batch)
+
+  dataset = make_dataset(records, encoder, batch_size=batch_size, buckets=buckets,
+                         pad_id=encoder.tokenizer.pad_token_id, seed=0, shuffle=False,
+                         num_epochs=1, process_index=jax.process_index(),
+                         process_count=jax.process_count())
+  outcomes, unscored, truncated = [], {}, 0
+  for batch in dataset:
+    device_batch = to_global({k: batch[k] for k in _RM_KEYS}, mesh, rules)
+    r_c, r_r = (np.asarray(x) for x in jax.device_get(score(params, device_batch)))
+    for row, index in enumerate(batch["index"]):
+      if index < 0:
+        continue
+      record = records[int(index)]
+      truncated += bool(batch["truncated"][row])
+      if not batch["valid"][row]:
+        reason = INVALID_REASONS[int(batch["invalid_reason"][row])]
+        unscored[reason] = unscored.get(reason, 0) + 1
+        # Counted as wrong in the headline accuracy, like an unparseable judgment.
+        outcomes.append(Outcome(record.label, None, record.modality, record.subset))
+        continue
+      outcomes.append(Outcome(record.label, _prediction(record.label, float(r_c[row]),
+                                                        float(r_r[row])),
+                              record.modality, record.subset))
+  result = report(outcomes)
+  result["unscored"] = unscored
+  result["truncated"] = truncated
+  return result
+
+
+def run(config, workdir: str) -> dict:
+  from transformers import AutoTokenizer
+
+  if not config.model.path:
+    raise ValueError("config.model.path is empty: set --config.model.path=HF_FOLDER")
+  if not config.data.path:
+    raise ValueError("config.data.path is empty: set --config.data.path=FILE_OR_FOLDER")
+  mesh = make_mesh(dict(config.mesh))
+  rules = rules_from_config(dict(config.rules))
+  model = from_pretrained(config.model.path, mesh=mesh, rules=rules, dtype=config.model.dtype)
+  tokenizer = AutoTokenizer.from_pretrained(config.tokenizer or config.model.path)
+  counter = BadRecordCounter()
+  records = list(read_records(config.data.path, config.data.format, counter=counter,
+                              strict=config.data.strict, media_root=config.data.media_root or None,
+                              limit=config.data.limit or None, seed=config.data.seed))
+  if not records:
+    raise ValueError(f"{config.data.path}: no usable records ({counter.summary()})")
+  is_rm = model.cfg.architecture.endswith("ForSequenceClassification")
+  encoder = ExampleEncoder(tokenizer, config.data.max_length, "rm" if is_rm else "sft")
+  if is_rm:
+    result = evaluate_rm(model, encoder, records, batch_size=config.data.batch_size,
+                         buckets=tuple(config.data.buckets), mesh=mesh, rules=rules)
+  else:
+    result = evaluate_judge(model, encoder, records,
+                            max_prompt_length=config.data.max_length,
+                            max_new_tokens=config.judge.max_new_tokens,
+                            batch_size=config.data.batch_size,
+                            eos_ids=[tokenizer.eos_token_id], pad_id=tokenizer.pad_token_id,
+                            mesh=mesh)
+  result.update(kind="rm" if is_rm else "judge", model=config.model.path,
+                data=config.data.path, records=len(records), bad_records=counter.summary())
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "eval_report.json"), "w", encoding="utf-8") as f:
+      json.dump(result, f, indent=2)
+  log.info("eval: %s", json.dumps(result["overall"]))
+  return {"overall": result["overall"], "report": os.path.join(workdir, "eval_report.json")}

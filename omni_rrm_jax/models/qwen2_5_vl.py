@@ -1,0 +1,263 @@
+"""`Qwen2_5_VLForConditionalGeneration`: vision encoder + M-RoPE text decoder.
+
+The text decoder is our `DecoderLayer` stack (Qwen2 layout) fed with
+three-axis rotary tables (`mrope.py`); image and video placeholder tokens are
+replaced by the vision encoder's merged tokens (`vision.py`).
+
+Static shapes under `jit`: the number of patches is the static length of
+`pixel_values` / `pixel_values_videos`. Grid sizes (`image_grid_thw`,
+`video_grid_thw`) and `second_per_grid_ts` are host metadata (numpy or Python
+values): they fix the window layout and the M-RoPE positions, both computed
+with numpy. Under `jit`, close over the grids (or pass them as tuples in
+static arguments), and pass `position_ids` from `rope_index` computed
+beforehand; token ids, masks and pixels may then be traced. (Without
+`position_ids`, the ids and mask must be host values too.) Each distinct set
+of grid sizes compiles once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from omni_rrm_jax.models import mrope
+from omni_rrm_jax.models.attention import causal_mask
+from omni_rrm_jax.models.config import DecoderConfig, decoder_config_from_hf, resolve_dtype
+from omni_rrm_jax.models.decoder import DecoderLayer, ModelOutput
+from omni_rrm_jax.models.layers import DenseGeneral, Embed, RMSNorm
+from omni_rrm_jax.models.vision import VisionConfig, VisionTransformer, vision_config_from_hf
+from omni_rrm_jax.sharding.rules import constrain
+
+ARCHITECTURE = "Qwen2_5_VLForConditionalGeneration"
+
+
+@dataclasses.dataclass(frozen=True)
+class Qwen2_5_VLConfig:
+  """Text and vision configs plus the placeholder token ids.
+
+  `architecture` and `hf_config_json` (the full transformers config) let an
+  export write back the same `config.json`.
+  """
+  text: DecoderConfig
+  vision: VisionConfig
+  image_token_id: int
+  video_token_id: int
+  architecture: str = ARCHITECTURE
+  hf_config_json: str = "{}"
+
+  @property
+  def tie_word_embeddings(self) -> bool:
+    return self.text.tie_word_embeddings
+
+  @property
+  def initializer_range(self) -> float:
+    return self.text.initializer_range
+
+  @property
+  def pad_token_id(self) -> int | None:
+    return self.text.pad_token_id
+
+
+def qwen2_5_vl_config_from_hf(hf, **overrides) -> Qwen2_5_VLConfig:
+  """Builds a `Qwen2_5_VLConfig` from a transformers `Qwen2_5_VLConfig`.
+
+  Args:
+    hf: the transformers config (with `text_config` and `vision_config`).
+    **overrides: `dtype`, `param_dtype`, `remat` (applied to both towers) and
+      `architecture`.
+  """
+  architecture = overrides.pop("architecture", ARCHITECTURE)
+  shared = {k: (resolve_dtype(v) if k.endswith("dtype") else v) for k, v in overrides.items()}
+  unknown = set(shared) - {"dtype", "param_dtype", "remat"}
+  if unknown:
+    raise ValueError(f"unknown config overrides {sorted(unknown)}")
+  t = hf.text_config
+  text = decoder_config_from_hf(
+      t, "qwen2", architecture=architecture,
+      # transformers' attention ignores any head_dim field here.
+      head_dim=t.hidden_size // t.num_attention_heads,
+      # The top-level flag decides (transformers ties when either is set).
+      tie_word_embeddings=bool(hf.tie_word_embeddings
+                               or getattr(t, "tie_word_embeddings", False)),
+      **shared)
+  if "mrope_section" not in text.rope_dict:
+    raise ValueError("text_config.rope_parameters has no mrope_section")
+  return Qwen2_5_VLConfig(
+      text=text, vision=vision_config_from_hf(hf.vision_config, **shared),
+      image_token_id=hf.image_token_id, video_token_id=hf.video_token_id,
+      architecture=architecture, hf_config_json=hf.to_json_string(use_diff=False))
+
+
+def _host(x, name: str) -> np.ndarray:
+  if isinstance(x, jax.core.Tracer):
+    raise TypeError(f"{name} is traced: M-RoPE positions need concrete token ids and grids; "
+                    "compute position_ids with rope_index outside jit and pass them in")
+  return np.asarray(x)
+
+
+def rope_index(cfg: Qwen2_5_VLConfig, input_ids, attention_mask=None, image_grid_thw=None,
+               video_grid_thw=None, second_per_grid_ts=None,
+               mm_token_type_ids=None) -> tuple[np.ndarray, np.ndarray]:
+  """(position ids [3, B, T], rope deltas [B]) of a batch, on the host.
+
+  As transformers' forward: with no grids at all every axis counts 0..T-1
+  (padding included); with grids, `mrope.get_rope_index` applies.
+  """
+  if image_grid_thw is None and video_grid_thw is None:
+    b, t = input_ids.shape  # text only: the ids themselves may be traced
+    return np.broadcast_to(np.arange(t, dtype=np.int32), (3, b, t)), np.zeros((b,), np.int32)
+  host = lambda x, name: None if x is None else _host(x, name)
+  return mrope.get_rope_index(
+      _host(input_ids, "input_ids"), host(attention_mask, "attention_mask"),
+      image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
+      second_per_grid_ts=second_per_grid_ts,
+      mm_token_type_ids=host(mm_token_type_ids, "mm_token_type_ids"),
+      image_token_id=cfg.image_token_id, video_token_id=cfg.video_token_id,
+      spatial_merge_size=cfg.vision.spatial_merge_size,
+      tokens_per_second=cfg.vision.tokens_per_second)
+
+
+def scatter_features(x_bte: jax.Array, placeholder_bt: jax.Array, features_me: jax.Array,
+                     what: str = "media") -> jax.Array:
+  """Replaces placeholder token embeddings, in row-major order, by feature rows.
+
+  The k-th placeholder of the flattened batch takes feature row k (as torch's
+  `masked_scatter`), for any number of items of any sizes across the rows.
+  """
+  if not isinstance(placeholder_bt, jax.core.Tracer):
+    count = int(np.asarray(placeholder_bt).sum())
+    if count != features_me.shape[0]:
+      raise ValueError(f"{count} {what} placeholder tokens but {features_me.shape[0]} "
+                       f"{what} tokens from the vision encoder")
+  b, t, e = x_bte.shape
+  flat = placeholder_bt.reshape(-1)
+  row_n = jnp.clip(jnp.cumsum(flat, dtype=jnp.int32) - 1, 0, features_me.shape[0] - 1)
+  gathered = jnp.take(features_me.astype(x_bte.dtype), row_n, axis=0).reshape(b, t, e)
+  return jnp.where(placeholder_bt[..., None], gathered, x_bte)
+
+
+class TextModel(nnx.Module):
+  """The language model: embeddings, `DecoderLayer`s and the final norm.
+
+  The same parameters as `Decoder`; only the rotary tables differ (M-RoPE).
+  """
+
+  def __init__(self, cfg: DecoderConfig, rngs: nnx.Rngs | None):
+    self.cfg = cfg
+    self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype,
+                              param_dtype=cfg.param_dtype, init_std=cfg.initializer_range,
+                              rngs=rngs)
+    self.layers = nnx.List([DecoderLayer(cfg, i, rngs) for i in range(cfg.num_hidden_layers)])
+    self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=cfg.param_dtype,
+                        rngs=rngs)
+
+  def __call__(self, x_bte: jax.Array, position_ids_3bt: jax.Array,
+               attention_mask: jax.Array | None) -> jax.Array:
+    x_bte = constrain(x_bte.astype(self.cfg.dtype), ("batch", "length", "embed"))
+    index_t = jnp.arange(x_bte.shape[1])
+    cos, sin = mrope.mrope_cos_sin(position_ids_3bt, self.cfg.rope_dict, self.cfg.head_dim,
+                                   self.cfg.max_position_embeddings)
+    windows = {layer.sliding_window for layer in self.layers}
+    masks = {w: causal_mask(index_t, index_t, attention_mask, w) for w in windows}
+
+    def block(layer, x):
+      return layer(x, cos, sin, masks)
+
+    if self.cfg.remat:
+      block = nnx.remat(block)
+    for layer in self.layers:
+      x_bte = block(layer, x_bte)
+    return self.norm(x_bte)
+
+
+class Qwen2_5_VLForConditionalGeneration(nnx.Module):
+  """Qwen2.5-VL with its vocabulary head.
+
+  Attributes follow the checkpoint names, which are the Hub layout that
+  transformers 5.x still writes (`visual.*`, `model.layers.*`, `lm_head`),
+  not its in-memory module paths (`model.visual`, `model.language_model`).
+  """
+
+  def __init__(self, cfg: Qwen2_5_VLConfig, *, rngs: nnx.Rngs | None = None):
+    self.cfg = cfg
+    self.visual = VisionTransformer(cfg.vision, rngs=rngs)
+    self.model = TextModel(cfg.text, rngs)
+    if cfg.tie_word_embeddings:
+      self.lm_head = None
+    else:
+      text = cfg.text
+      self.lm_head = DenseGeneral((text.hidden_size,), (text.vocab_size,),
+                                  kernel_axes=("embed", "vocab"), dtype=text.dtype,
+                                  param_dtype=text.param_dtype, init_std=text.initializer_range,
+                                  rngs=rngs)
+
+  def embed(self, input_ids: jax.Array, pixel_values=None, image_grid_thw=None,
+            pixel_values_videos=None, video_grid_thw=None) -> jax.Array:
+    """Token embeddings [B, T, E] with image and video placeholders filled in."""
+    x_bte = self.model.embed_tokens(input_ids)
+    for pixels, grids, token, what in (
+        (pixel_values, image_grid_thw, self.cfg.image_token_id, "image"),
+        (pixel_values_videos, video_grid_thw, self.cfg.video_token_id, "video")):
+      if pixels is None:
+        continue
+      if grids is None:
+        raise ValueError(f"{what} pixels were given without their grid_thw")
+      features_me = self.visual(pixels, grids)
+      x_bte = scatter_features(x_bte, input_ids == token, features_me, what)
+    return x_bte
+
+  def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
+               pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
+               video_grid_thw=None, second_per_grid_ts=None, mm_token_type_ids=None,
+               inputs_embeds=None) -> ModelOutput:
+    """Logits [B, T, V] of every position.
+
+    Args:
+      input_ids: int [B, T], with `image_token_id` / `video_token_id`
+        placeholders (one per merged token) where media go.
+      attention_mask: [B, T], 1 for real tokens (left or right padding).
+      position_ids: int [3, B, T] M-RoPE ids (or [B, T], used on all three
+        axes); computed on the host from `input_ids` and the grids when None.
+      pixel_values: [N, C*T*P*P] patches of all images of the batch.
+      image_grid_thw: [num_images, 3] (t, h, w) patch grid of each image,
+        host values.
+      pixel_values_videos: [N', C*T*P*P] patches of all videos.
+      video_grid_thw: [num_videos, 3], host values.
+      second_per_grid_ts: [num_videos] seconds per temporal patch.
+      mm_token_type_ids: [B, T] 0 text / 1 image / 2 video; derived from the
+        placeholder ids when None.
+      inputs_embeds: [B, T, E] instead of `input_ids` (text only).
+    """
+    if (input_ids is None) == (inputs_embeds is None):
+      raise ValueError("pass exactly one of input_ids or inputs_embeds")
+    if input_ids is None:
+      if pixel_values is not None or pixel_values_videos is not None:
+        raise ValueError("media inputs need input_ids (to find the placeholder tokens)")
+      x_bte = inputs_embeds
+    else:
+      x_bte = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos,
+                         video_grid_thw)
+    b, t = x_bte.shape[:2]
+    if position_ids is None:
+      if input_ids is None:
+        position_ids = np.broadcast_to(np.arange(t, dtype=np.int32), (3, b, t))
+      else:
+        position_ids, _ = rope_index(self.cfg, input_ids, attention_mask, image_grid_thw,
+                                     video_grid_thw, second_per_grid_ts, mm_token_type_ids)
+    position_ids = jnp.asarray(position_ids)
+    if position_ids.ndim == 2:
+      position_ids = jnp.broadcast_to(position_ids, (3, b, t))
+    h_bte = self.model(x_bte, position_ids, attention_mask)
+    return ModelOutput(logits=self.lm_logits(h_bte), hidden_states=h_bte)
+
+  def lm_logits(self, h_bte: jax.Array) -> jax.Array:
+    """Vocabulary logits [B, T, V] of final hidden states."""
+    if self.lm_head is None:
+      logits = self.model.embed_tokens.attend(h_bte)
+    else:
+      logits = self.lm_head(h_bte)
+    return constrain(logits, ("batch", "length", "vocab"))
