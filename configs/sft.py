@@ -6,7 +6,8 @@ prompt is masked), token-averaged.
 Variants:
   tiny  CPU, ~3 minutes: a 2-layer Qwen2 LM from scratch on generated
         colour-fact pairs with rubric rationales.
-        Expected: eval token accuracy on judgment tokens >= 0.9 by step 300.
+        Expected: eval token accuracy on judgment tokens ~0.88 at step 300
+        (measured: 0.884; ~4 minutes on a loaded 2-core CPU).
           omni-rrm --config=configs/sft.py:tiny --workdir=/tmp/sft_tiny
   7b    TPU v5e-64 / v5p-32, hours: Qwen2.5-7B-Instruct (or Qwen2.5-Omni-7B's
         thinker once supported) on judgment data with rationales.
@@ -23,8 +24,8 @@ from omni_rrm_jax.train.defaults import base_config
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c = base_config("sft")
-  c.data.max_length = 512
-  c.data.buckets = (256, 384, 512)
+  c.data.max_length = 576
+  c.data.buckets = (512, 576)
   c.data.batch_size = 8
   c.data.eval_batch_size = 16
   c.data.synthetic_train = 1000

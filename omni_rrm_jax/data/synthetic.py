@@ -9,12 +9,12 @@ scalar RM (label, scores) and the judge (rationale).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from typing import Iterable
 
 from omni_rrm_jax.data.records import PreferenceRecord, to_json
+from omni_rrm_jax.data.templates import judge_instructions
 from omni_rrm_jax.rewards.judgment import render_judgment
 
 COLOURS = {
@@ -107,10 +107,14 @@ def write_jsonl(records: Iterable[PreferenceRecord], path: str) -> str:
 
 
 def corpus(records: Iterable[PreferenceRecord]) -> list[str]:
-  """Texts to train a tiny tokenizer on: every prompt, response and rationale."""
-  out = []
+  """Texts to train a tiny tokenizer on: every prompt, response and rationale,
+  and the judge's instructions (so that the judge prompt encodes compactly)."""
+  out, modalities = [], set()
   for r in records:
     out.extend([r.prompt, r.response_a, r.response_b])
+    modalities.add(r.modality)
     if r.rationale:
-      out.append(json.loads(r.rationale)["reasoning"])
+      out.append(r.rationale)
+  for modality in sorted(modalities):
+    out.extend([judge_instructions(modality)] * 50)
   return out
