@@ -51,7 +51,7 @@ from omni_rrm_jax.data.records import (BadRecord, PreferenceRecord, degeneracies
 
 _LOG = logging.getLogger(__name__)
 
-_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
+_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".array_record")
 # How many well-formed rows to try before giving up on recognising a format.
 _SNIFF_ROWS = 20
 
@@ -267,7 +267,7 @@ def _pairwise(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
 
 def _stem(path: Path) -> str:
   name = path.name
-  for suffix in (".gz", ".jsonl", ".json"):
+  for suffix in (".gz", ".jsonl", ".json", ".array_record"):
     name = name.removesuffix(suffix)
   return name
 
@@ -284,6 +284,9 @@ _READ_ERRORS = (OSError, EOFError, zlib.error)
 
 def _rows(path: Path) -> Iterator[tuple[int, str, Any]]:
   """Yields (index, "file:line", decoded row or BadRecord) for every row."""
+  if path.name.endswith(".array_record"):
+    yield from _array_record_rows(path)
+    return
   try:
     with _open_binary(path) as f:
       head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
@@ -317,6 +320,36 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
     # A truncated .gz ends the file early; the rest cannot be recovered.
     where = f"{path}:{lineno + 1}"
     yield index, where, BadRecord("unreadable file data", f"{e}; rest of file lost", where)
+
+
+def _array_record_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
+  """Rows of an ArrayRecord file whose records are UTF-8 JSON objects.
+
+  ArrayRecord suits data sets too large to scan as text: records are read in
+  chunks, and "file:N" names the N-th record (1-based).
+  """
+  from array_record.python import array_record_module  # installed with grain
+
+  try:
+    reader = array_record_module.ArrayRecordReader(str(path))
+  except (OSError, RuntimeError, ValueError) as e:
+    yield 0, f"{path}:1", BadRecord("unreadable file data", str(e), f"{path}:1")
+    return
+  try:
+    total = reader.num_records()
+    for start in range(0, total, 1024):
+      for offset, raw in enumerate(reader.read(list(range(start, min(start + 1024, total))))):
+        index = start + offset
+        where = f"{path}:{index + 1}"
+        try:
+          row: Any = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+          row = BadRecord("invalid UTF-8", str(e), where)
+        except json.JSONDecodeError as e:
+          row = BadRecord("bad JSON", str(e), where)
+        yield index, where, row
+  finally:
+    reader.close()
 
 
 def _json_array_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
