@@ -65,6 +65,12 @@ def _register_multimodal() -> None:
   ARCHITECTURES.add(VL, Architecture(VL, "qwen2_5_vl", "qwen2_5_vl",
                                      Qwen2_5_VLForConditionalGeneration,
                                      qwen2_5_vl_config_from_hf))
+  from omni_rrm_jax.models.omni import Qwen2_5OmniThinkerForConditionalGeneration
+  from omni_rrm_jax.models.omni_config import (ARCHITECTURE as OMNI, MODEL_TYPE as OMNI_TYPE,
+                                               omni_thinker_config_from_hf)
+  ARCHITECTURES.add(OMNI, Architecture(OMNI, OMNI_TYPE, "qwen2_5_omni",
+                                       Qwen2_5OmniThinkerForConditionalGeneration,
+                                       omni_thinker_config_from_hf))
 
 
 _register_multimodal()
