@@ -99,7 +99,7 @@ class ExampleEncoder:
     limit = self.max_length if max_prompt_length is None else max_prompt_length
     pieces = self.prompt_pieces(judge_messages(record, swap=swap))
     budget = max(limit - len(pieces.prefix) - len(pieces.suffix), 0)
-    content = pieces.content[len(pieces.content) - budget:] if budget else []
+    content = pieces.content[max(len(pieces.content) - budget, 0):] if budget else []
     return pieces.prefix + content + pieces.suffix
 
   def encode(self, record: PreferenceRecord) -> dict[str, Any]:

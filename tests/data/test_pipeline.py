@@ -144,3 +144,11 @@ def test_worker_processes_encode_every_example_and_resume(tok):
   resumed.set_state(state)
   for e in expected:
     np.testing.assert_array_equal(next(resumed)["input_ids"], e)
+
+
+def test_judge_prompt_that_fits_is_not_cut(tok):
+  enc = ExampleEncoder(tok, max_length=4096, kind="sft")
+  full = enc.judge_prompt_ids(_record(2))
+  assert enc.judge_prompt_ids(_record(2), max_prompt_length=len(full) + 20) == full
+  cut = enc.judge_prompt_ids(_record(2), max_prompt_length=len(full) - 10)
+  assert len(cut) == len(full) - 10 and cut[-30:] == full[-30:]

@@ -1,0 +1,308 @@
+"""The GRPO loop (task `grpo`): rollouts, host rewards, group advantages, policy updates.
+
+  omni-rrm --config=configs/grpo.py:tiny --workdir=DIR
+
+Reads top to bottom: mesh, data (prompt stream, rewards), policy, reference and
+optimizer, restore, loop, final eval and export. One step:
+
+  rollout   draw prompts, sample G completions each with the current params
+            (with dynamic sampling: drop groups whose rewards are all equal
+            and draw more prompts, up to `shaping.max_rounds` rounds);
+  reward    decode, score on the host (`rewards.REWARDS` by name, weighted,
+            plus an optional scalar RM), overlong penalty; group advantages;
+  train     `grpo.num_iterations` passes of `grpo.num_minibatches` updates,
+            with the sampler's log-probs as the old policy and, for beta > 0,
+            KL to a frozen copy of the initial params.
+
+Pointed at a workdir with a checkpoint, it resumes exactly (policy, optimizer,
+prompt stream; rollout keys are `fold_in(rng, step)`); SIGTERM saves and exits.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from flax import nnx
+
+from omni_rrm_jax.core.metric_writers import MetricWriter
+from omni_rrm_jax.data.tokenize import ExampleEncoder
+from omni_rrm_jax.models.hf_save import save_pretrained
+from omni_rrm_jax.rl import rollout
+from omni_rrm_jax.rl.advantages import ADVANTAGE_ESTIMATORS
+from omni_rrm_jax.rl.grpo_step import BATCH_KEYS, make_grpo_step
+from omni_rrm_jax.rl.model_reward import ModelReward
+from omni_rrm_jax.rl.shaping import fill_groups, mask_truncated
+from omni_rrm_jax.sampling.params import SamplingParams
+from omni_rrm_jax.sampling.prompts import bucket_length
+from omni_rrm_jax.sampling.scoring import score_completions
+from omni_rrm_jax.sharding.batch import to_global
+from omni_rrm_jax.sharding.mesh import make_mesh
+from omni_rrm_jax.sharding.rules import rules_from_config
+from omni_rrm_jax.train import components
+from omni_rrm_jax.train.checkpointing import Checkpointer
+from omni_rrm_jax.train.optimizer import make_optimizer
+from omni_rrm_jax.train.preemption import PreemptionGuard
+from omni_rrm_jax.train.state import init_train_state
+from omni_rrm_jax.train.step import check_nonfinite
+
+log = logging.getLogger(__name__)
+
+# Train-step metrics averaged over a step's updates; the rest are taken from the last one.
+_MEAN_OVER_UPDATES = ("loss", "kl_mean", "clip_frac_low", "clip_frac_high", "ratio_mean",
+                      "grad_norm", "num_tokens")
+_EVAL_KEY = 2**31 - 1  # folded into the rng for evaluation rollouts, apart from train steps
+
+
+def _text_records(records, name: str):
+  """The sampler is text-only: records with media are left out (and counted)."""
+  kept = [r for r in records if r.modality == "text"]
+  if len(kept) < len(records):
+    log.warning("%s: %d records with media skipped (GRPO prompts are text-only)", name,
+                len(records) - len(kept))
+  return kept
+
+
+def _concat(batches):
+  return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def reward_metrics(sampled: dict, names, group_size: int) -> dict[str, float]:
+  """Means and stds of every reward over all completions a step sampled."""
+  out = {"reward/total_mean": float(np.mean(sampled["rewards"])),
+         "reward/total_std": float(np.std(sampled["rewards"]))}
+  for name in names:
+    values = sampled[f"reward/{name}"]
+    out[f"reward/{name}_mean"], out[f"reward/{name}_std"] = float(values.mean()), float(values.std())
+  out["completion_length"] = float(sampled["lengths"].mean())
+  out["truncated_frac"] = float(sampled["truncated"].mean())
+  for key, name in (("parse_failed", "parse_failure_rate"),
+                    ("overlong_penalty", "overlong_penalty_mean")):
+    if key in sampled:
+      out[name] = float(sampled[key].mean())
+  rewards_gk = sampled["rewards"].reshape(-1, group_size)
+  out["zero_variance_group_frac"] = float(np.mean(rewards_gk.max(-1) == rewards_gk.min(-1)))
+  return out
+
+
+def run(config, workdir: str) -> dict:
+  """GRPO per `config` in `workdir`; returns a summary dict."""
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+  ro, sh, gr = config.rollout, config.shaping, config.grpo
+  recipe, g = config.data.recipe, ro.num_generations
+  if recipe not in rollout.RECIPES:
+    raise ValueError(f"unknown data.recipe {recipe!r}; known: {', '.join(rollout.RECIPES)}")
+
+  # --- Mesh --------------------------------------------------------------
+  mesh = make_mesh(dict(config.mesh))
+  rules = rules_from_config(dict(config.rules))
+  n_proc = jax.process_count()
+  if ro.prompts_per_step % n_proc:
+    raise ValueError(f"rollout.prompts_per_step={ro.prompts_per_step} is not divisible by "
+                     f"{n_proc} processes")
+  if sh.dynamic_sampling and n_proc > 1:
+    raise ValueError("shaping.dynamic_sampling needs a single process (refill rounds would "
+                     "differ between processes)")
+  n_prompts = ro.prompts_per_step // n_proc  # this process's prompts per step
+  rows = n_prompts * g
+  if rows % gr.num_minibatches:
+    raise ValueError(f"{rows} completions per process do not split into "
+                     f"grpo.num_minibatches={gr.num_minibatches}")
+
+  # --- Data: prompt stream and rewards ------------------------------------
+  train_records, eval_records, counters = components.data_splits(config, workdir)
+  train_records = _text_records(train_records, "train")
+  eval_records = _text_records(eval_records, "eval")
+  tokenizer, tokenizer_dir = components.tokenizer_for(
+      config, workdir, components.texts_for_tokenizer(train_records))
+  encoder = ExampleEncoder(tokenizer, config.data.max_prompt_length, "sft")
+  prompt_kw = dict(recipe=recipe, max_prompt_length=config.data.max_prompt_length,
+                   batch_size=n_prompts, worker_count=config.data.worker_count,
+                   process_index=jax.process_index(), process_count=n_proc)
+  prompt_ds = rollout.make_prompt_dataset(train_records, encoder, seed=config.data.seed,
+                                          **prompt_kw)
+  n_eval = min(config.eval.num_prompts, len(eval_records)) // ro.prompts_per_step
+  eval_batches = (list(rollout.make_prompt_dataset(
+      eval_records[:n_eval * ro.prompts_per_step], encoder, seed=0, shuffle=False,
+      num_epochs=1, **prompt_kw)) if n_eval else [])
+  extra = {}
+  if config.reward.model_path:
+    rm = ModelReward(config.reward.model_path, batch_size=config.reward.model_batch_size,
+                     max_length=config.reward.model_max_length, bucket=config.reward.model_bucket,
+                     mesh=mesh, rules=rules, dtype=config.model.dtype)
+    extra["model_reward"] = (rm, config.reward.model_weight)
+  scorer = rollout.RewardScorer(
+      config.reward.functions, recipe, extra=extra,
+      overlong=(ro.max_new_tokens, sh.overlong_cache) if sh.overlong_penalty else None)
+  sampling = SamplingParams(temperature=ro.temperature, top_k=ro.top_k, top_p=ro.top_p,
+                            max_new_tokens=ro.max_new_tokens, num_samples=g)
+  gen_kw = dict(sampling=sampling, eos_ids=(tokenizer.eos_token_id,),
+                pad_id=tokenizer.pad_token_id, bucket=config.data.prompt_bucket,
+                max_prompt_length=config.data.max_prompt_length, mesh=mesh, rules=rules)
+
+  # --- Policy, reference and optimizer ------------------------------------
+  model = components.build_model(config, tokenizer, mesh, rules)
+  updates_per_step = gr.num_iterations * gr.num_minibatches
+  tx, schedule = make_optimizer(dict(config.optim),
+                                total_steps=config.train.num_steps * updates_per_step)
+  graphdef, state = init_train_state(model, tx, config.seed, mesh=mesh, rules=rules)
+  del model  # the state holds the only copy of the weights from here on
+  # The reference is the initial policy, rebuilt identically on resume.
+  ref_params = jax.tree.map(jnp.copy, state.params) if gr.beta > 0 else None
+  grpo_step = make_grpo_step(
+      graphdef, tx, loss_type=gr.loss_type, epsilon_low=gr.epsilon_low,
+      epsilon_high=gr.epsilon_high, delta=gr.delta or None, beta=gr.beta,
+      kl_estimator=gr.kl_estimator, max_completion_length=ro.max_new_tokens,
+      on_policy=updates_per_step == 1, max_nonfinite_streak=config.train.max_nonfinite_streak,
+      mesh=mesh, rules=rules, schedule=schedule)
+  advantage_fn = ADVANTAGE_ESTIMATORS.get(gr.advantage)
+
+  # --- Restore -----------------------------------------------------------
+  config_json = config.to_json_best_effort(sort_keys=True)
+  ckpt = Checkpointer(workdir, save_every=config.train.checkpoint_every,
+                      keep=config.train.keep_checkpoints,
+                      async_save=config.train.async_checkpoint)
+  prompt_iter = iter(prompt_ds)
+  start = 0
+  latest = ckpt.latest_step()
+  if latest is not None:
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    state, data_state, _ = ckpt.restore(latest, abstract)
+    if data_state is not None:
+      prompt_iter.set_state(data_state)
+    start = latest  # checkpoints are numbered by GRPO steps (each several updates)
+    log.info("resumed from step %d in %s", start, workdir)
+
+  timers = collections.Counter()
+
+  def sample(params, prompts, rng, records):
+    """One rollout round: generate, decode, score (timed apart)."""
+    t = time.perf_counter()
+    batch = rollout.generate_round((graphdef, params), prompts, rng=rng, **gen_kw)
+    texts = rollout.decode(tokenizer, batch)
+    timers["rollout"] += time.perf_counter() - t
+    t = time.perf_counter()
+    batch.update(scorer([records[i] for i in batch["index"]], texts, batch))
+    timers["reward"] += time.perf_counter() - t
+    return batch
+
+  def evaluate(params) -> dict[str, float]:
+    key = jax.random.fold_in(state.rng, _EVAL_KEY)
+    batches = [sample(params, p, jax.random.fold_in(key, i), eval_records)
+               for i, p in enumerate(eval_batches)]
+    return reward_metrics(_concat(batches), scorer.names, g)
+
+  def rounds(params, step, sampled):
+    for r in range(sh.max_rounds if sh.dynamic_sampling else 1):
+      rng = jax.random.fold_in(jax.random.fold_in(state.rng, step), r)
+      sampled.append(sample(params, next(prompt_iter), rng, train_records))
+      yield sampled[-1]
+
+  # --- Loop --------------------------------------------------------------
+  writer = MetricWriter(workdir, enabled=is_main)
+  summary = {"task": "grpo", "recipe": recipe}
+  if start == 0 and eval_batches:
+    summary["eval_start"] = evaluate(state.params)
+    writer.write(0, summary["eval_start"], "eval")
+  history = []
+  progress = tqdm.tqdm(total=config.train.num_steps, initial=start, desc="grpo",
+                       disable=not (is_main and config.train.progress_bar), dynamic_ncols=True)
+  stopped_early, done = False, start
+  with PreemptionGuard() as guard:
+    for step in range(start, config.train.num_steps):
+      timers.clear()
+      t_step = time.perf_counter()
+      sampled = []
+      if sh.dynamic_sampling:
+        filled = fill_groups(rounds(state.params, step, sampled), g, n_prompts,
+                             max_rounds=sh.max_rounds)
+        batch, kept = filled.batch, filled.num_groups
+      else:
+        batch, kept = next(rounds(state.params, step, sampled)), n_prompts
+      metrics = reward_metrics(_concat(sampled), scorer.names, g)
+      rewards_gk = batch["rewards"].reshape(-1, g)
+      metrics.update({"groups_kept": kept, "rollout_rounds": len(sampled),
+                      "loss_batch/zero_variance_groups":
+                          int(np.sum(rewards_gk.max(-1) == rewards_gk.min(-1)))})
+
+      t = time.perf_counter()
+      updates = []
+      if kept:
+        batch["adv"] = np.asarray(advantage_fn(batch["rewards"], group_size=g), np.float32)
+        batch["loss_mask"] = batch["completion_mask"]
+        if sh.mask_truncated:
+          batch["loss_mask"] = np.asarray(mask_truncated(batch["loss_mask"], batch["truncated"]))
+        batch = rollout.pad_groups(batch, rows)
+        # Cut the stored full-width prompts to this batch's bucket.
+        width = bucket_length(int(batch["prompt_mask"].sum(1).max()), config.data.prompt_bucket,
+                              config.data.max_prompt_length)
+        batch["prompt_ids"] = batch["prompt_ids"][:, -width:]
+        batch["prompt_mask"] = batch["prompt_mask"][:, -width:]
+        keys = BATCH_KEYS
+        if ref_params is not None:
+          seqs = to_global({k: batch[k] for k in keys[:4]}, mesh, rules)
+          batch["ref_logp"] = rollout.local_rows(score_completions(
+              (graphdef, ref_params), seqs["prompt_ids"], seqs["prompt_mask"],
+              seqs["completion_ids"], seqs["completion_mask"], mesh=mesh, rules=rules))
+          keys += ("ref_logp",)
+        for epoch in range(gr.num_iterations):
+          order = np.random.default_rng([config.seed, step, epoch]).permutation(rows)
+          for rows_m in np.split(order, gr.num_minibatches):
+            state, m = grpo_step(state, to_global({k: batch[k][rows_m] for k in keys},
+                                                  mesh, rules))
+            updates.append(m)
+        updates = jax.device_get(updates)
+        check_nonfinite(updates[-1], grpo_step.max_nonfinite_streak)
+        metrics.update({k: float(np.mean([u[k] for u in updates])) for k in _MEAN_OVER_UPDATES})
+        metrics.update({k: float(updates[-1][k]) for k in updates[-1]
+                        if k not in _MEAN_OVER_UPDATES and k != "step"})
+        metrics["skipped"] = float(sum(u["skipped"] for u in updates))
+      timers["train"] += time.perf_counter() - t
+      metrics.update({f"time/{k}": v for k, v in timers.items()})
+      metrics["time/step"] = time.perf_counter() - t_step
+      done = step + 1
+      if done % config.train.log_every == 0 or done == config.train.num_steps:
+        writer.write(done, metrics)
+        history.append({"step": done, **metrics})
+        progress.set_postfix(reward=f"{metrics['reward/total_mean']:.3f}")
+      if eval_batches and config.eval.every and done % config.eval.every == 0:
+        writer.write(done, evaluate(state.params), "eval")
+      ckpt.save(done, state, prompt_iter.get_state(), config_json)
+      progress.update(1)
+      if guard.should_stop():
+        ckpt.save(done, state, prompt_iter.get_state(), config_json, force=True)
+        log.info("stop requested: saved step %d, exiting", done)
+        stopped_early = True
+        break
+  progress.close()
+  final_step = done
+  if not stopped_early:
+    ckpt.save(final_step, state, prompt_iter.get_state(), config_json, force=True)
+  ckpt.wait()
+  ckpt.close()
+
+  # --- Final eval and export ---------------------------------------------
+  summary.update(step=final_step, stopped_early=stopped_early,
+                 bad_records={k: c.summary() for k, c in counters.items()})
+  if not stopped_early:
+    if eval_batches:
+      summary["eval"] = evaluate(state.params)
+      writer.write(final_step, summary["eval"], "eval")
+    if config.export.at_end:
+      out_dir = os.path.join(workdir, "hf")
+      save_pretrained(nnx.merge(graphdef, state.params), out_dir, tokenizer_dir=tokenizer_dir)
+      summary["export"] = out_dir
+  writer.close()
+  if is_main:
+    with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
+      json.dump({**summary, "history": history}, f, indent=2)
+  return summary

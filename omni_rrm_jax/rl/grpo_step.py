@@ -1,0 +1,131 @@
+"""The jitted GRPO policy update: one optimizer step on one minibatch of rollouts.
+
+  step = make_grpo_step(graphdef, tx, loss_type="grpo", beta=0.0, on_policy=True, mesh=mesh)
+  state, metrics = step(state, batch)       # state (a train.state.TrainState) is donated
+
+A batch is a dict of [B, ...] arrays, B rows sharded over the `batch` axis:
+
+  prompt_ids, prompt_mask        [B, P]  left-padded prompts (P is static)
+  completion_ids, completion_mask [B, N]  sampled tokens; 1 up to and including EOS
+  loss_mask                       [B, N]  completion tokens that count (truncated or
+                                          padding rows all zero)
+  old_logp                        [B, N]  log-probs under the sampling policy
+  adv                             [B]     per-completion advantages
+  ref_logp (only when beta > 0)   [B, N]  log-probs under the frozen reference
+
+The policy's log-probs are recomputed differentiably (`sequence_logprobs`, raw
+policy at temperature 1, as the sampler stores them). With `on_policy` (one
+pass, one minibatch: the params are exactly the sampling params) the old
+log-probs are the detached current ones, so the ratio is exactly 1 and only
+its gradient matters; otherwise they come from the batch. Like the RM/SFT step,
+a non-finite loss or gradient norm skips the update and counts the skip; a
+minibatch without a single loss token (every group dropped) also leaves params
+and optimizer state untouched, without counting as non-finite.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from omni_rrm_jax.rl.losses import POLICY_LOSSES
+from omni_rrm_jax.sampling.scoring import sequence_logprobs
+from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding
+from omni_rrm_jax.train.state import TrainState
+from omni_rrm_jax.train.step import Step
+
+BATCH_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "loss_mask",
+              "old_logp", "adv")
+
+
+def _tree_where(ok: jax.Array, new, old):
+  return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
+def policy_logprobs(model, batch: dict[str, jax.Array]) -> jax.Array:
+  """[B, N] log-probs of the completion tokens after their prompts."""
+  tokens_bt = jnp.concatenate([batch["prompt_ids"], batch["completion_ids"]], axis=1)
+  mask_bt = jnp.concatenate([batch["prompt_mask"], batch["completion_mask"]], axis=1)
+  return sequence_logprobs(model, tokens_bt, mask_bt, batch["prompt_ids"].shape[1])
+
+
+def make_grpo_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
+                   loss_type: str = "grpo", epsilon_low: float = 0.2,
+                   epsilon_high: float = 0.2, delta: float | None = None, beta: float = 0.0,
+                   kl_estimator: str = "k3", max_completion_length: int | None = None,
+                   on_policy: bool = True, max_nonfinite_streak: int = 5,
+                   mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES,
+                   schedule: optax.Schedule | None = None) -> Step:
+  """Builds the jitted `grpo_step(state, batch) -> (state, metrics)`.
+
+  Args:
+    graphdef: the policy's graph definition (`init_train_state`).
+    tx: the optimizer the state was created with.
+    loss_type: a name in `rl.losses.POLICY_LOSSES` ("grpo", "bnpo", "dr_grpo",
+      "dapo", "gspo").
+    epsilon_low: lower clip range of the ratio.
+    epsilon_high: upper clip range (DAPO's clip-higher uses e.g. 0.28).
+    delta: dual-clip constant (> 1), or None.
+    beta: KL coefficient; > 0 needs `ref_logp` in every batch.
+    kl_estimator: "k1", "k2" or "k3".
+    max_completion_length: "dr_grpo"'s constant (the sampler's max_new_tokens).
+    on_policy: use the detached current log-probs as the old ones (only valid
+      when this update is the first and only one on its rollouts).
+    max_nonfinite_streak: recorded on the step for `train.step.check_nonfinite`.
+    mesh: device mesh; None runs on the default device.
+    rules: logical -> mesh axis rules.
+    schedule: the learning-rate schedule, to log `learning_rate`.
+
+  Returns:
+    A `train.step.Step`, jitted on first call with the state donated. Metrics:
+    `policy_loss`'s (`loss`, `clip_frac_low`, `clip_frac_high`, `ratio_mean`,
+    `kl_mean`) plus `grad_norm`, `num_tokens`, `skipped`, `nonfinite_streak`,
+    `nonfinite_total`, `step` and `learning_rate`.
+  """
+  loss_fn_by_type = POLICY_LOSSES.get(loss_type)
+  loss_kw = dict(epsilon_low=epsilon_low, epsilon_high=epsilon_high, delta=delta, beta=beta,
+                 kl_estimator=kl_estimator)
+  if loss_type == "dr_grpo":
+    loss_kw["max_completion_length"] = max_completion_length
+
+  def loss_fn(params, batch):
+    logp_bn = policy_logprobs(nnx.merge(graphdef, params), batch)
+    old_bn = jax.lax.stop_gradient(logp_bn) if on_policy else batch["old_logp"]
+    ref_bn = batch.get("ref_logp") if beta > 0 else None
+    return loss_fn_by_type(logp_bn, old_bn, batch["adv"], batch["loss_mask"],
+                           ref_logp_bt=ref_bn, **loss_kw)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def grpo_step(state: TrainState, batch: dict[str, jax.Array]):
+    missing = [k for k in BATCH_KEYS + (("ref_logp",) if beta > 0 else ()) if k not in batch]
+    if missing:
+      raise KeyError(f"grpo batch is missing {missing}")
+    with activation_sharding(mesh, rules):
+      (loss, metrics), grads = grad_fn(state.params, batch)
+    num_tokens = jnp.sum(batch["loss_mask"].astype(jnp.float32))
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    ok = finite & (num_tokens > 0)
+    updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    nonfinite = (~finite).astype(jnp.int32)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=_tree_where(ok, new_params, state.params),
+        opt_state=_tree_where(ok, new_opt_state, state.opt_state),
+        nonfinite_streak=jnp.where(finite, 0, state.nonfinite_streak + 1),
+        nonfinite_total=state.nonfinite_total + nonfinite)
+    metrics = dict(metrics, loss=loss, grad_norm=grad_norm, num_tokens=num_tokens,
+                   skipped=(~ok).astype(jnp.int32), nonfinite_streak=new_state.nonfinite_streak,
+                   nonfinite_total=new_state.nonfinite_total, step=new_state.step)
+    if schedule is not None:
+      metrics["learning_rate"] = jnp.asarray(
+          schedule(state.step - state.nonfinite_total), jnp.float32)
+    return new_state, metrics
+
+  return Step(grpo_step, mesh=mesh, rules=rules, state_shardings=None, donate=True,
+              returns_state=True, max_nonfinite_streak=max_nonfinite_streak)

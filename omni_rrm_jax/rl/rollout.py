@@ -1,0 +1,263 @@
+"""GRPO rollouts: prompts from Grain, G sampled completions each, decoded and scored.
+
+  prompts = iter(make_prompt_dataset(records, encoder, recipe="judge", ...))
+  batch = generate_round(policy, next(prompts), sampling=..., rng=key, ...)  # device -> host
+  batch.update(scorer(records, texts, batch))                              # host Python
+
+Everything a round returns is a dict of host numpy arrays with one row per
+completion, groups of G consecutive rows per prompt, which is the layout
+`rl.shaping.fill_groups` and `rl.advantages` expect. Prompts are stored
+left-padded to the full `max_prompt_length`, so rounds of different prompt
+buckets concatenate; the train step cuts them back to the batch's bucket.
+
+Two recipes turn a `PreferenceRecord` into a prompt and reward columns:
+  judge   the judge prompt (`data.templates.judge_messages`); columns
+          `label` and `teacher_scores` (the judge rewards read them);
+  policy  the record's prompt as one user turn; column `reference` (the
+          better response, both on a tie) for the text rewards.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import grain
+import jax
+import numpy as np
+
+from omni_rrm_jax.data.records import PreferenceRecord
+from omni_rrm_jax.data.templates import judge_messages
+from omni_rrm_jax.data.tokenize import ExampleEncoder
+from omni_rrm_jax.rewards import REWARDS, WeightedReward, parse_judgment
+from omni_rrm_jax.rl.defaults import RECIPES
+from omni_rrm_jax.rl.shaping import overlong_penalty
+from omni_rrm_jax.sampling.params import SamplingParams
+from omni_rrm_jax.sampling.prompts import left_pad
+from omni_rrm_jax.sampling.sampler import generate
+from omni_rrm_jax.sharding.batch import to_global
+
+
+def policy_messages(record: PreferenceRecord) -> list[dict[str, Any]]:
+  return [{"role": "user", "content": record.prompt}]
+
+
+def prompt_ids(encoder: ExampleEncoder, record: PreferenceRecord, recipe: str,
+               max_prompt_length: int) -> list[int]:
+  """The prompt's tokens for `recipe` (generation prompt included), its user
+  content cut from the left when the whole would exceed `max_prompt_length`."""
+  if recipe not in RECIPES:
+    raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
+  messages = judge_messages(record) if recipe == "judge" else policy_messages(record)
+  pieces = encoder.prompt_pieces(messages)
+  budget = max(max_prompt_length - len(pieces.prefix) - len(pieces.suffix), 0)
+  content = pieces.content[max(len(pieces.content) - budget, 0):] if budget else []
+  return pieces.prefix + content + pieces.suffix
+
+
+def reward_columns(records: Sequence[PreferenceRecord], recipe: str) -> dict[str, list]:
+  """Per-sample columns the reward functions read, one entry per record."""
+  if recipe == "judge":
+    return {"label": [r.label for r in records], "teacher_scores": [r.scores for r in records]}
+  refs = []
+  for r in records:
+    if r.label == "equal":
+      refs.append([r.response_a, r.response_b])
+    else:
+      refs.append(r.response_a if r.label == "A" else r.response_b)
+  return {"reference": refs, "label": [r.label for r in records]}
+
+
+def prompt_texts(records: Sequence[PreferenceRecord], recipe: str) -> list[Any]:
+  """What reward functions receive as `prompts`: the user turn as chat messages."""
+  if recipe == "judge":
+    return [judge_messages(r) for r in records]
+  return [policy_messages(r) for r in records]
+
+
+class _Tag(grain.transforms.MapWithIndex):
+  def map_with_index(self, index: int, record: PreferenceRecord):
+    return index, record
+
+
+class _EncodePrompt(grain.transforms.Map):
+  """A picklable map step: (index, record) -> {"prompt_ids", "index"}."""
+
+  def __init__(self, encoder: ExampleEncoder, recipe: str, max_prompt_length: int):
+    self.encoder, self.recipe, self.max_prompt_length = encoder, recipe, max_prompt_length
+
+  def map(self, tagged) -> dict[str, Any]:
+    index, record = tagged
+    ids = prompt_ids(self.encoder, record, self.recipe, self.max_prompt_length)
+    return {"prompt_ids": np.asarray(ids, np.int32), "index": index}
+
+
+def make_prompt_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *,
+                        recipe: str, max_prompt_length: int, batch_size: int, seed: int,
+                        shuffle: bool = True, num_epochs: int | None = None,
+                        worker_count: int = 0, process_index: int = 0,
+                        process_count: int = 1) -> grain.IterDataset:
+  """Batches (lists) of `{"prompt_ids", "index"}` for this process, as in `data.pipeline`.
+
+  Seeded global shuffle reshuffled each epoch, this process's interleaved share
+  of the stream, encoding in Grain (worker processes when `worker_count`); the
+  iterator's `get_state()` is a small dict that resumes at the same prompt.
+  """
+  if not records:
+    raise ValueError("no prompts (every record was skipped?)")
+  ds = grain.MapDataset.source(list(records)).map_with_index(_Tag())
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  if num_epochs != 1:
+    ds = ds.repeat(num_epochs)
+  if process_count > 1:
+    ds = ds[process_index::process_count]
+  ds = ds.map(_EncodePrompt(encoder, recipe, max_prompt_length))
+  it = ds.to_iter_dataset().batch(batch_size, drop_remainder=False, batch_fn=list)
+  if worker_count > 0:
+    from absl import flags
+    if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags
+      flags.FLAGS.mark_as_parsed()
+    it = it.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(num_workers=worker_count))
+  return it
+
+
+def local_rows(x) -> np.ndarray:
+  """This process's rows of a batch-sharded array, as host numpy."""
+  if not isinstance(x, jax.Array) or x.is_fully_addressable:
+    return np.asarray(x)
+  blocks = {s.index[0].start or 0: s.data for s in x.addressable_shards}
+  return np.concatenate([np.asarray(blocks[k]) for k in sorted(blocks)])
+
+
+def generate_round(policy, prompts: Sequence[Mapping[str, Any]], *, sampling: SamplingParams,
+                   rng: jax.Array, eos_ids: Sequence[int], pad_id: int, bucket: int,
+                   max_prompt_length: int, mesh=None, rules=()) -> dict[str, np.ndarray]:
+  """G completions for each prompt of one batch, as host arrays (G rows per prompt).
+
+  Args:
+    policy: `(graphdef, params)` of the causal LM.
+    prompts: a batch of `make_prompt_dataset`.
+    sampling: the sampling parameters (`num_samples` is G).
+    rng: the round's key, the same on every process.
+    eos_ids: a completion ends at the first of these.
+    pad_id: the tokenizer's pad id.
+    bucket: prompts are left-padded to a multiple of this.
+    max_prompt_length: the stored prompt width.
+    mesh: the device mesh (prompts are placed on it sharded by rows).
+    rules: logical -> mesh axis rules.
+
+  Returns:
+    `prompt_ids`, `prompt_mask` [n, max_prompt_length]; `completion_ids`,
+    `completion_mask`, `old_logp` [n, N]; `lengths`, `truncated`, `index`
+    (the record) and `valid` (all 1) [n]; n = len(prompts) * G.
+  """
+  g = sampling.num_samples
+  ids_bt, mask_bt = left_pad([p["prompt_ids"].tolist() for p in prompts], pad_id,
+                             multiple=bucket, max_length=max_prompt_length)
+  placed = to_global({"ids": ids_bt, "mask": mask_bt}, mesh, rules) if mesh is not None else {
+      "ids": ids_bt, "mask": mask_bt}
+  out = generate(policy, placed["ids"], placed["mask"], sampling, rng, eos_ids=tuple(eos_ids),
+                 pad_id=pad_id, mesh=mesh, rules=rules)
+  wide_ids = np.full((len(prompts), max_prompt_length), pad_id, np.int32)
+  wide_mask = np.zeros((len(prompts), max_prompt_length), np.int32)
+  wide_ids[:, -ids_bt.shape[1]:], wide_mask[:, -ids_bt.shape[1]:] = ids_bt, mask_bt
+  index = np.asarray([p["index"] for p in prompts], np.int64)
+  return {
+      "prompt_ids": np.repeat(wide_ids, g, axis=0),
+      "prompt_mask": np.repeat(wide_mask, g, axis=0),
+      "completion_ids": local_rows(out.tokens_bn),
+      "completion_mask": local_rows(out.mask_bn),
+      "old_logp": local_rows(out.logprobs_bn),
+      "lengths": local_rows(out.lengths_b),
+      "truncated": local_rows(out.truncated_b),
+      "index": np.repeat(index, g),
+      "valid": np.ones(len(prompts) * g, np.float32),
+  }
+
+
+def decode(tokenizer, batch: Mapping[str, np.ndarray]) -> list[str]:
+  """Completion texts (special tokens dropped; the judge's tags are not special)."""
+  ids, mask = batch["completion_ids"], batch["completion_mask"].astype(bool)
+  return tokenizer.batch_decode([row[m].tolist() for row, m in zip(ids, mask)],
+                                skip_special_tokens=True)
+
+
+def parse_reward_spec(spec: str) -> dict[str, float]:
+  """"judge_format:0.5,judge_content:0.5" -> {name: weight}; a bare name weighs 1."""
+  out: dict[str, float] = {}
+  for part in (p.strip() for p in spec.split(",")):
+    if not part:
+      continue
+    name, _, weight = part.partition(":")
+    name = name.strip()
+    if name in out:
+      raise ValueError(f"reward {name!r} is listed twice in {spec!r}")
+    try:
+      out[name] = float(weight) if weight.strip() else 1.0
+    except ValueError:
+      raise ValueError(f"bad weight {weight!r} for reward {name!r} in {spec!r}") from None
+  return out
+
+
+class RewardScorer:
+  """Host-side rewards of a round: the weighted registry rewards (plus extra terms
+  such as a model reward), the overlong penalty, and the judge's parse failures.
+
+  Args:
+    spec: `"name:weight,..."` over `rewards.REWARDS`; may be empty when
+      `extra` is not.
+    recipe: "judge" or "policy" (what the columns and prompts hold).
+    extra: more `{name: (reward function, weight)}` terms.
+    overlong: `(max_len, cache_len)` to add `shaping.overlong_penalty`, or None.
+  """
+
+  def __init__(self, spec: str, recipe: str, *,
+               extra: Mapping[str, tuple[Callable[..., list[float]], float]] | None = None,
+               overlong: tuple[int, int] | None = None):
+    terms = {name: (REWARDS.get(name), weight) for name, weight in parse_reward_spec(spec).items()}
+    terms.update(extra or {})
+    self.reward = WeightedReward(terms, name="grpo_reward")
+    self.names = list(terms)
+    self.recipe = recipe
+    self.overlong = overlong
+
+  def __call__(self, records: Sequence[PreferenceRecord], texts: Sequence[str],
+               batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Rewards [n] of the completions `texts` of `records` (one record per text).
+
+    Returns:
+      `rewards` (the total that advantages use), `reward/<name>` per function
+      (unweighted), `overlong_penalty` when on, and `parse_failed` (judge).
+    """
+    parts = self.reward.breakdown(prompt_texts(records, self.recipe), list(texts),
+                                  **reward_columns(records, self.recipe))
+    out = {f"reward/{k}": np.asarray(v, np.float32) for k, v in parts.per_function.items()}
+    total = np.asarray(parts.total, np.float32)
+    if self.overlong is not None:
+      penalty = np.asarray(overlong_penalty(batch["lengths"], *self.overlong))
+      out["overlong_penalty"] = penalty
+      total = total + penalty
+    out["rewards"] = total
+    if self.recipe == "judge":
+      out["parse_failed"] = np.asarray(
+          [not parse_judgment(t, strict=False).ok for t in texts], np.float32)
+    return out
+
+
+def pad_groups(batch: Mapping[str, np.ndarray], target_rows: int) -> dict[str, np.ndarray]:
+  """Fills a short, non-empty batch up to `target_rows` with rows that cannot reach the loss.
+
+  The filler repeats the first row with `valid`, `loss_mask` and `adv` zero
+  (real tokens rather than all-padding rows, so the forward pass stays finite),
+  and the step's shapes never change.
+  """
+  n = len(batch["valid"])
+  if n == 0:
+    raise ValueError("cannot pad an empty batch; skip the update instead")
+  out = {}
+  for k, v in batch.items():
+    filler = np.repeat(v[:1], max(target_rows - n, 0), axis=0)
+    if k in ("valid", "loss_mask", "adv"):
+      filler = np.zeros_like(filler)
+    out[k] = np.concatenate([v, filler])
+  return out
