@@ -3,6 +3,8 @@
 Every distinct batch shape is one XLA compilation, so sequences are padded
 (on the right) to the smallest configured bucket that holds the longest one,
 and a short final batch is filled with invalid rows instead of shrinking.
+Media patches are bucketed the same way (`media_batching.collate_media`), so
+the number of compilations is at most len(buckets) * len(patch_buckets).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+
+from omni_rrm_jax.data.media_batching import collate_media
 
 # Fields of an encoded example that are sequences, per kind, and their pad values.
 SEQUENCE_FIELDS = {"rm": {"chosen": None, "rejected": None}, "sft": {"input_ids": None,
@@ -32,7 +36,8 @@ def _pad(rows: list[np.ndarray], length: int, value: int) -> np.ndarray:
 
 
 def collate(examples: list[dict[str, Any]], *, kind: str, batch_size: int,
-            buckets: Sequence[int], pad_id: int) -> dict[str, np.ndarray]:
+            buckets: Sequence[int], pad_id: int, patch_buckets: Sequence[int] = (),
+            merge_unit: int = 4) -> dict[str, np.ndarray]:
   """Stacks encoded examples into one padded batch of exactly `batch_size` rows.
 
   For "rm" the output has `chosen_input_ids`, `chosen_attention_mask`,
@@ -40,7 +45,9 @@ def collate(examples: list[dict[str, Any]], *, kind: str, batch_size: int,
   bucket length) and `margin`; for "sft" `input_ids`, `attention_mask` and
   `loss_mask`. Both carry `valid`, `truncated`, `invalid_reason`,
   `modality` and `index` (the record's position in the data set; -1 for
-  filler rows) per row.
+  filler rows) per row. Examples encoded with a `MediaSpec` add the media
+  keys of `media_batching.collate_media`, patches padded to `patch_buckets`
+  (groups of `merge_unit` patches merge into one token).
   """
   if len(examples) > batch_size:
     raise ValueError(f"{len(examples)} examples for a batch of {batch_size}")
@@ -65,4 +72,9 @@ def collate(examples: list[dict[str, Any]], *, kind: str, batch_size: int,
   for field in META_FIELDS:
     batch[field] = np.asarray([ex[field] for ex in examples],
                               bool if field in ("valid", "truncated") else np.int32)
+  if "vision_patches" in examples[0]:
+    if not patch_buckets:
+      raise ValueError("examples carry media but no patch_buckets were configured")
+    batch.update(collate_media(examples, length=length, patch_buckets=patch_buckets,
+                               merge_unit=merge_unit))
   return batch

@@ -3,8 +3,9 @@
   records (validated, bad ones skipped and counted when read)
     -> seeded global shuffle, reshuffled each epoch
     -> this process's share of the stream (multi-host: disjoint, interleaved)
-    -> encode (chat template, left truncation of the prompt)  [worker processes]
-    -> batch + pad to a bucketed length                       [worker processes]
+    -> encode (chat template, left truncation of the prompt;
+       media decoded, placeholders expanded, layout/positions) [worker processes]
+    -> batch + pad to a bucketed length (and patch count)     [worker processes]
 
 The iterator's state (`get_state` / `set_state`) is small and exact, so a
 checkpoint holding it resumes the stream at the same example.
@@ -55,7 +56,8 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
                  batch_size: int, buckets: Sequence[int], pad_id: int, seed: int,
                  shuffle: bool = True, num_epochs: int | None = None,
                  worker_count: int = 0, worker_buffer_size: int = 2,
-                 process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+                 process_index: int = 0, process_count: int = 1,
+                 patch_buckets: Sequence[int] = ()) -> grain.IterDataset:
   """A Grain dataset of padded batches for this process.
 
   Args:
@@ -75,11 +77,23 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
     worker_buffer_size: batches each worker prepares ahead.
     process_index: this process's index (`jax.process_index()`).
     process_count: number of processes (`jax.process_count()`).
+    patch_buckets: allowed padded patch counts per row, for an encoder with
+      media (multiples of merge_size²; the largest must cover its
+      `max_patches`; 0 lets batches without media skip the vision encoder).
   """
   if not records:
     raise ValueError("the data set is empty (every record was skipped?)")
   if max(buckets) < encoder.max_length:
     raise ValueError(f"largest bucket {max(buckets)} < max_length {encoder.max_length}")
+  merge_unit = 1
+  if encoder.media is not None:
+    merge_unit = encoder.media.merge_unit
+    if not patch_buckets or max(patch_buckets) < encoder.media.max_patches:
+      raise ValueError(f"patch_buckets {tuple(patch_buckets)} must reach the encoder's "
+                       f"max_patches {encoder.media.max_patches}")
+    if any(b % merge_unit for b in patch_buckets):
+      raise ValueError(f"patch_buckets {tuple(patch_buckets)} must be multiples of "
+                       f"merge_size² = {merge_unit}")
   ds = grain.MapDataset.source(list(records)).map_with_index(_Tag())
   if shuffle:
     ds = ds.shuffle(seed=seed)
@@ -91,7 +105,8 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
   it = ds.to_iter_dataset().batch(
       batch_size, drop_remainder=False,
       batch_fn=functools.partial(collate, kind=encoder.kind, batch_size=batch_size,
-                                 buckets=tuple(buckets), pad_id=pad_id))
+                                 buckets=tuple(buckets), pad_id=pad_id,
+                                 patch_buckets=tuple(patch_buckets), merge_unit=merge_unit))
   if worker_count > 0:
     _ensure_absl_flags_parsed()
     it = it.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(

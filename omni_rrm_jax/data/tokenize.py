@@ -5,23 +5,40 @@ a reward model must see how a response ends. The chat template's own framing
 (role headers, the generation prompt) is kept whole. An example whose response
 alone does not fit is marked invalid (it still fills its batch slot, with
 `valid=False`, so that shapes stay fixed and the loop counts it exactly).
+
+With a `MediaSpec` the encoder also decodes the record's media (in the data
+worker that runs it) and expands each placeholder the template wrote to one
+token per merged patch. Media tokens sit in the template's framing before the
+user text, so truncation never cuts into them; when they do not fit beside the
+response the example is invalid ("media too long"). A file that is missing,
+corrupt or outside the media root makes it invalid as "bad media" (or stops
+the pipeline, naming file and reason, with `strict`); see `media_batching.py`
+for the arrays it adds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import numpy as np
 
-from omni_rrm_jax.data.records import MODALITIES, PreferenceRecord
+from omni_rrm_jax.data import media_batching
+from omni_rrm_jax.data.media_batching import DecodedMedia, MediaSpec
+from omni_rrm_jax.data.records import MODALITIES, BadRecord, PreferenceRecord
 from omni_rrm_jax.data.templates import judge_messages, rm_messages
 from omni_rrm_jax.rewards.judgment import parse_judgment
 
-_SENTINEL = "\u2063ORJ-PROMPT-CONTENT\u2063"
+log = logging.getLogger(__name__)
 
-# Why an example was marked invalid; the loop counts these.
-INVALID_REASONS = ("ok", "tie label", "response too long", "no valid judgment rationale")
+_SENTINEL = "\u2063ORJ-PROMPT-CONTENT\u2063"
+_MAX_MEDIA_WARNINGS = 10  # per process: enough to find the files, not a flood
+
+# Why an example was marked invalid; the loop counts these. Append only: the
+# index travels in batches and checkpoints' logs.
+INVALID_REASONS = ("ok", "tie label", "response too long", "no valid judgment rationale",
+                   "bad media", "media too long", "unsupported media", "media token mismatch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,15 +59,33 @@ class ExampleEncoder:
       its judgment as target).
     margin_scale: the RM margin is `margin_scale * (score_chosen -
       score_rejected)` when a record has teacher scores, else 0.
+    media: decode media and expand placeholders for a multimodal model;
+      None keeps placeholders as single tokens (text models).
   """
 
-  def __init__(self, tokenizer, max_length: int, kind: str, margin_scale: float = 0.0):
+  def __init__(self, tokenizer, max_length: int, kind: str, margin_scale: float = 0.0,
+               media: MediaSpec | None = None):
     if kind not in ("rm", "sft"):
       raise ValueError(f"unknown example kind {kind!r}; expected 'rm' or 'sft'")
     self.tokenizer = tokenizer
     self.max_length = max_length
     self.kind = kind
     self.margin_scale = margin_scale
+    self.media = media
+    self._media_warnings = 0
+    if media is not None:
+      self._check_placeholders()
+
+  def _check_placeholders(self) -> None:
+    """Fails at start-up, not per example, if the template's placeholders are not the model's."""
+    for kind, token in self.media.placeholder_ids.items():
+      probe = [{"role": "user", "content": [{"type": kind}, {"type": "text", "text": "x"}]}]
+      found = media_batching.count_placeholders(
+          self._ids(self._render(probe, generation_prompt=True)), self.media)[token]
+      if found != 1:
+        raise ValueError(
+            f"the chat template renders a {kind} part as {found} tokens of id {token} (the "
+            f"model's {kind} placeholder), expected 1: tokenizer and model disagree")
 
   def _ids(self, text: str) -> list[int]:
     return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
@@ -95,7 +130,8 @@ class ExampleEncoder:
   def judge_prompt_ids(self, record: PreferenceRecord, swap: bool = False,
                        max_prompt_length: int | None = None) -> list[int]:
     """The judge prompt's tokens (generation prompt included), content cut from
-    the left to fit `max_prompt_length` (default: `max_length`)."""
+    the left to fit `max_prompt_length` (default: `max_length`). Text path
+    only: media stay one placeholder token each, whatever `media` says."""
     limit = self.max_length if max_prompt_length is None else max_prompt_length
     pieces = self.prompt_pieces(judge_messages(record, swap=swap))
     budget = max(limit - len(pieces.prefix) - len(pieces.suffix), 0)
@@ -109,41 +145,116 @@ class ExampleEncoder:
     return {"valid": reason == "ok", "invalid_reason": INVALID_REASONS.index(reason),
             "truncated": truncated, "modality": MODALITIES.index(record.modality)}
 
+  def _invalid(self, record: PreferenceRecord, empty: dict[str, Any], reason: str):
+    media = media_batching.invalid_arrays(self.media) if self.media else {}
+    return {**empty, **media, **self._meta(record, reason, False)}
+
+  def _decode_media(self, record: PreferenceRecord) -> DecodedMedia | str:
+    """The record's decoded media, or why the example cannot use it."""
+    spec = self.media
+    if spec.unsupported(record):
+      return "unsupported media"
+    try:
+      media = media_batching.decode_media(record, spec)
+    except BadRecord as e:
+      if spec.strict:
+        raise ValueError(f"record {record.id}: {e} (strict mode: bad media is fatal)") from e
+      if self._media_warnings < _MAX_MEDIA_WARNINGS:
+        self._media_warnings += 1
+        log.warning("record %s: bad media, example skipped: %s", record.id, e)
+      return "bad media"
+    return "media too long" if len(media.patches) > spec.max_patches else media
+
+  def _with_media(self, pieces: PromptPieces, media: DecodedMedia,
+                  responses: list[list[int]]) -> PromptPieces | str:
+    """Pieces with each placeholder expanded, or why that is impossible.
+
+    Placeholders must appear once per item in the template's framing and never
+    in the user text or responses (a literal "<|IMAGE|>" typed in a prompt would
+    otherwise steal an image's features).
+    """
+    count = lambda ids: media_batching.count_placeholders(ids, self.media)  # noqa: E731
+    framing = count(pieces.prefix + pieces.suffix)
+    stray = count(pieces.content + [t for r in responses for t in r])
+    if any(stray.values()) or any(framing[t] != len(media.tokens.get(t, []))
+                                  for t in framing):
+      return "media token mismatch"
+    remaining = {t: list(n) for t, n in media.tokens.items()}
+    prefix = media_batching.expand_placeholders(pieces.prefix, remaining)
+    suffix = media_batching.expand_placeholders(pieces.suffix, remaining)
+    return PromptPieces(prefix, pieces.content, suffix)
+
+  def _prepare(self, record: PreferenceRecord, pieces: PromptPieces,
+               responses: list[list[int]]) -> tuple[PromptPieces, DecodedMedia | None, str]:
+    """(pieces, media, "ok") ready to fit, or a reason the example is invalid."""
+    if self.media is None:
+      return pieces, None, "ok"
+    media = self._decode_media(record) if record.media_paths() else media_batching.no_media(
+        self.media)
+    if isinstance(media, str):
+      return pieces, None, media
+    expanded = self._with_media(pieces, media, responses)
+    if isinstance(expanded, str):
+      return pieces, None, expanded
+    return expanded, media, "ok"
+
+  def _fit_or_reason(self, pieces: PromptPieces, media: DecodedMedia | None,
+                     longest_response: int) -> tuple[list[int], bool] | str:
+    fitted = self._fit(pieces, longest_response)
+    if fitted is not None:
+      return fitted
+    # Had each item stayed one placeholder token (as a text model sees it), would
+    # the example fit? Then its media is what does not.
+    expansion = media.num_tokens - sum(len(v) for v in media.tokens.values()) if media else 0
+    budget = self.max_length - longest_response - len(pieces.prefix) - len(pieces.suffix)
+    return "media too long" if expansion and budget + expansion >= 0 else "response too long"
+
   def _encode_rm(self, record: PreferenceRecord) -> dict[str, Any]:
     empty = {"chosen": [0], "rejected": [0], "margin": 0.0}
     if record.label == "equal":
-      return {**empty, **self._meta(record, "tie label", False)}
+      return self._invalid(record, empty, "tie label")
     chosen, rejected = ((record.response_a, record.response_b) if record.label == "A"
                         else (record.response_b, record.response_a))
     prompt_messages = rm_messages(record, "")[:-1]
-    pieces = self.prompt_pieces(prompt_messages)
     c_ids = self.response_ids(prompt_messages, chosen)
     r_ids = self.response_ids(prompt_messages, rejected)
-    fitted = self._fit(pieces, max(len(c_ids), len(r_ids)))
-    if fitted is None:
-      return {**empty, **self._meta(record, "response too long", False)}
+    pieces, media, reason = self._prepare(record, self.prompt_pieces(prompt_messages),
+                                          [c_ids, r_ids])
+    fitted = self._fit_or_reason(pieces, media, max(len(c_ids), len(r_ids))) if (
+        reason == "ok") else reason
+    if isinstance(fitted, str):
+      return self._invalid(record, empty, fitted)
     prompt_ids, truncated = fitted
     margin = 0.0
     if self.margin_scale and record.scores:
       side_c, side_r = ("A", "B") if record.label == "A" else ("B", "A")
       margin = self.margin_scale * (record.scores[side_c] - record.scores[side_r])
-    return {"chosen": prompt_ids + c_ids, "rejected": prompt_ids + r_ids, "margin": margin,
-            **self._meta(record, "ok", truncated)}
+    out = {"chosen": prompt_ids + c_ids, "rejected": prompt_ids + r_ids, "margin": margin,
+           **self._meta(record, "ok", truncated)}
+    if media is not None:
+      # Both rows share the prompt, hence its media and positions: the shared
+      # arrays follow the longer row (the shorter one's extra slots are padding).
+      longer = out["chosen"] if len(c_ids) >= len(r_ids) else out["rejected"]
+      out.update(media_batching.example_arrays(longer, media, self.media))
+    return out
 
   def _encode_sft(self, record: PreferenceRecord) -> dict[str, Any]:
     empty = {"input_ids": [0], "loss_mask": [0]}
     target = record.rationale or ""
     if not parse_judgment(target).ok:
-      return {**empty, **self._meta(record, "no valid judgment rationale", False)}
+      return self._invalid(record, empty, "no valid judgment rationale")
     messages = judge_messages(record)
-    pieces = self.prompt_pieces(messages)
     t_ids = self.response_ids(messages, target)
-    fitted = self._fit(pieces, len(t_ids))
-    if fitted is None:
-      return {**empty, **self._meta(record, "response too long", False)}
+    pieces, media, reason = self._prepare(record, self.prompt_pieces(messages), [t_ids])
+    fitted = self._fit_or_reason(pieces, media, len(t_ids)) if reason == "ok" else reason
+    if isinstance(fitted, str):
+      return self._invalid(record, empty, fitted)
     prompt_ids, truncated = fitted
-    return {"input_ids": prompt_ids + t_ids, "loss_mask": [0] * len(prompt_ids) + [1] * len(t_ids),
-            **self._meta(record, "ok", truncated)}
+    out = {"input_ids": prompt_ids + t_ids, "loss_mask": [0] * len(prompt_ids) + [1] * len(t_ids),
+           **self._meta(record, "ok", truncated)}
+    if media is not None:
+      out.update(media_batching.example_arrays(out["input_ids"], media, self.media))
+    return out
 
 
 def as_arrays(example: dict[str, Any]) -> dict[str, Any]:

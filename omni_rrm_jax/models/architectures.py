@@ -60,11 +60,18 @@ def _register_multimodal() -> None:
   # Imported here, after the decoder architectures exist, since the multimodal
   # models build on the decoder modules.
   from omni_rrm_jax.models.qwen2_5_vl import (ARCHITECTURE as VL,
+                                              CLASSIFIER_ARCHITECTURE as VL_RM,
                                               Qwen2_5_VLForConditionalGeneration,
+                                              Qwen2_5_VLForSequenceClassification,
+                                              qwen2_5_vl_classifier_config_from_hf,
                                               qwen2_5_vl_config_from_hf)
   ARCHITECTURES.add(VL, Architecture(VL, "qwen2_5_vl", "qwen2_5_vl",
                                      Qwen2_5_VLForConditionalGeneration,
                                      qwen2_5_vl_config_from_hf))
+  # Ours only (transformers has no such class); see qwen2_5_vl.py.
+  ARCHITECTURES.add(VL_RM, Architecture(VL_RM, "qwen2_5_vl", "qwen2_5_vl",
+                                        Qwen2_5_VLForSequenceClassification,
+                                        qwen2_5_vl_classifier_config_from_hf))
   from omni_rrm_jax.models.omni import Qwen2_5OmniThinkerForConditionalGeneration
   from omni_rrm_jax.models.omni_config import (ARCHITECTURE as OMNI, MODEL_TYPE as OMNI_TYPE,
                                                omni_thinker_config_from_hf)

@@ -1,4 +1,4 @@
-"""`Qwen2_5_VLForConditionalGeneration`: vision encoder + M-RoPE text decoder.
+"""Qwen2.5-VL: vision encoder + M-RoPE text decoder, with an LM or a score head.
 
 The text decoder is our `DecoderLayer` stack (Qwen2 layout) fed with
 three-axis rotary tables (`mrope.py`); image and video placeholder tokens are
@@ -13,6 +13,20 @@ static arguments), and pass `position_ids` from `rope_index` computed
 beforehand; token ids, masks and pixels may then be traced. (Without
 `position_ids`, the ids and mask must be host values too.) Each distinct set
 of grid sizes compiles once.
+
+Fully traced training inputs avoid that recompile: each row carries its own
+media as a padded patch buffer with a padded layout
+(`VisionTransformer.encode_rows`), the positions come precomputed, and `media_index` says which
+of the row's merged tokens fills each placeholder. `HostInputs` computes the
+host-side parts in the data workers; `encode_vision_rows` and the
+`media_features` / `media_index` keywords consume them under `jit`, so the
+compiled shapes depend only on the (bucketed) patch and token counts.
+
+`Qwen2_5_VLForSequenceClassification` puts a bias-free score head on the same
+trunk, pooled at the last non-padding token as `decoder.SequenceClassifier`.
+transformers has no such class: its export is our config (`architectures`
+names it) plus safetensors whose trunk tensors load into transformers'
+`Qwen2_5_VLForConditionalGeneration` (which ignores `score.weight`).
 """
 
 from __future__ import annotations
@@ -27,12 +41,14 @@ from flax import nnx
 from omni_rrm_jax.models import mrope
 from omni_rrm_jax.models.attention import causal_mask
 from omni_rrm_jax.models.config import DecoderConfig, decoder_config_from_hf, resolve_dtype
-from omni_rrm_jax.models.decoder import DecoderLayer, ModelOutput
+from omni_rrm_jax.models.decoder import DecoderLayer, ModelOutput, last_token_index
 from omni_rrm_jax.models.layers import DenseGeneral, Embed, RMSNorm
 from omni_rrm_jax.models.vision import VisionConfig, VisionTransformer, vision_config_from_hf
+from omni_rrm_jax.models.vision_layout import VisionLayout, vision_layout
 from omni_rrm_jax.sharding.rules import constrain
 
 ARCHITECTURE = "Qwen2_5_VLForConditionalGeneration"
+CLASSIFIER_ARCHITECTURE = "Qwen2_5_VLForSequenceClassification"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +76,18 @@ class Qwen2_5_VLConfig:
   @property
   def pad_token_id(self) -> int | None:
     return self.text.pad_token_id
+
+  @property
+  def num_labels(self) -> int:
+    return self.text.num_labels
+
+  def host_inputs(self) -> HostInputs:
+    """The host-side preparation of fully traced inputs for this model."""
+    v = self.vision
+    return HostInputs(image_token_id=self.image_token_id, video_token_id=self.video_token_id,
+                      spatial_merge_size=v.spatial_merge_size, window_size=v.window_size,
+                      patch_size=v.patch_size, temporal_patch_size=v.temporal_patch_size,
+                      tokens_per_second=float(v.tokens_per_second))
 
 
 def qwen2_5_vl_config_from_hf(hf, **overrides) -> Qwen2_5_VLConfig:
@@ -90,6 +118,79 @@ def qwen2_5_vl_config_from_hf(hf, **overrides) -> Qwen2_5_VLConfig:
       text=text, vision=vision_config_from_hf(hf.vision_config, **shared),
       image_token_id=hf.image_token_id, video_token_id=hf.video_token_id,
       architecture=architecture, hf_config_json=hf.to_json_string(use_diff=False))
+
+
+def qwen2_5_vl_classifier_config_from_hf(hf, **overrides) -> Qwen2_5_VLConfig:
+  """As `qwen2_5_vl_config_from_hf`, for the score-head variant.
+
+  `num_labels` and `pad_token_id` are read from the top-level config (where
+  transformers' sequence classifiers keep them), the pad id falling back to
+  the text config's.
+  """
+  overrides.setdefault("architecture", CLASSIFIER_ARCHITECTURE)
+  cfg = qwen2_5_vl_config_from_hf(hf, **overrides)
+  pad = getattr(hf, "pad_token_id", None)
+  text = dataclasses.replace(cfg.text, num_labels=getattr(hf, "num_labels", None) or 1,
+                             pad_token_id=cfg.text.pad_token_id if pad is None else pad)
+  return dataclasses.replace(cfg, text=text)
+
+
+@dataclasses.dataclass(frozen=True)
+class HostInputs:
+  """The host-side (numpy) half of a fully traced call, one example at a time.
+
+  Plain numbers only, so it pickles into data-loader worker processes, which
+  call it per example before padding; the arrays then travel with the batch.
+
+  Attributes:
+    image_token_id: the image placeholder id.
+    video_token_id: the video placeholder id.
+    spatial_merge_size: patches merged per side into one token.
+    window_size: the vision encoder's attention window, in pixels.
+    patch_size: the vision patch side, in pixels.
+    temporal_patch_size: frames per temporal patch.
+    tokens_per_second: temporal M-RoPE ids per second of video.
+    audio_token_id: None: Qwen2.5-VL has no audio encoder.
+  """
+  image_token_id: int
+  video_token_id: int
+  spatial_merge_size: int
+  window_size: int
+  patch_size: int
+  temporal_patch_size: int
+  tokens_per_second: float
+  audio_token_id: int | None = None
+
+  def vision_layout(self, grid_thw) -> dict[str, np.ndarray]:
+    """The `VisionLayout` fields of one example's images and video frames.
+
+    Returns:
+      {"perm": [n], "position": [n, 2], "frame": [n], "window": [n],
+      "unperm": [n / merge²]}, int32, for n patches (n = 0 without media).
+    """
+    grids = np.asarray(grid_thw, np.int64).reshape(-1, 3)
+    if not len(grids):
+      return {"perm": np.zeros((0,), np.int32), "position": np.zeros((0, 2), np.int32),
+              "frame": np.zeros((0,), np.int32), "window": np.zeros((0,), np.int32),
+              "unperm": np.zeros((0,), np.int32)}
+    layout = vision_layout(grids, self.spatial_merge_size, self.window_size, self.patch_size)
+    return {"perm": layout.perm_n, "position": layout.position_n2.astype(np.int32),
+            "frame": layout.frame_n, "window": layout.window_n, "unperm": layout.unperm_m}
+
+  def position_ids(self, input_ids_t, image_grid_thw=None, video_grid_thw=None,
+                   second_per_grid_ts=None) -> np.ndarray:
+    """M-RoPE position ids int32 [3, T] of one unpadded sequence."""
+    ids = np.asarray(input_ids_t).reshape(1, -1)
+    grids = {k: (None if g is None or not np.size(g) else np.asarray(g).reshape(-1, 3))
+             for k, g in (("image", image_grid_thw), ("video", video_grid_thw))}
+    if grids["image"] is None and grids["video"] is None:
+      return np.broadcast_to(np.arange(ids.shape[1], dtype=np.int32), (3, ids.shape[1])).copy()
+    position_3bt, _ = mrope.get_rope_index(
+        ids, None, image_grid_thw=grids["image"], video_grid_thw=grids["video"],
+        second_per_grid_ts=second_per_grid_ts, image_token_id=self.image_token_id,
+        video_token_id=self.video_token_id, spatial_merge_size=self.spatial_merge_size,
+        tokens_per_second=self.tokens_per_second)
+    return position_3bt[:, 0]
 
 
 def _host(x, name: str) -> np.ndarray:
@@ -140,6 +241,23 @@ def scatter_features(x_bte: jax.Array, placeholder_bt: jax.Array, features_me: j
   return jnp.where(placeholder_bt[..., None], gathered, x_bte)
 
 
+def gather_features(x_bte: jax.Array, features_bme: jax.Array,
+                    media_index_bt: jax.Array) -> jax.Array:
+  """Replaces token embeddings by row-local media features, by explicit index.
+
+  Token (b, t) takes `features_bme[b, media_index_bt[b, t]]` where the index
+  is >= 0 and keeps its embedding where it is -1. Unlike `scatter_features`,
+  several rows may read the same features (the chosen and rejected rows of a
+  preference pair) and padded feature rows are never read.
+  """
+  if features_bme.shape[1] == 0:  # no media in this batch
+    return x_bte
+  index_bt = jnp.maximum(media_index_bt, 0)
+  gathered_bte = jnp.take_along_axis(features_bme.astype(x_bte.dtype), index_bt[..., None],
+                                     axis=1)
+  return jnp.where((media_index_bt >= 0)[..., None], gathered_bte, x_bte)
+
+
 class TextModel(nnx.Module):
   """The language model: embeddings, `DecoderLayer`s and the final norm.
 
@@ -174,8 +292,8 @@ class TextModel(nnx.Module):
     return self.norm(x_bte)
 
 
-class Qwen2_5_VLForConditionalGeneration(nnx.Module):
-  """Qwen2.5-VL with its vocabulary head.
+class _VisionLanguageTrunk(nnx.Module):
+  """The vision encoder and the text model, shared by both heads.
 
   Attributes follow the checkpoint names, which are the Hub layout that
   transformers 5.x still writes (`visual.*`, `model.layers.*`, `lm_head`),
@@ -186,14 +304,6 @@ class Qwen2_5_VLForConditionalGeneration(nnx.Module):
     self.cfg = cfg
     self.visual = VisionTransformer(cfg.vision, rngs=rngs)
     self.model = TextModel(cfg.text, rngs)
-    if cfg.tie_word_embeddings:
-      self.lm_head = None
-    else:
-      text = cfg.text
-      self.lm_head = DenseGeneral((text.hidden_size,), (text.vocab_size,),
-                                  kernel_axes=("embed", "vocab"), dtype=text.dtype,
-                                  param_dtype=text.param_dtype, init_std=text.initializer_range,
-                                  rngs=rngs)
 
   def embed(self, input_ids: jax.Array, pixel_values=None, image_grid_thw=None,
             pixel_values_videos=None, video_grid_thw=None) -> jax.Array:
@@ -210,11 +320,20 @@ class Qwen2_5_VLForConditionalGeneration(nnx.Module):
       x_bte = scatter_features(x_bte, input_ids == token, features_me, what)
     return x_bte
 
-  def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
-               pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
-               video_grid_thw=None, second_per_grid_ts=None, mm_token_type_ids=None,
-               inputs_embeds=None) -> ModelOutput:
-    """Logits [B, T, V] of every position.
+  def encode_vision_rows(self, pixel_values_bnd: jax.Array, layout_b: VisionLayout) -> jax.Array:
+    """Merged vision tokens [B, N / merge², E] of each row's own padded patches.
+
+    The traced counterpart of `pixel_values` with grids: see
+    `VisionTransformer.encode_rows` for the padding convention and
+    `HostInputs.vision_layout` for one row's layout.
+    """
+    return self.visual.encode_rows(pixel_values_bnd, layout_b)
+
+  def hidden_states(self, input_ids=None, attention_mask=None, position_ids=None,
+                    pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
+                    video_grid_thw=None, second_per_grid_ts=None, mm_token_type_ids=None,
+                    inputs_embeds=None, media_features=None, media_index=None) -> jax.Array:
+    """Final normed hidden states [B, T, E].
 
     Args:
       input_ids: int [B, T], with `image_token_id` / `video_token_id`
@@ -231,10 +350,22 @@ class Qwen2_5_VLForConditionalGeneration(nnx.Module):
       mm_token_type_ids: [B, T] 0 text / 1 image / 2 video; derived from the
         placeholder ids when None.
       inputs_embeds: [B, T, E] instead of `input_ids` (text only).
+      media_features: [B, M, E] each row's media tokens (`encode_vision_rows`),
+        instead of pixel values and grids; needs `position_ids`. Traceable.
+      media_index: int [B, T], the row of `media_features` each token takes,
+        -1 for tokens that keep their embedding.
     """
     if (input_ids is None) == (inputs_embeds is None):
       raise ValueError("pass exactly one of input_ids or inputs_embeds")
-    if input_ids is None:
+    if (media_features is None) != (media_index is None):
+      raise ValueError("media_features and media_index go together")
+    if media_features is not None:
+      if input_ids is None or position_ids is None:
+        raise ValueError("media_features need input_ids and precomputed position_ids")
+      if pixel_values is not None or pixel_values_videos is not None:
+        raise ValueError("pass media either as pixel values with grids or as media_features")
+      x_bte = gather_features(self.model.embed_tokens(input_ids), media_features, media_index)
+    elif input_ids is None:
       if pixel_values is not None or pixel_values_videos is not None:
         raise ValueError("media inputs need input_ids (to find the placeholder tokens)")
       x_bte = inputs_embeds
@@ -251,7 +382,32 @@ class Qwen2_5_VLForConditionalGeneration(nnx.Module):
     position_ids = jnp.asarray(position_ids)
     if position_ids.ndim == 2:
       position_ids = jnp.broadcast_to(position_ids, (3, b, t))
-    h_bte = self.model(x_bte, position_ids, attention_mask)
+    return self.model(x_bte, position_ids, attention_mask)
+
+
+class Qwen2_5_VLForConditionalGeneration(_VisionLanguageTrunk):
+  """Qwen2.5-VL with its vocabulary head."""
+
+  def __init__(self, cfg: Qwen2_5_VLConfig, *, rngs: nnx.Rngs | None = None):
+    super().__init__(cfg, rngs=rngs)
+    if cfg.tie_word_embeddings:
+      self.lm_head = None
+    else:
+      text = cfg.text
+      self.lm_head = DenseGeneral((text.hidden_size,), (text.vocab_size,),
+                                  kernel_axes=("embed", "vocab"), dtype=text.dtype,
+                                  param_dtype=text.param_dtype, init_std=text.initializer_range,
+                                  rngs=rngs)
+
+  def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
+               pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
+               video_grid_thw=None, second_per_grid_ts=None, mm_token_type_ids=None,
+               inputs_embeds=None, media_features=None, media_index=None) -> ModelOutput:
+    """Logits [B, T, V] of every position (arguments: see `hidden_states`)."""
+    h_bte = self.hidden_states(input_ids, attention_mask, position_ids, pixel_values,
+                               image_grid_thw, pixel_values_videos, video_grid_thw,
+                               second_per_grid_ts, mm_token_type_ids, inputs_embeds,
+                               media_features, media_index)
     return ModelOutput(logits=self.lm_logits(h_bte), hidden_states=h_bte)
 
   def lm_logits(self, h_bte: jax.Array) -> jax.Array:
@@ -261,3 +417,31 @@ class Qwen2_5_VLForConditionalGeneration(nnx.Module):
     else:
       logits = self.lm_head(h_bte)
     return constrain(logits, ("batch", "length", "vocab"))
+
+
+class Qwen2_5_VLForSequenceClassification(_VisionLanguageTrunk):
+  """Qwen2.5-VL with a bias-free score head pooled at the last non-padding
+  token; with `num_labels=1` a scalar (multimodal) reward model."""
+
+  def __init__(self, cfg: Qwen2_5_VLConfig, *, rngs: nnx.Rngs | None = None):
+    super().__init__(cfg, rngs=rngs)
+    text = cfg.text
+    self.score = DenseGeneral((text.hidden_size,), (text.num_labels,),
+                              kernel_axes=("embed", "labels"), dtype=text.dtype,
+                              param_dtype=text.param_dtype, init_std=text.initializer_range,
+                              rngs=rngs)
+
+  def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
+               pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
+               video_grid_thw=None, second_per_grid_ts=None, mm_token_type_ids=None,
+               inputs_embeds=None, media_features=None, media_index=None) -> ModelOutput:
+    """Scores [B, num_labels] at each row's last real token (arguments: see
+    `hidden_states`; pooling needs `input_ids`)."""
+    h_bte = self.hidden_states(input_ids, attention_mask, position_ids, pixel_values,
+                               image_grid_thw, pixel_values_videos, video_grid_thw,
+                               second_per_grid_ts, mm_token_type_ids, inputs_embeds,
+                               media_features, media_index)
+    b, t = h_bte.shape[:2]
+    idx_b = last_token_index(input_ids, self.cfg.pad_token_id, b, t)
+    pooled_be = jnp.take_along_axis(h_bte, idx_b[:, None, None], axis=1)[:, 0]
+    return ModelOutput(logits=self.score(pooled_be), hidden_states=h_bte)

@@ -276,3 +276,22 @@ class VisionTransformer(nnx.Module):
       x_ne = block(blk, x_ne, masks[i in full])
     tokens_me = self.merger(x_ne)
     return jnp.take(tokens_me, jnp.asarray(layout.unperm_m), axis=0)
+
+  def encode_rows(self, pixel_values_bnd: jax.Array, layout_b: VisionLayout) -> jax.Array:
+    """`encode` of each row's own patches: [B, N, C*T*P*P] -> [B, N / merge², out].
+
+    Every field of `layout_b` has a leading row axis, and the arrays may be
+    traced, so a new set of grid sizes with the same N reuses the compiled
+    program. Patches padded onto a row need layout entries that keep them
+    apart: identity `perm_n` / `unperm_m` and a frame and window id of their
+    own (e.g. -1); their merged tokens are returned but mean nothing. Rows are
+    mapped (`vmap`), so attention costs B * N² rather than (B * N)².
+    """
+    b, n = pixel_values_bnd.shape[:2]
+    if n == 0:  # a batch without media: nothing to encode (and merging 0 rows cannot reshape)
+      return jnp.zeros((b, 0, self.cfg.out_hidden_size), self.cfg.dtype)
+    # nnx.vmap (not jax.vmap over a bound method) lifts the module's state, which
+    # nnx.remat inside `encode` needs.
+    encode = nnx.vmap(lambda module, pixels, layout: module.encode(pixels, layout),
+                      in_axes=(None, 0, 0))
+    return encode(self, pixel_values_bnd, layout_b)

@@ -11,7 +11,7 @@ from jax.sharding import Mesh, NamedSharding
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, spec_for
 
 # Host-side bookkeeping that never goes to the devices.
-HOST_ONLY = ("invalid_reason", "truncated", "modality", "index")
+HOST_ONLY = ("invalid_reason", "truncated", "modality", "index", "vision_grid_thw")
 
 
 def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh | None,
@@ -19,7 +19,9 @@ def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh | None,
   """Places this process's rows of a batch into global arrays.
 
   Each process passes its own rows; the global batch is their concatenation
-  in process order, sharded by the `batch` logical axis.
+  in process order, sharded by the `batch` logical axis. Every key is
+  row-aligned (media included: each row carries its own patches), so every
+  key is split by its leading axis alike.
   """
   out = {}
   for key, value in batch.items():

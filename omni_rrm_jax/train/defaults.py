@@ -20,6 +20,13 @@ def base_config(task: str) -> ml_collections.ConfigDict:
       hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
       num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
       num_labels=1))
+  # The vision tower of a multimodal architecture (Qwen2_5_VLForConditionalGeneration)
+  # built from scratch; ignored by text architectures and by checkpoints.
+  # out_hidden_size follows model.config.hidden_size.
+  c.model.vision = ml_collections.ConfigDict(dict(
+      depth=2, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=14,
+      temporal_patch_size=2, spatial_merge_size=2, window_size=56, fullatt_block_indexes=(1,),
+      tokens_per_second=2))
   c.model.dtype = "float32"
   c.model.param_dtype = "float32"
   c.model.remat = False
@@ -31,10 +38,21 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.data.train_format = "auto"
   c.data.eval_path = ""
   c.data.eval_format = "auto"
-  c.data.synthetic_kinds = "colour"  # comma-separated: colour,sum
+  c.data.synthetic_kinds = "colour"  # comma-separated: colour,sum (text), image,video (media)
   c.data.synthetic_train = 2000
   c.data.synthetic_eval = 200
-  c.data.media_root = ""
+  c.data.media_root = ""  # media paths resolve under it; synthetic media: the workdir's
+  # Media of multimodal models: patches per row are padded to one of these
+  # (multiples of merge_size²; 0 lets batches without media skip the vision
+  # encoder). The largest caps an example's media; each distinct
+  # (length bucket, patch bucket) pair is one compilation.
+  c.data.patch_buckets = (0, 64)
+  # Overrides of the media preprocessing (data/media/config.py MediaConfig),
+  # e.g. the pixel and frame limits; the checkpoint's preprocessor_config.json
+  # (if any) comes first. The defaults suit the tiny configs.
+  c.data.media = ml_collections.ConfigDict(dict(
+      image_min_pixels=56 * 56, image_max_pixels=112 * 112, video_min_pixels=56 * 56,
+      video_max_pixels=56 * 56, video_max_frames=4, video_fps=2.0))
   c.data.strict = False  # True: the first bad record stops the run
   c.data.max_length = 128
   c.data.buckets = (64, 128)

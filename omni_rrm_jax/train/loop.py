@@ -25,7 +25,7 @@ from omni_rrm_jax.core.metric_writers import MetricWriter
 from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.models.hf_save import save_pretrained
-from omni_rrm_jax.sharding.batch import to_global
+from omni_rrm_jax.sharding.batch import HOST_ONLY, to_global
 from omni_rrm_jax.sharding.mesh import make_mesh
 from omni_rrm_jax.sharding.rules import rules_from_config
 from omni_rrm_jax.train import components
@@ -59,6 +59,21 @@ class InputCounts:
   def as_dict(self) -> dict:
     return {"examples": self.examples, "truncated": self.truncated,
             "invalid": dict(self.invalid)}
+
+
+class BatchShapes:
+  """The distinct shapes of device batches: each is one compilation of the step,
+  so a growing count points at unbucketed inputs."""
+
+  def __init__(self):
+    self.seen: list[tuple] = []
+
+  def add(self, batch) -> None:
+    shape = tuple(sorted((k, v.shape) for k, v in batch.items() if k not in HOST_ONLY))
+    if shape not in self.seen:
+      self.seen.append(shape)
+      sizes = {k: v for k, v in shape if k.endswith(("input_ids", "vision_patches"))}
+      log.info("batch shape #%d: %s", len(self.seen), sizes)
 
 
 def evaluate(eval_step, state, dataset, kind: str, mesh, rules) -> dict:
@@ -96,11 +111,15 @@ def run(config, workdir: str) -> dict:
   train_records, eval_records, counters = components.data_splits(config, workdir)
   tokenizer, tokenizer_dir = components.tokenizer_for(
       config, workdir, components.texts_for_tokenizer(train_records))
+  # A multimodal model decodes media in the data workers (None: text only).
+  media = components.media_spec(config, workdir, components.model_config(config, tokenizer),
+                                tokenizer)
   encoder = ExampleEncoder(tokenizer, config.data.max_length, kind,
-                           margin_scale=config.loss.margin_scale)
+                           margin_scale=config.loss.margin_scale, media=media)
   data_kw = dict(buckets=tuple(config.data.buckets), pad_id=tokenizer.pad_token_id,
                  worker_count=config.data.worker_count, process_index=jax.process_index(),
-                 process_count=n_proc)
+                 process_count=n_proc,
+                 patch_buckets=tuple(config.data.patch_buckets) if media else ())
   train_ds = make_dataset(train_records, encoder, batch_size=config.data.batch_size // n_proc,
                           seed=config.data.seed, **data_kw)
   eval_ds = (make_dataset(eval_records, encoder, seed=0, shuffle=False, num_epochs=1,
@@ -141,6 +160,7 @@ def run(config, workdir: str) -> dict:
   # --- Loop --------------------------------------------------------------
   writer = MetricWriter(workdir, enabled=is_main)
   counts = InputCounts()
+  shapes = BatchShapes()
   history = []
   progress = tqdm.tqdm(total=config.train.num_steps, initial=start, desc=f"{kind} train",
                        disable=not (is_main and config.train.progress_bar), dynamic_ncols=True)
@@ -150,6 +170,7 @@ def run(config, workdir: str) -> dict:
     for step in range(start, config.train.num_steps):
       batch = next(train_iter)
       counts.add(batch)
+      shapes.add(batch)
       state, metrics = train_step(state, to_global(batch, mesh, rules))
       done = step + 1
       if done % config.train.log_every == 0 or done == config.train.num_steps:
@@ -179,8 +200,11 @@ def run(config, workdir: str) -> dict:
   # --- Final eval and export ---------------------------------------------
   summary = {"task": kind, "step": final_step, "stopped_early": stopped_early,
              "inputs": counts.as_dict(),
-             "bad_records": {k: c.summary() for k, c in counters.items()}}
+             "bad_records": {k: c.summary() for k, c in counters.items()},
+             "batch_shapes": len(shapes.seen), "train_compiles": train_step.num_compiles()}
   log.info("input pipeline: %s", json.dumps(summary["inputs"]))
+  log.info("%d distinct train batch shapes, %d train step compilations",
+           summary["batch_shapes"], summary["train_compiles"])
   if not stopped_early:
     if eval_ds is not None:
       summary["eval"] = evaluate(eval_step, state, eval_ds, kind, mesh, rules)

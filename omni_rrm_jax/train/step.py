@@ -14,6 +14,21 @@ Batches are dicts of [B, ...] arrays, sharded over the `batch` logical axis:
        valid [B].
 
 `valid` weighs rows; 0 marks padding rows added to fill a fixed batch shape.
+
+Either kind may carry media for a multimodal model, all of these or none
+(`data.media_batching` builds them; every key is row-aligned):
+
+  vision_patches [B, N, C*T*P*P] each row's image and video patches, padded
+  vision_perm, vision_frame, vision_window [B, N], vision_position [B, N, 2],
+  vision_unperm [B, N / merge²]  each row's vision-encoder layout
+  position_ids [B, 3, T]         M-RoPE ids (rows first, unlike the model's)
+  media_index [B, T]             the row's merged vision token at each
+                                 placeholder, -1 elsewhere
+
+For rm a row is a pair: its chosen and rejected sequences share the prompt,
+hence its media, media index and positions, and the vision encoder runs once
+per pair (its tokens are then read by both rows of the 2B-row forward).
+
 B must be divisible by the mesh axes that `batch` maps to, and by
 `grad_accum_steps` times them for micro-batches to stay evenly sharded. On
 one process host numpy arrays are fine; with several processes pass global
@@ -22,7 +37,8 @@ one process host numpy arrays are fine; with several processes pass global
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +47,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from omni_rrm_jax.models.vision_layout import VisionLayout
 from omni_rrm_jax.sharding.params import state_shardings as param_shardings
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding, spec_for
 from omni_rrm_jax.train import losses
@@ -42,7 +59,10 @@ BATCH_KEYS = {
            "rejected_attention_mask"),
     "sft": ("input_ids", "attention_mask", "loss_mask"),
 }
-OPTIONAL_KEYS = {"rm": ("margin", "valid"), "sft": ("valid",)}
+VISION_KEYS = ("vision_patches", "vision_perm", "vision_position", "vision_frame",
+               "vision_window", "vision_unperm")
+MEDIA_KEYS = ("position_ids", "media_index", *VISION_KEYS)
+OPTIONAL_KEYS = {"rm": ("margin", "valid", *MEDIA_KEYS), "sft": ("valid", *MEDIA_KEYS)}
 
 Batch = dict[str, jax.Array]
 
@@ -72,6 +92,10 @@ def _check_batch(batch: Batch, kind: str) -> None:
   if missing or unknown:
     raise KeyError(f"{kind} batch: missing {missing}, unknown {unknown}; expected "
                    f"{list(BATCH_KEYS[kind])} plus optional {list(OPTIONAL_KEYS[kind])}")
+  media = [k for k in MEDIA_KEYS if k in batch]
+  if media and len(media) != len(MEDIA_KEYS):
+    raise KeyError(f"{kind} batch: media keys come all together; missing "
+                   f"{[k for k in MEDIA_KEYS if k not in batch]}")
 
 
 def _row_weights(batch: Batch) -> jax.Array:
@@ -81,16 +105,38 @@ def _row_weights(batch: Batch) -> jax.Array:
   return jnp.ones(any_key.shape[:1], jnp.float32)
 
 
+def media_inputs(model: nnx.Module, batch: Batch, rows_per_example: int = 1) -> dict:
+  """Model keywords for a batch's media (empty without media keys).
+
+  The vision encoder runs once per batch row; its tokens, media index and
+  positions are then repeated for the `rows_per_example` consecutive model
+  rows that share them (2 for the interleaved chosen / rejected rows of rm).
+  """
+  if "media_index" not in batch:
+    return {}
+  if not hasattr(model, "encode_vision_rows"):
+    raise ValueError(f"the batch carries media but {type(model).__name__} has no vision encoder")
+  layout_b = VisionLayout(perm_n=batch["vision_perm"], position_n2=batch["vision_position"],
+                          frame_n=batch["vision_frame"], window_n=batch["vision_window"],
+                          unperm_m=batch["vision_unperm"])
+  features_bme = model.encode_vision_rows(batch["vision_patches"], layout_b)
+  repeat = lambda x: jnp.repeat(x, rows_per_example, axis=0)  # noqa: E731
+  return {"media_features": repeat(features_bme), "media_index": repeat(batch["media_index"]),
+          "position_ids": jnp.moveaxis(repeat(batch["position_ids"]), 1, 0)}
+
+
 def rm_rewards(model: nnx.Module, batch: Batch) -> tuple[jax.Array, jax.Array]:
   """`(r_chosen_b, r_rejected_b)` from ONE forward over 2B rows.
 
   Rows are interleaved (c0, r0, c1, r1, ...) rather than concatenated, so each
-  device scores its own pairs and the split needs no communication.
+  device scores its own pairs and the split needs no communication; a pair's
+  media is encoded once and read by both of its rows.
   """
   ids_b2t = jnp.stack([batch["chosen_input_ids"], batch["rejected_input_ids"]], axis=1)
   mask_b2t = jnp.stack([batch["chosen_attention_mask"], batch["rejected_attention_mask"]], axis=1)
   b, _, t = ids_b2t.shape
-  logits = model(ids_b2t.reshape(2 * b, t), attention_mask=mask_b2t.reshape(2 * b, t)).logits
+  logits = model(ids_b2t.reshape(2 * b, t), attention_mask=mask_b2t.reshape(2 * b, t),
+                 **media_inputs(model, batch, rows_per_example=2)).logits
   if logits.ndim != 2 or logits.shape[-1] != 1:
     raise ValueError(f"a reward model must return logits [2B, 1], got {logits.shape}; "
                      "use a *ForSequenceClassification model with num_labels=1")
@@ -135,7 +181,8 @@ def _micro_loss(graphdef, kind: str, center_coef: float):
                                                 center_coef=center_coef)
       loss_sum = jnp.sum(jnp.where(w_b > 0, w_b * loss_b, 0.0))
       return loss_sum / normalizer, (r_c, r_r)
-    logits = model(micro["input_ids"], attention_mask=micro["attention_mask"]).logits
+    logits = model(micro["input_ids"], attention_mask=micro["attention_mask"],
+                   **media_inputs(model, micro)).logits
     nll_bs, correct_bs, weight_bs = losses.causal_lm_token_losses(
         logits, micro["input_ids"], sft_targets(micro))
     loss_sum = jnp.sum(weight_bs * nll_bs)
@@ -177,6 +224,31 @@ def _tree_where(ok: jax.Array, new, old):
   return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
 
 
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@contextlib.contextmanager
+def _counting_compiles(name: str) -> Iterator[list[int]]:
+  """Counts XLA compilations of the jitted function `name` inside the block.
+
+  `jax.jit`'s own cache size also grows when only argument placement changes
+  (e.g. a donated state coming back from the previous step), which is no
+  compilation; the backend-compile event is the real thing.
+  """
+  count = [0]
+
+  def listener(event: str, duration: float, **kwargs) -> None:
+    del duration
+    if event == _COMPILE_EVENT and kwargs.get("fun_name") == f"jit({name})":
+      count[0] += 1
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield count
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
 def _batch_sharding(mesh: Mesh | None, rules: Rules):
   if mesh is None:
     return None
@@ -202,6 +274,7 @@ class Step:
     self._state_shardings = state_shardings
     self._donate, self._returns_state = donate, returns_state
     self._jitted = None
+    self._compiles = 0
     self.max_nonfinite_streak = max_nonfinite_streak
 
   def _jit(self, state: TrainState):
@@ -218,12 +291,20 @@ class Step:
     self._jitted = jax.jit(self._fn, in_shardings=in_sh, out_shardings=out, **donate)
     return self._jitted
 
+  def num_compiles(self) -> int:
+    """How many times the step was compiled: once per distinct batch shape."""
+    return self._compiles
+
   def lower(self, state: TrainState, batch: Batch):
     """AOT-lowers the step (abstract inputs work), e.g. to check a pod config compiles."""
     return self._jit(state).lower(state, batch)
 
   def __call__(self, state: TrainState, batch: Batch):
-    return self._jit(state)(state, batch)
+    jitted = self._jit(state)
+    with _counting_compiles(self._fn.__name__) as count:
+      out = jitted(state, batch)
+    self._compiles += count[0]
+    return out
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, loss_kind: str, *,
@@ -335,7 +416,8 @@ def make_eval_step(graphdef: nnx.GraphDef, loss_kind: str, *, mesh: Mesh | None 
                                                center_coef=center_coef,
                                                valid_b=batch.get("valid"))
       else:
-        logits = model(batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(batch["input_ids"], attention_mask=batch["attention_mask"],
+                       **media_inputs(model, batch)).logits
         _, metrics = losses.causal_lm_loss(logits, batch["input_ids"], sft_targets(batch))
     return metrics
 

@@ -1,0 +1,296 @@
+"""Media in token sequences and batches: placeholders, per-row patch buffers, padding.
+
+A multimodal example becomes, next to its token ids:
+
+  vision_patches   float32 [n, C*T*P*P]  its images' then its video's patches,
+                                         concatenated as the processor does
+  vision_perm / vision_frame / vision_window  int32 [n], vision_position [n, 2],
+  vision_unperm    int32 [n / merge²]    the encoder's window layout of them
+  vision_grid_thw  int32 [k, 3]          one (t, h, w) per item (host only)
+  position_ids     int32 [3, L]          M-RoPE ids of the (longest) sequence
+  media_index      int32 [L]             which of the example's merged vision
+                                         tokens fills each placeholder, -1 else
+
+and `collate_media` pads them into row-aligned batch arrays: patches to the
+smallest bucketed count N that holds the batch's largest example
+([B, N, C*T*P*P]), sequences to the batch's length T. Keeping each row's media
+in its own row (rather than one flat buffer for the batch) is what lets the
+batch axis be sharded, split into micro-batches and assembled across hosts
+like every other key; the price is padding every row to the batch's largest
+media. The compiled shapes depend only on (T, N), both bucketed, so a new set
+of image sizes in the same buckets reuses the compiled step.
+
+What is model-specific (the window layout and M-RoPE positions) comes from a
+`ModelHostInputs` object that the training code passes in
+(`models.qwen2_5_vl.HostInputs`); this module never imports the models.
+Audio slots in the same way: `input_features` [B, mels, F] and
+`feature_attention_mask` [B, F] padded to a frame bucket, with `media_index`
+pointing past the row's vision tokens into its audio tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from omni_rrm_jax.data.media.config import MediaConfig
+from omni_rrm_jax.data.media.encode import encode_media
+from omni_rrm_jax.data.records import PreferenceRecord
+
+# Placeholder spellings: the tiny tokenizer's (Qwen2.5-Omni style), then Qwen2.5-VL's.
+PLACEHOLDER_NAMES = {
+    "image": ("<|IMAGE|>", "<|image_pad|>"),
+    "video": ("<|VIDEO|>", "<|video_pad|>"),
+    "audio": ("<|AUDIO|>", "<|audio_pad|>"),
+    "vision_start": ("<|vision_bos|>", "<|vision_start|>"),
+    "vision_end": ("<|vision_eos|>", "<|vision_end|>"),
+}
+VISION_FIELDS = ("perm", "position", "frame", "window", "unperm")
+
+
+class ModelHostInputs(Protocol):
+  """What the data pipeline needs to know about a multimodal model (host side)."""
+  image_token_id: int
+  video_token_id: int
+  audio_token_id: int | None
+  spatial_merge_size: int
+  patch_size: int
+  temporal_patch_size: int
+
+  def vision_layout(self, grid_thw) -> dict[str, np.ndarray]:
+    """{"perm", "position", "frame", "window", "unperm"} of one example's grids."""
+
+  def position_ids(self, input_ids_t, image_grid_thw=None, video_grid_thw=None,
+                   second_per_grid_ts=None) -> np.ndarray:
+    """Rotary position ids [3, T] of one unpadded sequence."""
+
+
+def media_token_ids(tokenizer) -> dict[str, int]:
+  """The tokenizer's ids of the media placeholders and vision delimiters it has."""
+  vocab = tokenizer.get_vocab()
+  out = {}
+  for what, names in PLACEHOLDER_NAMES.items():
+    for name in names:
+      if name in vocab:
+        out[what] = vocab[name]
+        break
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class MediaSpec:
+  """How an `ExampleEncoder` turns a record's media into model inputs.
+
+  Attributes:
+    media_root: the directory record media paths are relative to.
+    config: preprocessing constants and memory limits.
+    model: the model's host-side hooks (`ModelHostInputs`); picklable.
+    max_patches: the largest patch bucket; an example with more patches is
+      invalid ("media too long").
+    strict: a bad media file stops the pipeline (with file and reason)
+      instead of marking the example invalid.
+  """
+  media_root: str
+  config: MediaConfig
+  model: Any
+  max_patches: int
+  strict: bool = False
+
+  def __post_init__(self):
+    c, m = self.config, self.model
+    for name, ours, theirs in (("patch_size", c.patch_size, m.patch_size),
+                               ("merge_size", c.merge_size, m.spatial_merge_size),
+                               ("temporal_patch_size", c.temporal_patch_size,
+                                m.temporal_patch_size)):
+      if ours != theirs:
+        raise ValueError(f"media config {name}={ours} does not match the model's {theirs}")
+    if self.max_patches % self.merge_unit:
+      raise ValueError(f"max_patches {self.max_patches} is not a multiple of merge_size² "
+                       f"= {self.merge_unit}")
+
+  @property
+  def merge_unit(self) -> int:
+    return self.config.merge_size ** 2
+
+  @property
+  def patch_dim(self) -> int:
+    c = self.config
+    return 3 * c.temporal_patch_size * c.patch_size ** 2
+
+  @property
+  def placeholder_ids(self) -> dict[str, int]:
+    """Placeholder id of each media kind the model reads."""
+    ids = {"image": self.model.image_token_id, "video": self.model.video_token_id}
+    if getattr(self.model, "audio_token_id", None) is not None:
+      ids["audio"] = self.model.audio_token_id
+    return ids
+
+  def unsupported(self, record: PreferenceRecord) -> list[str]:
+    """Media kinds of `record` the model cannot read (audio, for a vision model)."""
+    return ["audio"] if record.media.get("audio") else []
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodedMedia:
+  """One example's decoded media and how many tokens each item becomes.
+
+  Attributes:
+    patches: float32 [n, C*T*P*P], images first, then the video.
+    image_grid_thw: int [num_images, 3].
+    video_grid_thw: int [num_videos, 3].
+    second_per_grid_ts: float32 [num_videos].
+    tokens: placeholder id -> merged-token count of each item of that kind, in order.
+  """
+  patches: np.ndarray
+  image_grid_thw: np.ndarray
+  video_grid_thw: np.ndarray
+  second_per_grid_ts: np.ndarray
+  tokens: dict[int, list[int]]
+
+  @property
+  def grid_thw(self) -> np.ndarray:
+    return np.concatenate([self.image_grid_thw, self.video_grid_thw]).astype(np.int32)
+
+  @property
+  def num_tokens(self) -> int:
+    return sum(sum(v) for v in self.tokens.values())
+
+
+def decode_media(record: PreferenceRecord, spec: MediaSpec) -> DecodedMedia:
+  """Decodes a record's media (raises `BadRecord` for a bad or escaping file)."""
+  arrays = encode_media(record, os.fspath(spec.media_root), spec.config)
+  none = np.zeros((0, 3), np.int64)
+  image_grids = arrays.get("image_grid_thw", none)
+  video_grids = arrays.get("video_grid_thw", none)
+  patches = [arrays[k] for k in ("pixel_values", "pixel_values_videos") if k in arrays]
+  unit = spec.merge_unit
+  ids = spec.placeholder_ids
+  return DecodedMedia(
+      patches=(np.concatenate(patches) if patches
+               else np.zeros((0, spec.patch_dim), np.float32)),
+      image_grid_thw=image_grids, video_grid_thw=video_grids,
+      second_per_grid_ts=arrays.get("second_per_grid_ts", np.zeros((0,), np.float32)),
+      tokens={ids["image"]: [int(g.prod()) // unit for g in image_grids],
+              ids["video"]: [int(g.prod()) // unit for g in video_grids]})
+
+
+def no_media(spec: MediaSpec) -> DecodedMedia:
+  """The `DecodedMedia` of a text-only record."""
+  ids = spec.placeholder_ids
+  return DecodedMedia(np.zeros((0, spec.patch_dim), np.float32), np.zeros((0, 3), np.int64),
+                      np.zeros((0, 3), np.int64), np.zeros((0,), np.float32),
+                      {ids["image"]: [], ids["video"]: []})
+
+
+def count_placeholders(ids: Sequence[int], spec: MediaSpec) -> dict[int, int]:
+  """How many times each placeholder id occurs in `ids`."""
+  array = np.asarray(ids)
+  return {token: int((array == token).sum()) for token in spec.placeholder_ids.values()}
+
+
+def expand_placeholders(ids: Sequence[int], remaining: dict[int, list[int]]) -> list[int]:
+  """Each placeholder id -> as many copies as its item has tokens.
+
+  Args:
+    ids: token ids with one placeholder per media item.
+    remaining: placeholder id -> token counts of the items not yet placed;
+      consumed in order, so calls on consecutive pieces continue the count.
+  """
+  out: list[int] = []
+  for token in ids:
+    counts = remaining.get(token)
+    if counts is None:
+      out.append(token)
+    else:
+      out.extend([token] * counts.pop(0))
+  return out
+
+
+def example_arrays(ids: Sequence[int], media: DecodedMedia, spec: MediaSpec) -> dict[str, Any]:
+  """The per-example media keys (module docstring) for a sequence with expanded placeholders."""
+  ids_t = np.asarray(ids, np.int32)
+  index_t = np.full(ids_t.shape, -1, np.int32)
+  offset = 0
+  for token in (spec.model.image_token_id, spec.model.video_token_id):
+    at = np.flatnonzero(ids_t == token)
+    index_t[at] = offset + np.arange(len(at), dtype=np.int32)
+    offset += sum(media.tokens.get(token, []))
+  layout = spec.model.vision_layout(media.grid_thw)
+  return {
+      "vision_patches": media.patches.astype(np.float32),
+      **{f"vision_{f}": np.asarray(layout[f], np.int32) for f in VISION_FIELDS},
+      "vision_grid_thw": media.grid_thw,
+      "position_ids": np.asarray(spec.model.position_ids(
+          ids_t, media.image_grid_thw, media.video_grid_thw, media.second_per_grid_ts),
+          np.int32),
+      "media_index": index_t,
+  }
+
+
+def invalid_arrays(spec: MediaSpec) -> dict[str, Any]:
+  """Media keys of an invalid example (a one-token sequence without media)."""
+  return example_arrays([0], no_media(spec), spec)
+
+
+def bucket_patches(count: int, buckets: Sequence[int]) -> int:
+  """The smallest bucket holding `count` patches."""
+  for b in sorted(buckets):
+    if count <= b:
+      return b
+  raise ValueError(f"{count} patches is more than the largest patch bucket {max(buckets)}")
+
+
+def _pad_rows(rows: Sequence[np.ndarray], length: int, fill) -> np.ndarray:
+  """Stacks [n_i, ...] arrays into [B, length, ...]; `fill` is a value or "identity"."""
+  first = rows[0]
+  out = np.zeros((len(rows), length, *first.shape[1:]), first.dtype)
+  if fill == "identity":
+    out[:] = np.arange(length, dtype=first.dtype).reshape(length, *([1] * (first.ndim - 1)))
+  else:
+    out[:] = fill
+  for i, row in enumerate(rows):
+    out[i, :len(row)] = row
+  return out
+
+
+def collate_media(examples: Sequence[dict[str, Any]], *, length: int,
+                  patch_buckets: Sequence[int], merge_unit: int) -> dict[str, np.ndarray]:
+  """Row-aligned media batch arrays of encoded examples.
+
+  Padded patches are zeros; their layout keeps them out of every real window
+  and frame (id -1) and in place (identity permutations), so the encoder's
+  output for real patches does not depend on the padding. Padded sequence
+  positions get M-RoPE id 0 (as transformers gives padding) and media index -1.
+
+  Args:
+    examples: encoded examples carrying the media keys of `example_arrays`.
+    length: the batch's padded sequence length T.
+    patch_buckets: allowed padded patch counts N (multiples of merge_unit; 0
+      allowed for batches without media).
+    merge_unit: patches per merged token.
+
+  Returns:
+    vision_patches [B, N, D], vision_perm / vision_frame / vision_window
+    [B, N], vision_position [B, N, 2], vision_unperm [B, N / merge_unit],
+    position_ids [B, 3, T] (rows first, like every batch key), media_index
+    [B, T], and vision_grid_thw [B, K, 3] (zeros past each row's K items;
+    host only).
+  """
+  n = bucket_patches(max(len(ex["vision_patches"]) for ex in examples), patch_buckets)
+  rows = lambda key: [np.asarray(ex[key]) for ex in examples]  # noqa: E731
+  positions = [np.asarray(ex["position_ids"]).T for ex in examples]  # [L, 3]: pad along L
+  items = max(1, max(len(ex["vision_grid_thw"]) for ex in examples))
+  return {
+      "vision_patches": _pad_rows(rows("vision_patches"), n, 0.0),
+      "vision_perm": _pad_rows(rows("vision_perm"), n, "identity"),
+      "vision_position": _pad_rows(rows("vision_position"), n, 0),
+      "vision_frame": _pad_rows(rows("vision_frame"), n, -1),
+      "vision_window": _pad_rows(rows("vision_window"), n, -1),
+      "vision_unperm": _pad_rows(rows("vision_unperm"), n // merge_unit, "identity"),
+      "position_ids": _pad_rows(positions, length, 0).transpose(0, 2, 1),
+      "media_index": _pad_rows(rows("media_index"), length, -1),
+      "vision_grid_thw": _pad_rows([g.reshape(-1, 3) for g in rows("vision_grid_thw")], items, 0),
+  }
