@@ -172,13 +172,8 @@ def run(config, workdir: str) -> dict:
                       async_save=config.train.async_checkpoint)
   prompt_iter = iter(prompt_ds)
   start = 0
-  latest = ckpt.latest_step()
+  state, latest = ckpt.resume(state, prompt_iter)
   if latest is not None:
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-    state, data_state, _ = ckpt.restore(latest, abstract)
-    if data_state is not None:
-      prompt_iter.set_state(data_state)
     start = latest  # checkpoints are numbered by GRPO steps (each several updates)
     log.info("resumed from step %d in %s", start, workdir)
 

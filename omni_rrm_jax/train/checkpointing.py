@@ -137,6 +137,23 @@ class Checkpointer:
     out = self._manager.restore(int(step), args=args)
     return out.state, _decode_data_state(out.data), out.config["config_json"]
 
+  def resume(self, state: Any, data_iter: Any) -> tuple[Any, int | None]:
+    """Restores the latest checkpoint, if any, into `state`'s shardings.
+
+    `data_iter` (a Grain iterator) is moved to the saved input-stream
+    position. Returns the restored state (or `state` unchanged) and the
+    checkpoint's step, or None when the workdir holds no checkpoint.
+    """
+    latest = self.latest_step()
+    if latest is None:
+      return state, None
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    state, data_state, _ = self.restore(latest, abstract)
+    if data_state is not None:
+      data_iter.set_state(data_state)
+    return state, latest
+
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are on disk."""
     self._manager.wait_until_finished()

@@ -147,13 +147,8 @@ def run(config, workdir: str) -> dict:
                       async_save=config.train.async_checkpoint)
   train_iter = iter(train_ds)
   start = 0
-  latest = ckpt.latest_step()
+  state, latest = ckpt.resume(state, train_iter)
   if latest is not None:
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-    state, data_state, _ = ckpt.restore(latest, abstract)
-    if data_state is not None:
-      train_iter.set_state(data_state)
     start = int(jax.device_get(state.step))
     log.info("resumed from step %d in %s", start, workdir)
 
