@@ -47,7 +47,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from omni_rrm_jax.models.vision_layout import VisionLayout
+from omni_rrm_jax.models.media_inputs import MEDIA_KEYS, media_inputs
 from omni_rrm_jax.sharding.params import state_shardings as param_shardings
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding, spec_for
 from omni_rrm_jax.train import losses
@@ -59,9 +59,6 @@ BATCH_KEYS = {
            "rejected_attention_mask"),
     "sft": ("input_ids", "attention_mask", "loss_mask"),
 }
-VISION_KEYS = ("vision_patches", "vision_perm", "vision_position", "vision_frame",
-               "vision_window", "vision_unperm")
-MEDIA_KEYS = ("position_ids", "media_index", *VISION_KEYS)
 OPTIONAL_KEYS = {"rm": ("margin", "valid", *MEDIA_KEYS), "sft": ("valid", *MEDIA_KEYS)}
 
 Batch = dict[str, jax.Array]
@@ -103,26 +100,6 @@ def _row_weights(batch: Batch) -> jax.Array:
   if "valid" in batch:
     return batch["valid"].astype(jnp.float32)
   return jnp.ones(any_key.shape[:1], jnp.float32)
-
-
-def media_inputs(model: nnx.Module, batch: Batch, rows_per_example: int = 1) -> dict:
-  """Model keywords for a batch's media (empty without media keys).
-
-  The vision encoder runs once per batch row; its tokens, media index and
-  positions are then repeated for the `rows_per_example` consecutive model
-  rows that share them (2 for the interleaved chosen / rejected rows of rm).
-  """
-  if "media_index" not in batch:
-    return {}
-  if not hasattr(model, "encode_vision_rows"):
-    raise ValueError(f"the batch carries media but {type(model).__name__} has no vision encoder")
-  layout_b = VisionLayout(perm_n=batch["vision_perm"], position_n2=batch["vision_position"],
-                          frame_n=batch["vision_frame"], window_n=batch["vision_window"],
-                          unperm_m=batch["vision_unperm"])
-  features_bme = model.encode_vision_rows(batch["vision_patches"], layout_b)
-  repeat = lambda x: jnp.repeat(x, rows_per_example, axis=0)  # noqa: E731
-  return {"media_features": repeat(features_bme), "media_index": repeat(batch["media_index"]),
-          "position_ids": jnp.moveaxis(repeat(batch["position_ids"]), 1, 0)}
 
 
 def rm_rewards(model: nnx.Module, batch: Batch) -> tuple[jax.Array, jax.Array]:
