@@ -29,6 +29,8 @@ INSTALL_REQUIRES = [
     "av>=12",
     "soundfile>=0.12",
     "scipy>=1.10",
+    # the main job's training-curve plots
+    "matplotlib>=3.7",
 ]
 
 EXTRAS = {

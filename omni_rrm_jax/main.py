@@ -1,5 +1,7 @@
 """The command line: `omni-rrm --config=configs/TASK.py[:VARIANT] --workdir=DIR [--config.a.b=v]`.
 
+`omni-rrm demo --workdir=DIR [--config.a.b=v]` is the main job (`demo/config.py`).
+
 This is the only module that defines flags. It initialises multi-host JAX once,
 then hands `(config, workdir)` to the task named by `config.task`.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import sys
 
 from absl import app, flags
@@ -30,6 +33,16 @@ TASKS.add("rm", "omni_rrm_jax.train.loop:run")
 TASKS.add("sft", "omni_rrm_jax.train.loop:run")
 TASKS.add("eval", "omni_rrm_jax.eval.run:run")
 TASKS.add("grpo", "omni_rrm_jax.rl.grpo_loop:run")
+TASKS.add("demo", "omni_rrm_jax.demo.run:run")
+
+DEMO_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "config.py")
+
+
+def expand_subcommand(argv: list[str]) -> list[str]:
+  """`omni-rrm demo ...` -> `omni-rrm --config=<package>/demo/config.py ...`."""
+  if len(argv) > 1 and argv[1] == "demo":
+    return [argv[0], f"--config={DEMO_CONFIG}", *argv[2:]]
+  return argv
 
 
 def run_task(config, workdir: str):
@@ -62,7 +75,7 @@ def _main(argv):
 
 def run():
   """Console-script entry point."""
-  app.run(_main, argv=sys.argv)
+  app.run(_main, argv=expand_subcommand(sys.argv))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ ALLOWED = {
     "rl": {"core", "sharding", "models", "data", "rewards", "sampling", "train"},
     "eval": {"core", "sharding", "models", "data", "rewards", "sampling", "train"},
     "export": {"core", "sharding", "models"},
+    # the main job joins every stage
+    "demo": {"core", "sharding", "models", "data", "rewards", "sampling", "train", "rl", "eval",
+             "export"},
 }
 # Plain-Python packages that must not pull in JAX or torch.
 NO_JAX = {"rewards", "data"}

@@ -160,6 +160,7 @@ def run(config, workdir: str) -> dict:
   progress = tqdm.tqdm(total=config.train.num_steps, initial=start, desc=f"{kind} train",
                        disable=not (is_main and config.train.progress_bar), dynamic_ncols=True)
   stopped_early = False
+  last_eval: tuple[int, dict] = (-1, {})
   t0 = time.perf_counter()
   with PreemptionGuard() as guard:
     for step in range(start, config.train.num_steps):
@@ -177,7 +178,8 @@ def run(config, workdir: str) -> dict:
                                          if np.ndim(v) == 0}})
         progress.set_postfix(loss=f"{float(metrics['loss']):.4f}")
       if eval_ds is not None and (done % config.train.eval_every == 0):
-        writer.write(done, evaluate(eval_step, state, eval_ds, kind, mesh, rules), "eval")
+        last_eval = (done, evaluate(eval_step, state, eval_ds, kind, mesh, rules))
+        writer.write(done, last_eval[1], "eval")
       ckpt.save(done, state, train_iter.get_state(), config_json)
       progress.update(1)
       if guard.should_stop():
@@ -202,8 +204,11 @@ def run(config, workdir: str) -> dict:
            summary["batch_shapes"], summary["train_compiles"])
   if not stopped_early:
     if eval_ds is not None:
-      summary["eval"] = evaluate(eval_step, state, eval_ds, kind, mesh, rules)
-      writer.write(final_step, summary["eval"], "eval")
+      if last_eval[0] == final_step:  # the loop's last step was an eval step
+        summary["eval"] = last_eval[1]
+      else:
+        summary["eval"] = evaluate(eval_step, state, eval_ds, kind, mesh, rules)
+        writer.write(final_step, summary["eval"], "eval")
     if config.export.at_end:
       out_dir = os.path.join(workdir, "hf")
       save_pretrained(nnx.merge(graphdef, state.params), out_dir, tokenizer_dir=tokenizer_dir)

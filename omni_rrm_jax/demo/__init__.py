@@ -1,0 +1,1 @@
+"""The main job: every stage of the mission at toy scale, one command."""

@@ -1,0 +1,262 @@
+"""The main job: data -> tokenizer -> scalar RM -> judge SFT -> judge GRPO -> eval -> export.
+
+Each stage is an ordinary task of the project (`train.loop`, `rl.grpo_loop`,
+`eval.run`) run with a config built here from `demo.config`, in its own folder
+of the workdir. A finished stage leaves `<stage>/stage.json`; running the demo
+again reuses it, and an unfinished training stage resumes from its last
+checkpoint. The report (`report.json`), the results table (printed and in
+`results.md`) and the training curves (`plots/*.png`) are written at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from omni_rrm_jax.data.synthetic import corpus, write_jsonl
+from omni_rrm_jax.data.synthetic_omni import generate_omni_pairs
+from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
+from omni_rrm_jax.demo import report as report_lib
+from omni_rrm_jax.eval.defaults import base_config as eval_base_config
+from omni_rrm_jax.rl.defaults import base_config as grpo_base_config
+from omni_rrm_jax.train.defaults import base_config as train_base_config
+
+log = logging.getLogger(__name__)
+
+STAGES = ("data", "tokenizer", "rm", "sft", "eval_sft", "grpo", "eval_grpo", "export")
+
+
+class Paths:
+  """Where each stage reads and writes, under the workdir."""
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.data = os.path.join(workdir, "data")
+    self.media = os.path.join(self.data, "media")
+    self.train = os.path.join(self.data, "train.jsonl")
+    self.eval = os.path.join(self.data, "eval.jsonl")
+    self.tokenizer = os.path.join(workdir, "tokenizer")
+
+  def stage(self, name: str) -> str:
+    return os.path.join(self.workdir, name)
+
+  def hf(self, name: str) -> str:
+    return os.path.join(self.workdir, name, "hf")
+
+
+# --- Stages ----------------------------------------------------------------
+
+
+def stage_data(cfg, paths: Paths) -> dict:
+  """Seeded omni pairs, reconciled by two simulated teachers, as JSONL + media files."""
+  kinds = [k.strip() for k in cfg.data.kinds.split(",") if k.strip()]
+  kw = dict(media_root=paths.media, kinds=kinds, teacher_noise=cfg.data.teacher_noise)
+  train, train_stats = generate_omni_pairs(cfg.data.train_per_kind * len(kinds), cfg.seed,
+                                           prefix="train", **kw)
+  evals, eval_stats = generate_omni_pairs(cfg.data.eval_per_kind * len(kinds), cfg.seed + 1,
+                                          prefix="eval", **kw)
+  seen = {(r.prompt, r.response_a, r.response_b) for r in train}
+  held_out = [r for r in evals if (r.prompt, r.response_a, r.response_b) not in seen]
+  write_jsonl(train, paths.train)
+  write_jsonl(held_out, paths.eval)
+  count = lambda records: {k: sum(r.modality == k for r in records) for k in kinds}  # noqa: E731
+  return {"train": count(train), "eval": count(held_out),
+          "eval_dropped_as_seen_in_train": len(evals) - len(held_out),
+          "reconciliation": {"train": train_stats, "eval": eval_stats}}
+
+
+def stage_tokenizer(cfg, paths: Paths) -> dict:
+  from omni_rrm_jax.data.readers import read_records
+
+  records = list(read_records(paths.train, "native", media_root=paths.media))
+  train_tiny_tokenizer(corpus(records), paths.tokenizer, vocab_size=cfg.data.tokenizer_vocab)
+  return {"folder": paths.tokenizer, "vocab_size": cfg.data.tokenizer_vocab}
+
+
+def _trainer_config(cfg, paths: Paths, task: str):
+  """A `train.loop` config (task "rm" or "sft") for the demo's omni model."""
+  stage = cfg.rm if task == "rm" else cfg.sft
+  c = train_base_config(task)
+  c.seed = cfg.seed
+  c.model.architecture = cfg.model.architecture
+  c.model.config.update(dict(cfg.model.config))
+  c.tokenizer = paths.tokenizer
+  d = c.data
+  d.train_path, d.eval_path, d.media_root = paths.train, paths.eval, paths.media
+  d.max_length, d.buckets = stage.max_length, tuple(stage.buckets)
+  d.batch_size, d.eval_batch_size = stage.batch_size, 2 * stage.batch_size
+  d.worker_count = cfg.data.worker_count
+  d.patch_buckets = tuple(cfg.media.patch_buckets)
+  if "audio_frame_buckets" in d:
+    d.audio_frame_buckets = tuple(cfg.media.audio_frame_buckets)
+  c.optim.learning_rate, c.optim.warmup_steps = stage.learning_rate, stage.warmup_steps
+  t = c.train
+  t.num_steps = stage.num_steps
+  t.log_every = max(1, stage.num_steps // 30)
+  t.eval_every = stage.num_steps  # the final evaluation only
+  t.checkpoint_every = max(1, stage.num_steps // 4)
+  t.progress_bar = cfg.progress_bar
+  return c
+
+
+def stage_train(task: str) -> Callable:
+  def run_stage(cfg, paths: Paths) -> dict:
+    from omni_rrm_jax.train.loop import run as train_run
+
+    summary = train_run(_trainer_config(cfg, paths, task), paths.stage(task))
+    if summary.get("stopped_early"):
+      raise SystemExit(f"the {task} stage was stopped; run the demo again to resume it")
+    return summary
+  return run_stage
+
+
+def _grpo_config(cfg, paths: Paths):
+  g = cfg.grpo
+  c = grpo_base_config("judge")
+  c.seed = cfg.seed
+  c.model.path = paths.hf("sft")
+  c.tokenizer = paths.tokenizer
+  d = c.data
+  d.train_path, d.eval_path, d.media_root = paths.train, paths.eval, paths.media
+  d.max_prompt_length, d.prompt_bucket = g.max_prompt_length, g.prompt_bucket
+  d.worker_count = cfg.data.worker_count
+  for key in ("patch_buckets", "audio_frame_buckets"):
+    if key in d:
+      d[key] = tuple(cfg.media[key])
+  c.rollout.update(prompts_per_step=g.prompts_per_step, num_generations=g.num_generations,
+                   max_new_tokens=g.max_new_tokens, temperature=g.temperature)
+  c.reward.functions = g.functions
+  c.optim.learning_rate = g.learning_rate
+  c.train.num_steps = g.num_steps
+  c.train.checkpoint_every = max(1, g.num_steps // 4)
+  c.train.progress_bar = cfg.progress_bar
+  c.eval.num_prompts = g.eval_prompts
+  return c
+
+
+def stage_grpo(cfg, paths: Paths) -> dict:
+  from omni_rrm_jax.rl.grpo_loop import run as grpo_run
+
+  summary = grpo_run(_grpo_config(cfg, paths), paths.stage("grpo"))
+  if summary.get("stopped_early"):
+    raise SystemExit("the grpo stage was stopped; run the demo again to resume it")
+  return summary
+
+
+def _eval_config(cfg, paths: Paths, model_dir: str):
+  c = eval_base_config()
+  c.model.path = model_dir
+  c.tokenizer = paths.tokenizer
+  c.data.path, c.data.media_root = paths.eval, paths.media
+  c.data.max_length, c.data.buckets = cfg.eval.max_length, tuple(cfg.eval.buckets)
+  c.data.batch_size = cfg.eval.batch_size
+  c.judge.max_new_tokens = cfg.eval.max_new_tokens
+  return c
+
+
+def stage_eval(judge_stage: str) -> Callable:
+  """Held-out pairs per modality: the scalar RM (once) and the judge of `judge_stage`."""
+  def run_stage(cfg, paths: Paths) -> dict:
+    from omni_rrm_jax.eval.run import run as eval_run
+
+    out = {}
+    for name, stage in (("rm", "rm"), ("judge", judge_stage)):
+      if name == "rm" and judge_stage != "sft":
+        continue
+      folder = os.path.join(paths.stage(f"eval_{judge_stage}"), name)
+      eval_run(_eval_config(cfg, paths, paths.hf(stage)), folder)
+      with open(os.path.join(folder, "eval_report.json"), encoding="utf-8") as f:
+        out[name] = json.load(f)
+    return out
+  return run_stage
+
+
+def stage_export(cfg, paths: Paths) -> dict:
+  """Reloads the exported judge and RM and checks them against what was trained.
+
+  The judge's folder is read by transformers (when torch is installed) and by
+  `from_pretrained`; the logits of a held-out judge prompt must agree.
+  """
+  from omni_rrm_jax.demo.reload_check import reload_check
+
+  del cfg
+  return {"judge": reload_check(paths.hf("grpo"), paths.tokenizer, paths.eval),
+          "rm": reload_check(paths.hf("rm"), paths.tokenizer, paths.eval)}
+
+
+STAGE_FNS: dict[str, Callable[[Any, Paths], dict]] = {
+    "data": stage_data,
+    "tokenizer": stage_tokenizer,
+    "rm": stage_train("rm"),
+    "sft": stage_train("sft"),
+    "eval_sft": stage_eval("sft"),
+    "grpo": stage_grpo,
+    "eval_grpo": stage_eval("grpo"),
+    "export": stage_export,
+}
+
+
+# --- The job -----------------------------------------------------------------
+
+
+def _load(path: str) -> dict | None:
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _dump(obj, path: str) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(obj, f, indent=2, default=_jsonable)
+  os.replace(tmp, path)
+
+
+def _jsonable(x):
+  if isinstance(x, (np.generic, np.ndarray)):
+    return x.tolist()
+  return str(x)
+
+
+def run(config, workdir: str) -> dict:
+  """Runs (or resumes) every stage in `workdir`; returns the report."""
+  if jax.process_count() > 1:
+    raise ValueError("the demo runs on one host; use the per-task configs on a pod")
+  paths = Paths(os.path.abspath(workdir))
+  os.makedirs(paths.workdir, exist_ok=True)
+  results, seconds = {}, {}
+  t_job = time.perf_counter()
+  for i, name in enumerate(STAGES, start=1):
+    marker = os.path.join(paths.stage(name), "stage.json")
+    done = _load(marker)
+    if done is not None:
+      print(f"[{i}/{len(STAGES)}] {name}: done before, reused", flush=True)
+      results[name], seconds[name] = done["result"], done["seconds"]
+      continue
+    print(f"[{i}/{len(STAGES)}] {name} ...", flush=True)
+    t0 = time.perf_counter()
+    result = STAGE_FNS[name](config, paths)
+    seconds[name] = round(time.perf_counter() - t0, 1)
+    results[name] = result
+    _dump({"result": result, "seconds": seconds[name]}, marker)
+    print(f"[{i}/{len(STAGES)}] {name}: {seconds[name]:.0f} s", flush=True)
+  report = report_lib.build_report(results, seconds, config)
+  report["wall_seconds_this_run"] = round(time.perf_counter() - t_job, 1)
+  _dump(report, os.path.join(paths.workdir, "report.json"))
+  report["plots"] = report_lib.plot_curves(paths.workdir, os.path.join(paths.workdir, "plots"))
+  table = report_lib.results_table(report)
+  with open(os.path.join(paths.workdir, "results.md"), "w", encoding="utf-8") as f:
+    f.write(table + "\n")
+  _dump(report, os.path.join(paths.workdir, "report.json"))
+  print(table, flush=True)
+  print(f"report: {os.path.join(paths.workdir, 'report.json')}", flush=True)
+  return {"report": os.path.join(paths.workdir, "report.json"),
+          "targets_met": report["targets"]["all_met"]}

@@ -1,0 +1,93 @@
+"""The main job's report: targets are checked per modality and shown in the table."""
+
+import json
+import os
+
+import ml_collections
+import pytest
+
+from omni_rrm_jax.demo import report as report_lib
+from omni_rrm_jax.demo.config import get_config
+from omni_rrm_jax.main import expand_subcommand
+
+MODALITIES = ("audio", "image", "text", "video")
+
+
+def _judge(acc, valid, consistency=1.0):
+  per = {m: {"accuracy": acc[m], "valid_json_rate": valid[m],
+             "position_consistency": consistency} for m in MODALITIES}
+  overall = sum(acc.values()) / len(acc)
+  return {"overall": {"accuracy": overall}, "per_modality": per}
+
+
+def _results(rm_acc, sft_acc, sft_valid, grpo_acc, reward_before, reward_after):
+  full = {m: 1.0 for m in MODALITIES}
+  return {
+      "data": {"train": {m: 100 for m in MODALITIES}, "eval": {m: 10 for m in MODALITIES},
+               "reconciliation": {"train": {"generated": 500, "kept": 400}}},
+      "rm": {"step": 10, "train_compiles": 3, "batch_shapes": 3},
+      "sft": {"step": 10, "train_compiles": 2, "batch_shapes": 2},
+      "eval_sft": {"rm": {"per_modality": {m: {"accuracy": rm_acc[m]} for m in MODALITIES}},
+                   "judge": _judge(sft_acc, sft_valid)},
+      "grpo": {"eval_start": {"reward/total_mean": reward_before,
+                              "reward/judge_format_mean": 0.5},
+               "eval": {"reward/total_mean": reward_after, "reward/judge_format_mean": 0.6}},
+      "eval_grpo": {"judge": _judge(grpo_acc, full)},
+      "export": {"judge": {"ok": True}},
+  }
+
+
+def _report(**kw):
+  full = {m: 1.0 for m in MODALITIES}
+  args = dict(rm_acc=full, sft_acc=full, sft_valid=full, grpo_acc=full, reward_before=0.2,
+              reward_after=0.3)
+  args.update(kw)
+  return report_lib.build_report(_results(**args), {"data": 1.0, "rm": 2.0},
+                                 ml_collections.ConfigDict({"seed": 0}))
+
+
+def test_all_targets_met():
+  report = _report()
+  assert report["targets"]["all_met"]
+  table = report_lib.results_table(report)
+  assert "all met" in table and "below target" not in table
+  for m in MODALITIES:
+    assert f"| {m} | 100/10 |" in table
+
+
+@pytest.mark.parametrize("change, target", [
+    (dict(rm_acc={"audio": 0.94, "image": 1.0, "text": 1.0, "video": 1.0}),
+     "rm_accuracy_per_modality[audio]"),
+    (dict(sft_acc={"audio": 1.0, "image": 0.89, "text": 1.0, "video": 1.0}),
+     "judge_accuracy_per_modality[image]"),
+    (dict(sft_valid={"audio": 1.0, "image": 1.0, "text": 0.97, "video": 1.0}),
+     "judge_valid_json_per_modality[text]"),
+    (dict(reward_after=0.2), "grpo_raises_judge_reward"),
+    (dict(grpo_acc={"audio": 1.0, "image": 1.0, "text": 1.0, "video": 0.9}),
+     "grpo_keeps_accuracy"),
+])
+def test_a_missed_target_is_named(change, target):
+  report = _report(**change)
+  assert not report["targets"]["all_met"]
+  table = report_lib.results_table(report)
+  assert f"NOT all met: {target}" in table
+  assert json.loads(json.dumps(report))  # the report is plain JSON
+
+
+def test_curves_are_plotted_from_histories(tmp_path):
+  history = [{"step": s, "loss": 1.0 / s, "accuracy": 0.5 + s / 100} for s in (1, 2, 3)]
+  os.makedirs(tmp_path / "rm")
+  (tmp_path / "rm" / "summary.json").write_text(json.dumps({"history": history}))
+  written = report_lib.plot_curves(str(tmp_path), str(tmp_path / "plots"))
+  assert written == [str(tmp_path / "plots" / "rm.png")]
+  assert (tmp_path / "plots" / "rm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_subcommand_and_config():
+  argv = expand_subcommand(["omni-rrm", "demo", "--workdir=w", "--config.seed=3"])
+  assert argv[1].startswith("--config=") and argv[1].endswith(os.path.join("demo", "config.py"))
+  assert argv[2:] == ["--workdir=w", "--config.seed=3"]
+  assert expand_subcommand(["omni-rrm", "--config=x"]) == ["omni-rrm", "--config=x"]
+  assert get_config().task == "demo"
+  with pytest.raises(ValueError, match="unknown demo variant"):
+    get_config("huge")
