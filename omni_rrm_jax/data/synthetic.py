@@ -5,6 +5,10 @@ everyday object, and small sums. Each pair has a correct ("strong") and a
 plausible wrong ("weak") answer in random A/B order, teacher-style 0-10 scores
 and a rationale in the strict judgment format, so the same records train the
 scalar RM (label, scores) and the judge (rationale).
+
+The omni generator (four modalities, two reconciled teachers) is
+`synthetic_omni.generate_omni_pairs`; its text tasks are in `synthetic_text.py`.
+`write_jsonl` and `corpus` serve both.
 """
 
 from __future__ import annotations
@@ -14,17 +18,13 @@ import random
 from typing import Iterable
 
 from omni_rrm_jax.data.records import PreferenceRecord, to_json
+from omni_rrm_jax.data.synthetic_omni import phrasebook
+from omni_rrm_jax.data.synthetic_text import COLOUR_PROMPTS, COLOURS
 from omni_rrm_jax.data.templates import judge_instructions
 from omni_rrm_jax.rewards.judgment import render_judgment
 
-COLOURS = {
-    "sky": "blue", "grass": "green", "snow": "white", "coal": "black", "banana": "yellow",
-    "tomato": "red", "carrot": "orange", "plum": "purple", "cloud": "grey", "chocolate": "brown",
-    "lemon": "yellow", "strawberry": "red", "leaf": "green", "milk": "white", "ocean": "blue",
-}
 _COLOUR_NAMES = sorted(set(COLOURS.values()))
-_COLOUR_PROMPTS = ("What colour is the {x}?", "Name the colour of the {x}.",
-                   "Which colour does the {x} have?", "Tell me the colour of the {x}.")
+_COLOUR_PROMPTS = COLOUR_PROMPTS
 _COLOUR_ANSWERS = ("The {x} is {c}.", "It is {c}.", "{C}.")
 _SUM_PROMPTS = ("What is {a} plus {b}?", "Compute {a} + {b}.", "Add {a} and {b}.")
 _SUM_ANSWERS = ("{a} plus {b} is {s}.", "The answer is {s}.", "{s}.")
@@ -108,13 +108,18 @@ def write_jsonl(records: Iterable[PreferenceRecord], path: str) -> str:
 
 def corpus(records: Iterable[PreferenceRecord]) -> list[str]:
   """Texts to train a tiny tokenizer on: every prompt, response and rationale,
-  and the judge's instructions (so that the judge prompt encodes compactly)."""
-  out, modalities = [], set()
+  the judge's instructions (so that the judge prompt encodes compactly), and
+  for each omni task among the records' subsets its `phrasebook` (so values a
+  training sample happened to miss, e.g. a capital seen only in the eval set,
+  are still in the vocabulary)."""
+  out, modalities, subsets = [], set(), set()
   for r in records:
     out.extend([r.prompt, r.response_a, r.response_b])
     modalities.add(r.modality)
+    subsets.add(r.subset)
     if r.rationale:
       out.append(r.rationale)
   for modality in sorted(modalities):
     out.extend([judge_instructions(modality)] * 50)
+  out.extend(phrasebook(subsets))
   return out

@@ -11,6 +11,9 @@ scalar RM and the judge.
 Images come in a few sizes (so batches mix patch grids); all sides are
 multiples of 28, the Qwen2-VL resize factor, so the processor keeps them as
 drawn. Files go under `media_root` and records name them relative to it.
+
+The richer omni tasks (shapes, counts, positions, motion) are in
+`synthetic_vision.py`; this module keeps the original colour pairs.
 """
 
 from __future__ import annotations
@@ -24,11 +27,9 @@ import numpy as np
 from PIL import Image
 
 from omni_rrm_jax.data.records import PreferenceRecord
+from omni_rrm_jax.data.synthetic_shapes import BACKGROUNDS, COLOURS
 from omni_rrm_jax.rewards.judgment import render_judgment
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220),
-           "yellow": (240, 210, 30)}
-BACKGROUNDS = ((245, 245, 245), (225, 225, 210), (210, 220, 235))
 IMAGE_SIZES = ((56, 56), (56, 84), (84, 56), (84, 84), (112, 84), (84, 112), (112, 112))
 VIDEO_SIZE = (56, 56)
 VIDEO_FRAMES = 4

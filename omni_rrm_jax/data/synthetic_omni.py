@@ -1,0 +1,188 @@
+"""Seeded omni preference pairs (text, image, video, audio) filtered by two teachers.
+
+`generate_omni_pairs` is the data of the main demo job. For each requested kind
+it draws questions from that kind's tasks in turn (`TASKS`; see
+`synthetic_text.py`, `synthetic_vision.py`, `synthetic_audio.py`), puts the
+correct ("strong model") and the wrong ("weak model") answer in random A/B
+order with true scores (correct 7-10, wrong 1-4), lets two noisy teachers
+score the pair and keeps it only if they agree (`teachers.py`). A kept pair
+carries the reconciled scores and label and a rationale rendered for them
+(`synthetic_question.render_rationale`); its media file is written only then,
+under `media_root`, and the record names it relative to that root:
+
+  images/<prefix>-<seed>-image-<j>.png    videos/<prefix>-<seed>-video-<j>.mp4
+  audio/<prefix>-<seed>-audio-<j>.wav
+
+Candidates are drawn until each kind has its share of `n` (equal shares, the
+first kinds taking the remainder; within a kind its tasks take turns), so a
+call returns exactly `n` records, interleaved by kind. Every kind has its own
+random streams, seeded by (prefix, seed, kind), so the same arguments give the
+same records and the same media bytes (PNG and WAV always; MP4 with the same
+FFmpeg build), and adding a kind does not change the others.
+
+Train and held-out text pairs cannot coincide: a text pair's
+(prompt, response A, response B) hashes (SHA-256) to one of `HOLDOUT_BUCKETS`
+buckets; bucket 0 is held out. A training call (`held_out=False`, the default
+for prefix "train") redraws any text pair that falls in it; a held-out call
+keeps only those. Held-out pairs still ask the same facts in other words,
+orders or wrong answers, so they measure what training could teach.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from typing import Iterable, Mapping, Sequence
+
+from omni_rrm_jax.data.records import PreferenceRecord, empty_media
+from omni_rrm_jax.data.synthetic_audio import AUDIO_TASKS
+from omni_rrm_jax.data.synthetic_question import Question, Task, render_rationale
+from omni_rrm_jax.data.synthetic_text import TEXT_TASKS
+from omni_rrm_jax.data.synthetic_vision import IMAGE_TASKS, VIDEO_TASKS
+from omni_rrm_jax.data.teachers import (ReconcileStats, TeacherNoise, reconcile_records,
+                                        simulate_teacher)
+
+KINDS = ("text", "image", "video", "audio")
+TASKS: dict[str, dict[str, Task]] = {"text": TEXT_TASKS, "image": IMAGE_TASKS,
+                                     "video": VIDEO_TASKS, "audio": AUDIO_TASKS}
+MEDIA_FOLDERS = {"image": "images", "video": "videos", "audio": "audio"}
+HOLDOUT_BUCKETS = 8
+TRUE_GOOD_SCORES = (7, 10)
+TRUE_BAD_SCORES = (1, 4)
+# A kind that keeps fewer than 1 in this many candidates is an error, not a hang.
+MAX_CANDIDATES_PER_RECORD = 20
+
+_MEDIA_KEYS = {"image": "images", "video": "video", "audio": "audio"}
+
+
+def is_held_out_text(prompt: str, response_a: str, response_b: str) -> bool:
+  """Whether a text pair belongs to the held-out bucket (see the module docstring)."""
+  digest = hashlib.sha256("\x1f".join((prompt, response_a, response_b)).encode("utf-8")).digest()
+  return int.from_bytes(digest[:8], "big") % HOLDOUT_BUCKETS == 0
+
+
+def _quotas(n: int, num_kinds: int) -> list[int]:
+  return [n // num_kinds + (1 if i < n % num_kinds else 0) for i in range(num_kinds)]
+
+
+def _candidate(kind: str, task: Task, index: int, rng: random.Random, prefix: str, seed: int,
+               held_out: bool) -> tuple[PreferenceRecord, Question, dict[str, str]]:
+  """One unscored pair: (record with the true label and scores, its question,
+  {"A": value, "B": value})."""
+  while True:
+    question = task(rng)
+    good_first = rng.random() < 0.5
+    a, b = (question.good, question.bad) if good_first else (question.bad, question.good)
+    if kind != "text" or is_held_out_text(question.prompt, a, b) == held_out:
+      break
+  better, worse = ("A", "B") if good_first else ("B", "A")
+  scores = {better: rng.randint(*TRUE_GOOD_SCORES), worse: rng.randint(*TRUE_BAD_SCORES)}
+  values = {better: question.good_value, worse: question.bad_value}
+  name = f"{prefix}-{seed}-{kind}-{index}"
+  media = empty_media()
+  if kind != "text":
+    path = f"{MEDIA_FOLDERS[kind]}/{name}{question.suffix}"
+    media[_MEDIA_KEYS[kind]] = [path] if kind == "image" else path
+  record = PreferenceRecord(id=name, prompt=question.prompt, response_a=a, response_b=b,
+                            label=better, modality=kind, media=media,
+                            scores={"A": scores["A"], "B": scores["B"]}, subset=question.subset)
+  return record, question, values
+
+
+def _generate_kind(kind: str, quota: int, seed: int, media_root: str, prefix: str,
+                   noise: TeacherNoise, held_out: bool,
+                   stats: ReconcileStats) -> list[PreferenceRecord]:
+  tasks = list(TASKS[kind].values())
+  rng = random.Random(f"omni/{prefix}/{seed}/{kind}")
+  teacher_rng = random.Random(f"omni/{prefix}/{seed}/{kind}/teachers")
+  kept: list[PreferenceRecord] = []
+  limit = MAX_CANDIDATES_PER_RECORD * quota + 100
+  index = 0
+  while len(kept) < quota:
+    if index >= limit:
+      raise ValueError(f"{kind}: teachers kept only {len(kept)} of {index} pairs; "
+                       f"teacher noise {noise} is too high")
+    # The task follows the kept count, so a dropped pair is replaced by the same
+    # task and every task gets an equal share of the kind.
+    task = tasks[len(kept) % len(tasks)]
+    record, question, values = _candidate(kind, task, index, rng, prefix, seed, held_out)
+    verdicts = (simulate_teacher(record.scores, noise, teacher_rng),
+                simulate_teacher(record.scores, noise, teacher_rng))
+    new, _ = reconcile_records(
+        [record], [verdicts], lambda _, scores: render_rationale(question, values, scores), stats)
+    if new and question.write is not None:
+      question.write(os.path.join(media_root, new[0].media_paths()[0]))
+    kept.extend(new)
+    index += 1
+  return kept
+
+
+def generate_omni_pairs(
+    n: int,
+    seed: int,
+    media_root: str,
+    kinds: Sequence[str] = KINDS,
+    prefix: str = "train",
+    teacher_noise: TeacherNoise | Mapping[str, float] | float | None = None,
+    held_out: bool | None = None,
+) -> tuple[list[PreferenceRecord], dict]:
+  """`n` teacher-reconciled preference records and their media, the same for the same seed.
+
+  Args:
+    n: records to return, split equally between `kinds`.
+    seed: with `prefix`, seeds everything: questions, media, A/B order, scores,
+      teacher noise.
+    media_root: the folder for `images/`, `videos/` and `audio/`; created as
+      needed. Records' media paths are relative to it.
+    kinds: any of "text", "image", "video", "audio", in the order records
+      interleave.
+    prefix: record id and file name prefix; train and eval calls must differ.
+    teacher_noise: a `TeacherNoise`, a mapping of its fields, a float (the
+      chance a teacher misjudges a pair, `TeacherNoise.from_rate`), or None
+      for the defaults.
+    held_out: draw text pairs from the held-out bucket; None means
+      `prefix != "train"`.
+
+  Returns:
+    (records, stats): stats is `ReconcileStats.as_dict()`, JSON-ready:
+    {"generated": candidates scored, "kept": n, "filtered": {"inconsistent": .,
+    "tie": ., "disagreement": .}, "kept_against_truth": ., "by_kind":
+    {kind: {"generated": ., "kept": .}}}.
+
+  Raises:
+    ValueError: an unknown or repeated kind, negative `n`, or noise so high
+      that a kind keeps fewer than 1 in `MAX_CANDIDATES_PER_RECORD` pairs.
+  """
+  kinds = list(kinds)
+  unknown = [k for k in kinds if k not in TASKS]
+  if unknown or not kinds or len(set(kinds)) != len(kinds):
+    raise ValueError(f"kinds must be distinct names from {', '.join(KINDS)}; got {kinds}")
+  if n < 0:
+    raise ValueError(f"n must be >= 0, got {n}")
+  noise = TeacherNoise.from_any(teacher_noise)
+  held_out = prefix != "train" if held_out is None else held_out
+  for kind in kinds:
+    if kind in MEDIA_FOLDERS:
+      os.makedirs(os.path.join(media_root, MEDIA_FOLDERS[kind]), exist_ok=True)
+  stats = ReconcileStats()
+  per_kind = [_generate_kind(kind, quota, seed, media_root, prefix, noise, held_out, stats)
+              for kind, quota in zip(kinds, _quotas(n, len(kinds)))]
+  records = [group[i] for i in range(max(map(len, per_kind), default=0))
+             for group in per_kind if i < len(group)]
+  return records, stats.as_dict()
+
+
+def phrasebook(subsets: Iterable[str | None], draws: int = 100) -> list[str]:
+  """Prompts, answers and rationales of `draws` questions of each omni task named
+  in `subsets` (others are ignored), for tokenizer training; no media is written."""
+  tasks = {name: task for group in TASKS.values() for name, task in group.items()}
+  out = []
+  for name in sorted(s for s in set(subsets) if s in tasks):
+    rng = random.Random(f"phrasebook/{name}")
+    for i in range(draws):
+      q = tasks[name](rng)
+      first, second = (q.good_value, q.bad_value) if i % 2 else (q.bad_value, q.good_value)
+      scores = {"A": 9, "B": 2} if i % 2 else {"A": 2, "B": 9}
+      out += [q.prompt, q.good, q.bad, render_rationale(q, {"A": first, "B": second}, scores)]
+  return out

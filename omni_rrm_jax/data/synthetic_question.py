@@ -1,0 +1,114 @@
+"""The question behind one synthetic omni pair, and the rationale written for it.
+
+Every omni task (a text fact, shapes in an image, motion in a video, tones in
+an audio clip) draws a `Question`: a prompt, a correct and a plausible wrong
+answer, the values that tell them apart, the fact that decides between them,
+and a writer for its media file. Both answers fill the same template with a
+different value, so only the value (and, for media, only the media) decides
+which is right.
+
+Drawing a question consumes all of its randomness; `write` is a pure function
+of what was drawn, so a generator may render media only for the pairs its
+teachers keep and still produce the same bytes for the same seed.
+
+`render_rationale` is the judge's SFT target: one fixed template over the five
+rubric dimensions, short and regular, naming A and B on every line. The
+response the scores prefer is the one called correct, and the fact is stated
+with its value, so the text always agrees with the scores and the label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Callable, Mapping, Sequence
+
+from omni_rrm_jax.rewards.judgment import (BETTER_A, BETTER_B, preference_from_scores,
+                                           render_judgment)
+
+# What the rationale says each modality's answer is grounded in.
+NOUNS = {"text": "question", "image": "image", "video": "video", "audio": "audio"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Question:
+  """One drawn task instance, before A/B order and scores.
+
+  Attributes:
+    modality: "text", "image", "video" or "audio".
+    subset: the task name, e.g. "image-count"; records carry it as `subset`.
+    prompt: the user turn.
+    good: the correct response.
+    bad: the plausible wrong response.
+    good_value: the value `good` states, e.g. "three".
+    bad_value: the value `bad` states.
+    fact: the deciding fact with a "{v}" slot for a value, e.g.
+      "the count is {v}".
+    write: writes the media file to a path; None for text.
+    suffix: the media file's extension, e.g. ".png"; "" for text.
+  """
+
+  modality: str
+  subset: str
+  prompt: str
+  good: str
+  bad: str
+  good_value: str
+  bad_value: str
+  fact: str
+  write: Callable[[str], None] | None = None
+  suffix: str = ""
+
+
+# A task draws one question from its own random stream.
+Task = Callable[[random.Random], Question]
+
+
+def capitalise(text: str) -> str:
+  """`text` with its first character upper-cased (the rest untouched)."""
+  return text[:1].upper() + text[1:]
+
+
+def answer_pair(rng: random.Random, templates: Sequence[str], good_value: str,
+                bad_value: str, **fields: object) -> tuple[str, str]:
+  """(good, bad) responses: one template, filled once with each value.
+
+  Templates use `{v}` for the value, `{V}` for it capitalised, and any other
+  `fields` (e.g. `{x}` for the object asked about).
+  """
+  template = rng.choice(templates)
+  fill = lambda v: template.format(v=v, V=capitalise(v), **fields)  # noqa: E731
+  return fill(good_value), fill(bad_value)
+
+
+def render_rationale(question: Question, values: Mapping[str, str],
+                     scores: Mapping[str, int]) -> str:
+  """The strict-format judgment for a pair, consistent with `scores`.
+
+  Args:
+    question: supplies the modality (what is looked at) and the fact template.
+    values: {"A": value response A states, "B": value response B states}.
+    scores: {"A": 0-10, "B": 0-10}; must not tie.
+
+  Returns:
+    `rewards.judgment.render_judgment` output whose `better` is the response
+    the scores prefer and whose reasoning calls that response's value correct.
+
+  Raises:
+    ValueError: tied scores (the template has no wording for a tie).
+  """
+  better = preference_from_scores(scores["A"], scores["B"])
+  if better not in (BETTER_A, BETTER_B):
+    raise ValueError(f"a synthetic rationale needs a strict preference, got scores {dict(scores)}")
+  worse = BETTER_B if better == BETTER_A else BETTER_A
+  noun = NOUNS[question.modality]
+  fact = capitalise(question.fact.replace("{v}", values[better]))
+  reasoning = {
+      "fluency_coherence": "A and B are both fluent.",
+      "relevance": f"A and B are both relevant to the {noun}.",
+      "accuracy_completeness": (f"{fact}, so {better} is correct; {worse} says "
+                                f"{values[worse]}, which is incorrect."),
+      "reasoning_quality": f"{better}'s reasoning fits the {noun}; {worse}'s does not.",
+      "safety_ethics": "A and B are both safe.",
+  }
+  return render_judgment(scores["A"], scores["B"], reasoning)

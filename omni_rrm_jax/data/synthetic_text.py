@@ -1,0 +1,102 @@
+"""Text omni tasks: small arithmetic and facts from built-in tables.
+
+  text-sum       a + b for a, b in 0-9          wrong: off by 1 or 2
+  text-product   a x b for a, b in 1-6          wrong: a slip such as (a+1) x b, a x b +- 1
+                                                or a + b
+  text-capital   capital of one of 12 countries wrong: another capital in the table
+  text-colour    colour of an everyday object   wrong: another colour
+  text-opposite  opposite of a common adjective wrong: another word in the table
+
+Each table is small enough for a tiny model to memorise in minutes.
+"""
+
+from __future__ import annotations
+
+import random
+
+from omni_rrm_jax.data.synthetic_question import Question, Task, answer_pair
+
+COLOURS = {
+    "sky": "blue", "grass": "green", "snow": "white", "coal": "black", "banana": "yellow",
+    "tomato": "red", "carrot": "orange", "plum": "purple", "cloud": "grey", "chocolate": "brown",
+    "lemon": "yellow", "strawberry": "red", "leaf": "green", "milk": "white", "ocean": "blue",
+}
+CAPITALS = {
+    "France": "Paris", "Italy": "Rome", "Spain": "Madrid", "Germany": "Berlin", "Japan": "Tokyo",
+    "Egypt": "Cairo", "Peru": "Lima", "Kenya": "Nairobi", "Norway": "Oslo", "Greece": "Athens",
+    "Canada": "Ottawa", "Cuba": "Havana",
+}
+_OPPOSITE_PAIRS = (("hot", "cold"), ("big", "small"), ("fast", "slow"), ("light", "dark"),
+                   ("happy", "sad"), ("full", "empty"), ("wet", "dry"), ("hard", "soft"),
+                   ("loud", "quiet"), ("early", "late"), ("thick", "thin"), ("rich", "poor"))
+OPPOSITES = {**dict(_OPPOSITE_PAIRS), **{b: a for a, b in _OPPOSITE_PAIRS}}
+
+COLOUR_PROMPTS = ("What colour is the {x}?", "Name the colour of the {x}.",
+                  "Which colour does the {x} have?", "Tell me the colour of the {x}.")
+_NUMBER_ANSWERS = ("{a} {op} {b} is {v}.", "The answer is {v}.", "{V}.")
+
+
+def _text(subset: str, prompt: str, answers: tuple[str, str], good: str, bad: str,
+          fact: str) -> Question:
+  return Question("text", subset, prompt, answers[0], answers[1], good, bad, fact)
+
+
+def _other(rng: random.Random, values, *excluded):
+  return rng.choice(sorted(v for v in set(values) if v not in excluded))
+
+
+def text_sum(rng: random.Random) -> Question:
+  a, b = rng.randint(0, 9), rng.randint(0, 9)
+  wrong = a + b + rng.choice([d for d in (-2, -1, 1, 2) if a + b + d >= 0])
+  prompt = rng.choice(("What is {a} plus {b}?", "Compute {a} + {b}.", "Add {a} and {b}."))
+  return _text("text-sum", prompt.format(a=a, b=b),
+               answer_pair(rng, _NUMBER_ANSWERS, str(a + b), str(wrong), a=a, b=b, op="plus"),
+               str(a + b), str(wrong), f"{a} + {b} is {{v}}")
+
+
+def text_product(rng: random.Random) -> Question:
+  a, b = rng.randint(1, 6), rng.randint(1, 6)
+  slips = {(a + 1) * b, a * (b + 1), a * b - 1, a * b + 1, a + b} - {a * b}
+  wrong = rng.choice(sorted(s for s in slips if s >= 0))
+  prompt = rng.choice(("What is {a} times {b}?", "Compute {a} x {b}.", "Multiply {a} by {b}."))
+  return _text("text-product", prompt.format(a=a, b=b),
+               answer_pair(rng, _NUMBER_ANSWERS, str(a * b), str(wrong), a=a, b=b, op="times"),
+               str(a * b), str(wrong), f"{a} x {b} is {{v}}")
+
+
+def text_capital(rng: random.Random) -> Question:
+  country = rng.choice(sorted(CAPITALS))
+  right = CAPITALS[country]
+  wrong = _other(rng, CAPITALS.values(), right)
+  prompt = rng.choice(("What is the capital of {x}?", "Name the capital of {x}."))
+  answers = ("The capital of {x} is {v}.", "It is {v}.", "{V}.")
+  return _text("text-capital", prompt.format(x=country),
+               answer_pair(rng, answers, right, wrong, x=country), right, wrong,
+               f"the capital of {country} is {{v}}")
+
+
+def text_colour(rng: random.Random) -> Question:
+  thing = rng.choice(sorted(COLOURS))
+  right = COLOURS[thing]
+  wrong = _other(rng, COLOURS.values(), right)
+  answers = ("The {x} is {v}.", "It is {v}.", "{V}.")
+  return _text("text-colour", rng.choice(COLOUR_PROMPTS).format(x=thing),
+               answer_pair(rng, answers, right, wrong, x=thing), right, wrong,
+               f"the {thing} is {{v}}")
+
+
+def text_opposite(rng: random.Random) -> Question:
+  word = rng.choice(sorted(OPPOSITES))
+  right = OPPOSITES[word]
+  wrong = _other(rng, OPPOSITES, word, right)
+  prompt = rng.choice(("What is the opposite of {x}?", "Give the opposite of the word {x}."))
+  answers = ("The opposite of {x} is {v}.", "It is {v}.", "{V}.")
+  return _text("text-opposite", prompt.format(x=word),
+               answer_pair(rng, answers, right, wrong, x=word), right, wrong,
+               f"the opposite of {word} is {{v}}")
+
+
+TEXT_TASKS: dict[str, Task] = {
+    "text-sum": text_sum, "text-product": text_product, "text-capital": text_capital,
+    "text-colour": text_colour, "text-opposite": text_opposite,
+}
