@@ -41,6 +41,18 @@ Variants:
              (configs/eval.py) should rise over the SFT judge.
   policy_7b  the same pod, recipe b on a 7B policy (optionally with a 7B scalar RM).
 
+Multimodal judges and policies: every variant takes a Qwen2.5-VL or Qwen2.5-Omni
+thinker (`model.path` to its export, or `model.architecture` for a random init)
+and samples image, video and audio records with their media; `data.patch_buckets`,
+`data.audio_frame_buckets`, `data.media`, `model.vision` and `model.audio` mean
+what they mean for configs/sft.py. Records whose media fail are skipped and
+counted (`skipped_prompts` in summary.json). A CPU smoke run (about a minute;
+a random judge, so rewards stay flat):
+  omni-rrm --config=configs/grpo.py:tiny --workdir=/tmp/grpo_vl \
+      --config.model.architecture=Qwen2_5_VLForConditionalGeneration \
+      --config.data.synthetic_kinds=image,video,colour --config.train.num_steps=2 \
+      --config.optim.warmup_steps=0 --config.rollout.max_new_tokens=8
+
 Any leaf can be overridden with --config.a.b=value; unknown keys are errors.
 """
 

@@ -5,6 +5,20 @@ Variants:
         trained on generated colour-fact pairs (written into the workdir).
         Expected: held-out pairwise accuracy >= 0.9 by step 300.
           omni-rrm --config=configs/rm.py:tiny --workdir=/tmp/rm_tiny
+  tiny_vl  CPU, ~1.5 minutes: a 2-layer Qwen2.5-VL RM (2-block vision tower)
+        from scratch on generated colour facts plus image and video colour
+        pairs (the colour is only in the pixels).
+        Expected: held-out pairwise accuracy ~0.85 at step 200 (measured
+        0.86, 77 s on a loaded 2-core CPU).
+          omni-rrm --config=configs/rm.py:tiny_vl --workdir=/tmp/rm_tiny_vl
+  tiny_omni  CPU, ~5 minutes: a 2-layer Qwen2.5-Omni thinker RM (2-block
+        vision and audio towers) from scratch on colour facts, image and video
+        colour pairs and audio tone pairs (count, direction, pitch), one
+        compilation per (length, patch, audio frame) bucket (2 here).
+        Expected: held-out pairwise accuracy ~0.7 at step 200 (measured 0.69,
+        280 s on a loaded 2-core CPU; images and pitch are learnt first, tone
+        counting stays near chance at this size).
+          omni-rrm --config=configs/rm.py:tiny_omni --workdir=/tmp/rm_tiny_omni
   7b    TPU v5e-64 / v5p-32 (or 8x H100), hours: a Qwen2.5-7B-Instruct checkpoint
         loaded as Qwen2ForSequenceClassification with a fresh score head,
         FSDP over all chips, bf16 compute with fp32 master weights.
@@ -26,6 +40,20 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c = base_config("rm")
   if arg == "tiny":
     return c
+  if arg in ("tiny_vl", "tiny_omni"):
+    c.model.architecture = ("Qwen2_5_VLForConditionalGeneration" if arg == "tiny_vl"
+                            else "Qwen2_5OmniThinkerForConditionalGeneration")
+    c.data.synthetic_kinds = "colour,image,video" + (",audio" if arg == "tiny_omni" else "")
+    c.data.synthetic_train = 800
+    c.data.synthetic_eval = 64
+    # Media tokens: <= 16 a 112 x 112 image or a 4-frame video, <= 50 a 2 s clip.
+    c.data.max_length = 64 if arg == "tiny_vl" else 96
+    c.data.buckets = (c.data.max_length,)
+    c.data.patch_buckets = (0, 64)
+    c.data.audio_frame_buckets = (0, 200)
+    c.train.num_steps = 200
+    c.train.eval_every = 100
+    return c
   if arg == "7b":
     c.model.path = ""  # must be set on the command line
     c.model.dtype = "bfloat16"
@@ -45,4 +73,5 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 250
     c.mesh = mesh_config(data=1, fsdp=-1, tensor=1)
     return c
-  raise ValueError(f"unknown variant {arg!r} of configs/rm.py; choose tiny or 7b")
+  raise ValueError(f"unknown variant {arg!r} of configs/rm.py; choose tiny, tiny_vl, tiny_omni "
+                   "or 7b")

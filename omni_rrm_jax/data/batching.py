@@ -3,8 +3,9 @@
 Every distinct batch shape is one XLA compilation, so sequences are padded
 (on the right) to the smallest configured bucket that holds the longest one,
 and a short final batch is filled with invalid rows instead of shrinking.
-Media patches are bucketed the same way (`media_batching.collate_media`), so
-the number of compilations is at most len(buckets) * len(patch_buckets).
+Media patches and audio frames are bucketed the same way
+(`media_batching.collate_media`), so the number of compilations is at most
+len(buckets) * len(patch_buckets) * len(audio_frame_buckets).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def _pad(rows: list[np.ndarray], length: int, value: int) -> np.ndarray:
 
 def collate(examples: list[dict[str, Any]], *, kind: str, batch_size: int,
             buckets: Sequence[int], pad_id: int, patch_buckets: Sequence[int] = (),
-            merge_unit: int = 4) -> dict[str, np.ndarray]:
+            merge_unit: int = 4,
+            audio_frame_buckets: Sequence[int] = ()) -> dict[str, np.ndarray]:
   """Stacks encoded examples into one padded batch of exactly `batch_size` rows.
 
   For "rm" the output has `chosen_input_ids`, `chosen_attention_mask`,
@@ -47,7 +49,8 @@ def collate(examples: list[dict[str, Any]], *, kind: str, batch_size: int,
   `modality` and `index` (the record's position in the data set; -1 for
   filler rows) per row. Examples encoded with a `MediaSpec` add the media
   keys of `media_batching.collate_media`, patches padded to `patch_buckets`
-  (groups of `merge_unit` patches merge into one token).
+  (groups of `merge_unit` patches merge into one token) and, for a model with
+  an audio encoder, audio frames to `audio_frame_buckets`.
   """
   if len(examples) > batch_size:
     raise ValueError(f"{len(examples)} examples for a batch of {batch_size}")
@@ -76,5 +79,5 @@ def collate(examples: list[dict[str, Any]], *, kind: str, batch_size: int,
     if not patch_buckets:
       raise ValueError("examples carry media but no patch_buckets were configured")
     batch.update(collate_media(examples, length=length, patch_buckets=patch_buckets,
-                               merge_unit=merge_unit))
+                               merge_unit=merge_unit, audio_frame_buckets=audio_frame_buckets))
   return batch

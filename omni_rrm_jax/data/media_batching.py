@@ -11,21 +11,34 @@ A multimodal example becomes, next to its token ids:
   media_index      int32 [L]             which of the example's merged vision
                                          tokens fills each placeholder, -1 else
 
-and `collate_media` pads them into row-aligned batch arrays: patches to the
-smallest bucketed count N that holds the batch's largest example
-([B, N, C*T*P*P]), sequences to the batch's length T. Keeping each row's media
-in its own row (rather than one flat buffer for the batch) is what lets the
-batch axis be sharded, split into micro-batches and assembled across hosts
-like every other key; the price is padding every row to the batch's largest
-media. The compiled shapes depend only on (T, N), both bucketed, so a new set
-of image sizes in the same buckets reuses the compiled step.
+and, for a model with an audio encoder (Qwen2.5-Omni; a record has at most
+one clip):
 
-What is model-specific (the window layout and M-RoPE positions) comes from a
-`ModelHostInputs` object that the training code passes in
-(`models.qwen2_5_vl.HostInputs`); this module never imports the models.
-Audio slots in the same way: `input_features` [B, mels, F] and
-`feature_attention_mask` [B, F] padded to a frame bucket, with `media_index`
-pointing past the row's vision tokens into its audio tokens.
+  input_features   float32 [mel, f]      the clip's f log-mel frames (f = 0
+                                         without audio)
+  audio_frame_index / audio_frame_valid [c, W], audio_token_valid [c, N],
+  audio_pool_index int32 [p, 2]          the audio encoder's window layout
+  audio_index      int32 [L]             which of the clip's p tokens fills
+                                         each audio placeholder, -1 else
+
+`collate_media` pads them into row-aligned batch arrays: patches to the
+smallest bucketed count N that holds the batch's largest example
+([B, N, C*T*P*P]), audio frames likewise to a frame bucket F
+([B, mel, F], with C = ceil(F / W) windows and P = C * N / 2 outputs a
+row), sequences to the batch's length T; `audio_index` is folded into
+`media_index`, pointing past the row's N / merge² (padded) vision tokens, so
+the encoders' outputs concatenate as [vision | audio]. Keeping each row's
+media in its own row (rather than one flat buffer for the batch) is what lets
+the batch axis be sharded, split into micro-batches and assembled across
+hosts like every other key; the price is padding every row to the batch's
+largest media. The compiled shapes depend only on (T, N, F), all bucketed, so
+a new set of image sizes or clip lengths in the same buckets reuses the
+compiled step.
+
+What is model-specific (the window layouts, token counts and M-RoPE
+positions) comes from a `ModelHostInputs` object that the training code
+passes in (`models.qwen2_5_vl.HostInputs`, `models.omni_config.OmniHostInputs`);
+this module never imports the models.
 """
 
 from __future__ import annotations
@@ -40,19 +53,31 @@ from omni_rrm_jax.data.media.config import MediaConfig
 from omni_rrm_jax.data.media.encode import encode_media
 from omni_rrm_jax.data.records import PreferenceRecord
 
-# Placeholder spellings: the tiny tokenizer's (Qwen2.5-Omni style), then Qwen2.5-VL's.
+# Placeholder spellings: the tiny tokenizer's (Qwen2.5-Omni style), then Qwen2.5-VL's
+# (and Qwen2-Audio's for the audio delimiters).
 PLACEHOLDER_NAMES = {
     "image": ("<|IMAGE|>", "<|image_pad|>"),
     "video": ("<|VIDEO|>", "<|video_pad|>"),
     "audio": ("<|AUDIO|>", "<|audio_pad|>"),
     "vision_start": ("<|vision_bos|>", "<|vision_start|>"),
     "vision_end": ("<|vision_eos|>", "<|vision_end|>"),
+    "audio_start": ("<|audio_bos|>", "<|audio_start|>"),
+    "audio_end": ("<|audio_eos|>", "<|audio_end|>"),
 }
 VISION_FIELDS = ("perm", "position", "frame", "window", "unperm")
+# The audio layout's fields and their dtypes.
+AUDIO_FIELDS = {"frame_index": np.int32, "frame_valid": bool, "token_valid": bool,
+                "pool_index": np.int32}
 
 
 class ModelHostInputs(Protocol):
-  """What the data pipeline needs to know about a multimodal model (host side)."""
+  """What the data pipeline needs to know about a multimodal model (host side).
+
+  A model with an audio encoder (`audio_token_id` not None) also has
+  `num_mel_bins`, `audio_tokens(frames) -> int`, `audio_layout(frames) ->
+  {"frame_index", "frame_valid", "token_valid", "pool_index"}` and takes
+  `audio_frames` (frames per clip) in `position_ids`.
+  """
   image_token_id: int
   video_token_id: int
   audio_token_id: int | None
@@ -92,12 +117,17 @@ class MediaSpec:
       invalid ("media too long").
     strict: a bad media file stops the pipeline (with file and reason)
       instead of marking the example invalid.
+    audio_frame_buckets: allowed padded log-mel frame counts of a row's
+      audio clip (models with an audio encoder; 0 for batches without
+      audio). A clip longer than the largest is invalid ("media too long";
+      `config.max_audio_seconds` cuts clips instead).
   """
   media_root: str
   config: MediaConfig
   model: Any
   max_patches: int
   strict: bool = False
+  audio_frame_buckets: tuple[int, ...] = ()
 
   def __post_init__(self):
     c, m = self.config, self.model
@@ -110,6 +140,19 @@ class MediaSpec:
     if self.max_patches % self.merge_unit:
       raise ValueError(f"max_patches {self.max_patches} is not a multiple of merge_size² "
                        f"= {self.merge_unit}")
+    if self.has_audio and c.feature_size != m.num_mel_bins:
+      raise ValueError(f"media config feature_size={c.feature_size} does not match the "
+                       f"model's num_mel_bins {m.num_mel_bins}")
+
+  @property
+  def max_audio_frames(self) -> int:
+    """The longest clip an example may have, in log-mel frames."""
+    return max(self.audio_frame_buckets, default=0) if self.has_audio else 0
+
+  @property
+  def has_audio(self) -> bool:
+    """Whether the model reads audio (has an audio placeholder)."""
+    return getattr(self.model, "audio_token_id", None) is not None
 
   @property
   def merge_unit(self) -> int:
@@ -124,13 +167,13 @@ class MediaSpec:
   def placeholder_ids(self) -> dict[str, int]:
     """Placeholder id of each media kind the model reads."""
     ids = {"image": self.model.image_token_id, "video": self.model.video_token_id}
-    if getattr(self.model, "audio_token_id", None) is not None:
+    if self.has_audio:
       ids["audio"] = self.model.audio_token_id
     return ids
 
   def unsupported(self, record: PreferenceRecord) -> list[str]:
-    """Media kinds of `record` the model cannot read (audio, for a vision model)."""
-    return ["audio"] if record.media.get("audio") else []
+    """Media kinds of `record` the model cannot read (audio, for a vision-only model)."""
+    return ["audio"] if record.media.get("audio") and not self.has_audio else []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,13 +185,20 @@ class DecodedMedia:
     image_grid_thw: int [num_images, 3].
     video_grid_thw: int [num_videos, 3].
     second_per_grid_ts: float32 [num_videos].
-    tokens: placeholder id -> merged-token count of each item of that kind, in order.
+    tokens: placeholder id -> token count of each item of that kind, in order.
+    audio_features: float32 [mel, f], the audio clip's f log-mel frames
+      (f = 0 without audio).
   """
   patches: np.ndarray
   image_grid_thw: np.ndarray
   video_grid_thw: np.ndarray
   second_per_grid_ts: np.ndarray
   tokens: dict[int, list[int]]
+  audio_features: np.ndarray | None = None
+
+  @property
+  def audio_frames(self) -> int:
+    return 0 if self.audio_features is None else int(self.audio_features.shape[1])
 
   @property
   def grid_thw(self) -> np.ndarray:
@@ -168,13 +218,27 @@ def decode_media(record: PreferenceRecord, spec: MediaSpec) -> DecodedMedia:
   patches = [arrays[k] for k in ("pixel_values", "pixel_values_videos") if k in arrays]
   unit = spec.merge_unit
   ids = spec.placeholder_ids
+  tokens = {ids["image"]: [int(g.prod()) // unit for g in image_grids],
+            ids["video"]: [int(g.prod()) // unit for g in video_grids]}
+  audio = _no_audio(spec)
+  if spec.has_audio:
+    tokens[ids["audio"]] = []
+    if "input_features" in arrays:
+      # Only the clip's own frames travel on (the chunk's padding is the
+      # collate step's business, to a frame bucket).
+      frames_f = arrays["feature_attention_mask"][0].astype(bool)
+      audio = np.ascontiguousarray(arrays["input_features"][0][:, frames_f], np.float32)
+      tokens[ids["audio"]] = [spec.model.audio_tokens(audio.shape[1])]
   return DecodedMedia(
       patches=(np.concatenate(patches) if patches
                else np.zeros((0, spec.patch_dim), np.float32)),
       image_grid_thw=image_grids, video_grid_thw=video_grids,
       second_per_grid_ts=arrays.get("second_per_grid_ts", np.zeros((0,), np.float32)),
-      tokens={ids["image"]: [int(g.prod()) // unit for g in image_grids],
-              ids["video"]: [int(g.prod()) // unit for g in video_grids]})
+      tokens=tokens, audio_features=audio)
+
+
+def _no_audio(spec: MediaSpec) -> np.ndarray | None:
+  return np.zeros((spec.config.feature_size, 0), np.float32) if spec.has_audio else None
 
 
 def no_media(spec: MediaSpec) -> DecodedMedia:
@@ -182,7 +246,7 @@ def no_media(spec: MediaSpec) -> DecodedMedia:
   ids = spec.placeholder_ids
   return DecodedMedia(np.zeros((0, spec.patch_dim), np.float32), np.zeros((0, 3), np.int64),
                       np.zeros((0, 3), np.int64), np.zeros((0,), np.float32),
-                      {ids["image"]: [], ids["video"]: []})
+                      {token: [] for token in ids.values()}, _no_audio(spec))
 
 
 def count_placeholders(ids: Sequence[int], spec: MediaSpec) -> dict[int, int]:
@@ -219,15 +283,27 @@ def example_arrays(ids: Sequence[int], media: DecodedMedia, spec: MediaSpec) -> 
     index_t[at] = offset + np.arange(len(at), dtype=np.int32)
     offset += sum(media.tokens.get(token, []))
   layout = spec.model.vision_layout(media.grid_thw)
-  return {
+  audio_kw = {"audio_frames": [media.audio_frames]} if media.audio_frames else {}
+  out = {
       "vision_patches": media.patches.astype(np.float32),
       **{f"vision_{f}": np.asarray(layout[f], np.int32) for f in VISION_FIELDS},
       "vision_grid_thw": media.grid_thw,
       "position_ids": np.asarray(spec.model.position_ids(
-          ids_t, media.image_grid_thw, media.video_grid_thw, media.second_per_grid_ts),
-          np.int32),
+          ids_t, media.image_grid_thw, media.video_grid_thw, media.second_per_grid_ts,
+          **audio_kw), np.int32),
       "media_index": index_t,
   }
+  if spec.has_audio:
+    audio_index_t = np.full(ids_t.shape, -1, np.int32)
+    at = np.flatnonzero(ids_t == spec.model.audio_token_id)
+    audio_index_t[at] = np.arange(len(at), dtype=np.int32)
+    audio_layout = spec.model.audio_layout(media.audio_frames)
+    out.update({
+        "input_features": media.audio_features.astype(np.float32),
+        **{f"audio_{f}": np.asarray(audio_layout[f], AUDIO_FIELDS[f]) for f in AUDIO_FIELDS},
+        "audio_index": audio_index_t,
+    })
+  return out
 
 
 def invalid_arrays(spec: MediaSpec) -> dict[str, Any]:
@@ -235,12 +311,12 @@ def invalid_arrays(spec: MediaSpec) -> dict[str, Any]:
   return example_arrays([0], no_media(spec), spec)
 
 
-def bucket_patches(count: int, buckets: Sequence[int]) -> int:
-  """The smallest bucket holding `count` patches."""
+def bucket_patches(count: int, buckets: Sequence[int], what: str = "patch") -> int:
+  """The smallest bucket holding `count` patches (or, with `what`, other units)."""
   for b in sorted(buckets):
     if count <= b:
       return b
-  raise ValueError(f"{count} patches is more than the largest patch bucket {max(buckets)}")
+  raise ValueError(f"{count} is more than the largest {what} bucket {max(buckets)}")
 
 
 def _pad_rows(rows: Sequence[np.ndarray], length: int, fill) -> np.ndarray:
@@ -257,7 +333,8 @@ def _pad_rows(rows: Sequence[np.ndarray], length: int, fill) -> np.ndarray:
 
 
 def collate_media(examples: Sequence[dict[str, Any]], *, length: int,
-                  patch_buckets: Sequence[int], merge_unit: int) -> dict[str, np.ndarray]:
+                  patch_buckets: Sequence[int], merge_unit: int,
+                  audio_frame_buckets: Sequence[int] = ()) -> dict[str, np.ndarray]:
   """Row-aligned media batch arrays of encoded examples.
 
   Padded patches are zeros; their layout keeps them out of every real window
@@ -271,19 +348,21 @@ def collate_media(examples: Sequence[dict[str, Any]], *, length: int,
     patch_buckets: allowed padded patch counts N (multiples of merge_unit; 0
       allowed for batches without media).
     merge_unit: patches per merged token.
+    audio_frame_buckets: allowed padded frame counts F of examples with
+      audio keys (0 allowed for batches without audio).
 
   Returns:
     vision_patches [B, N, D], vision_perm / vision_frame / vision_window
     [B, N], vision_position [B, N, 2], vision_unperm [B, N / merge_unit],
     position_ids [B, 3, T] (rows first, like every batch key), media_index
     [B, T], and vision_grid_thw [B, K, 3] (zeros past each row's K items;
-    host only).
+    host only); with audio also the keys of `collate_audio`.
   """
   n = bucket_patches(max(len(ex["vision_patches"]) for ex in examples), patch_buckets)
   rows = lambda key: [np.asarray(ex[key]) for ex in examples]  # noqa: E731
   positions = [np.asarray(ex["position_ids"]).T for ex in examples]  # [L, 3]: pad along L
   items = max(1, max(len(ex["vision_grid_thw"]) for ex in examples))
-  return {
+  batch = {
       "vision_patches": _pad_rows(rows("vision_patches"), n, 0.0),
       "vision_perm": _pad_rows(rows("vision_perm"), n, "identity"),
       "vision_position": _pad_rows(rows("vision_position"), n, 0),
@@ -293,4 +372,48 @@ def collate_media(examples: Sequence[dict[str, Any]], *, length: int,
       "position_ids": _pad_rows(positions, length, 0).transpose(0, 2, 1),
       "media_index": _pad_rows(rows("media_index"), length, -1),
       "vision_grid_thw": _pad_rows([g.reshape(-1, 3) for g in rows("vision_grid_thw")], items, 0),
+  }
+  if "audio_index" in examples[0]:
+    if not audio_frame_buckets:
+      raise ValueError("examples carry audio keys but no audio_frame_buckets were configured")
+    batch.update(collate_audio(examples, frame_buckets=audio_frame_buckets))
+    # Audio tokens come after the row's (padded) vision tokens.
+    audio_bt = _pad_rows(rows("audio_index"), length, -1)
+    batch["media_index"] = np.where(audio_bt >= 0, n // merge_unit + audio_bt,
+                                    batch["media_index"]).astype(np.int32)
+  return batch
+
+
+def collate_audio(examples: Sequence[dict[str, Any]], *,
+                  frame_buckets: Sequence[int]) -> dict[str, np.ndarray]:
+  """Row-aligned audio batch arrays, frames padded to the smallest bucket F.
+
+  The window and output axes follow from F alone (C = ceil(F / W) windows,
+  P = C * N // 2 outputs, at least the pooled tokens of F frames), so the
+  shapes depend on the bucket only. Padded frames are zeros outside every
+  window; padded windows are fully masked (index 0, valid False); padded
+  outputs pool token 0 and are never read by a placeholder. (`audio_index`
+  is left to `collate_media`, which folds it into `media_index`.)
+
+  Returns:
+    input_features [B, mel, F], feature_attention_mask int32 [B, F],
+    audio_frame_index int32 / audio_frame_valid bool [B, C, W],
+    audio_token_valid bool [B, C, N], audio_pool_index int32 [B, P, 2].
+  """
+  first = examples[0]
+  w, n = first["audio_frame_index"].shape[1], first["audio_token_valid"].shape[1]
+  frames = [int(np.asarray(ex["input_features"]).shape[1]) for ex in examples]
+  f = bucket_patches(max(frames), frame_buckets, "audio frame")
+  c = -(-f // w)
+  p = c * n // 2
+  rows = lambda key: [np.asarray(ex[key]) for ex in examples]  # noqa: E731
+  features = _pad_rows([x.T for x in rows("input_features")], f, 0.0).transpose(0, 2, 1)
+  return {
+      "input_features": np.ascontiguousarray(features, np.float32),
+      "feature_attention_mask": (np.arange(f)[None, :] < np.asarray(frames)[:, None]).astype(
+          np.int32),
+      "audio_frame_index": _pad_rows(rows("audio_frame_index"), c, 0),
+      "audio_frame_valid": _pad_rows(rows("audio_frame_valid"), c, False),
+      "audio_token_valid": _pad_rows(rows("audio_token_valid"), c, False),
+      "audio_pool_index": _pad_rows(rows("audio_pool_index"), p, 0),
   }

@@ -5,7 +5,7 @@
     -> this process's share of the stream (multi-host: disjoint, interleaved)
     -> encode (chat template, left truncation of the prompt;
        media decoded, placeholders expanded, layout/positions) [worker processes]
-    -> batch + pad to a bucketed length (and patch count)     [worker processes]
+    -> batch + pad to a bucketed length (patch count, audio frames) [workers]
 
 The iterator's state (`get_state` / `set_state`) is small and exact, so a
 checkpoint holding it resumes the stream at the same example.
@@ -57,7 +57,8 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
                  shuffle: bool = True, num_epochs: int | None = None,
                  worker_count: int = 0, worker_buffer_size: int = 2,
                  process_index: int = 0, process_count: int = 1,
-                 patch_buckets: Sequence[int] = ()) -> grain.IterDataset:
+                 patch_buckets: Sequence[int] = (),
+                 audio_frame_buckets: Sequence[int] = ()) -> grain.IterDataset:
   """A Grain dataset of padded batches for this process.
 
   Args:
@@ -80,6 +81,10 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
     patch_buckets: allowed padded patch counts per row, for an encoder with
       media (multiples of merge_size²; the largest must cover its
       `max_patches`; 0 lets batches without media skip the vision encoder).
+    audio_frame_buckets: allowed padded log-mel frame counts per row, for an
+      encoder whose model reads audio (default: its media spec's; the
+      largest must cover the spec's `max_audio_frames`; 0 lets batches
+      without audio skip the audio encoder).
   """
   if not records:
     raise ValueError("the data set is empty (every record was skipped?)")
@@ -94,6 +99,11 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
     if any(b % merge_unit for b in patch_buckets):
       raise ValueError(f"patch_buckets {tuple(patch_buckets)} must be multiples of "
                        f"merge_size² = {merge_unit}")
+    audio_frame_buckets = tuple(audio_frame_buckets) or encoder.media.audio_frame_buckets
+    if encoder.media.has_audio and (not audio_frame_buckets or max(audio_frame_buckets)
+                                    < encoder.media.max_audio_frames):
+      raise ValueError(f"audio_frame_buckets {tuple(audio_frame_buckets)} must reach the "
+                       f"encoder's max_audio_frames {encoder.media.max_audio_frames}")
   ds = grain.MapDataset.source(list(records)).map_with_index(_Tag())
   if shuffle:
     ds = ds.shuffle(seed=seed)
@@ -106,7 +116,8 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
       batch_size, drop_remainder=False,
       batch_fn=functools.partial(collate, kind=encoder.kind, batch_size=batch_size,
                                  buckets=tuple(buckets), pad_id=pad_id,
-                                 patch_buckets=tuple(patch_buckets), merge_unit=merge_unit))
+                                 patch_buckets=tuple(patch_buckets), merge_unit=merge_unit,
+                                 audio_frame_buckets=tuple(audio_frame_buckets)))
   if worker_count > 0:
     _ensure_absl_flags_parsed()
     it = it.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(

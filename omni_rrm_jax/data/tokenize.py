@@ -8,12 +8,13 @@ alone does not fit is marked invalid (it still fills its batch slot, with
 
 With a `MediaSpec` the encoder also decodes the record's media (in the data
 worker that runs it) and expands each placeholder the template wrote to one
-token per merged patch. Media tokens sit in the template's framing before the
-user text, so truncation never cuts into them; when they do not fit beside the
-response the example is invalid ("media too long"). A file that is missing,
-corrupt or outside the media root makes it invalid as "bad media" (or stops
-the pipeline, naming file and reason, with `strict`); see `media_batching.py`
-for the arrays it adds.
+token per merged patch, or per audio-encoder output of a clip. Media tokens
+sit in the template's framing before the user text, so truncation never cuts
+into them; when they do not fit beside the response, or their patches or
+audio frames exceed the largest bucket, the example is invalid ("media too
+long"). A file that is missing, corrupt or outside the media root makes it
+invalid as "bad media" (or stops the pipeline, naming file and reason, with
+`strict`); see `media_batching.py` for the arrays it adds.
 """
 
 from __future__ import annotations
@@ -163,7 +164,9 @@ class ExampleEncoder:
         self._media_warnings += 1
         log.warning("record %s: bad media, example skipped: %s", record.id, e)
       return "bad media"
-    return "media too long" if len(media.patches) > spec.max_patches else media
+    if len(media.patches) > spec.max_patches or media.audio_frames > spec.max_audio_frames:
+      return "media too long"
+    return media
 
   def _with_media(self, pieces: PromptPieces, media: DecodedMedia,
                   responses: list[list[int]]) -> PromptPieces | str:

@@ -93,8 +93,7 @@ def _trainer_config(cfg, paths: Paths, task: str):
   d.batch_size, d.eval_batch_size = stage.batch_size, 2 * stage.batch_size
   d.worker_count = cfg.data.worker_count
   d.patch_buckets = tuple(cfg.media.patch_buckets)
-  if "audio_frame_buckets" in d:
-    d.audio_frame_buckets = tuple(cfg.media.audio_frame_buckets)
+  d.audio_frame_buckets = tuple(cfg.media.audio_frame_buckets)
   c.optim.learning_rate, c.optim.warmup_steps = stage.learning_rate, stage.warmup_steps
   t = c.train
   t.num_steps = stage.num_steps
@@ -126,9 +125,8 @@ def _grpo_config(cfg, paths: Paths):
   d.train_path, d.eval_path, d.media_root = paths.train, paths.eval, paths.media
   d.max_prompt_length, d.prompt_bucket = g.max_prompt_length, g.prompt_bucket
   d.worker_count = cfg.data.worker_count
-  for key in ("patch_buckets", "audio_frame_buckets"):
-    if key in d:
-      d[key] = tuple(cfg.media[key])
+  d.patch_buckets = tuple(cfg.media.patch_buckets)
+  d.audio_frame_buckets = tuple(cfg.media.audio_frame_buckets)
   c.rollout.update(prompts_per_step=g.prompts_per_step, num_generations=g.num_generations,
                    max_new_tokens=g.max_new_tokens, temperature=g.temperature)
   c.reward.functions = g.functions
@@ -157,6 +155,8 @@ def _eval_config(cfg, paths: Paths, model_dir: str):
   c.data.max_length, c.data.buckets = cfg.eval.max_length, tuple(cfg.eval.buckets)
   c.data.batch_size = cfg.eval.batch_size
   c.judge.max_new_tokens = cfg.eval.max_new_tokens
+  c.data.patch_buckets = tuple(cfg.media.patch_buckets)
+  c.data.audio_frame_buckets = tuple(cfg.media.audio_frame_buckets)
   return c
 
 

@@ -3,6 +3,13 @@
 A `*ForSequenceClassification` folder is evaluated as a scalar RM (the chosen
 response must score higher); a `*ForCausalLM` folder as a generative judge
 (greedy judgments in both A/B orders, see `judge_eval.py`).
+
+A multimodal scalar RM (Qwen2.5-VL, Qwen2.5-Omni thinker) sees each record's
+images, video and audio as in training: the data workers decode them, and the
+batch's media keys go to the model with the token ids. Patches and audio
+frames are padded to `data.patch_buckets` / `data.audio_frame_buckets` (the
+defaults below when the config has none); `data.media` overrides the
+preprocessing.
 """
 
 from __future__ import annotations
@@ -21,16 +28,22 @@ from omni_rrm_jax.data.readers import read_records
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.eval.judge_eval import evaluate_judge
 from omni_rrm_jax.eval.metrics import Outcome, report
+from omni_rrm_jax.models.media_inputs import MEDIA_KEYS
 from omni_rrm_jax.models.pretrained import from_pretrained
 from omni_rrm_jax.sharding.batch import to_global
 from omni_rrm_jax.sharding.mesh import make_mesh
 from omni_rrm_jax.sharding.rules import rules_from_config
+from omni_rrm_jax.train.components import make_media_spec
 from omni_rrm_jax.train.step import rm_rewards
 
 log = logging.getLogger(__name__)
 
 _RM_KEYS = ("chosen_input_ids", "chosen_attention_mask", "rejected_input_ids",
             "rejected_attention_mask")
+# Media buckets of configs without their own: a 16k-patch image (about 3.2
+# megapixels at 14-pixel patches) and a 300 s clip (100 frames a second).
+DEFAULT_PATCH_BUCKETS = (0, 256, 1024, 4096, 16384)
+DEFAULT_AUDIO_FRAME_BUCKETS = (0, 1000, 3000, 10000, 30000)
 
 
 def _prediction(label: str, r_chosen: float, r_rejected: float) -> str:
@@ -42,12 +55,14 @@ def _prediction(label: str, r_chosen: float, r_rejected: float) -> str:
 
 
 def evaluate_rm(model, encoder: ExampleEncoder, records, *, batch_size: int, buckets, mesh,
-                rules) -> dict:
+                rules, patch_buckets=(), audio_frame_buckets=()) -> dict:
   """Pairwise accuracy of a scalar RM.
 
-  Records it cannot score (a response longer than `max_length`, a tie label)
-  count as wrong in `accuracy` and are dropped from `accuracy_parsed_only`;
-  `unscored` says why.
+  Records it cannot score (a response longer than `max_length`, a tie label,
+  bad or too long media) count as wrong in `accuracy` and are dropped from
+  `accuracy_parsed_only`; `unscored` says why. With an encoder that has a
+  `MediaSpec`, the batches' media keys (patches padded to `patch_buckets`,
+  audio frames to `audio_frame_buckets`, default: the spec's) reach the model.
   """
   graphdef, params = nnx.split(model)
 
@@ -58,10 +73,13 @@ def evaluate_rm(model, encoder: ExampleEncoder, records, *, batch_size: int, buc
   dataset = make_dataset(records, encoder, batch_size=batch_size, buckets=buckets,
                          pad_id=encoder.tokenizer.pad_token_id, seed=0, shuffle=False,
                          num_epochs=1, process_index=jax.process_index(),
-                         process_count=jax.process_count())
+                         process_count=jax.process_count(),
+                         patch_buckets=tuple(patch_buckets) if encoder.media else (),
+                         audio_frame_buckets=tuple(audio_frame_buckets))
   outcomes, unscored, truncated = [], {}, 0
   for batch in dataset:
-    device_batch = to_global({k: batch[k] for k in _RM_KEYS}, mesh, rules)
+    device_batch = to_global({k: batch[k] for k in (*_RM_KEYS, *MEDIA_KEYS) if k in batch},
+                             mesh, rules)
     r_c, r_r = (np.asarray(x) for x in jax.device_get(score(params, device_batch)))
     for row, index in enumerate(batch["index"]):
       if index < 0:
@@ -83,6 +101,12 @@ def evaluate_rm(model, encoder: ExampleEncoder, records, *, batch_size: int, buc
   return result
 
 
+def _data_folder(path: str) -> str:
+  """Where media paths of a data file (or folder) resolve by default."""
+  path = os.path.abspath(path)
+  return path if os.path.isdir(path) else os.path.dirname(path)
+
+
 def run(config, workdir: str) -> dict:
   from transformers import AutoTokenizer
 
@@ -101,17 +125,28 @@ def run(config, workdir: str) -> dict:
   if not records:
     raise ValueError(f"{config.data.path}: no usable records ({counter.summary()})")
   is_rm = model.cfg.architecture.endswith("ForSequenceClassification")
-  encoder = ExampleEncoder(tokenizer, config.data.max_length, "rm" if is_rm else "sft")
+  d = config.data
+  patch_buckets = tuple(d.get("patch_buckets", DEFAULT_PATCH_BUCKETS))
+  frame_buckets = tuple(d.get("audio_frame_buckets", DEFAULT_AUDIO_FRAME_BUCKETS))
+  # Media records go through the encoders with the same preprocessing as in
+  # training (`data.media` overrides, buckets); the judge's prompts too.
+  media = make_media_spec(
+      model.cfg, tokenizer, root=d.media_root or _data_folder(d.path),
+      model_path=config.model.path, overrides=d.get("media", {}), patch_buckets=patch_buckets,
+      audio_frame_buckets=frame_buckets, strict=d.strict)
+  encoder = ExampleEncoder(tokenizer, config.data.max_length, "rm" if is_rm else "sft",
+                           media=media)
   if is_rm:
     result = evaluate_rm(model, encoder, records, batch_size=config.data.batch_size,
-                         buckets=tuple(config.data.buckets), mesh=mesh, rules=rules)
+                         buckets=tuple(config.data.buckets), mesh=mesh, rules=rules,
+                         patch_buckets=patch_buckets)
   else:
     result = evaluate_judge(model, encoder, records,
                             max_prompt_length=config.data.max_length,
                             max_new_tokens=config.judge.max_new_tokens,
                             batch_size=config.data.batch_size,
                             eos_ids=[tokenizer.eos_token_id], pad_id=tokenizer.pad_token_id,
-                            mesh=mesh)
+                            mesh=mesh, patch_buckets=patch_buckets)
   result.update(kind="rm" if is_rm else "judge", model=config.model.path,
                 data=config.data.path, records=len(records), bad_records=counter.summary())
   os.makedirs(workdir, exist_ok=True)

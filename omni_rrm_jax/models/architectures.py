@@ -72,12 +72,20 @@ def _register_multimodal() -> None:
   ARCHITECTURES.add(VL_RM, Architecture(VL_RM, "qwen2_5_vl", "qwen2_5_vl",
                                         Qwen2_5_VLForSequenceClassification,
                                         qwen2_5_vl_classifier_config_from_hf))
-  from omni_rrm_jax.models.omni import Qwen2_5OmniThinkerForConditionalGeneration
-  from omni_rrm_jax.models.omni_config import (ARCHITECTURE as OMNI, MODEL_TYPE as OMNI_TYPE,
+  from omni_rrm_jax.models.omni import (Qwen2_5OmniThinkerForConditionalGeneration,
+                                        Qwen2_5OmniThinkerForSequenceClassification)
+  from omni_rrm_jax.models.omni_config import (ARCHITECTURE as OMNI,
+                                               CLASSIFIER_ARCHITECTURE as OMNI_RM,
+                                               MODEL_TYPE as OMNI_TYPE,
+                                               omni_thinker_classifier_config_from_hf,
                                                omni_thinker_config_from_hf)
   ARCHITECTURES.add(OMNI, Architecture(OMNI, OMNI_TYPE, "qwen2_5_omni",
                                        Qwen2_5OmniThinkerForConditionalGeneration,
                                        omni_thinker_config_from_hf))
+  # Ours only, like the Qwen2.5-VL classifier; see omni.py.
+  ARCHITECTURES.add(OMNI_RM, Architecture(OMNI_RM, OMNI_TYPE, "qwen2_5_omni",
+                                          Qwen2_5OmniThinkerForSequenceClassification,
+                                          omni_thinker_classifier_config_from_hf))
 
 
 _register_multimodal()

@@ -279,8 +279,14 @@ class AudioEncoder(nnx.Module):
     if layout.frame_index_cw.shape[1] != 2 * cfg.n_window:
       raise ValueError(f"layout windows hold {layout.frame_index_cw.shape[1]} frames, this "
                        f"encoder needs 2 * n_window = {2 * cfg.n_window}")
-    frame_valid_cw1 = layout.frame_valid_cw[..., None].astype(cfg.dtype)
-    x_cwm = jnp.take(frames_fm.astype(cfg.dtype), layout.frame_index_cw, axis=0) * frame_valid_cw1
+    return self.embed_frames(jnp.take(frames_fm, layout.frame_index_cw, axis=0),
+                             layout.frame_valid_cw)
+
+  def embed_frames(self, x_cwm: jax.Array, frame_valid_cw: jax.Array) -> jax.Array:
+    """The convolutions and positions of windows already gathered [C, W, mel]: [C, N, E]."""
+    cfg = self.cfg
+    frame_valid_cw1 = frame_valid_cw[..., None].astype(cfg.dtype)
+    x_cwm = x_cwm.astype(cfg.dtype) * frame_valid_cw1
     # Zeroing the padded frames after conv1 makes each window's conv2 see the
     # same zero padding as a convolution of that window alone.
     x_cwe = jax.nn.gelu(self.conv1(x_cwm), approximate=False) * frame_valid_cw1
@@ -305,3 +311,39 @@ class AudioEncoder(nnx.Module):
     tokens_te = x_cne.reshape(-1, x_cne.shape[-1])
     pooled_pe = jnp.take(tokens_te, layout.pool_index_p2, axis=0).mean(axis=1)
     return self.proj(self.ln_post(pooled_pe))
+
+  def encode_rows(self, input_features_bmf: jax.Array, layout_b: AudioLayout) -> jax.Array:
+    """Each row's own padded clip -> its tokens [B, P, output_dim].
+
+    The traced, row-aligned counterpart of `__call__`: row b's clip is
+    `input_features_bmf[b]` ([mel, F], frames from 0, zeros after it) and
+    `layout_b` holds one clip's layout per row, each field with a leading row
+    axis and padded to C windows and P outputs (`frame_index_cw` [B, C, W],
+    `frame_valid_cw` [B, C, W], `token_valid_cn` [B, C, N], `pool_index_p2`
+    [B, P, 2], indices counting the row's own frames and tokens; the other
+    fields are not read). Padded windows are fully masked; padded outputs
+    mean nothing. The gathers stay within each row (batched over B), so a
+    batch-sharded input stays sharded; the transformer layers then run over
+    all B * C windows at once.
+    """
+    b, mel, f = input_features_bmf.shape
+    c, w = layout_b.frame_index_cw.shape[1:]
+    n = layout_b.token_valid_cn.shape[2]
+    p = layout_b.pool_index_p2.shape[1]
+    if f == 0 or c == 0 or p == 0:  # no audio in this batch
+      return jnp.zeros((b, p, self.cfg.output_dim), self.cfg.dtype)
+    if mel != self.cfg.num_mel_bins:
+      raise ValueError(f"expected {self.cfg.num_mel_bins} mel bins, got input_features of shape "
+                       f"{input_features_bmf.shape}")
+    if w != 2 * self.cfg.n_window:
+      raise ValueError(f"layout windows hold {w} frames, this encoder needs 2 * n_window = "
+                       f"{2 * self.cfg.n_window}")
+    frames_bfm = jnp.swapaxes(input_features_bmf, 1, 2)
+    index_bk1 = jnp.asarray(layout_b.frame_index_cw, jnp.int32).reshape(b, c * w, 1)
+    x_cwm = jnp.take_along_axis(frames_bfm, index_bk1, axis=1).reshape(b * c, w, mel)
+    x_cne = self.embed_frames(x_cwm, jnp.asarray(layout_b.frame_valid_cw).reshape(b * c, w))
+    x_cne = self.encode_windows(x_cne, jnp.asarray(layout_b.token_valid_cn).reshape(b * c, n))
+    tokens_bke = x_cne.reshape(b, c * n, -1)
+    pool_bk1 = jnp.asarray(layout_b.pool_index_p2, jnp.int32).reshape(b, p * 2, 1)
+    pooled_bpe = jnp.take_along_axis(tokens_bke, pool_bk1, axis=1).reshape(b, p, 2, -1).mean(2)
+    return self.proj(self.ln_post(pooled_bpe))

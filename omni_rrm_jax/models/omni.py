@@ -1,4 +1,6 @@
-"""`Qwen2_5OmniThinkerForConditionalGeneration`: vision + audio encoders and an M-RoPE text decoder.
+"""The Qwen2.5-Omni thinker: vision + audio encoders and an M-RoPE text decoder,
+with its vocabulary head (`Qwen2_5OmniThinkerForConditionalGeneration`) or a
+score head (our `Qwen2_5OmniThinkerForSequenceClassification`).
 
 The towers are the project's own: `VisionTransformer` (with Omni's split
 q / k / v projections), `AudioEncoder` and the Qwen2.5-VL `TextModel`.
@@ -17,6 +19,14 @@ fix the vision layout, and, unless `audio_layout` is given, the
 videos, positions need concrete ids and media sizes: compute them with
 `rope_index` on the host and pass `position_ids`. Without images and videos,
 positions are a cumulative sum of the mask and need no host values.
+
+Fully traced training inputs, as for Qwen2.5-VL (`qwen2_5_vl.py`): each row
+carries its own padded patches and audio clip with their padded layouts
+(`OmniHostInputs` computes them per example in the data workers),
+`encode_vision_rows` / `encode_audio_rows` encode them under `jit`, and the
+`media_features` / `media_index` keywords place the tokens, with
+precomputed `position_ids`. The compiled shapes then depend only on the
+(bucketed) patch, frame and token counts.
 """
 
 from __future__ import annotations
@@ -32,12 +42,13 @@ from omni_rrm_jax.models import omni_rope
 from omni_rrm_jax.models.attention import dot_product_attention
 from omni_rrm_jax.models.audio import AudioEncoder
 from omni_rrm_jax.models.audio_layout import AudioLayout
-from omni_rrm_jax.models.decoder import ModelOutput
+from omni_rrm_jax.models.decoder import ModelOutput, last_token_index
 from omni_rrm_jax.models.layers import DenseGeneral
 from omni_rrm_jax.models.omni_config import ENCODER_PREFIXES, OmniThinkerConfig
-from omni_rrm_jax.models.qwen2_5_vl import TextModel, scatter_features
+from omni_rrm_jax.models.qwen2_5_vl import TextModel, gather_features, scatter_features
 from omni_rrm_jax.models.rotary import rotate_half
 from omni_rrm_jax.models.vision import VisionConfig, VisionTransformer
+from omni_rrm_jax.models.vision_layout import VisionLayout
 from omni_rrm_jax.sharding.rules import constrain
 
 
@@ -165,26 +176,18 @@ def rope_index(cfg: OmniThinkerConfig, input_ids, attention_mask=None, image_gri
       seconds_per_chunk=cfg.seconds_per_chunk)
 
 
-class Qwen2_5OmniThinkerForConditionalGeneration(nnx.Module):
-  """The Qwen2.5-Omni thinker with its vocabulary head."""
+class _ThinkerTrunk(nnx.Module):
+  """The audio and vision encoders and the text model, shared by both heads."""
 
   def __init__(self, cfg: OmniThinkerConfig, *, rngs: nnx.Rngs | None = None):
     self.cfg = cfg
     self.audio_tower = AudioEncoder(cfg.audio, rngs)
     self.visual = OmniVisionEncoder(cfg.vision, rngs=rngs)
     self.model = TextModel(cfg.text, rngs)
-    if cfg.tie_word_embeddings:
-      self.lm_head = None
-    else:
-      text = cfg.text
-      self.lm_head = DenseGeneral((text.hidden_size,), (text.vocab_size,),
-                                  kernel_axes=("embed", "vocab"), dtype=text.dtype,
-                                  param_dtype=text.param_dtype, init_std=text.initializer_range,
-                                  rngs=rngs)
 
-  def _encoded(self, features_me: jax.Array) -> jax.Array:
+  def _encoded(self, features: jax.Array) -> jax.Array:
     # Stopping here keeps the backward pass out of the encoders altogether.
-    return jax.lax.stop_gradient(features_me) if self.cfg.freeze_encoders else features_me
+    return jax.lax.stop_gradient(features) if self.cfg.freeze_encoders else features
 
   def encode_audio(self, input_features: jax.Array, feature_attention_mask=None,
                    audio_layout: AudioLayout | None = None) -> jax.Array:
@@ -198,6 +201,22 @@ class Qwen2_5OmniThinkerForConditionalGeneration(nnx.Module):
       # Drop the rows a padded layout adds (see build_audio_layout).
       features_pe = features_pe[:int(np.sum(layout.output_lens_a))]
     return self._encoded(features_pe)
+
+  def encode_vision_rows(self, pixel_values_bnd: jax.Array, layout_b: VisionLayout) -> jax.Array:
+    """Merged vision tokens [B, N / merge², E] of each row's own padded patches.
+
+    See `VisionTransformer.encode_rows` and `OmniHostInputs.vision_layout`.
+    """
+    return self._encoded(self.visual.encode_rows(pixel_values_bnd, layout_b))
+
+  def encode_audio_rows(self, input_features_bmf: jax.Array, layout_b: AudioLayout) -> jax.Array:
+    """Audio tokens [B, P, E] of each row's own padded clip (at most one per row).
+
+    The traced counterpart of `input_features` with a feature mask: see
+    `AudioEncoder.encode_rows` for the padding convention and
+    `OmniHostInputs.audio_layout` for one clip's layout.
+    """
+    return self._encoded(self.audio_tower.encode_rows(input_features_bmf, layout_b))
 
   def embed(self, input_ids: jax.Array, pixel_values=None, image_grid_thw=None,
             pixel_values_videos=None, video_grid_thw=None, input_features=None,
@@ -224,13 +243,14 @@ class Qwen2_5OmniThinkerForConditionalGeneration(nnx.Module):
       x_bte = scatter_features(x_bte, input_ids == token, features_me, what)
     return x_bte
 
-  def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
-               pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
-               video_grid_thw=None, video_second_per_grid=None, input_features=None,
-               feature_attention_mask=None, use_audio_in_video: bool = False,
-               inputs_embeds=None, audio_layout: AudioLayout | None = None,
-               second_per_grid_ts=None) -> ModelOutput:
-    """Logits [B, T, V] of every position.
+  def hidden_states(self, input_ids=None, attention_mask=None, position_ids=None,
+                    pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
+                    video_grid_thw=None, video_second_per_grid=None, input_features=None,
+                    feature_attention_mask=None, use_audio_in_video: bool = False,
+                    inputs_embeds=None, audio_layout: AudioLayout | None = None,
+                    second_per_grid_ts=None, media_features=None,
+                    media_index=None) -> jax.Array:
+    """Final normed hidden states [B, T, E].
 
     Args:
       input_ids: int [B, T] with `audio_token_id` / `image_token_id` /
@@ -254,12 +274,27 @@ class Qwen2_5OmniThinkerForConditionalGeneration(nnx.Module):
       audio_layout: a prebuilt `AudioLayout` (`self.audio_tower.layout`),
         possibly padded, so the audio path can be traced.
       second_per_grid_ts: alias of `video_second_per_grid`.
+      media_features: [B, M, E] each row's media tokens (`encode_vision_rows`
+        and `encode_audio_rows`, concatenated along M), instead of pixel
+        values, features and grids; needs `position_ids`. Traceable.
+      media_index: int [B, T], the row of `media_features` each token takes,
+        -1 for tokens that keep their embedding.
     """
     video_second_per_grid = _seconds(video_second_per_grid, second_per_grid_ts)
     if (input_ids is None) == (inputs_embeds is None):
       raise ValueError("pass exactly one of input_ids or inputs_embeds")
-    if input_ids is None:
-      if any(x is not None for x in (pixel_values, pixel_values_videos, input_features)):
+    if (media_features is None) != (media_index is None):
+      raise ValueError("media_features and media_index go together")
+    flat_media = any(x is not None for x in (pixel_values, pixel_values_videos, input_features))
+    if media_features is not None:
+      if input_ids is None or position_ids is None:
+        raise ValueError("media_features need input_ids and precomputed position_ids")
+      if flat_media:
+        raise ValueError("pass media either as pixel values / features with their grids and "
+                         "masks or as media_features")
+      x_bte = gather_features(self.model.embed_tokens(input_ids), media_features, media_index)
+    elif input_ids is None:
+      if flat_media:
         raise ValueError("media inputs need input_ids (to find the placeholder tokens)")
       x_bte = inputs_embeds
     else:
@@ -276,7 +311,35 @@ class Qwen2_5OmniThinkerForConditionalGeneration(nnx.Module):
     position_ids = jnp.asarray(position_ids)
     if position_ids.ndim == 2:
       position_ids = jnp.broadcast_to(position_ids, (3, b, t))
-    h_bte = self.model(x_bte, position_ids, attention_mask)
+    return self.model(x_bte, position_ids, attention_mask)
+
+
+class Qwen2_5OmniThinkerForConditionalGeneration(_ThinkerTrunk):
+  """The Qwen2.5-Omni thinker with its vocabulary head."""
+
+  def __init__(self, cfg: OmniThinkerConfig, *, rngs: nnx.Rngs | None = None):
+    super().__init__(cfg, rngs=rngs)
+    if cfg.tie_word_embeddings:
+      self.lm_head = None
+    else:
+      text = cfg.text
+      self.lm_head = DenseGeneral((text.hidden_size,), (text.vocab_size,),
+                                  kernel_axes=("embed", "vocab"), dtype=text.dtype,
+                                  param_dtype=text.param_dtype, init_std=text.initializer_range,
+                                  rngs=rngs)
+
+  def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
+               pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
+               video_grid_thw=None, video_second_per_grid=None, input_features=None,
+               feature_attention_mask=None, use_audio_in_video: bool = False,
+               inputs_embeds=None, audio_layout: AudioLayout | None = None,
+               second_per_grid_ts=None, media_features=None, media_index=None) -> ModelOutput:
+    """Logits [B, T, V] of every position (arguments: see `hidden_states`)."""
+    h_bte = self.hidden_states(
+        input_ids, attention_mask, position_ids, pixel_values, image_grid_thw,
+        pixel_values_videos, video_grid_thw, video_second_per_grid, input_features,
+        feature_attention_mask, use_audio_in_video, inputs_embeds, audio_layout,
+        second_per_grid_ts, media_features, media_index)
     return ModelOutput(logits=self.lm_logits(h_bte), hidden_states=h_bte)
 
   def lm_logits(self, h_bte: jax.Array) -> jax.Array:
@@ -286,3 +349,39 @@ class Qwen2_5OmniThinkerForConditionalGeneration(nnx.Module):
     else:
       logits = self.lm_head(h_bte)
     return constrain(logits, ("batch", "length", "vocab"))
+
+
+class Qwen2_5OmniThinkerForSequenceClassification(_ThinkerTrunk):
+  """The thinker with a bias-free score head pooled at the last non-padding
+  token; with `num_labels=1` a scalar (audio-visual) reward model.
+
+  transformers has no such class: its export is our config (`architectures`
+  names it) plus safetensors whose trunk tensors load into transformers'
+  `Qwen2_5OmniThinkerForConditionalGeneration` (which ignores `score.weight`).
+  """
+
+  def __init__(self, cfg: OmniThinkerConfig, *, rngs: nnx.Rngs | None = None):
+    super().__init__(cfg, rngs=rngs)
+    text = cfg.text
+    self.score = DenseGeneral((text.hidden_size,), (text.num_labels,),
+                              kernel_axes=("embed", "labels"), dtype=text.dtype,
+                              param_dtype=text.param_dtype, init_std=text.initializer_range,
+                              rngs=rngs)
+
+  def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
+               pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
+               video_grid_thw=None, video_second_per_grid=None, input_features=None,
+               feature_attention_mask=None, use_audio_in_video: bool = False,
+               inputs_embeds=None, audio_layout: AudioLayout | None = None,
+               second_per_grid_ts=None, media_features=None, media_index=None) -> ModelOutput:
+    """Scores [B, num_labels] at each row's last real token (arguments: see
+    `hidden_states`; pooling needs `input_ids`)."""
+    h_bte = self.hidden_states(
+        input_ids, attention_mask, position_ids, pixel_values, image_grid_thw,
+        pixel_values_videos, video_grid_thw, video_second_per_grid, input_features,
+        feature_attention_mask, use_audio_in_video, inputs_embeds, audio_layout,
+        second_per_grid_ts, media_features, media_index)
+    b, t = h_bte.shape[:2]
+    idx_b = last_token_index(input_ids, self.cfg.pad_token_id, b, t)
+    pooled_be = jnp.take_along_axis(h_bte, idx_b[:, None, None], axis=1)[:, 0]
+    return ModelOutput(logits=self.score(pooled_be), hidden_states=h_bte)

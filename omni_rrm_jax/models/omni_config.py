@@ -1,4 +1,10 @@
-"""The Qwen2.5-Omni thinker's configuration, read from a transformers config."""
+"""The Qwen2.5-Omni thinker's configuration, read from a transformers config.
+
+`OmniHostInputs` is the host-side (numpy) half of the thinker's fully traced
+call: per example, in the data workers, the vision layout, the M-RoPE
+positions (audio lengths included) and each audio clip's token count and
+window layout.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,18 @@ import copy
 import dataclasses
 import json
 
+import numpy as np
+
+from omni_rrm_jax.models import omni_rope
 from omni_rrm_jax.models.audio import AudioEncoderConfig, audio_config_from_hf
+from omni_rrm_jax.models.audio_layout import build_audio_layout, feat_extract_output_lengths
 from omni_rrm_jax.models.config import DecoderConfig, decoder_config_from_hf, resolve_dtype
+from omni_rrm_jax.models.qwen2_5_vl import HostInputs
 from omni_rrm_jax.models.vision import VisionConfig, vision_config_from_hf
 
 ARCHITECTURE = "Qwen2_5OmniThinkerForConditionalGeneration"
+# Ours only (transformers has no such class): the thinker trunk with a score head.
+CLASSIFIER_ARCHITECTURE = "Qwen2_5OmniThinkerForSequenceClassification"
 MODEL_TYPE = "qwen2_5_omni_thinker"
 # transformers' rotary falls back to this split when rope_parameters has none.
 DEFAULT_MROPE_SECTION = (16, 24, 24)
@@ -62,6 +75,23 @@ class OmniThinkerConfig:
   def pad_token_id(self) -> int | None:
     return self.text.pad_token_id
 
+  @property
+  def num_labels(self) -> int:
+    return self.text.num_labels
+
+  def host_inputs(self) -> OmniHostInputs:
+    """The host-side preparation of fully traced inputs for this model."""
+    v, a = self.vision, self.audio
+    return OmniHostInputs(
+        image_token_id=self.image_token_id, video_token_id=self.video_token_id,
+        spatial_merge_size=v.spatial_merge_size, window_size=v.window_size,
+        patch_size=v.patch_size, temporal_patch_size=v.temporal_patch_size,
+        tokens_per_second=float(self.position_id_per_seconds),
+        audio_token_id=self.audio_token_id,
+        position_id_per_seconds=float(self.position_id_per_seconds),
+        seconds_per_chunk=float(self.seconds_per_chunk), n_window=a.n_window,
+        num_mel_bins=a.num_mel_bins)
+
   def __post_init__(self):
     width = self.text.hidden_size
     if self.vision.out_hidden_size != width or self.audio.output_dim != width:
@@ -109,3 +139,90 @@ def omni_thinker_config_from_hf(hf, **overrides) -> OmniThinkerConfig:
       position_id_per_seconds=hf.position_id_per_seconds,
       seconds_per_chunk=hf.seconds_per_chunk, freeze_encoders=freeze,
       architecture=architecture, hf_config_json=json.dumps(raw, sort_keys=True))
+
+
+def omni_thinker_classifier_config_from_hf(hf, **overrides) -> OmniThinkerConfig:
+  """As `omni_thinker_config_from_hf`, for the score-head variant.
+
+  `num_labels` and `pad_token_id` are read from the top-level config (where
+  sequence classifiers keep them), the pad id falling back to the text
+  config's.
+  """
+  overrides.setdefault("architecture", CLASSIFIER_ARCHITECTURE)
+  cfg = omni_thinker_config_from_hf(hf, **overrides)
+  pad = getattr(hf, "pad_token_id", None)
+  text = dataclasses.replace(cfg.text, num_labels=getattr(hf, "num_labels", None) or 1,
+                             pad_token_id=cfg.text.pad_token_id if pad is None else pad)
+  return dataclasses.replace(cfg, text=text)
+
+
+@dataclasses.dataclass(frozen=True)
+class OmniHostInputs(HostInputs):
+  """`HostInputs` of the thinker: its position rules and its audio clips.
+
+  Plain numbers only, so it pickles into data-loader workers. The vision
+  layout is Qwen2.5-VL's (inherited); positions follow `omni_rope`, and an
+  audio clip of F log-mel frames becomes `audio_tokens(F)` placeholders and
+  the window layout `audio_layout(F)`.
+
+  Attributes (besides `HostInputs`'):
+    position_id_per_seconds: temporal position ids per second of media.
+    seconds_per_chunk: interleaving chunk length (video with its audio).
+    n_window: half the audio encoder's window, in frames.
+    num_mel_bins: mel bins the audio encoder reads.
+  """
+  position_id_per_seconds: float = 25.0
+  seconds_per_chunk: float = 2.0
+  n_window: int = 100
+  num_mel_bins: int = 128
+
+  def __post_init__(self):
+    if self.audio_token_id is None:
+      raise ValueError("OmniHostInputs needs the audio_token_id")
+
+  def position_ids(self, input_ids_t, image_grid_thw=None, video_grid_thw=None,
+                   second_per_grid_ts=None, audio_frames=None) -> np.ndarray:
+    """M-RoPE position ids int32 [3, T] of one unpadded sequence.
+
+    Args:
+      input_ids_t: the sequence, placeholders expanded.
+      image_grid_thw: [num_images, 3] or None.
+      video_grid_thw: [num_videos, 3] or None.
+      second_per_grid_ts: [num_videos] seconds per temporal patch.
+      audio_frames: [num_clips] log-mel frames of its audio clips, in order.
+    """
+    ids = np.asarray(input_ids_t).reshape(1, -1)
+    given = lambda x: x is not None and np.size(x) > 0  # noqa: E731
+    grid = lambda g: np.asarray(g).reshape(-1, 3) if given(g) else None  # noqa: E731
+    frames = np.asarray(audio_frames).reshape(-1) if given(audio_frames) else None
+    position_3bt, _ = omni_rope.get_rope_index(
+        ids, None, image_grid_thw=grid(image_grid_thw), video_grid_thw=grid(video_grid_thw),
+        video_second_per_grid=second_per_grid_ts if given(second_per_grid_ts) else None,
+        audio_feature_lengths=frames, image_token_id=self.image_token_id,
+        video_token_id=self.video_token_id, audio_token_id=self.audio_token_id,
+        spatial_merge_size=self.spatial_merge_size,
+        position_id_per_seconds=self.position_id_per_seconds,
+        seconds_per_chunk=self.seconds_per_chunk)
+    return position_3bt[:, 0]
+
+  def audio_tokens(self, frames: int) -> int:
+    """`<|AUDIO|>` placeholders of a clip of `frames` log-mel frames."""
+    return int(feat_extract_output_lengths(int(frames))[1])
+
+  def audio_layout(self, frames: int) -> dict[str, np.ndarray]:
+    """One clip's `AudioLayout` index arrays, for the clip alone (frames from 0).
+
+    Returns:
+      {"frame_index": int32 [c, W], "frame_valid": bool [c, W],
+      "token_valid": bool [c, N], "pool_index": int32 [p, 2]} for c windows
+      of W = 2 * n_window frames, N = n_window tokens and p output tokens
+      (c = p = 0 without audio). Pool indices count tokens of the clip's
+      own [c * N] token grid.
+    """
+    w, n = 2 * self.n_window, self.n_window
+    if not frames:
+      return {"frame_index": np.zeros((0, w), np.int32), "frame_valid": np.zeros((0, w), bool),
+              "token_valid": np.zeros((0, n), bool), "pool_index": np.zeros((0, 2), np.int32)}
+    layout = build_audio_layout(self.n_window, feature_lens=[int(frames)])
+    return {"frame_index": layout.frame_index_cw, "frame_valid": layout.frame_valid_cw,
+            "token_valid": layout.token_valid_cn, "pool_index": layout.pool_index_p2}

@@ -22,6 +22,12 @@ host-side parts in the data workers; `encode_vision_rows` and the
 `media_features` / `media_index` keywords consume them under `jit`, so the
 compiled shapes depend only on the (bucketed) patch and token counts.
 
+Generation runs the same row path through a KV cache: the sampler encodes
+each prompt's media once, then `call_cached` (`TextModel.call_cached`)
+prefills with the prompt's M-RoPE ids and decodes on from the position after
+each row's last prompt token (`multimodal_decode` holds the model-agnostic
+side of it).
+
 `Qwen2_5_VLForSequenceClassification` puts a bias-free score head on the same
 trunk, pooled at the last non-padding token as `decoder.SequenceClassifier`.
 transformers has no such class: its export is our config (`architectures`
@@ -41,7 +47,7 @@ from flax import nnx
 from omni_rrm_jax.models import mrope
 from omni_rrm_jax.models.attention import causal_mask
 from omni_rrm_jax.models.config import DecoderConfig, decoder_config_from_hf, resolve_dtype
-from omni_rrm_jax.models.decoder import DecoderLayer, ModelOutput, last_token_index
+from omni_rrm_jax.models.decoder import DecoderLayer, KVCache, ModelOutput, last_token_index
 from omni_rrm_jax.models.layers import DenseGeneral, Embed, RMSNorm
 from omni_rrm_jax.models.vision import VisionConfig, VisionTransformer, vision_config_from_hf
 from omni_rrm_jax.models.vision_layout import VisionLayout, vision_layout
@@ -291,6 +297,94 @@ class TextModel(nnx.Module):
       x_bte = block(layer, x_bte)
     return self.norm(x_bte)
 
+  def embed(self, input_ids: jax.Array, media_features: jax.Array | None = None,
+            media_index: jax.Array | None = None) -> jax.Array:
+    """Token embeddings [B, T, E], placeholders filled from row-local media features
+    (`gather_features`) when given."""
+    if (media_features is None) != (media_index is None):
+      raise ValueError("media_features and media_index go together")
+    x_bte = self.embed_tokens(input_ids)
+    if media_features is not None:
+      x_bte = gather_features(x_bte, media_features, media_index)
+    return x_bte
+
+  def call_cached(self, cache: KVCache, input_ids=None, attention_mask=None, position_ids=None,
+                  inputs_embeds=None, media_features=None,
+                  media_index=None) -> tuple[jax.Array, KVCache]:
+    """Runs T new tokens per row on top of `cache` (prefill or one decode step).
+
+    `Decoder.call_cached` with three-axis positions and row-local media. The
+    cache's `next_position_b` holds one past the position of each row's last
+    real token, so decoding continues the prompt's text positions with the
+    same id on all three axes: where `rope_index` puts text appended to the
+    prompt (so a sampled completion is positioned as in training), and what
+    transformers' `generate` does. (transformers' rope deltas continue from
+    the prompt's largest position instead; the two differ only when a video's
+    temporal ids outrun its spatial extent near the end of the prompt.)
+
+    Args:
+      cache: the `KVCache` so far (`init_cache(cfg, ...)`; empty for a prefill).
+      input_ids: [B, T] new token ids (or `inputs_embeds` [B, T, E]).
+      attention_mask: [B, T] 1 at real new tokens, 0 at padding; all real when
+        None. Padded slots are never attended to.
+      position_ids: int [3, B, T] M-RoPE ids of the new tokens (or [B, T], used
+        on all three axes), e.g. a multimodal prompt's from `HostInputs`. By
+        default each row counts on from `cache.next_position_b` over its real
+        tokens.
+      inputs_embeds: [B, T, E], instead of `input_ids`.
+      media_features: [B, M, E] each row's media tokens (`encode_vision_rows`).
+      media_index: int [B, T] the row of `media_features` each token takes, -1
+        elsewhere (see `gather_features`).
+
+    Returns:
+      (final normed hidden states [B, T, E], the updated cache).
+    """
+    if (input_ids is None) == (inputs_embeds is None):
+      raise ValueError("pass exactly one of input_ids or inputs_embeds")
+    if inputs_embeds is None:
+      x_bte = self.embed(input_ids, media_features, media_index)
+    elif media_features is not None:
+      raise ValueError("media_features need input_ids (to find the placeholder tokens)")
+    else:
+      x_bte = inputs_embeds
+    x_bte = constrain(x_bte.astype(self.cfg.dtype), ("batch", "length", "embed"))
+    b, t = x_bte.shape[:2]
+    if t > cache.max_length:
+      raise ValueError(f"{t} new tokens do not fit a cache of {cache.max_length} slots")
+    valid_bt = (jnp.ones((b, t), bool) if attention_mask is None
+                else attention_mask.astype(bool))
+    if position_ids is None:
+      counted_bt = jnp.cumsum(valid_bt, axis=1, dtype=jnp.int32)
+      # Padding gets position 0: it is never a valid key, so its angle is moot.
+      position_ids = jnp.maximum(cache.next_position_b[:, None] + counted_bt - 1, 0)
+    position_3bt = jnp.asarray(position_ids, jnp.int32)
+    if position_3bt.ndim == 2:
+      position_3bt = jnp.broadcast_to(position_3bt, (3, b, t))
+    # One past each row's last real token; rows without a real token keep theirs.
+    last_b = jnp.argmax(jnp.arange(t, dtype=jnp.int32) * valid_bt, axis=1)
+    last_position_b = jnp.take_along_axis(jnp.max(position_3bt, axis=0), last_b[:, None],
+                                          axis=1)[:, 0]
+    next_position_b = jnp.where(valid_bt.any(axis=1), last_position_b + 1,
+                                cache.next_position_b)
+    start = cache.end
+    zero = jnp.zeros((), jnp.int32)
+    key_valid_bs = jax.lax.dynamic_update_slice(cache.key_valid_bs, valid_bt, (zero, start))
+    key_valid_bs = constrain(key_valid_bs, ("batch", "length"))
+    cos, sin = mrope.mrope_cos_sin(position_3bt, self.cfg.rope_dict, self.cfg.head_dim,
+                                   self.cfg.max_position_embeddings)
+    q_slot_t = start + jnp.arange(t, dtype=jnp.int32)
+    k_slot_s = jnp.arange(cache.max_length, dtype=jnp.int32)
+    windows = {layer.sliding_window for layer in self.layers}
+    masks = {w: causal_mask(q_slot_t, k_slot_s, key_valid_bs, w) for w in windows}
+    keys, values = [], []
+    for layer, k_bskd, v_bskd in zip(self.layers, cache.k_bskd, cache.v_bskd):
+      x_bte, k_bskd, v_bskd = layer.call_cached(x_bte, cos, sin, masks, k_bskd, v_bskd, start)
+      keys.append(k_bskd)
+      values.append(v_bskd)
+    cache = cache.replace(k_bskd=tuple(keys), v_bskd=tuple(values), key_valid_bs=key_valid_bs,
+                          end=start + t, next_position_b=next_position_b)
+    return self.norm(x_bte), cache
+
 
 class _VisionLanguageTrunk(nnx.Module):
   """The vision encoder and the text model, shared by both heads.
@@ -364,7 +458,7 @@ class _VisionLanguageTrunk(nnx.Module):
         raise ValueError("media_features need input_ids and precomputed position_ids")
       if pixel_values is not None or pixel_values_videos is not None:
         raise ValueError("pass media either as pixel values with grids or as media_features")
-      x_bte = gather_features(self.model.embed_tokens(input_ids), media_features, media_index)
+      x_bte = self.model.embed(input_ids, media_features, media_index)
     elif input_ids is None:
       if pixel_values is not None or pixel_values_videos is not None:
         raise ValueError("media inputs need input_ids (to find the placeholder tokens)")
@@ -409,6 +503,16 @@ class Qwen2_5_VLForConditionalGeneration(_VisionLanguageTrunk):
                                second_per_grid_ts, mm_token_type_ids, inputs_embeds,
                                media_features, media_index)
     return ModelOutput(logits=self.lm_logits(h_bte), hidden_states=h_bte)
+
+  def call_cached(self, cache: KVCache, input_ids=None, attention_mask=None, position_ids=None,
+                  media_features=None, media_index=None) -> ModelOutput:
+    """Logits [B, T, V] of T new tokens appended to `cache`; the output carries
+    the updated cache. Arguments: see `TextModel.call_cached`; media come as
+    row-local features (`models.media_inputs`), encoded once beforehand."""
+    h_bte, cache = self.model.call_cached(cache, input_ids, attention_mask, position_ids,
+                                          media_features=media_features,
+                                          media_index=media_index)
+    return ModelOutput(logits=self.lm_logits(h_bte), hidden_states=h_bte, cache=cache)
 
   def lm_logits(self, h_bte: jax.Array) -> jax.Array:
     """Vocabulary logits [B, T, V] of final hidden states."""

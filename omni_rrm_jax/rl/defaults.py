@@ -11,6 +11,7 @@ from __future__ import annotations
 import ml_collections
 
 from omni_rrm_jax.sharding.config import mesh_config, rules_config
+from omni_rrm_jax.train import defaults as train_defaults
 
 RECIPES = ("judge", "policy")
 
@@ -19,6 +20,10 @@ def base_config(recipe: str = "judge") -> ml_collections.ConfigDict:
   """The tiny CPU defaults of `recipe` ("judge": a rubric judge; "policy": a policy)."""
   if recipe not in RECIPES:
     raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
+  # The multimodal settings (towers built from scratch, media buckets and
+  # preprocessing) are the training tasks' own, so a judge SFT'd there samples
+  # its media here exactly as it was trained on them.
+  shared = train_defaults.base_config("sft")
   c = ml_collections.ConfigDict()
   c.task = "grpo"
   c.seed = 0
@@ -29,6 +34,11 @@ def base_config(recipe: str = "judge") -> ml_collections.ConfigDict:
   c.model.config = ml_collections.ConfigDict(dict(
       hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
       num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True))
+  # Towers of a multimodal policy (Qwen2_5_VLForConditionalGeneration,
+  # Qwen2_5OmniThinkerForConditionalGeneration) built from scratch; ignored by
+  # text architectures and by checkpoints. See train/defaults.py.
+  c.model.vision = shared.model.vision
+  c.model.audio = shared.model.audio
   c.model.dtype = "float32"
   c.model.param_dtype = "float32"
   c.model.remat = False
@@ -54,6 +64,12 @@ def base_config(recipe: str = "judge") -> ml_collections.ConfigDict:
   c.data.max_prompt_length = 512  # prompt content is cut from the left beyond this
   c.data.prompt_bucket = 64  # prompts are left-padded to a multiple of this
   c.data.worker_count = 0
+  # Media of a multimodal policy (see train/defaults.py): patches (audio frames)
+  # per prompt are padded to one of these buckets, the largest caps a prompt's
+  # media, and `media` overrides the preprocessing.
+  c.data.patch_buckets = shared.data.patch_buckets
+  c.data.audio_frame_buckets = shared.data.audio_frame_buckets
+  c.data.media = shared.data.media
 
   c.rollout = ml_collections.ConfigDict(dict(
       prompts_per_step=4,  # global, across processes

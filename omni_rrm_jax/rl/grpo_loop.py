@@ -14,6 +14,14 @@ optimizer, restore, loop, final eval and export. One step:
             with the sampler's log-probs as the old policy and, for beta > 0,
             KL to a frozen copy of the initial params.
 
+A multimodal policy (Qwen2.5-VL, the Qwen2.5-Omni thinker) samples image,
+video and audio records with their media: prompts are encoded with the
+training tasks' `MediaSpec`, the sampler runs the encoders once per prompt,
+and the update re-encodes each row's prompt media. Records whose media fail
+(missing or corrupt files, too many patches, audio for a vision model) are
+skipped and counted per reason (`prompts_skipped`, `skipped_prompts`). A text
+policy leaves media records out.
+
 Pointed at a workdir with a checkpoint, it resumes exactly (policy, optimizer,
 prompt stream; rollout keys are `fold_in(rng, step)`); SIGTERM saves and exits.
 """
@@ -33,12 +41,13 @@ import tqdm
 from flax import nnx
 
 from omni_rrm_jax.core.metric_writers import MetricWriter
-from omni_rrm_jax.data.tokenize import ExampleEncoder
+from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.models.hf_save import save_pretrained
 from omni_rrm_jax.rl import rollout
 from omni_rrm_jax.rl.advantages import ADVANTAGE_ESTIMATORS
 from omni_rrm_jax.rl.grpo_step import BATCH_KEYS, make_grpo_step
 from omni_rrm_jax.rl.model_reward import ModelReward
+from omni_rrm_jax.rl.prompt_media import PROMPT_MEDIA, PromptMedia
 from omni_rrm_jax.rl.shaping import fill_groups, mask_truncated
 from omni_rrm_jax.sampling.params import SamplingParams
 from omni_rrm_jax.sampling.prompts import bucket_length
@@ -62,16 +71,28 @@ _EVAL_KEY = 2**31 - 1  # folded into the rng for evaluation rollouts, apart from
 
 
 def _text_records(records, name: str):
-  """The sampler is text-only: records with media are left out (and counted)."""
+  """A text policy cannot see media: records with media are left out (and counted)."""
   kept = [r for r in records if r.modality == "text"]
   if len(kept) < len(records):
-    log.warning("%s: %d records with media skipped (GRPO prompts are text-only)", name,
+    log.warning("%s: %d records with media skipped (the policy is a text model)", name,
                 len(records) - len(kept))
   return kept
 
 
 def _concat(batches):
   return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def valid_groups(batch: dict, group_size: int, skipped: collections.Counter | None = None):
+  """The round's groups whose prompts could be built; the others are counted by reason."""
+  valid_g = batch["valid"][::group_size] > 0
+  if skipped is not None:
+    for reason in batch["invalid_reason"][::group_size][~valid_g]:
+      skipped[INVALID_REASONS[int(reason)]] += 1
+  if valid_g.all():
+    return batch
+  keep_b = np.repeat(valid_g, group_size)
+  return {k: v[keep_b] for k, v in batch.items()}
 
 
 def reward_metrics(sampled: dict, names, group_size: int) -> dict[str, float]:
@@ -119,11 +140,16 @@ def run(config, workdir: str) -> dict:
 
   # --- Data: prompt stream and rewards ------------------------------------
   train_records, eval_records, counters = components.data_splits(config, workdir)
-  train_records = _text_records(train_records, "train")
-  eval_records = _text_records(eval_records, "eval")
   tokenizer, tokenizer_dir = components.tokenizer_for(
       config, workdir, components.texts_for_tokenizer(train_records))
-  encoder = ExampleEncoder(tokenizer, config.data.max_prompt_length, "sft")
+  # A multimodal policy decodes media in the prompt workers (None: a text policy).
+  spec = components.media_spec(config, workdir, components.model_config(config, tokenizer),
+                               tokenizer)
+  prompt_media = PromptMedia.from_spec(spec, config.data.patch_buckets) if spec else None
+  if spec is None:
+    train_records = _text_records(train_records, "train")
+    eval_records = _text_records(eval_records, "eval")
+  encoder = ExampleEncoder(tokenizer, config.data.max_prompt_length, "sft", media=spec)
   prompt_kw = dict(recipe=recipe, max_prompt_length=config.data.max_prompt_length,
                    batch_size=n_prompts, worker_count=config.data.worker_count,
                    process_index=jax.process_index(), process_count=n_proc)
@@ -146,7 +172,8 @@ def run(config, workdir: str) -> dict:
                             max_new_tokens=ro.max_new_tokens, num_samples=g)
   gen_kw = dict(sampling=sampling, eos_ids=(tokenizer.eos_token_id,),
                 pad_id=tokenizer.pad_token_id, bucket=config.data.prompt_bucket,
-                max_prompt_length=config.data.max_prompt_length, mesh=mesh, rules=rules)
+                max_prompt_length=config.data.max_prompt_length, mesh=mesh, rules=rules,
+                media=prompt_media)
 
   # --- Policy, reference and optimizer ------------------------------------
   model = components.build_model(config, tokenizer, mesh, rules)
@@ -178,11 +205,16 @@ def run(config, workdir: str) -> dict:
     log.info("resumed from step %d in %s", start, workdir)
 
   timers = collections.Counter()
+  skipped = collections.Counter()  # training prompt draws skipped, by reason
 
-  def sample(params, prompts, rng, records):
-    """One rollout round: generate, decode, score (timed apart)."""
+  def sample(params, prompts, rng, records, skipped=None):
+    """One rollout round: generate, decode, score (timed apart); None when no
+    prompt of the round could be built."""
     t = time.perf_counter()
     batch = rollout.generate_round((graphdef, params), prompts, rng=rng, **gen_kw)
+    batch = valid_groups(batch, g, skipped)
+    if not len(batch["valid"]):
+      return None
     texts = rollout.decode(tokenizer, batch)
     timers["rollout"] += time.perf_counter() - t
     t = time.perf_counter()
@@ -194,13 +226,17 @@ def run(config, workdir: str) -> dict:
     key = jax.random.fold_in(state.rng, _EVAL_KEY)
     batches = [sample(params, p, jax.random.fold_in(key, i), eval_records)
                for i, p in enumerate(eval_batches)]
-    return reward_metrics(_concat(batches), scorer.names, g)
+    batches = [b for b in batches if b is not None]
+    return reward_metrics(_concat(batches), scorer.names, g) if batches else {}
 
   def rounds(params, step, sampled):
+    """Rollout rounds with at least one usable prompt; `sampled` gets every round
+    drawn (None for a round without one)."""
     for r in range(sh.max_rounds if sh.dynamic_sampling else 1):
       rng = jax.random.fold_in(jax.random.fold_in(state.rng, step), r)
-      sampled.append(sample(params, next(prompt_iter), rng, train_records))
-      yield sampled[-1]
+      sampled.append(sample(params, next(prompt_iter), rng, train_records, skipped))
+      if sampled[-1] is not None:
+        yield sampled[-1]
 
   # --- Loop --------------------------------------------------------------
   writer = MetricWriter(workdir, enabled=is_main)
@@ -217,17 +253,21 @@ def run(config, workdir: str) -> dict:
       timers.clear()
       t_step = time.perf_counter()
       sampled = []
+      skipped_before = sum(skipped.values())
       if sh.dynamic_sampling:
         filled = fill_groups(rounds(state.params, step, sampled), g, n_prompts,
                              max_rounds=sh.max_rounds)
         batch, kept = filled.batch, filled.num_groups
       else:
-        batch, kept = next(rounds(state.params, step, sampled)), n_prompts
-      metrics = reward_metrics(_concat(sampled), scorer.names, g)
-      rewards_gk = batch["rewards"].reshape(-1, g)
+        batch = next(rounds(state.params, step, sampled), None)
+        kept = 0 if batch is None else len(batch["valid"]) // g
+      drawn = [b for b in sampled if b is not None]
+      metrics = reward_metrics(_concat(drawn), scorer.names, g) if drawn else {}
       metrics.update({"groups_kept": kept, "rollout_rounds": len(sampled),
-                      "loss_batch/zero_variance_groups":
-                          int(np.sum(rewards_gk.max(-1) == rewards_gk.min(-1)))})
+                      "prompts_skipped": sum(skipped.values()) - skipped_before})
+      rewards_gk = batch["rewards"].reshape(-1, g) if kept else np.zeros((0, g))
+      metrics["loss_batch/zero_variance_groups"] = int(
+          np.sum(rewards_gk.max(-1) == rewards_gk.min(-1)))
 
       t = time.perf_counter()
       updates = []
@@ -242,18 +282,28 @@ def run(config, workdir: str) -> dict:
                               config.data.max_prompt_length)
         batch["prompt_ids"] = batch["prompt_ids"][:, -width:]
         batch["prompt_mask"] = batch["prompt_mask"][:, -width:]
+
+        def media_rows(rows_r) -> dict:
+          """The prompt media of rows `rows_r`, batched at this width (text: none)."""
+          if PROMPT_MEDIA not in batch:
+            return {}
+          return prompt_media.collate(batch[PROMPT_MEDIA][rows_r], width)
+
         keys = BATCH_KEYS
         if ref_params is not None:
           seqs = to_global({k: batch[k] for k in keys[:4]}, mesh, rules)
+          # Groups are whole here: each prompt's media encoded once for its G rows.
+          ref_media = to_global(media_rows(np.arange(0, rows, g)), mesh, rules)
           batch["ref_logp"] = rollout.local_rows(score_completions(
               (graphdef, ref_params), seqs["prompt_ids"], seqs["prompt_mask"],
-              seqs["completion_ids"], seqs["completion_mask"], mesh=mesh, rules=rules))
+              seqs["completion_ids"], seqs["completion_mask"], mesh=mesh, rules=rules,
+              media=ref_media or None, rows_per_example=g))
           keys += ("ref_logp",)
         for epoch in range(gr.num_iterations):
           order = np.random.default_rng([config.seed, step, epoch]).permutation(rows)
           for rows_m in np.split(order, gr.num_minibatches):
-            state, m = grpo_step(state, to_global({k: batch[k][rows_m] for k in keys},
-                                                  mesh, rules))
+            minibatch = {**{k: batch[k][rows_m] for k in keys}, **media_rows(rows_m)}
+            state, m = grpo_step(state, to_global(minibatch, mesh, rules))
             updates.append(m)
         updates = jax.device_get(updates)
         check_nonfinite(updates[-1], grpo_step.max_nonfinite_streak)
@@ -268,7 +318,8 @@ def run(config, workdir: str) -> dict:
       if done % config.train.log_every == 0 or done == config.train.num_steps:
         writer.write(done, metrics)
         history.append({"step": done, **metrics})
-        progress.set_postfix(reward=f"{metrics['reward/total_mean']:.3f}")
+        if "reward/total_mean" in metrics:
+          progress.set_postfix(reward=f"{metrics['reward/total_mean']:.3f}")
       if eval_batches and config.eval.every and done % config.eval.every == 0:
         writer.write(done, evaluate(state.params), "eval")
       ckpt.save(done, state, prompt_iter.get_state(), config_json)
@@ -287,7 +338,10 @@ def run(config, workdir: str) -> dict:
 
   # --- Final eval and export ---------------------------------------------
   summary.update(step=final_step, stopped_early=stopped_early,
-                 bad_records={k: c.summary() for k, c in counters.items()})
+                 bad_records={k: c.summary() for k, c in counters.items()},
+                 skipped_prompts=dict(skipped))
+  if skipped:
+    log.info("training prompts skipped (since start or resume): %s", dict(skipped))
   if not stopped_early:
     if eval_batches:
       summary["eval"] = evaluate(state.params)

@@ -13,6 +13,10 @@ A batch is a dict of [B, ...] arrays, B rows sharded over the `batch` axis:
   adv                             [B]     per-completion advantages
   ref_logp (only when beta > 0)   [B, N]  log-probs under the frozen reference
 
+and, for a multimodal policy, each row's prompt media (`models.media_inputs`
+keys, sequence keys over the P prompt columns, e.g. from
+`rl.prompt_media.PromptMedia.collate`), which the recompute encodes per row.
+
 The policy's log-probs are recomputed differentiably (`sequence_logprobs`, raw
 policy at temperature 1, as the sampler stores them). With `on_policy` (one
 pass, one minibatch: the params are exactly the sampling params) the old
@@ -31,6 +35,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
+from omni_rrm_jax.models.media_inputs import MEDIA_KEYS, check_media_keys
 from omni_rrm_jax.rl.losses import POLICY_LOSSES
 from omni_rrm_jax.sampling.scoring import sequence_logprobs
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding
@@ -46,10 +51,12 @@ def _tree_where(ok: jax.Array, new, old):
 
 
 def policy_logprobs(model, batch: dict[str, jax.Array]) -> jax.Array:
-  """[B, N] log-probs of the completion tokens after their prompts."""
+  """[B, N] log-probs of the completion tokens after their prompts (and their media)."""
   tokens_bt = jnp.concatenate([batch["prompt_ids"], batch["completion_ids"]], axis=1)
   mask_bt = jnp.concatenate([batch["prompt_mask"], batch["completion_mask"]], axis=1)
-  return sequence_logprobs(model, tokens_bt, mask_bt, batch["prompt_ids"].shape[1])
+  media = {k: batch[k] for k in MEDIA_KEYS if k in batch}
+  return sequence_logprobs(model, tokens_bt, mask_bt, batch["prompt_ids"].shape[1],
+                           media=media or None)
 
 
 def make_grpo_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
@@ -104,6 +111,7 @@ def make_grpo_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
     missing = [k for k in BATCH_KEYS + (("ref_logp",) if beta > 0 else ()) if k not in batch]
     if missing:
       raise KeyError(f"grpo batch is missing {missing}")
+    check_media_keys(batch)
     with activation_sharding(mesh, rules):
       (loss, metrics), grads = grad_fn(state.params, batch)
     num_tokens = jnp.sum(batch["loss_mask"].astype(jnp.float32))

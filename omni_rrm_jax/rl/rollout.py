@@ -15,6 +15,12 @@ Two recipes turn a `PreferenceRecord` into a prompt and reward columns:
           `label` and `teacher_scores` (the judge rewards read them);
   policy  the record's prompt as one user turn; column `reference` (the
           better response, both on a tie) for the text rewards.
+
+With a multimodal policy (an encoder with a `MediaSpec`), image, video and
+audio records keep their media: prompts carry it (`prompt_media.py`), the
+sampler encodes it once per prompt, and every completion row keeps its
+prompt's media in the `prompt_media` column for the policy update. Prompts
+whose media fail come back with `valid` 0 (and their `invalid_reason`).
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ import jax
 import numpy as np
 
 from omni_rrm_jax.data.records import PreferenceRecord
-from omni_rrm_jax.data.templates import judge_messages
+from omni_rrm_jax.data.templates import judge_messages, media_parts
 from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.rewards import REWARDS, WeightedReward, parse_judgment
 from omni_rrm_jax.rl.defaults import RECIPES
+from omni_rrm_jax.rl.prompt_media import PROMPT_MEDIA, PromptMedia, object_column, prompt_example
 from omni_rrm_jax.rl.shaping import overlong_penalty
 from omni_rrm_jax.sampling.params import SamplingParams
 from omni_rrm_jax.sampling.prompts import left_pad
@@ -38,20 +45,37 @@ from omni_rrm_jax.sharding.batch import to_global
 
 
 def policy_messages(record: PreferenceRecord) -> list[dict[str, Any]]:
-  return [{"role": "user", "content": record.prompt}]
+  """The record's prompt as one user turn, its media parts first."""
+  parts = media_parts(record)
+  content = [*parts, {"type": "text", "text": record.prompt}] if parts else record.prompt
+  return [{"role": "user", "content": content}]
+
+
+def recipe_messages(record: PreferenceRecord, recipe: str) -> list[dict[str, Any]]:
+  if recipe not in RECIPES:
+    raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
+  return judge_messages(record) if recipe == "judge" else policy_messages(record)
 
 
 def prompt_ids(encoder: ExampleEncoder, record: PreferenceRecord, recipe: str,
                max_prompt_length: int) -> list[int]:
   """The prompt's tokens for `recipe` (generation prompt included), its user
-  content cut from the left when the whole would exceed `max_prompt_length`."""
-  if recipe not in RECIPES:
-    raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
-  messages = judge_messages(record) if recipe == "judge" else policy_messages(record)
-  pieces = encoder.prompt_pieces(messages)
+  content cut from the left when the whole would exceed `max_prompt_length`.
+  Text path: media stay one placeholder token each (see `encode_prompt`)."""
+  pieces = encoder.prompt_pieces(recipe_messages(record, recipe))
   budget = max(max_prompt_length - len(pieces.prefix) - len(pieces.suffix), 0)
   content = pieces.content[max(len(pieces.content) - budget, 0):] if budget else []
   return pieces.prefix + content + pieces.suffix
+
+
+def encode_prompt(encoder: ExampleEncoder, record: PreferenceRecord, recipe: str,
+                  max_prompt_length: int) -> dict[str, Any]:
+  """`{"prompt_ids", "valid", "invalid_reason"}` of a record's prompt, plus its
+  per-example media arrays when the encoder has a `MediaSpec`."""
+  ids = prompt_ids(encoder, record, recipe, max_prompt_length)
+  if encoder.media is None:
+    return {"prompt_ids": np.asarray(ids, np.int32), "valid": True, "invalid_reason": 0}
+  return prompt_example(encoder, record, recipe_messages(record, recipe), max_prompt_length, ids)
 
 
 def reward_columns(records: Sequence[PreferenceRecord], recipe: str) -> dict[str, list]:
@@ -80,15 +104,15 @@ class _Tag(grain.transforms.MapWithIndex):
 
 
 class _EncodePrompt(grain.transforms.Map):
-  """A picklable map step: (index, record) -> {"prompt_ids", "index"}."""
+  """A picklable map step: (index, record) -> `encode_prompt(...)` plus "index"."""
 
   def __init__(self, encoder: ExampleEncoder, recipe: str, max_prompt_length: int):
     self.encoder, self.recipe, self.max_prompt_length = encoder, recipe, max_prompt_length
 
   def map(self, tagged) -> dict[str, Any]:
     index, record = tagged
-    ids = prompt_ids(self.encoder, record, self.recipe, self.max_prompt_length)
-    return {"prompt_ids": np.asarray(ids, np.int32), "index": index}
+    return {**encode_prompt(self.encoder, record, self.recipe, self.max_prompt_length),
+            "index": index}
 
 
 def make_prompt_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *,
@@ -96,7 +120,8 @@ def make_prompt_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEnc
                         shuffle: bool = True, num_epochs: int | None = None,
                         worker_count: int = 0, process_index: int = 0,
                         process_count: int = 1) -> grain.IterDataset:
-  """Batches (lists) of `{"prompt_ids", "index"}` for this process, as in `data.pipeline`.
+  """Batches (lists) of `encode_prompt` dicts with their record's "index", for
+  this process, as in `data.pipeline`.
 
   Seeded global shuffle reshuffled each epoch, this process's interleaved share
   of the stream, encoding in Grain (worker processes when `worker_count`); the
@@ -131,11 +156,12 @@ def local_rows(x) -> np.ndarray:
 
 def generate_round(policy, prompts: Sequence[Mapping[str, Any]], *, sampling: SamplingParams,
                    rng: jax.Array, eos_ids: Sequence[int], pad_id: int, bucket: int,
-                   max_prompt_length: int, mesh=None, rules=()) -> dict[str, np.ndarray]:
+                   max_prompt_length: int, mesh=None, rules=(),
+                   media: PromptMedia | None = None) -> dict[str, np.ndarray]:
   """G completions for each prompt of one batch, as host arrays (G rows per prompt).
 
   Args:
-    policy: `(graphdef, params)` of the causal LM.
+    policy: `(graphdef, params)` of the causal LM (or multimodal model).
     prompts: a batch of `make_prompt_dataset`.
     sampling: the sampling parameters (`num_samples` is G).
     rng: the round's key, the same on every process.
@@ -145,34 +171,49 @@ def generate_round(policy, prompts: Sequence[Mapping[str, Any]], *, sampling: Sa
     max_prompt_length: the stored prompt width.
     mesh: the device mesh (prompts are placed on it sharded by rows).
     rules: logical -> mesh axis rules.
+    media: how to batch the prompts' media, for prompts that carry it (an
+      encoder with a `MediaSpec`); the sampler encodes it once per prompt.
 
   Returns:
     `prompt_ids`, `prompt_mask` [n, max_prompt_length]; `completion_ids`,
     `completion_mask`, `old_logp` [n, N]; `lengths`, `truncated`, `index`
-    (the record) and `valid` (all 1) [n]; n = len(prompts) * G.
+    (the record), `valid` (0 for prompts whose media failed) and
+    `invalid_reason` [n]; with media, `prompt_media` [n] (each row's prompt
+    example, an object column for `PromptMedia.collate`); n = len(prompts) * G.
   """
   g = sampling.num_samples
   ids_bt, mask_bt = left_pad([p["prompt_ids"].tolist() for p in prompts], pad_id,
                              multiple=bucket, max_length=max_prompt_length)
-  placed = to_global({"ids": ids_bt, "mask": mask_bt}, mesh, rules) if mesh is not None else {
-      "ids": ids_bt, "mask": mask_bt}
-  out = generate(policy, placed["ids"], placed["mask"], sampling, rng, eos_ids=tuple(eos_ids),
-                 pad_id=pad_id, mesh=mesh, rules=rules)
+  host = {"ids": ids_bt, "mask": mask_bt}
+  with_media = media is not None and "media_index" in prompts[0]
+  if with_media:
+    host.update(media.collate(prompts, ids_bt.shape[1]))
+  placed = to_global(host, mesh, rules) if mesh is not None else host
+  prompt_media = {k: v for k, v in placed.items() if k not in ("ids", "mask")}
+  sampled = generate(policy, placed["ids"], placed["mask"], sampling, rng,
+                     eos_ids=tuple(eos_ids), pad_id=pad_id, mesh=mesh, rules=rules,
+                     media=prompt_media or None)
   wide_ids = np.full((len(prompts), max_prompt_length), pad_id, np.int32)
   wide_mask = np.zeros((len(prompts), max_prompt_length), np.int32)
   wide_ids[:, -ids_bt.shape[1]:], wide_mask[:, -ids_bt.shape[1]:] = ids_bt, mask_bt
   index = np.asarray([p["index"] for p in prompts], np.int64)
-  return {
+  valid = np.asarray([p.get("valid", True) for p in prompts], np.float32)
+  reason = np.asarray([p.get("invalid_reason", 0) for p in prompts], np.int32)
+  out = {
       "prompt_ids": np.repeat(wide_ids, g, axis=0),
       "prompt_mask": np.repeat(wide_mask, g, axis=0),
-      "completion_ids": local_rows(out.tokens_bn),
-      "completion_mask": local_rows(out.mask_bn),
-      "old_logp": local_rows(out.logprobs_bn),
-      "lengths": local_rows(out.lengths_b),
-      "truncated": local_rows(out.truncated_b),
+      "completion_ids": local_rows(sampled.tokens_bn),
+      "completion_mask": local_rows(sampled.mask_bn),
+      "old_logp": local_rows(sampled.logprobs_bn),
+      "lengths": local_rows(sampled.lengths_b),
+      "truncated": local_rows(sampled.truncated_b),
       "index": np.repeat(index, g),
-      "valid": np.ones(len(prompts) * g, np.float32),
+      "valid": np.repeat(valid, g),
+      "invalid_reason": np.repeat(reason, g),
   }
+  if with_media:
+    out[PROMPT_MEDIA] = np.repeat(object_column(prompts), g)
+  return out
 
 
 def decode(tokenizer, batch: Mapping[str, np.ndarray]) -> list[str]:

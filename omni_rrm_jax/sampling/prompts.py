@@ -1,8 +1,13 @@
-"""Left-padding prompts into length buckets, so `generate` compiles a few shapes only."""
+"""Left-padding prompts into length buckets, so `generate` compiles a few shapes only.
+
+Multimodal prompts also carry sequence-aligned media keys (M-RoPE
+`position_ids`, `media_index`); batches are collated with those padded on
+the right, and `left_pad_media` moves them flush right beside the tokens.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -35,3 +40,44 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, multiple: int = 64,
     ids_bt[row, t - len(prompt):] = prompt
     mask_bt[row, t - len(prompt):] = 1
   return ids_bt, mask_bt
+
+
+# Media keys that run along the token axis (last axis), and nothing else does.
+SEQUENCE_MEDIA_KEYS = ("position_ids", "media_index")
+
+
+def left_pad_media(media: Mapping[str, np.ndarray], lengths_b: Sequence[int]) -> dict:
+  """Right-padded media batch keys -> aligned with left-padded prompts.
+
+  Each row's first `lengths_b[row]` entries along the token axis of the
+  sequence keys (`position_ids` [B, 3, T], `media_index` [B, T]) move flush
+  right, their padding (position 0, index -1) to the left, as `left_pad`
+  places the tokens. Other keys (patches, layouts) pass through.
+  """
+  out = dict(media)
+  for key in SEQUENCE_MEDIA_KEYS:
+    if key not in media:
+      continue
+    x = np.asarray(media[key])
+    t = x.shape[-1]
+    shifted = np.empty_like(x)
+    for row, length in enumerate(lengths_b):
+      if not 0 < length <= t:
+        raise ValueError(f"row {row}: prompt length {length} does not fit {t} columns")
+      shifted[row] = np.roll(x[row], t - length, axis=-1)
+    out[key] = shifted
+  return out
+
+
+def fit_prompt(prefix: Sequence[int], content: Sequence[int], suffix: Sequence[int],
+               max_length: int) -> list[int] | None:
+  """prefix + content + suffix, the content cut from the left to fit `max_length`.
+
+  The framing (prefix, suffix: chat template, media tokens) is never cut:
+  None when it alone exceeds `max_length`.
+  """
+  budget = max_length - len(prefix) - len(suffix)
+  if budget < 0:
+    return None
+  kept = list(content[max(len(content) - budget, 0):]) if budget else []
+  return [*prefix, *kept, *suffix]

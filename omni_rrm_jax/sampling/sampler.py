@@ -9,14 +9,22 @@ Prompts are left-padded (real tokens flush right, see `prompts.left_pad`), so
 every row's next token goes to the same cache slot. Prefill and the whole decode
 loop run under one `jax.jit`; the loop is a `lax.while_loop` that stops as soon
 as every row has finished. The compiled program is cached per (prompt shape,
-`SamplingParams`, EOS ids, model structure), so callers should bucket prompt
-lengths (`prompts.bucket_length`) to keep the number of compilations small.
+media shapes, `SamplingParams`, EOS ids, model structure), so callers should
+bucket prompt lengths (`prompts.bucket_length`) and media sizes to keep the
+number of compilations small.
+
+Multimodal models (Qwen2.5-VL, the Qwen2.5-Omni thinker) take their prompts'
+media as row-aligned batch arrays (`media=`, the keys `models.media_inputs`
+reads, aligned with the left-padded prompts: `prompts.left_pad_media`). The
+encoders run once per prompt inside the jitted prefill and their tokens are
+shared by the prompt's G samples; decoding continues each row's M-RoPE
+positions after its prompt's last token (`models.multimodal_decode`).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import flax.struct
 import jax
@@ -26,6 +34,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from omni_rrm_jax.models.decoder import init_cache
+from omni_rrm_jax.models.media_inputs import MEDIA_KEYS, media_inputs
 from omni_rrm_jax.sampling.logit_filters import choose_tokens
 from omni_rrm_jax.sampling.params import SamplingParams
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding, constrain
@@ -77,17 +86,43 @@ def _check_prompts(prompt_ids_bt, prompt_mask_bt) -> None:
                      "padding")
 
 
+def media_arrays(media: Mapping[str, jax.Array] | None, batch: int,
+                 length: int) -> dict[str, jax.Array] | None:
+  """The device keys of a prompt batch's media (None without), checked against [B, T].
+
+  Host-only keys (such as `vision_grid_thw`) are dropped, so a collated batch
+  can be passed whole.
+  """
+  if not media:
+    return None
+  media = {k: jnp.asarray(v) for k, v in media.items() if k in MEDIA_KEYS}
+  want = {"media_index": (batch, length), "position_ids": (batch, 3, length)}
+  for key, shape in want.items():
+    if key not in media:
+      raise ValueError(f"media without {key!r}: pass the row-aligned media batch keys "
+                       "(models.media_inputs)")
+    if media[key].shape != shape:
+      raise ValueError(f"media {key} has shape {media[key].shape}, expected {shape} to match "
+                       "the left-padded prompts")
+  bad = {k: v.shape for k, v in media.items() if v.shape[0] != batch}
+  if bad:
+    raise ValueError(f"media keys need one row per prompt ({batch}), got {bad}")
+  return media
+
+
 def generate(model_or_graphdef_state, prompt_ids_bt, prompt_mask_bt, params: SamplingParams,
              rng: jax.Array | int, *, eos_ids: Sequence[int], pad_id: int = 0,
-             mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES) -> SampleOutput:
+             mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES,
+             media: Mapping[str, jax.Array] | None = None) -> SampleOutput:
   """Samples `params.num_samples` completions for each left-padded prompt.
 
   Args:
-    model_or_graphdef_state: a causal LM (`CausalLM`) or its `nnx.split` pair.
+    model_or_graphdef_state: a causal LM (`CausalLM`, or a multimodal model
+      such as `Qwen2_5_VLForConditionalGeneration`) or its `nnx.split` pair.
     prompt_ids_bt: int [B, T] prompt ids, left-padded.
     prompt_mask_bt: [B, T] 1 at real tokens, 0 at the left padding. Rotary
       positions count from each row's first real token, as transformers'
-      `generate` does.
+      `generate` does (multimodal prompts: see `media`).
     params: the `SamplingParams`.
     rng: a PRNG key (or an int seed). Step i draws with `fold_in(rng, i)`, so
       the output is a function of (rng, inputs, params) only.
@@ -97,6 +132,11 @@ def generate(model_or_graphdef_state, prompt_ids_bt, prompt_mask_bt, params: Sam
     mesh: when given, activations and the cache are constrained to it by
       their logical axis names (the model state should be sharded on it too).
     rules: the logical -> mesh axis table.
+    media: the prompts' media as row-aligned batch arrays, one row per prompt
+      (`vision_patches`, the vision layout, `position_ids` [B, 3, T],
+      `media_index` [B, T], and the audio keys for the Omni thinker; see
+      `models.media_inputs`), with the sequence keys aligned to the
+      left-padded prompts. The encoders run once per prompt, not per sample.
 
   Returns:
     A `SampleOutput` with `B * num_samples` rows and `max_new_tokens` columns.
@@ -105,20 +145,22 @@ def generate(model_or_graphdef_state, prompt_ids_bt, prompt_mask_bt, params: Sam
   prompt_ids_bt = jnp.asarray(prompt_ids_bt, jnp.int32)
   prompt_mask_bt = jnp.asarray(prompt_mask_bt, jnp.int32)
   _check_prompts(prompt_ids_bt, prompt_mask_bt)
+  media = media_arrays(media, *prompt_ids_bt.shape)
   if isinstance(rng, int):
     rng = jax.random.key(rng)
   eos_ids = tuple(sorted({int(e) for e in eos_ids}))
-  return _generate_jit(graphdef, state, prompt_ids_bt, prompt_mask_bt, rng, params=params,
-                       eos_ids=eos_ids, pad_id=int(pad_id), mesh=mesh, rules=tuple(rules))
+  return _generate_jit(graphdef, state, prompt_ids_bt, prompt_mask_bt, rng, media,
+                       params=params, eos_ids=eos_ids, pad_id=int(pad_id), mesh=mesh,
+                       rules=tuple(rules))
 
 
 @functools.partial(jax.jit, static_argnums=(0,),
                    static_argnames=("params", "eos_ids", "pad_id", "mesh", "rules"))
-def _generate_jit(graphdef, state, prompt_ids_bt, prompt_mask_bt, rng, *, params, eos_ids,
-                  pad_id, mesh, rules):
+def _generate_jit(graphdef, state, prompt_ids_bt, prompt_mask_bt, rng, media, *, params,
+                  eos_ids, pad_id, mesh, rules):
   with activation_sharding(mesh, rules):
     model = nnx.merge(graphdef, state)
-    return _sample(model, prompt_ids_bt, prompt_mask_bt, rng, params, eos_ids, pad_id)
+    return _sample(model, prompt_ids_bt, prompt_mask_bt, rng, params, eos_ids, pad_id, media)
 
 
 def _token_logprob(logits_bv: jax.Array, token_b: jax.Array) -> jax.Array:
@@ -127,8 +169,10 @@ def _token_logprob(logits_bv: jax.Array, token_b: jax.Array) -> jax.Array:
 
 
 def _sample(model, prompt_ids_bt, prompt_mask_bt, rng, params: SamplingParams,
-            eos_ids: tuple[int, ...], pad_id: int) -> SampleOutput:
+            eos_ids: tuple[int, ...], pad_id: int, media) -> SampleOutput:
   g, n = params.num_samples, params.max_new_tokens
+  # Encoders on the B prompts; their tokens, index and positions repeated per sample.
+  media_kw = media_inputs(model, media, rows_per_example=g) if media else {}
   ids_bt = constrain(jnp.repeat(prompt_ids_bt, g, axis=0), ("batch", "length"))
   mask_bt = constrain(jnp.repeat(prompt_mask_bt, g, axis=0), ("batch", "length"))
   b, t = ids_bt.shape
@@ -141,8 +185,10 @@ def _sample(model, prompt_ids_bt, prompt_mask_bt, rng, params: SamplingParams,
     return model.lm_logits(h_bte[:, -1:])[:, 0]
 
   # The last sampled token is never fed back, so t + n - 1 slots suffice.
-  cache = init_cache(model.cfg, b, t + n - 1)
-  h_bte, cache = model.model.call_cached(cache, ids_bt, attention_mask=mask_bt)
+  cache = init_cache(model.model.cfg, b, t + n - 1)
+  # Text decoders and the multimodal `TextModel` share this cached call; the
+  # cache carries each row's next position into the decode steps.
+  h_bte, cache = model.model.call_cached(cache, ids_bt, attention_mask=mask_bt, **media_kw)
   logits_bv = next_logits(h_bte)
 
   token_b = choose_tokens(logits_bv, jax.random.fold_in(rng, 0), params)

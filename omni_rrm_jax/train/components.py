@@ -1,11 +1,14 @@
 """What the training tasks share before the loop: data, tokenizer, model and media.
 
-A multimodal architecture (`model.architecture="Qwen2_5_VLForConditionalGeneration"`)
-is built from `model.config` (its text decoder) plus `model.vision` when there
-is no checkpoint; for the scalar RM it becomes our
-`Qwen2_5_VLForSequenceClassification` (the same trunk with a score head).
-Its placeholder token ids come from the tokenizer (random init) or must agree
-with it (checkpoint), and `media_spec` tells the encoder how to decode media.
+A multimodal architecture (`model.architecture="Qwen2_5_VLForConditionalGeneration"`
+or `"Qwen2_5OmniThinkerForConditionalGeneration"`) is built from
+`model.config` (its text decoder) plus `model.vision` (and, for the Omni
+thinker, `model.audio`) when there is no checkpoint; for the scalar RM it
+becomes our `Qwen2_5_VLForSequenceClassification` /
+`Qwen2_5OmniThinkerForSequenceClassification` (the same trunk with a score
+head). Its placeholder token ids come from the tokenizer (random init) or
+must agree with it (checkpoint), and `media_spec` tells the encoder how to
+decode media (audio too, for the thinker).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from omni_rrm_jax.data.records import PreferenceRecord
 from omni_rrm_jax.data.synthetic import KINDS as TEXT_KINDS
 from omni_rrm_jax.data.synthetic import corpus, generate_text_pairs, write_jsonl
 from omni_rrm_jax.data.synthetic_media import generate_media_pairs
+from omni_rrm_jax.data.synthetic_omni import generate_omni_pairs
 from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
-from omni_rrm_jax.models import qwen2_5_vl
+from omni_rrm_jax.models import omni_config, qwen2_5_vl
 from omni_rrm_jax.models.architectures import get_architecture
 from omni_rrm_jax.models.factory import from_config, hf_config_for
 from omni_rrm_jax.models.pretrained import from_pretrained, load_hf_config
@@ -58,14 +62,21 @@ def media_root(config, workdir: str) -> str:
 
 
 def _synthetic(n: int, seed: int, kinds: list[str], prefix: str, root: str):
-  """`n` synthetic records, an equal share per kind (text kinds, then media kinds)."""
+  """`n` synthetic records, an equal share per kind (text kinds, image / video
+  colour pairs, audio tone pairs), interleaved so that any prefix mixes them."""
   text = [k for k in kinds if k in TEXT_KINDS]
-  media = [k for k in kinds if k not in TEXT_KINDS]
+  audio = [k for k in kinds if k == "audio"]
+  media = [k for k in kinds if k not in TEXT_KINDS and k != "audio"]
   n_text = n * len(text) // len(kinds)
-  records = generate_text_pairs(n_text, seed, text, prefix=prefix) if text else []
+  n_audio = n * len(audio) // len(kinds)
+  groups = [generate_text_pairs(n_text, seed, text, prefix=prefix) if text else []]
   if media:
-    records += generate_media_pairs(n - n_text, seed, root, media, prefix=prefix)
-  return records
+    groups.append(generate_media_pairs(n - n_text - n_audio, seed, root, media, prefix=prefix))
+  if audio:
+    groups.append(generate_omni_pairs(n_audio, seed, root, kinds=("audio",), prefix=prefix)[0])
+  # Round robin, in proportion to the group sizes.
+  keyed = [((i + 0.5) / len(g), k, r) for k, g in enumerate(groups) for i, r in enumerate(g)]
+  return [r for _, _, r in sorted(keyed, key=lambda x: x[:2])]
 
 
 def data_splits(config, workdir: str):
@@ -73,7 +84,7 @@ def data_splits(config, workdir: str):
 
   Without `config.data.train_path`, seeded synthetic pairs are generated into
   `workdir/data/` (every process generates the same ones), media kinds
-  ("image", "video") with their files under `workdir/data/media/`.
+  ("image", "video", "audio") with their files under `workdir/data/media/`.
   """
   d = config.data
   train_path, eval_path = d.train_path, d.eval_path
@@ -117,12 +128,18 @@ def tokenizer_for(config, workdir: str, texts: Sequence[str]):
   return tok, folder
 
 
+# Multimodal generation architectures -> the score-head variant the scalar RM trains.
+_CLASSIFIERS = {qwen2_5_vl.ARCHITECTURE: qwen2_5_vl.CLASSIFIER_ARCHITECTURE,
+                omni_config.ARCHITECTURE: omni_config.CLASSIFIER_ARCHITECTURE}
+
+
 def architecture_for(config) -> str:
   """The architecture a task builds: the scalar RM of a multimodal model needs a
-  score head, so Qwen2.5-VL becomes our `Qwen2_5_VLForSequenceClassification`."""
+  score head, so Qwen2.5-VL becomes our `Qwen2_5_VLForSequenceClassification`
+  and the Omni thinker our `Qwen2_5OmniThinkerForSequenceClassification`."""
   name = config.model.architecture
-  if config.task == "rm" and name == qwen2_5_vl.ARCHITECTURE:
-    return qwen2_5_vl.CLASSIFIER_ARCHITECTURE
+  if config.task == "rm":
+    return _CLASSIFIERS.get(name, name)
   return name
 
 
@@ -134,13 +151,17 @@ def _mrope_section(head_dim: int) -> list[int]:
   return [t, h, half - t - h]
 
 
-def _vl_config(text: dict, vision, tokenizer, is_rm: bool) -> dict:
-  """A transformers Qwen2.5-VL config dict: `text` (decoder fields) plus a vision tower."""
+def _media_ids(tokenizer, kinds: Sequence[str]) -> dict[str, int]:
   ids = media_token_ids(tokenizer)
-  missing = [k for k in ("image", "video", "vision_start", "vision_end") if k not in ids]
+  missing = [k for k in kinds if k not in ids]
   if missing:
     raise ValueError(f"the tokenizer has no {', '.join(missing)} token(s), which a "
-                     "multimodal model needs (e.g. <|IMAGE|> / <|image_pad|>)")
+                     "multimodal model needs (e.g. <|IMAGE|> / <|image_pad|>, <|AUDIO|>)")
+  return ids
+
+
+def _mm_text(text: dict, tokenizer) -> tuple[dict, bool]:
+  """(text config with M-RoPE, tie_word_embeddings) of a multimodal model."""
   text = dict(text)
   text.pop("num_labels", None)
   # transformers' default is Qwen's real bos id, outside a tiny vocabulary.
@@ -150,11 +171,46 @@ def _vl_config(text: dict, vision, tokenizer, is_rm: bool) -> dict:
   text["rope_parameters"] = {"rope_type": "default",
                              "rope_theta": float(text.pop("rope_theta", 10000.0)),
                              "mrope_section": _mrope_section(head_dim)}
-  vision = dict(vision, out_hidden_size=text["hidden_size"])
+  return text, tie
+
+
+def _vision(vision, width: int) -> dict:
+  vision = dict(vision, out_hidden_size=width)
   vision["fullatt_block_indexes"] = list(vision["fullatt_block_indexes"])
-  hf = dict(text_config=text, vision_config=vision, image_token_id=ids["image"],
-            video_token_id=ids["video"], vision_start_token_id=ids["vision_start"],
-            vision_end_token_id=ids["vision_end"], tie_word_embeddings=tie)
+  return vision
+
+
+def _vl_config(text: dict, vision, tokenizer, is_rm: bool) -> dict:
+  """A transformers Qwen2.5-VL config dict: `text` (decoder fields) plus a vision tower."""
+  ids = _media_ids(tokenizer, ("image", "video", "vision_start", "vision_end"))
+  text, tie = _mm_text(text, tokenizer)
+  hf = dict(text_config=text, vision_config=_vision(vision, text["hidden_size"]),
+            image_token_id=ids["image"], video_token_id=ids["video"],
+            vision_start_token_id=ids["vision_start"], vision_end_token_id=ids["vision_end"],
+            tie_word_embeddings=tie)
+  if is_rm:
+    hf.update(num_labels=1, pad_token_id=tokenizer.pad_token_id)
+  return hf
+
+
+def _omni_config(text: dict, vision, audio, tokenizer, is_rm: bool) -> dict:
+  """A transformers Qwen2.5-Omni thinker config dict: `text` plus vision and audio towers.
+
+  The vision tower's `tokens_per_second` becomes the thinker's
+  `position_id_per_seconds` (its temporal ids per second).
+  """
+  ids = _media_ids(tokenizer, ("image", "video", "audio", "vision_start", "vision_end",
+                               "audio_start", "audio_end"))
+  text, tie = _mm_text(text, tokenizer)
+  vision = _vision(vision, text["hidden_size"])
+  per_second = vision.pop("tokens_per_second", 25)
+  hf = dict(text_config=text, vision_config=vision,
+            audio_config=dict(audio, output_dim=text["hidden_size"]),
+            image_token_index=ids["image"], video_token_index=ids["video"],
+            audio_token_index=ids["audio"], vision_start_token_id=ids["vision_start"],
+            vision_end_token_id=ids["vision_end"], audio_start_token_id=ids["audio_start"],
+            audio_end_token_id=ids["audio_end"], position_id_per_seconds=per_second,
+            tie_word_embeddings=tie)
   if is_rm:
     hf.update(num_labels=1, pad_token_id=tokenizer.pad_token_id)
   return hf
@@ -168,8 +224,11 @@ def _random_init_config(config, tokenizer, architecture: str) -> dict:
             eos_token_id=tokenizer.eos_token_id)
   if not is_rm:
     hf.pop("num_labels", None)
-  if get_architecture(architecture).model_type == "qwen2_5_vl":
+  model_type = get_architecture(architecture).model_type
+  if model_type == "qwen2_5_vl":
     return _vl_config(hf, dict(m.vision), tokenizer, is_rm)
+  if model_type == omni_config.MODEL_TYPE:
+    return _omni_config(hf, dict(m.vision), dict(m.audio), tokenizer, is_rm)
   return hf
 
 
@@ -179,7 +238,10 @@ def check_media_tokens(model_cfg, tokenizer) -> None:
   if not hasattr(model_cfg, "host_inputs"):
     return
   ids = media_token_ids(tokenizer)
-  for kind, ours in (("image", model_cfg.image_token_id), ("video", model_cfg.video_token_id)):
+  kinds = [("image", model_cfg.image_token_id), ("video", model_cfg.video_token_id)]
+  if getattr(model_cfg, "audio_token_id", None) is not None:
+    kinds.append(("audio", model_cfg.audio_token_id))
+  for kind, ours in kinds:
     if ids.get(kind) != ours:
       raise ValueError(f"the model's {kind}_token_id is {ours} but the tokenizer's {kind} "
                        f"placeholder is {ids.get(kind)}; use the checkpoint's own tokenizer")
@@ -223,25 +285,42 @@ def _read_json(folder: str, name: str) -> dict:
     return json.load(f)
 
 
-def media_spec(config, workdir: str, model_cfg, tokenizer) -> MediaSpec | None:
-  """How the encoder decodes media for this model; None for a text model.
+def make_media_spec(model_cfg, tokenizer, *, root: str, model_path: str, overrides,
+                    patch_buckets: Sequence[int], audio_frame_buckets: Sequence[int] = (),
+                    strict: bool = False) -> MediaSpec | None:
+  """How an encoder decodes media for this model; None for a text model.
 
   Preprocessing: the checkpoint's `preprocessor_config.json` (if any), the
-  vision tower's patch sizes, then `data.media` overrides; the largest of
-  `data.patch_buckets` caps the patches of one example.
+  towers' patch sizes and mel bins, then `overrides` (MediaConfig fields);
+  the largest patch (audio frame) bucket caps the patches (frames) of one
+  example, and the frame buckets travel with the spec to the batching.
   """
   if not hasattr(model_cfg, "host_inputs"):
     return None
   check_media_tokens(model_cfg, tokenizer)
-  v, d = model_cfg.vision, config.data
-  folder = config.model.path
+  v = model_cfg.vision
+  towers = dict(patch_size=v.patch_size, merge_size=v.spatial_merge_size,
+                temporal_patch_size=v.temporal_patch_size)
+  audio = getattr(model_cfg, "audio", None)
+  if audio is not None:
+    towers["feature_size"] = audio.num_mel_bins
   cfg = MediaConfig.from_preprocessor_config(
-      _read_json(folder, "preprocessor_config.json"),
-      _read_json(folder, "video_preprocessor_config.json") or None,
-      patch_size=v.patch_size, merge_size=v.spatial_merge_size,
-      temporal_patch_size=v.temporal_patch_size, **dict(d.media))
-  return MediaSpec(media_root(config, workdir), cfg, model_cfg.host_inputs(),
-                   max_patches=max(d.patch_buckets), strict=d.strict)
+      _read_json(model_path, "preprocessor_config.json"),
+      _read_json(model_path, "video_preprocessor_config.json") or None,
+      **towers, **dict(overrides))
+  return MediaSpec(root, cfg, model_cfg.host_inputs(), max_patches=max(patch_buckets),
+                   strict=strict,
+                   audio_frame_buckets=tuple(audio_frame_buckets) if audio is not None else ())
+
+
+def media_spec(config, workdir: str, model_cfg, tokenizer) -> MediaSpec | None:
+  """`make_media_spec` from a training config: `data.media` overrides,
+  `data.patch_buckets`, `data.audio_frame_buckets`, `data.strict`."""
+  d = config.data
+  return make_media_spec(model_cfg, tokenizer, root=media_root(config, workdir),
+                         model_path=config.model.path, overrides=d.media,
+                         patch_buckets=d.patch_buckets,
+                         audio_frame_buckets=d.audio_frame_buckets, strict=d.strict)
 
 
 def texts_for_tokenizer(records: Sequence[PreferenceRecord]) -> list[str]:

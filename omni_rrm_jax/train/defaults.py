@@ -20,13 +20,23 @@ def base_config(task: str) -> ml_collections.ConfigDict:
       hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
       num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
       num_labels=1))
-  # The vision tower of a multimodal architecture (Qwen2_5_VLForConditionalGeneration)
-  # built from scratch; ignored by text architectures and by checkpoints.
-  # out_hidden_size follows model.config.hidden_size.
+  # The vision tower of a multimodal architecture (Qwen2_5_VLForConditionalGeneration,
+  # Qwen2_5OmniThinkerForConditionalGeneration) built from scratch; ignored by
+  # text architectures and by checkpoints. out_hidden_size follows
+  # model.config.hidden_size; for the Omni thinker tokens_per_second becomes
+  # its position_id_per_seconds.
   c.model.vision = ml_collections.ConfigDict(dict(
       depth=2, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=14,
       temporal_patch_size=2, spatial_merge_size=2, window_size=56, fullatt_block_indexes=(1,),
       tokens_per_second=2))
+  # The audio tower of the Omni thinker built from scratch (transformers'
+  # Qwen2_5OmniAudioEncoderConfig fields); output_dim follows
+  # model.config.hidden_size. num_mel_bins must match the features (128, as
+  # the released checkpoints); windows hold 2 * n_window log-mel frames
+  # (100 frames a second).
+  c.model.audio = ml_collections.ConfigDict(dict(
+      d_model=32, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64,
+      num_mel_bins=128, n_window=50, max_source_positions=1500))
   c.model.dtype = "float32"
   c.model.param_dtype = "float32"
   c.model.remat = False
@@ -38,7 +48,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.data.train_format = "auto"
   c.data.eval_path = ""
   c.data.eval_format = "auto"
-  c.data.synthetic_kinds = "colour"  # comma-separated: colour,sum (text), image,video (media)
+  c.data.synthetic_kinds = "colour"  # comma-separated: colour,sum (text), image,video,audio (media)
   c.data.synthetic_train = 2000
   c.data.synthetic_eval = 200
   c.data.media_root = ""  # media paths resolve under it; synthetic media: the workdir's
@@ -47,6 +57,12 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   # encoder). The largest caps an example's media; each distinct
   # (length bucket, patch bucket) pair is one compilation.
   c.data.patch_buckets = (0, 64)
+  # Audio clips of models with an audio encoder: log-mel frames per row are
+  # padded to one of these (100 frames a second; 0 lets batches without audio
+  # skip the audio encoder). The largest caps a clip (longer: "media too
+  # long"; data.media.max_audio_seconds cuts instead); each distinct
+  # (length, patch, frame) bucket triple is one compilation.
+  c.data.audio_frame_buckets = (0, 200)
   # Overrides of the media preprocessing (data/media/config.py MediaConfig),
   # e.g. the pixel and frame limits; the checkpoint's preprocessor_config.json
   # (if any) comes first. The defaults suit the tiny configs.

@@ -15,18 +15,23 @@ Batches are dicts of [B, ...] arrays, sharded over the `batch` logical axis:
 
 `valid` weighs rows; 0 marks padding rows added to fill a fixed batch shape.
 
-Either kind may carry media for a multimodal model, all of these or none
-(`data.media_batching` builds them; every key is row-aligned):
+Either kind may carry media for a multimodal model (`data.media_batching`
+builds them; every key is row-aligned), in whole groups (see
+`models.media_inputs`):
 
+  position_ids [B, 3, T]         M-RoPE ids (rows first, unlike the model's)
+  media_index [B, T]             the row's media token at each placeholder
+                                 ([vision | audio] order), -1 elsewhere
   vision_patches [B, N, C*T*P*P] each row's image and video patches, padded
   vision_perm, vision_frame, vision_window [B, N], vision_position [B, N, 2],
   vision_unperm [B, N / merge²]  each row's vision-encoder layout
-  position_ids [B, 3, T]         M-RoPE ids (rows first, unlike the model's)
-  media_index [B, T]             the row's merged vision token at each
-                                 placeholder, -1 elsewhere
+  input_features [B, mel, F], feature_attention_mask [B, F]
+                                 each row's audio clip (Qwen2.5-Omni), padded
+  audio_frame_index, audio_frame_valid [B, C, W], audio_token_valid [B, C, N],
+  audio_pool_index [B, P, 2]     each row's audio-encoder window layout
 
 For rm a row is a pair: its chosen and rejected sequences share the prompt,
-hence its media, media index and positions, and the vision encoder runs once
+hence its media, media index and positions, and the encoders run once
 per pair (its tokens are then read by both rows of the 2B-row forward).
 
 B must be divisible by the mesh axes that `batch` maps to, and by
@@ -47,7 +52,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from omni_rrm_jax.models.media_inputs import MEDIA_KEYS, media_inputs
+from omni_rrm_jax.models.media_inputs import MEDIA_KEYS, check_media_keys, media_inputs
 from omni_rrm_jax.sharding.params import state_shardings as param_shardings
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding, spec_for
 from omni_rrm_jax.train import losses
@@ -89,10 +94,10 @@ def _check_batch(batch: Batch, kind: str) -> None:
   if missing or unknown:
     raise KeyError(f"{kind} batch: missing {missing}, unknown {unknown}; expected "
                    f"{list(BATCH_KEYS[kind])} plus optional {list(OPTIONAL_KEYS[kind])}")
-  media = [k for k in MEDIA_KEYS if k in batch]
-  if media and len(media) != len(MEDIA_KEYS):
-    raise KeyError(f"{kind} batch: media keys come all together; missing "
-                   f"{[k for k in MEDIA_KEYS if k not in batch]}")
+  try:
+    check_media_keys(batch)
+  except KeyError as e:
+    raise KeyError(f"{kind} batch: {e.args[0]}") from None
 
 
 def _row_weights(batch: Batch) -> jax.Array:

@@ -5,7 +5,7 @@ import pytest
 
 from omni_rrm_jax.sampling.logit_filters import top_k_filter, top_p_filter
 from omni_rrm_jax.sampling.params import SamplingParams
-from omni_rrm_jax.sampling.prompts import bucket_length, left_pad
+from omni_rrm_jax.sampling.prompts import bucket_length, fit_prompt, left_pad, left_pad_media
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -43,3 +43,26 @@ def test_left_pad_buckets():
   ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0, multiple=4)
   np.testing.assert_array_equal(ids, [[0, 5, 6, 7], [0, 0, 0, 8]])
   np.testing.assert_array_equal(mask, [[0, 1, 1, 1], [0, 0, 0, 1]])
+
+
+def test_fit_prompt_cuts_the_content_from_the_left_only():
+  prefix, content, suffix = [1, 2], [10, 11, 12, 13], [3]
+  assert fit_prompt(prefix, content, suffix, 100) == [1, 2, 10, 11, 12, 13, 3]
+  assert fit_prompt(prefix, content, suffix, 7) == [1, 2, 10, 11, 12, 13, 3]
+  assert fit_prompt(prefix, content, suffix, 5) == [1, 2, 12, 13, 3]
+  assert fit_prompt(prefix, content, suffix, 3) == [1, 2, 3]
+  assert fit_prompt(prefix, content, suffix, 2) is None  # the framing is never cut
+
+
+def test_left_pad_media_moves_sequence_keys_flush_right():
+  media = {"media_index": np.array([[0, 1, -1, -1], [-1, 0, 1, 2]]),
+           "position_ids": np.arange(24).reshape(2, 3, 4) * np.array([1, 1, 0, 0]),
+           "vision_patches": np.ones((2, 8, 3))}
+  out = left_pad_media(media, [2, 4])
+  np.testing.assert_array_equal(out["media_index"], [[-1, -1, 0, 1], [-1, 0, 1, 2]])
+  np.testing.assert_array_equal(out["position_ids"][0], [[0, 0, 0, 1], [0, 0, 4, 5],
+                                                         [0, 0, 8, 9]])
+  np.testing.assert_array_equal(out["position_ids"][1], media["position_ids"][1])
+  assert out["vision_patches"] is media["vision_patches"]
+  with pytest.raises(ValueError, match="does not fit"):
+    left_pad_media(media, [2, 5])

@@ -1,0 +1,81 @@
+"""Smoke tests of the benchmark scripts at toy sizes (the real runs take minutes)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str):
+  spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _run(name: str, *args: str) -> dict:
+  out = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), *args],
+                       capture_output=True, text=True, check=True, timeout=600)
+  lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+  assert len(lines) == 1, out.stdout
+  return json.loads(lines[0])
+
+
+def test_input_pipeline_decodes_every_modality_both_ways(tmp_path):
+  bench = _load("input_pipeline")
+  cfg = bench.MediaConfig(**bench.MEDIA)
+  for modality, key in (("image", "pixel_values"), ("video", "pixel_values_videos"),
+                        ("audio", "input_features")):
+    records = bench.write_records(str(tmp_path), modality, 2)
+    arrays = bench.decode(records[0], str(tmp_path), cfg)
+    assert key in arrays and "feature_attention_mask" not in arrays
+    startup_s, grain_s = bench.grain_round(records, str(tmp_path), cfg, workers=0)
+    assert startup_s == 0.0 and grain_s > 0
+    assert bench.baseline_round(records, str(tmp_path), cfg) > 0
+  # Audio keeps only the clip's frames (1-2 s at 100 frames a second).
+  assert 100 <= arrays["input_features"].shape[1] <= 201
+
+
+def test_rm_model_flops():
+  bench = _load("rm_train_step")
+  cfg = bench.SIZES["tiny"]
+  # 6 N per token, plus 12 L T^2 d per sequence.
+  assert bench.model_flops_per_step(10, cfg, 1, 4) == 6 * 10 * 8 + 12 * 2 * 16 * 64 * 2
+
+
+@pytest.mark.slow
+def test_rm_train_step_sides_match():
+  bench = _load("rm_train_step")
+  cfg = bench.SIZES["tiny"]
+  run_torch, torch_matmul_params = bench.torch_runner(cfg, 1, 16, 1e-5, 0.01)
+  run_ours, _, n_params = bench.ours_runner(cfg, 1, 16, 1e-5, 0.01)
+  assert n_params - cfg["vocab_size"] * cfg["hidden_size"] == torch_matmul_params
+  assert run_torch(1) > 0 and run_ours(1) > 0
+
+
+@pytest.mark.slow
+def test_input_pipeline_with_workers_prints_one_line():
+  out = _run("input_pipeline", "--records", "4", "--rounds", "1", "--modalities", "image")
+  assert out["per_modality"]["image"]["grain_records_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_sampler_prints_one_line():
+  out = _run("sampler_throughput", "--batch", "2", "--prompt_len", "8", "--new_tokens", "4",
+             "--hidden", "32", "--layers", "1", "--heads", "2", "--kv_heads", "1",
+             "--vocab", "64", "--repeats", "1")
+  assert out["ratio"] > 0 and 0.0 <= out["greedy_token_agreement"] <= 1.0
+
+
+@pytest.mark.slow
+def test_compile_check_prints_memory_per_device():
+  out = _run("compile_check", "--devices", "8", "--batch", "8", "--length", "64", "--layers", "1")
+  assert out["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
+  assert out["gib_per_device"]["arguments"] > 0 and out["peak_gib_per_device"] > 0
