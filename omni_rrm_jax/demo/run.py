@@ -94,7 +94,8 @@ def _trainer_config(cfg, paths: Paths, task: str):
   d.worker_count = cfg.data.worker_count
   d.patch_buckets = tuple(cfg.media.patch_buckets)
   d.audio_frame_buckets = tuple(cfg.media.audio_frame_buckets)
-  c.optim.learning_rate, c.optim.warmup_steps = stage.learning_rate, stage.warmup_steps
+  c.optim.learning_rate = stage.learning_rate
+  c.optim.warmup_steps = min(stage.warmup_steps, stage.num_steps // 2)
   t = c.train
   t.num_steps = stage.num_steps
   t.log_every = max(1, stage.num_steps // 30)
@@ -120,6 +121,7 @@ def _grpo_config(cfg, paths: Paths):
   c = grpo_base_config("judge")
   c.seed = cfg.seed
   c.model.path = paths.hf("sft")
+  c.model.architecture = cfg.model.architecture
   c.tokenizer = paths.tokenizer
   d = c.data
   d.train_path, d.eval_path, d.media_root = paths.train, paths.eval, paths.media

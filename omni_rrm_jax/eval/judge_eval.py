@@ -136,16 +136,22 @@ def evaluate_judge(model, encoder: ExampleEncoder, records: Sequence[PreferenceR
   unscored = collections.Counter()
   forward = generate_judgments(model, encoder, records, swap=False, skipped=unscored, **kw)
   swapped = generate_judgments(model, encoder, records, swap=True, **kw)
-  outcomes, valid_json = [], 0
+  outcomes = []
+  valid_json, judged = collections.Counter(), collections.Counter()  # per modality
   for record, text, text_swapped in zip(records, forward, swapped):
     pred, strict_ok = _verdict(text)
     pred_swapped, strict_ok_swapped = _verdict(text_swapped)
-    valid_json += strict_ok + strict_ok_swapped
+    valid_json[record.modality] += strict_ok + strict_ok_swapped
+    judged[record.modality] += 2
     back = _SWAP[pred_swapped] if pred_swapped is not None else None
     consistent = pred is not None and back is not None and pred == back
     outcomes.append(Outcome(record.label, pred, record.modality, record.subset, consistent))
   result = report(outcomes)
-  result["overall"]["valid_json_rate"] = valid_json / (2 * len(records)) if records else 0.0
+  # Strict valid-JSON rate over both orders' judgments, overall and per modality.
+  result["overall"]["valid_json_rate"] = (sum(valid_json.values()) / sum(judged.values())
+                                          if records else 0.0)
+  for modality, summary in result["per_modality"].items():
+    summary["valid_json_rate"] = valid_json[modality] / judged[modality]
   result["unscored"] = dict(unscored)
   result["examples"] = [{"id": r.id, "label": r.label, "judgment": t}
                         for r, t in list(zip(records, forward))[:keep_examples]]
