@@ -29,7 +29,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       kinds="text,image,video,audio",
       train_per_kind=400,  # kept pairs per modality after teacher reconciliation
-      eval_per_kind=48,
+      eval_per_kind=32,
       teacher_noise=0.15,  # chance that a simulated teacher misjudges a pair
       worker_count=2,  # Grain worker processes decoding media
       tokenizer_vocab=1024))
@@ -43,17 +43,17 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
       num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True))
 
   c.rm = ml_collections.ConfigDict(dict(
-      num_steps=300, batch_size=16, learning_rate=1e-3, warmup_steps=20, max_length=160,
+      num_steps=200, batch_size=16, learning_rate=1e-3, warmup_steps=20, max_length=160,
       buckets=(96, 160)))
   c.sft = ml_collections.ConfigDict(dict(
-      num_steps=600, batch_size=8, learning_rate=1e-3, warmup_steps=30, max_length=640,
-      buckets=(576, 640)))
+      num_steps=300, batch_size=8, learning_rate=1e-3, warmup_steps=30, max_length=576,
+      buckets=(512, 576)))
   c.grpo = ml_collections.ConfigDict(dict(
-      num_steps=20, prompts_per_step=4, num_generations=4, max_new_tokens=224,
+      num_steps=10, prompts_per_step=4, num_generations=4, max_new_tokens=224,
       learning_rate=2e-5, temperature=1.0, max_prompt_length=448, prompt_bucket=448,
-      eval_prompts=32, functions="judge_format:0.4,judge_content:0.4,judge_rubric:0.2"))
-  c.eval = ml_collections.ConfigDict(dict(max_new_tokens=224, batch_size=16, max_length=640,
-                                          buckets=(576, 640)))
+      eval_prompts=16, functions="judge_format:0.4,judge_content:0.4,judge_rubric:0.2"))
+  c.eval = ml_collections.ConfigDict(dict(max_new_tokens=224, batch_size=16, max_length=576,
+                                          buckets=(512, 576)))
   # Patches per row (image + video) and log-mel frames per row (audio) are
   # padded to these buckets; each (length, patch, frame) bucket is one compile.
   c.media = ml_collections.ConfigDict(dict(patch_buckets=(0, 64), audio_frame_buckets=(0, 200)))

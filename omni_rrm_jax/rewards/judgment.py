@@ -2,9 +2,12 @@
 
 A judgment is ONE JSON object with exactly five keys:
 
-  {"score_A": 8, "score_B": 5, "better": "A",
-   "reasoning": "<think>1. Fluency and coherence: ... 5. Safety and ethics: ...</think>",
+  {"reasoning": "<think>1. Fluency and coherence: ... 5. Safety and ethics: ...</think>",
+   "score_A": 8, "score_B": 5, "better": "A",
    "final_verdict": "<answer>[[A]]</answer>"}
+
+(any key order parses; `render_judgment` writes the reasoning first, so a judge
+trained on rendered targets reasons before it scores).
 
 - `score_A`, `score_B`: JSON integers 0-10 (`true`, `7.0` and `"7"` are rejected);
 - `better`: "A", "B" or "equal";
@@ -455,11 +458,14 @@ def render_judgment(
     lines.append(f"{number}. {dimension.title}: {' '.join(text.split())}")
   reasoning = THINK_OPEN + "\n".join(lines) + THINK_CLOSE
 
+  # Reasoning first: a judge trained on these targets writes its comparison
+  # before it commits to scores and a verdict (JSON objects are unordered, so
+  # the format is the same whatever the key order).
   obj = {
+      KEY_REASONING: reasoning,
       KEY_SCORE_A: score_a,
       KEY_SCORE_B: score_b,
       KEY_BETTER: better,
-      KEY_REASONING: reasoning,
       KEY_FINAL_VERDICT: VERDICTS[better],
   }
   return json.dumps(obj, ensure_ascii=False)
