@@ -94,6 +94,7 @@ def _trainer_config(cfg, paths: Paths, task: str):
   d.worker_count = cfg.data.worker_count
   d.patch_buckets = tuple(cfg.media.patch_buckets)
   d.audio_frame_buckets = tuple(cfg.media.audio_frame_buckets)
+  d.media.audio_chunk_seconds = cfg.media.audio_chunk_seconds
   c.optim.learning_rate = stage.learning_rate
   c.optim.warmup_steps = min(stage.warmup_steps, stage.num_steps // 2)
   t = c.train
@@ -129,6 +130,7 @@ def _grpo_config(cfg, paths: Paths):
   d.worker_count = cfg.data.worker_count
   d.patch_buckets = tuple(cfg.media.patch_buckets)
   d.audio_frame_buckets = tuple(cfg.media.audio_frame_buckets)
+  d.media.audio_chunk_seconds = cfg.media.audio_chunk_seconds
   c.rollout.update(prompts_per_step=g.prompts_per_step, num_generations=g.num_generations,
                    max_new_tokens=g.max_new_tokens, temperature=g.temperature)
   c.reward.functions = g.functions
@@ -159,6 +161,7 @@ def _eval_config(cfg, paths: Paths, model_dir: str):
   c.judge.max_new_tokens = cfg.eval.max_new_tokens
   c.data.patch_buckets = tuple(cfg.media.patch_buckets)
   c.data.audio_frame_buckets = tuple(cfg.media.audio_frame_buckets)
+  c.data.media.audio_chunk_seconds = cfg.media.audio_chunk_seconds
   return c
 
 
