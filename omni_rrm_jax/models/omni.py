@@ -42,14 +42,15 @@ from omni_rrm_jax.models import omni_rope
 from omni_rrm_jax.models.attention import dot_product_attention
 from omni_rrm_jax.models.audio import AudioEncoder
 from omni_rrm_jax.models.audio_layout import AudioLayout
-from omni_rrm_jax.models.decoder import ModelOutput, last_token_index
+from omni_rrm_jax.models.decoder import ModelOutput
 from omni_rrm_jax.models.layers import DenseGeneral
 from omni_rrm_jax.models.omni_config import ENCODER_PREFIXES, OmniThinkerConfig
-from omni_rrm_jax.models.qwen2_5_vl import TextModel, gather_features, scatter_features
+from omni_rrm_jax.models.qwen2_5_vl import (TextModel, gather_features, make_lm_head,
+                                            make_score_head, pooled_scores, scatter_features,
+                                            vocab_logits)
 from omni_rrm_jax.models.rotary import rotate_half
 from omni_rrm_jax.models.vision import VisionConfig, VisionTransformer
 from omni_rrm_jax.models.vision_layout import VisionLayout
-from omni_rrm_jax.sharding.rules import constrain
 
 
 class OmniVisionAttention(nnx.Module):
@@ -319,14 +320,7 @@ class Qwen2_5OmniThinkerForConditionalGeneration(_ThinkerTrunk):
 
   def __init__(self, cfg: OmniThinkerConfig, *, rngs: nnx.Rngs | None = None):
     super().__init__(cfg, rngs=rngs)
-    if cfg.tie_word_embeddings:
-      self.lm_head = None
-    else:
-      text = cfg.text
-      self.lm_head = DenseGeneral((text.hidden_size,), (text.vocab_size,),
-                                  kernel_axes=("embed", "vocab"), dtype=text.dtype,
-                                  param_dtype=text.param_dtype, init_std=text.initializer_range,
-                                  rngs=rngs)
+    self.lm_head = make_lm_head(cfg.text, cfg.tie_word_embeddings, rngs)
 
   def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
                pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
@@ -344,11 +338,7 @@ class Qwen2_5OmniThinkerForConditionalGeneration(_ThinkerTrunk):
 
   def lm_logits(self, h_bte: jax.Array) -> jax.Array:
     """Vocabulary logits [B, T, V] of final hidden states."""
-    if self.lm_head is None:
-      logits = self.model.embed_tokens.attend(h_bte)
-    else:
-      logits = self.lm_head(h_bte)
-    return constrain(logits, ("batch", "length", "vocab"))
+    return vocab_logits(self, h_bte)
 
 
 class Qwen2_5OmniThinkerForSequenceClassification(_ThinkerTrunk):
@@ -362,11 +352,7 @@ class Qwen2_5OmniThinkerForSequenceClassification(_ThinkerTrunk):
 
   def __init__(self, cfg: OmniThinkerConfig, *, rngs: nnx.Rngs | None = None):
     super().__init__(cfg, rngs=rngs)
-    text = cfg.text
-    self.score = DenseGeneral((text.hidden_size,), (text.num_labels,),
-                              kernel_axes=("embed", "labels"), dtype=text.dtype,
-                              param_dtype=text.param_dtype, init_std=text.initializer_range,
-                              rngs=rngs)
+    self.score = make_score_head(cfg.text, rngs)
 
   def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
                pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
@@ -381,7 +367,5 @@ class Qwen2_5OmniThinkerForSequenceClassification(_ThinkerTrunk):
         pixel_values_videos, video_grid_thw, video_second_per_grid, input_features,
         feature_attention_mask, use_audio_in_video, inputs_embeds, audio_layout,
         second_per_grid_ts, media_features, media_index)
-    b, t = h_bte.shape[:2]
-    idx_b = last_token_index(input_ids, self.cfg.pad_token_id, b, t)
-    pooled_be = jnp.take_along_axis(h_bte, idx_b[:, None, None], axis=1)[:, 0]
-    return ModelOutput(logits=self.score(pooled_be), hidden_states=h_bte)
+    return ModelOutput(logits=pooled_scores(self.score, h_bte, input_ids, self.cfg.pad_token_id),
+                       hidden_states=h_bte)

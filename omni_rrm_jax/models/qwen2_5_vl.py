@@ -264,6 +264,42 @@ def gather_features(x_bte: jax.Array, features_bme: jax.Array,
   return jnp.where((media_index_bt >= 0)[..., None], gathered_bte, x_bte)
 
 
+def make_lm_head(text: DecoderConfig, tie_word_embeddings: bool,
+                 rngs: nnx.Rngs | None) -> DenseGeneral | None:
+  """The vocabulary head of a multimodal LM; None when it is tied to the embeddings."""
+  if tie_word_embeddings:
+    return None
+  return DenseGeneral((text.hidden_size,), (text.vocab_size,), kernel_axes=("embed", "vocab"),
+                      dtype=text.dtype, param_dtype=text.param_dtype,
+                      init_std=text.initializer_range, rngs=rngs)
+
+
+def make_score_head(text: DecoderConfig, rngs: nnx.Rngs | None) -> DenseGeneral:
+  """The bias-free score head of a multimodal sequence classifier."""
+  return DenseGeneral((text.hidden_size,), (text.num_labels,), kernel_axes=("embed", "labels"),
+                      dtype=text.dtype, param_dtype=text.param_dtype,
+                      init_std=text.initializer_range, rngs=rngs)
+
+
+def vocab_logits(model, h_bte: jax.Array) -> jax.Array:
+  """Vocabulary logits [B, T, V] of `model`'s final hidden states (its `lm_head`,
+  or the token embeddings when tied)."""
+  if model.lm_head is None:
+    logits = model.model.embed_tokens.attend(h_bte)
+  else:
+    logits = model.lm_head(h_bte)
+  return constrain(logits, ("batch", "length", "vocab"))
+
+
+def pooled_scores(score: DenseGeneral, h_bte: jax.Array, input_ids,
+                  pad_token_id: int | None) -> jax.Array:
+  """Scores [B, num_labels] at each row's last non-padding token."""
+  b, t = h_bte.shape[:2]
+  idx_b = last_token_index(input_ids, pad_token_id, b, t)
+  pooled_be = jnp.take_along_axis(h_bte, idx_b[:, None, None], axis=1)[:, 0]
+  return score(pooled_be)
+
+
 class TextModel(nnx.Module):
   """The language model: embeddings, `DecoderLayer`s and the final norm.
 
@@ -484,14 +520,7 @@ class Qwen2_5_VLForConditionalGeneration(_VisionLanguageTrunk):
 
   def __init__(self, cfg: Qwen2_5_VLConfig, *, rngs: nnx.Rngs | None = None):
     super().__init__(cfg, rngs=rngs)
-    if cfg.tie_word_embeddings:
-      self.lm_head = None
-    else:
-      text = cfg.text
-      self.lm_head = DenseGeneral((text.hidden_size,), (text.vocab_size,),
-                                  kernel_axes=("embed", "vocab"), dtype=text.dtype,
-                                  param_dtype=text.param_dtype, init_std=text.initializer_range,
-                                  rngs=rngs)
+    self.lm_head = make_lm_head(cfg.text, cfg.tie_word_embeddings, rngs)
 
   def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
                pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
@@ -516,11 +545,7 @@ class Qwen2_5_VLForConditionalGeneration(_VisionLanguageTrunk):
 
   def lm_logits(self, h_bte: jax.Array) -> jax.Array:
     """Vocabulary logits [B, T, V] of final hidden states."""
-    if self.lm_head is None:
-      logits = self.model.embed_tokens.attend(h_bte)
-    else:
-      logits = self.lm_head(h_bte)
-    return constrain(logits, ("batch", "length", "vocab"))
+    return vocab_logits(self, h_bte)
 
 
 class Qwen2_5_VLForSequenceClassification(_VisionLanguageTrunk):
@@ -529,11 +554,7 @@ class Qwen2_5_VLForSequenceClassification(_VisionLanguageTrunk):
 
   def __init__(self, cfg: Qwen2_5_VLConfig, *, rngs: nnx.Rngs | None = None):
     super().__init__(cfg, rngs=rngs)
-    text = cfg.text
-    self.score = DenseGeneral((text.hidden_size,), (text.num_labels,),
-                              kernel_axes=("embed", "labels"), dtype=text.dtype,
-                              param_dtype=text.param_dtype, init_std=text.initializer_range,
-                              rngs=rngs)
+    self.score = make_score_head(cfg.text, rngs)
 
   def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
                pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
@@ -545,7 +566,5 @@ class Qwen2_5_VLForSequenceClassification(_VisionLanguageTrunk):
                                image_grid_thw, pixel_values_videos, video_grid_thw,
                                second_per_grid_ts, mm_token_type_ids, inputs_embeds,
                                media_features, media_index)
-    b, t = h_bte.shape[:2]
-    idx_b = last_token_index(input_ids, self.cfg.pad_token_id, b, t)
-    pooled_be = jnp.take_along_axis(h_bte, idx_b[:, None, None], axis=1)[:, 0]
-    return ModelOutput(logits=self.score(pooled_be), hidden_states=h_bte)
+    return ModelOutput(logits=pooled_scores(self.score, h_bte, input_ids, self.cfg.pad_token_id),
+                       hidden_states=h_bte)
