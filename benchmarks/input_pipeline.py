@@ -1,4 +1,4 @@
-"""Media decoding records/s: the project's Grain workers vs a plain Python loop.
+"""Media decoding records/s: the project's Grain workers vs a PyTorch DataLoader.
 
 Writes synthetic media files to a temporary folder, at the sizes the demo uses:
 PNG images of 56-112 px a side, 4-frame 56x56 MPEG-4 videos, 1-2 s WAV clips
@@ -8,21 +8,30 @@ video frames 56² px, at most 4 frames; audio with the Qwen2.5-Omni
 processor's defaults), keeping only the clip's own log-mel frames as the
 training pipeline does before batching.
 
-Two ways over the same records, per modality:
+Three ways over the same records, per modality:
 
   grain     `grain.MapDataset.source(records).map(decode).to_iter_dataset()`
             prefetched by `--workers` worker processes, the structure of
             `data.pipeline.make_dataset` (which also tokenises and batches).
+  torch     a `torch.utils.data.Dataset` whose `__getitem__` runs the same
+            decode step, read by `torch.utils.data.DataLoader(num_workers=
+            --workers, batch_size=None)` with a collate that passes the arrays
+            on as they are (PyTorch's defaults otherwise: forked workers, two
+            records prefetched per worker).
   baseline  a plain single-process loop calling the same decode per record.
 
-Rounds alternate the two over the same `--records` records. Each grain round
-starts fresh worker processes, so none keeps decoding ahead while the
-baseline runs; the workers wait at a start gate until all of them are up, and
-the round is timed from then to the last record (start-up is reported apart
-as `grain_startup_s`), which is the rate a long training run sees. Each side's
-rate is the median over `--rounds`; `ratio` is grain / baseline (at most about
-the number of free cores: the workers share them with the consuming process).
-Prints one JSON line.
+Each round runs grain, torch, then baseline over the same `--records` records.
+Each grain and torch round starts fresh worker processes, so none keeps
+decoding ahead while another side runs. Start-up is left out of the timed part
+on both sides alike: each worker decodes one record once when it starts (the
+first decode's one-off set-up; Grain's workers are spawned, PyTorch's fork
+from an already warm process), then waits at a start gate until all of them
+are up, and the round is timed from then to the last record (start-up is
+reported apart as `grain_startup_s` / `torch_startup_s`), which is the rate a
+long training run sees. Each side's rate is the median over `--rounds`;
+`ratio_vs_torch` is grain / torch and `ratio_vs_loop` grain / baseline (at
+most about the number of free cores: the workers share them with the consuming
+process). Prints one JSON line.
 
     python benchmarks/input_pipeline.py                  # ~3 min on 2 CPU cores
     python benchmarks/input_pipeline.py --workers 4 --records 64 --modalities audio
@@ -31,6 +40,7 @@ Prints one JSON line.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -161,6 +171,12 @@ class Decode(grain.transforms.Map):
     return decode(record, self.root, self.cfg)
 
 
+def _warm_up(record: PreferenceRecord, root: str, cfg: MediaConfig, *worker_ids: int) -> None:
+  """Worker init for both sides: one decode, so the timed part starts warm."""
+  del worker_ids  # Grain passes (index, count), PyTorch (id,)
+  decode(record, root, cfg)
+
+
 def _ready_times(gate_dir: str) -> list[float]:
   names = [n for n in os.listdir(gate_dir) if n.startswith("ready-") and "." not in n]
   times = []
@@ -176,7 +192,8 @@ def grain_round(records, root: str, cfg: MediaConfig, workers: int) -> tuple[flo
     decode_step = Decode(root, cfg, gate_dir if workers > 0 else None, workers)
     ds = grain.MapDataset.source(list(records)).map(decode_step).to_iter_dataset()
     if workers > 0:
-      ds = ds.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(num_workers=workers))
+      ds = ds.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(num_workers=workers),
+                          worker_init_fn=functools.partial(_warm_up, records[0], root, cfg))
     start = time.time()
     it = iter(ds)
     for _ in range(len(records)):
@@ -184,7 +201,46 @@ def grain_round(records, root: str, cfg: MediaConfig, workers: int) -> tuple[flo
     # Stop at the last record: noticing the end of the data takes the workers
     # a polling interval or more, which no training run waits for.
     end = time.time()
-    it.close()  # stops the workers before the baseline runs
+    it.close()  # stops the workers before the next side runs
+    ready = max(_ready_times(gate_dir)) if workers > 0 else start
+  return ready - start, end - ready
+
+
+def _passthrough(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """The DataLoader's collate: the record's arrays as they are, not as tensors."""
+  return arrays
+
+
+def torch_round(records, root: str, cfg: MediaConfig, workers: int) -> tuple[float, float]:
+  """As `grain_round`, with a PyTorch DataLoader over the same decode step and gate."""
+  import torch.utils.data  # here, so Grain's spawned workers do not import torch
+
+  class Records(torch.utils.data.Dataset):
+    """The records, each decoded by `__getitem__`: the work of the grain map."""
+
+    def __init__(self, decode_step: Decode):
+      self.records, self.decode_step = list(records), decode_step
+
+    def __len__(self) -> int:
+      return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+      return self.decode_step.map(self.records[index])
+
+  with tempfile.TemporaryDirectory(prefix="gate_") as gate_dir:
+    decode_step = Decode(root, cfg, gate_dir if workers > 0 else None, workers)
+    # The local class is not picklable, so the workers fork (PyTorch's default on Linux).
+    loader = torch.utils.data.DataLoader(
+        Records(decode_step), batch_size=None, num_workers=workers, collate_fn=_passthrough,
+        worker_init_fn=functools.partial(_warm_up, records[0], root, cfg),
+        multiprocessing_context="fork" if workers > 0 else None)
+    start = time.time()
+    it = iter(loader)
+    for _ in range(len(records)):
+      next(it)
+    end = time.time()
+    for _ in it:  # the end of the data: the loader stops its workers
+      pass
     ready = max(_ready_times(gate_dir)) if workers > 0 else start
   return ready - start, end - ready
 
@@ -227,22 +283,24 @@ def main():
     for modality in modalities:
       records = write_records(root, modality, args.records or RECORDS[modality])
       example = _summary(decode(records[0], root, cfg))
-      grain_s, startup_s, base_s = [], [], []
+      seconds = {"grain": [], "torch": [], "baseline": []}
+      startup = {"grain": [], "torch": []}
       for _ in range(args.rounds):
-        startup, seconds = grain_round(records, root, cfg, args.workers)
-        startup_s.append(startup)
-        grain_s.append(seconds)
-        base_s.append(baseline_round(records, root, cfg))
-      grain_rate = len(records) / statistics.median(grain_s)
-      base_rate = len(records) / statistics.median(base_s)
+        for side, run in (("grain", grain_round), ("torch", torch_round)):
+          start_s, timed_s = run(records, root, cfg, args.workers)
+          startup[side].append(start_s)
+          seconds[side].append(timed_s)
+        seconds["baseline"].append(baseline_round(records, root, cfg))
+      rate = {side: len(records) / statistics.median(s) for side, s in seconds.items()}
       results[modality] = {
           "records_per_round": len(records),
-          "grain_records_per_s": round(grain_rate, 1),
-          "baseline_records_per_s": round(base_rate, 1),
-          "ratio": round(grain_rate / base_rate, 2),
-          "grain_startup_s": round(statistics.median(startup_s), 2),
-          "grain_s_per_round": [round(t, 3) for t in grain_s],
-          "baseline_s_per_round": [round(t, 3) for t in base_s],
+          "grain_records_per_s": round(rate["grain"], 1),
+          "torch_records_per_s": round(rate["torch"], 1),
+          "baseline_records_per_s": round(rate["baseline"], 1),
+          "ratio_vs_torch": round(rate["grain"] / rate["torch"], 2),
+          "ratio_vs_loop": round(rate["grain"] / rate["baseline"], 2),
+          **{f"{side}_startup_s": round(statistics.median(s), 2) for side, s in startup.items()},
+          **{f"{side}_s_per_round": [round(t, 3) for t in s] for side, s in seconds.items()},
           "arrays": example}
   print(json.dumps({
       "benchmark": "input_pipeline", "workers": args.workers, "rounds": args.rounds,

@@ -28,7 +28,7 @@ def _run(name: str, *args: str) -> dict:
   return json.loads(lines[0])
 
 
-def test_input_pipeline_decodes_every_modality_both_ways(tmp_path):
+def test_input_pipeline_decodes_every_modality_every_way(tmp_path):
   bench = _load("input_pipeline")
   cfg = bench.MediaConfig(**bench.MEDIA)
   for modality, key in (("image", "pixel_values"), ("video", "pixel_values_videos"),
@@ -38,6 +38,8 @@ def test_input_pipeline_decodes_every_modality_both_ways(tmp_path):
     assert key in arrays and "feature_attention_mask" not in arrays
     startup_s, grain_s = bench.grain_round(records, str(tmp_path), cfg, workers=0)
     assert startup_s == 0.0 and grain_s > 0
+    startup_s, torch_s = bench.torch_round(records, str(tmp_path), cfg, workers=0)
+    assert startup_s == 0.0 and torch_s > 0
     assert bench.baseline_round(records, str(tmp_path), cfg) > 0
   # Audio keeps only the clip's frames (1-2 s at 100 frames a second).
   assert 100 <= arrays["input_features"].shape[1] <= 201
@@ -63,7 +65,10 @@ def test_rm_train_step_sides_match():
 @pytest.mark.slow
 def test_input_pipeline_with_workers_prints_one_line():
   out = _run("input_pipeline", "--records", "4", "--rounds", "1", "--modalities", "image")
-  assert out["per_modality"]["image"]["grain_records_per_s"] > 0
+  image = out["per_modality"]["image"]
+  assert image["grain_records_per_s"] > 0 and image["torch_records_per_s"] > 0
+  assert image["ratio_vs_torch"] == pytest.approx(
+      image["grain_records_per_s"] / image["torch_records_per_s"], abs=0.01)
 
 
 @pytest.mark.slow
