@@ -201,6 +201,14 @@ class ExampleEncoder:
       return pieces, None, expanded
     return expanded, media, "ok"
 
+  def prepare_prompt(self, record: PreferenceRecord, messages: list[dict[str, Any]]
+                     ) -> tuple[PromptPieces, DecodedMedia | None, str]:
+    """A generation prompt (no response): `(pieces, media, "ok")` with the
+    record's media decoded and its placeholders expanded, or a reason it is
+    unusable. The same checks as training examples, so a record is usable (or
+    not, for the same reason) in every task."""
+    return self._prepare(record, self.prompt_pieces(messages), [])
+
   def _fit_or_reason(self, pieces: PromptPieces, media: DecodedMedia | None,
                      longest_response: int) -> tuple[list[int], bool] | str:
     fitted = self._fit(pieces, longest_response)

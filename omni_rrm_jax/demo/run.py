@@ -86,6 +86,8 @@ def _trainer_config(cfg, paths: Paths, task: str):
   c.seed = cfg.seed
   c.model.architecture = cfg.model.architecture
   c.model.config.update(dict(cfg.model.config))
+  for tower in (c.model.config, c.model.vision, c.model.audio):
+    tower.initializer_range = cfg.model.initializer_range
   c.tokenizer = paths.tokenizer
   d = c.data
   d.train_path, d.eval_path, d.media_root = paths.train, paths.eval, paths.media

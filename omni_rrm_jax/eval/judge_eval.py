@@ -40,8 +40,7 @@ def judge_prompt(encoder: ExampleEncoder, record: PreferenceRecord, swap: bool,
   if encoder.media is None:
     return {"prompt_ids": encoder.judge_prompt_ids(record, swap, max_prompt_length)}
   # The encoder's own media checks and placeholder expansion (as in training).
-  pieces, media, reason = encoder._prepare(  # noqa: SLF001
-      record, encoder.prompt_pieces(judge_messages(record, swap=swap)), [])
+  pieces, media, reason = encoder.prepare_prompt(record, judge_messages(record, swap=swap))
   if reason != "ok":
     return reason
   ids = fit_prompt(pieces.prefix, pieces.content, pieces.suffix, max_prompt_length)

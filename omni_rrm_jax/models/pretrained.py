@@ -74,7 +74,8 @@ def _place(array: np.ndarray, sharding: NamedSharding | None) -> jax.Array:
 def from_pretrained(path: str, *, architecture: str | None = None, mesh: Mesh | None = None,
                     rules: Rules = DEFAULT_RULES, dtype: Any = "float32",
                     param_dtype: Any = "float32", remat: bool = False,
-                    init_missing: Sequence[str] = (), seed: int = 0, **config_overrides):
+                    init_missing: Sequence[str] = (), ignore_unused: Sequence[str] = (),
+                    seed: int = 0, **config_overrides):
   """Loads a Hugging Face model folder (config.json + safetensors) into Flax.
 
   Args:
@@ -91,6 +92,9 @@ def from_pretrained(path: str, *, architecture: str | None = None, mesh: Mesh | 
     init_missing: parameter-name prefixes (e.g. "score") that may be absent
       from the checkpoint; they are initialised from N(0, initializer_range).
       Checkpoint tensors no parameter asks for are then ignored too.
+    ignore_unused: tensor-name prefixes the checkpoint may hold although the
+      model has no such parameter, e.g. "score." to start a causal LM from a
+      reward model's trunk; other unused tensors are still an error.
     seed: seed for `init_missing` parameters.
     **config_overrides: set attributes of the transformers config first,
       e.g. `num_labels=1`, `pad_token_id=0`.
@@ -136,6 +140,11 @@ def from_pretrained(path: str, *, architecture: str | None = None, mesh: Mesh | 
     extra = [n for n in reader.names() if n not in consumed
              and not n.endswith(hf_weights.IGNORED_SUFFIXES)
              and not (cfg.tie_word_embeddings and n == "lm_head.weight")]
+    skipped = [n for n in extra if n.startswith(tuple(ignore_unused))]
+    extra = [n for n in extra if n not in skipped]
+  if skipped:
+    log.info("ignoring checkpoint tensors %s: the model has no such parameters",
+             ", ".join(skipped[:5]))
   if extra:
     if init_missing:
       log.info("ignoring %d checkpoint tensors the model does not use: %s", len(extra),

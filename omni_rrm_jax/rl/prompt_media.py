@@ -62,9 +62,7 @@ def prompt_example(encoder: ExampleEncoder, record: PreferenceRecord,
     of `media_batching.example_arrays`.
   """
   spec = encoder.media
-  # The encoder's own checks and expansion, shared with SFT / RM training, so
-  # a record is usable (or not, for the same reason) in every task.
-  pieces, media, reason = encoder._prepare(record, encoder.prompt_pieces(messages), [])  # noqa: SLF001
+  pieces, media, reason = encoder.prepare_prompt(record, messages)
   ids = None
   if reason == "ok":
     ids = fit_prompt(pieces.prefix, pieces.content, pieces.suffix, max_prompt_length)

@@ -267,8 +267,11 @@ def build_model(config, tokenizer, mesh, rules):
   architecture = architecture_for(config)
   if m.path:
     extra = dict(num_labels=1, pad_token_id=tokenizer.pad_token_id) if is_rm else {}
+    # A reward model's head is new when it starts from an LM, and dropped when
+    # an LM (e.g. a judge) starts from a reward model's trunk.
     model = from_pretrained(m.path, architecture=architecture,
-                            init_missing=("score",) if is_rm else (), seed=config.seed,
+                            init_missing=("score",) if is_rm else (),
+                            ignore_unused=() if is_rm else ("score.",), seed=config.seed,
                             **extra, **kw)
   else:
     hf = _random_init_config(config, tokenizer, architecture)

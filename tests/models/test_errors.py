@@ -88,3 +88,19 @@ def test_causal_lm_loads_as_reward_model_with_new_head(folder):
   lm = orj.from_pretrained(str(folder))
   np.testing.assert_array_equal(np.asarray(rm.model.layers[0].mlp.up_proj.kernel[...]),
                                 np.asarray(lm.model.layers[0].mlp.up_proj.kernel[...]))
+
+
+def test_reward_model_trunk_loads_as_causal_lm(folder):
+  """A judge starting from a reward model: `score.weight` is dropped only when asked."""
+  _edit_weights(folder, lambda t: t.__setitem__("score.weight", np.ones((1, 32), np.float32)))
+  with pytest.raises(CheckpointError, match="unexpected tensor.*score.weight"):
+    orj.from_pretrained(str(folder))
+  lm = orj.from_pretrained(str(folder), ignore_unused=("score.",))
+  ref = orj.from_pretrained(saved_model("qwen2_lm"))
+  np.testing.assert_array_equal(np.asarray(lm.model.layers[1].mlp.up_proj.kernel[...]),
+                                np.asarray(ref.model.layers[1].mlp.up_proj.kernel[...]))
+  # Other unused tensors are still an error.
+  _edit_weights(folder, lambda t: t.__setitem__("model.layers.9.bogus.weight",
+                                                np.zeros(3, np.float32)))
+  with pytest.raises(CheckpointError, match="bogus"):
+    orj.from_pretrained(str(folder), ignore_unused=("score.",))
