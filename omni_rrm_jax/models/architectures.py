@@ -36,6 +36,31 @@ class Architecture:
 
 ARCHITECTURES: Registry[Architecture] = Registry("architecture")
 
+
+@dataclasses.dataclass(frozen=True)
+class Container:
+  """A checkpoint format that nests a supported model inside a bigger one.
+
+  Attributes:
+    name: the outer `architectures[0]`, e.g. "Qwen2_5OmniForConditionalGeneration".
+    model_type: the outer config's `model_type`.
+    architecture: the inner model's architecture, loaded unless
+      `from_pretrained(architecture=...)` names another one.
+    config_key: the outer config's attribute holding the inner config.
+    prefix: the inner model's tensor-name prefix, e.g. "thinker.".
+    ignored: tensor-name prefixes of the other sub-models, skipped on load.
+  """
+  name: str
+  model_type: str
+  architecture: str
+  config_key: str
+  prefix: str
+  ignored: tuple[str, ...] = ()
+
+
+# Keyed by the outer model_type.
+CONTAINERS: Registry[Container] = Registry("checkpoint container")
+
 for _family, _model_type, _prefix in (("qwen2", "qwen2", "Qwen2"), ("qwen3", "qwen3", "Qwen3"),
                                       ("llama", "llama", "Llama")):
   for _suffix, _module in (("ForCausalLM", CausalLM),
@@ -76,6 +101,8 @@ def _register_multimodal() -> None:
                                         Qwen2_5OmniThinkerForSequenceClassification)
   from omni_rrm_jax.models.omni_config import (ARCHITECTURE as OMNI,
                                                CLASSIFIER_ARCHITECTURE as OMNI_RM,
+                                               FULL_ARCHITECTURE as OMNI_FULL,
+                                               FULL_MODEL_TYPE as OMNI_FULL_TYPE,
                                                MODEL_TYPE as OMNI_TYPE,
                                                omni_thinker_classifier_config_from_hf,
                                                omni_thinker_config_from_hf)
@@ -86,6 +113,10 @@ def _register_multimodal() -> None:
   ARCHITECTURES.add(OMNI_RM, Architecture(OMNI_RM, OMNI_TYPE, "qwen2_5_omni",
                                           Qwen2_5OmniThinkerForSequenceClassification,
                                           omni_thinker_classifier_config_from_hf))
+  # Released checkpoints (e.g. Qwen/Qwen2.5-Omni-7B) are the full model: the
+  # thinker under "thinker." beside the speech-output talker and token2wav.
+  CONTAINERS.add(OMNI_FULL_TYPE, Container(OMNI_FULL, OMNI_FULL_TYPE, OMNI, "thinker_config",
+                                           "thinker.", ("talker.", "token2wav.")))
 
 
 _register_multimodal()

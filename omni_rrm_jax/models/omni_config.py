@@ -25,6 +25,10 @@ ARCHITECTURE = "Qwen2_5OmniThinkerForConditionalGeneration"
 # Ours only (transformers has no such class): the thinker trunk with a score head.
 CLASSIFIER_ARCHITECTURE = "Qwen2_5OmniThinkerForSequenceClassification"
 MODEL_TYPE = "qwen2_5_omni_thinker"
+# The full model of released checkpoints, which nests the thinker (see
+# `architectures.CONTAINERS`).
+FULL_ARCHITECTURE = "Qwen2_5OmniForConditionalGeneration"
+FULL_MODEL_TYPE = "qwen2_5_omni"
 # transformers' rotary falls back to this split when rope_parameters has none.
 DEFAULT_MROPE_SECTION = (16, 24, 24)
 # Top-level parameter-path prefixes of the encoders (see `freeze_encoders`).

@@ -13,7 +13,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from omni_rrm_jax.models import hf_weights
-from omni_rrm_jax.models.architectures import Architecture, get_architecture
+from omni_rrm_jax.models.architectures import CONTAINERS, Architecture, get_architecture
 from omni_rrm_jax.models.safetensors_io import CheckpointReader
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, spec_for
 
@@ -46,18 +46,48 @@ def read_config_json(folder: str) -> dict:
 
 
 def load_hf_config(folder: str, architecture: str | None = None):
-  """(Architecture, transformers config) for a model folder."""
+  """(Architecture, transformers config) for a model folder.
+
+  For a container checkpoint (e.g. a full Qwen2.5-Omni) the config is the
+  nested one of the model loaded (the thinker's).
+  """
+  arch, hf, _ = resolve_checkpoint(folder, architecture)
+  return arch, hf
+
+
+def resolve_checkpoint(folder: str, architecture: str | None = None):
+  """(Architecture, transformers config, Container or None) for a model folder.
+
+  Args:
+    folder: the model folder.
+    architecture: overrides `config.json`'s `architectures[0]`. A container
+      checkpoint (see `architectures.CONTAINERS`) loads as its inner
+      architecture, or as this one, which must fit the inner config.
+  """
   from transformers import AutoConfig  # configs only; never imports model code
 
   raw = read_config_json(folder)
+  where, model_type = f"{folder}/config.json", raw.get("model_type")
+  container = CONTAINERS.get(model_type) if model_type in CONTAINERS else None
   name = architecture or (raw.get("architectures") or [None])[0]
+  if container is not None:
+    if name in (None, container.name):
+      name = container.architecture
+    inner = raw.get(container.config_key)
+    if not isinstance(inner, dict):
+      raise ValueError(f"{where}: model_type {model_type!r} needs a {container.config_key!r} "
+                       "object")
+    where, model_type = f"{where} {container.config_key}", inner.get("model_type")
   if name is None:
-    raise ValueError(f"{folder}/config.json: no 'architectures' entry; pass architecture=...")
+    raise ValueError(f"{where}: no 'architectures' entry; pass architecture=...")
   arch = get_architecture(name)
-  if raw.get("model_type") != arch.model_type:
-    raise ValueError(f"{folder}/config.json: model_type {raw.get('model_type')!r} does not match "
+  if model_type != arch.model_type:
+    raise ValueError(f"{where}: model_type {model_type!r} does not match "
                      f"architecture {name} (expects {arch.model_type!r})")
-  return arch, AutoConfig.from_pretrained(folder)
+  hf = AutoConfig.from_pretrained(folder)
+  if container is not None:
+    hf = getattr(hf, container.config_key)
+  return arch, hf, container
 
 
 def abstract_model(arch: Architecture, cfg) -> nnx.Module:
@@ -79,7 +109,9 @@ def from_pretrained(path: str, *, architecture: str | None = None, mesh: Mesh | 
   """Loads a Hugging Face model folder (config.json + safetensors) into Flax.
 
   Args:
-    path: the folder.
+    path: the folder. A full Qwen2.5-Omni checkpoint (thinker, talker and
+      token2wav) loads as its thinker: `thinker_config` and the "thinker."
+      tensors are read, the talker's and token2wav's tensors skipped.
     architecture: overrides `config.json`'s `architectures[0]`, e.g. to load a
       causal LM as a `Qwen2ForSequenceClassification` reward model; the new
       head's parameters must then be listed in `init_missing`.
@@ -94,7 +126,8 @@ def from_pretrained(path: str, *, architecture: str | None = None, mesh: Mesh | 
       Checkpoint tensors no parameter asks for are then ignored too.
     ignore_unused: tensor-name prefixes the checkpoint may hold although the
       model has no such parameter, e.g. "score." to start a causal LM from a
-      reward model's trunk; other unused tensors are still an error.
+      reward model's trunk (inner names for a full Omni checkpoint); other
+      unused tensors are still an error.
     seed: seed for `init_missing` parameters.
     **config_overrides: set attributes of the transformers config first,
       e.g. `num_labels=1`, `pad_token_id=0`.
@@ -102,7 +135,10 @@ def from_pretrained(path: str, *, architecture: str | None = None, mesh: Mesh | 
   Returns:
     The NNX model, e.g. a `CausalLM` or `SequenceClassifier`.
   """
-  arch, hf_config = load_hf_config(path, architecture)
+  arch, hf_config, container = resolve_checkpoint(path, architecture)
+  # Checkpoint name = prefix + our parameter's name; `other` are tensors of
+  # sub-models we do not build.
+  prefix, other = (container.prefix, container.ignored) if container else ("", ())
   for key, value in config_overrides.items():
     setattr(hf_config, key, value)
   cfg = arch.make_config(hf_config, dtype=dtype, param_dtype=param_dtype, remat=remat)
@@ -115,15 +151,16 @@ def from_pretrained(path: str, *, architecture: str | None = None, mesh: Mesh | 
       value = variable.get_value()
       shape, target_dtype = tuple(value.shape), value.dtype
       in_ndim = variable.get_metadata().get("in_ndim")
-      name = hf_weights.hf_name(path_tuple)
+      own = hf_weights.hf_name(path_tuple)
+      name = prefix + own
       expected = hf_weights.hf_shape(path_tuple, shape, in_ndim)
       sharding = None
       if mesh is not None:
         spec = spec_for(variable.get_metadata().get("logical_axes"), rules, shape, mesh)
         sharding = NamedSharding(mesh, spec)
       if name not in reader:
-        if any(name.startswith(p) for p in init_missing):
-          log.info("initialising %s %s (not in the checkpoint)", name, shape)
+        if any(own.startswith(p) for p in init_missing):
+          log.info("initialising %s %s (not in the checkpoint)", own, shape)
           host = rng.normal(0.0, cfg.initializer_range, size=shape).astype(target_dtype)
           return variable.replace(_place(host, sharding))
         raise CheckpointError(f"{path}: missing tensor {name!r} (expected shape {expected})")
@@ -137,11 +174,16 @@ def from_pretrained(path: str, *, architecture: str | None = None, mesh: Mesh | 
 
     flat = nnx.to_flat_state(abstract_state)
     loaded = [(p, load(p, v)) for p, v in flat]
-    extra = [n for n in reader.names() if n not in consumed
+    names = reader.names()
+    others = [n for n in names if n.startswith(other)]
+    extra = [n for n in names if n not in consumed and not n.startswith(other)
              and not n.endswith(hf_weights.IGNORED_SUFFIXES)
-             and not (cfg.tie_word_embeddings and n == "lm_head.weight")]
-    skipped = [n for n in extra if n.startswith(tuple(ignore_unused))]
+             and not (cfg.tie_word_embeddings and n == prefix + "lm_head.weight")]
+    skipped = [n for n in extra if n.startswith(tuple(prefix + p for p in ignore_unused))]
     extra = [n for n in extra if n not in skipped]
+  if others:
+    log.info("ignoring %d checkpoint tensors of the %s sub-models", len(others),
+             ", ".join(p.rstrip(".") for p in other))
   if skipped:
     log.info("ignoring checkpoint tensors %s: the model has no such parameters",
              ", ".join(skipped[:5]))
