@@ -80,7 +80,11 @@ def base_config(recipe: str = "judge") -> ml_collections.ConfigDict:
       # "name:weight,name:weight" over `omni_rrm_jax.rewards.REWARDS`.
       functions=("judge_format:1.0" if recipe == "judge"
                  else "think_answer_format:0.2,answer_accuracy:0.8"),
-      model_path="",  # a scalar RM folder (*ForSequenceClassification) scoring prompt+completion
+      # A scalar RM folder (*ForSequenceClassification) scoring prompt+completion; a
+      # multimodal one sees the prompt's media, decoded with `data.media_root`,
+      # `data.media` and bucketed by `data.patch_buckets` / `data.audio_frame_buckets`
+      # (set them as the RM was trained).
+      model_path="",
       model_weight=1.0, model_batch_size=16, model_max_length=1024, model_bucket=128))
 
   c.grpo = ml_collections.ConfigDict(dict(

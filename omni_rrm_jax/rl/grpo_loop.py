@@ -20,7 +20,10 @@ training tasks' `MediaSpec`, the sampler runs the encoders once per prompt,
 and the update re-encodes each row's prompt media. Records whose media fail
 (missing or corrupt files, too many patches, audio for a vision model) are
 skipped and counted per reason (`prompts_skipped`, `skipped_prompts`). A text
-policy leaves media records out.
+policy leaves media records out. A multimodal scalar RM (`reward.model_path`)
+scores each completion with its prompt's media (`rl/model_reward.py`); prompts
+whose media it cannot use score its minimum and are counted
+(`model_reward_unscored`).
 
 Pointed at a workdir with a checkpoint, it resumes exactly (policy, optimizer,
 prompt stream; rollout keys are `fold_in(rng, step)`); SIGTERM saves and exits.
@@ -159,11 +162,17 @@ def run(config, workdir: str) -> dict:
   eval_batches = (list(rollout.make_prompt_dataset(
       eval_records[:n_eval * ro.prompts_per_step], encoder, seed=0, shuffle=False,
       num_epochs=1, **prompt_kw)) if n_eval else [])
-  extra = {}
+  extra, rm = {}, None
   if config.reward.model_path:
+    # A multimodal RM decodes the prompts' media with the data settings the
+    # training tasks share (the RM's own when it was trained with the defaults).
     rm = ModelReward(config.reward.model_path, batch_size=config.reward.model_batch_size,
                      max_length=config.reward.model_max_length, bucket=config.reward.model_bucket,
-                     mesh=mesh, rules=rules, dtype=config.model.dtype)
+                     mesh=mesh, rules=rules, dtype=config.model.dtype,
+                     media_root=components.media_root(config, workdir),
+                     patch_buckets=config.data.patch_buckets,
+                     audio_frame_buckets=config.data.audio_frame_buckets,
+                     media_overrides=config.data.media)
     extra["model_reward"] = (rm, config.reward.model_weight)
   scorer = rollout.RewardScorer(
       config.reward.functions, recipe, extra=extra,
@@ -350,6 +359,11 @@ def run(config, workdir: str) -> dict:
       out_dir = os.path.join(workdir, "hf")
       save_pretrained(nnx.merge(graphdef, state.params), out_dir, tokenizer_dir=tokenizer_dir)
       summary["export"] = out_dir
+  if rm is not None and rm.media is not None:
+    # Prompts (train and eval, since start or resume) the multimodal RM could
+    # not score, by reason; completions whose media placeholders it dropped.
+    summary["model_reward_unscored"] = dict(rm.unscored)
+    summary["model_reward_stripped"] = rm.stripped
   writer.close()
   if is_main:
     with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:

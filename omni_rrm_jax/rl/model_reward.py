@@ -12,26 +12,67 @@ prompt as the user turn, the completion as the assistant turn), tokenized as
 right-padded into length buckets and fixed-size batches, so a run compiles
 a few shapes only.
 
+A text RM is text only: media parts of a prompt are dropped. A multimodal RM
+(Qwen2.5-VL, the Qwen2.5-Omni thinker) sees them as in RM training: the
+prompt's image / video / audio parts (`{"type": "image", "path": ...}`, as
+`data.templates.media_parts` writes them; paths under `media_root`) are
+decoded with the RM's `MediaSpec` (`ExampleEncoder.prepare_prompt`: the same
+checks and placeholder expansion), each row carries its media arrays
+(`media_batching.example_arrays`, patches and audio frames padded to the
+buckets by `collate_media`), and the batch's media keys reach the model
+through `models.media_inputs`, as `train.step.rm_rewards` feeds them. Text
+prompts go the same way (as text records do in RM training). The media
+tokens and the template's framing are never cut: the user text, then the
+completion's beginning give way.
+
+A prompt whose media cannot be used (a missing or corrupt file, a path
+escaping the media root, too many patches or frames, audio for a vision-only
+RM, media and framing longer than `max_length`) does not fail the call: its
+completions all score the reward's minimum (0.0; the reward convention of
+`rewards.contract` for a sample it cannot score), so within a GRPO group the
+model reward adds no signal, and the prompt is counted by its
+`data.tokenize.INVALID_REASONS` name in `unscored` (as the GRPO loop counts
+prompts it skips). A media placeholder token inside a completion (a
+completion that spells out "<|IMAGE|>") would steal media features; it is
+dropped from the completion and counted in `stripped`.
+
 It lives in `rl/` rather than `rewards/` because it runs a JAX model, and
-`rewards/` stays JAX-free. Text only: media in a prompt is not shown to the RM.
+`rewards/` stays JAX-free.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import collections
+import json
+import logging
+import os
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from omni_rrm_jax.data.tokenize import ExampleEncoder
+from omni_rrm_jax.data import media_batching
+from omni_rrm_jax.data.records import PreferenceRecord, empty_media
+from omni_rrm_jax.data.tokenize import ExampleEncoder, PromptPieces
+from omni_rrm_jax.models.media_inputs import media_inputs
 from omni_rrm_jax.models.pretrained import from_pretrained
-from omni_rrm_jax.rewards.contract import as_text, completion_list
+from omni_rrm_jax.rewards.contract import as_text, completion_list, minimum_of
 from omni_rrm_jax.rl.rollout import local_rows
 from omni_rrm_jax.sampling.prompts import bucket_length
-from omni_rrm_jax.sharding.batch import to_global
+from omni_rrm_jax.sharding.batch import HOST_ONLY, to_global
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding
+from omni_rrm_jax.train.components import make_media_spec
+
+log = logging.getLogger(__name__)
+
+# Media buckets when none are given (eval/run.py's defaults): a 16k-patch image
+# and a 300 s clip at most.
+DEFAULT_PATCH_BUCKETS = (0, 256, 1024, 4096, 16384)
+DEFAULT_AUDIO_FRAME_BUCKETS = (0, 1000, 3000, 10000, 30000)
+# Chat part type -> the record's media field.
+_MEDIA_FIELDS = {"image": "images", "video": "video", "audio": "audio"}
 
 
 def _user_messages(prompt: Any) -> list[dict[str, Any]]:
@@ -53,6 +94,49 @@ def _text_only(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
   return out
 
 
+def _ending_in_text(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """The messages with a text part ending the last turn (where the encoder reads its text)."""
+  content = messages[-1]["content"]
+  if isinstance(content, str) or (content and content[-1].get("type") == "text"):
+    return messages
+  return [*messages[:-1], {**messages[-1], "content": [*content, {"type": "text", "text": ""}]}]
+
+
+def prompt_record(messages: list[dict[str, Any]]) -> PreferenceRecord | str:
+  """A record holding the media parts of `messages` (in order), for the encoder
+  to decode, or the `INVALID_REASONS` name of why they cannot be read."""
+  media = empty_media()
+  for message in messages:
+    content = message.get("content")
+    if isinstance(content, str):
+      continue
+    for part in content:
+      kind = part.get("type")
+      if kind == "text":
+        continue
+      if kind not in _MEDIA_FIELDS:
+        return "unsupported media"
+      path = part.get("path", part.get(kind))
+      if not isinstance(path, str) or not path:
+        return "bad media"
+      if kind == "image":
+        media["images"].append(path)
+      elif media[kind]:
+        return "unsupported media"  # a record (and RM training) has one video, one clip
+      else:
+        media[kind] = path
+  modality = next((k for k, field in _MEDIA_FIELDS.items() if media[field]), "text")
+  return PreferenceRecord(id="model_reward", prompt="", response_a="", response_b="",
+                          label="A", modality=modality, media=media)
+
+
+def _process_max(values: Sequence[int]) -> list[int]:
+  """The elementwise maximum of `values` over all processes."""
+  from jax.experimental import multihost_utils
+  gathered = multihost_utils.process_allgather(np.asarray(values, np.int64))
+  return np.asarray(gathered).reshape(-1, len(values)).max(0).tolist()
+
+
 class ModelReward:
   """`(prompts, completions, **columns) -> list[float]` from a scalar RM folder.
 
@@ -67,11 +151,24 @@ class ModelReward:
     mesh: device mesh for the RM's parameters and batches.
     rules: logical -> mesh axis rules.
     dtype: compute dtype.
+    media_root: where the prompts' media paths resolve (multimodal RM;
+      default: the working directory).
+    patch_buckets: allowed padded patch counts per row (multiples of
+      merge_size²); the largest caps a prompt's patches. Use the RM
+      training's `data.patch_buckets`.
+    audio_frame_buckets: allowed padded log-mel frame counts per row (an RM
+      with an audio encoder); the largest caps a clip.
+    media_overrides: `MediaConfig` fields over the folder's
+      `preprocessor_config.json` (the RM training's `data.media`).
   """
 
   def __init__(self, path: str, *, batch_size: int = 16, max_length: int = 1024,
                bucket: int = 128, tokenizer: str | None = None, mesh=None,
-               rules: Rules = DEFAULT_RULES, dtype: str = "float32"):
+               rules: Rules = DEFAULT_RULES, dtype: str = "float32",
+               media_root: str | None = None,
+               patch_buckets: Sequence[int] = DEFAULT_PATCH_BUCKETS,
+               audio_frame_buckets: Sequence[int] = DEFAULT_AUDIO_FRAME_BUCKETS,
+               media_overrides: Mapping[str, Any] | None = None):
     from transformers import AutoTokenizer
 
     model = from_pretrained(path, mesh=mesh, rules=rules, dtype=dtype)
@@ -82,51 +179,156 @@ class ModelReward:
     self.pad_id = model.cfg.pad_token_id if model.cfg.pad_token_id is not None else tok.pad_token_id
     if self.pad_id is None:
       raise ValueError(f"{path}: neither config.json nor the tokenizer names a pad token")
-    self.encoder = ExampleEncoder(tok, max_length, "rm")
+    # How a multimodal RM decodes media (None: a text RM).
+    self.media = make_media_spec(model.cfg, tok, root=media_root or os.getcwd(), model_path=path,
+                                 overrides=dict(media_overrides or {}),
+                                 patch_buckets=patch_buckets,
+                                 audio_frame_buckets=audio_frame_buckets)
+    if self.media is not None and any(b % self.media.merge_unit for b in patch_buckets):
+      raise ValueError(f"patch_buckets {tuple(patch_buckets)} must be multiples of "
+                       f"merge_size² = {self.media.merge_unit}")
+    self.encoder = ExampleEncoder(tok, max_length, "rm", media=self.media)
     self.batch_size, self.max_length, self.bucket = batch_size, max_length, bucket
+    self.patch_buckets = tuple(patch_buckets)
     self.mesh, self.rules = mesh, tuple(rules)
     self.__name__ = "model_reward"
+    self.unscored: collections.Counter[str] = collections.Counter()  # prompts, by reason
+    self.stripped = 0  # completions with media placeholder tokens dropped
     self._graphdef, self._params = nnx.split(model)
     graphdef, mesh_, rules_ = self._graphdef, mesh, self.rules
 
     @jax.jit
-    def score(params, ids_bt, mask_bt):
+    def score(params, batch):
       with activation_sharding(mesh_, rules_):
-        return nnx.merge(graphdef, params)(ids_bt, attention_mask=mask_bt).logits[:, 0].astype(
-            jnp.float32)
+        rm = nnx.merge(graphdef, params)
+        logits = rm(batch["ids"], attention_mask=batch["mask"], **media_inputs(rm, batch)).logits
+        return logits[:, 0].astype(jnp.float32)
 
     self._score = score
 
+  def _join(self, pieces: PromptPieces, response: list[int], keep_framing: bool) -> list[int]:
+    """prefix + content + suffix + response within `max_length`: the response's
+    end first, then the user content from its end; the framing is cut from the
+    left only without `keep_framing` (it fits whole when kept: `_prepare`)."""
+    framing = len(pieces.prefix) + len(pieces.suffix)
+    response = response[-(self.max_length - framing if keep_framing else self.max_length):]
+    budget = self.max_length - len(response) - framing
+    content = pieces.content[max(len(pieces.content) - budget, 0):] if budget > 0 else []
+    return (pieces.prefix + content + pieces.suffix + response)[-self.max_length:]
+
   def encode(self, prompt: Any, completion: Any) -> list[int]:
-    """The token ids the RM scores for one (prompt, completion)."""
+    """The token ids a text RM scores for one (prompt, completion)."""
     messages = _text_only(_user_messages(prompt))
     pieces = self.encoder.prompt_pieces(messages)
-    response = self.encoder.response_ids(messages, as_text(completion))[-self.max_length:]
-    budget = self.max_length - len(response) - len(pieces.prefix) - len(pieces.suffix)
-    content = pieces.content[max(len(pieces.content) - budget, 0):] if budget > 0 else []
-    ids = pieces.prefix + content + pieces.suffix + response
-    return ids[-self.max_length:]
+    return self._join(pieces, self.encoder.response_ids(messages, as_text(completion)), False)
 
-  def score_ids(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
-    """RM scores [n] of token sequences, in batches of `batch_size`."""
+  def _prepare(self, messages: list[dict[str, Any]]):
+    """`(pieces, media)` of a prompt, its media decoded and placeholders
+    expanded, or the reason it cannot be scored."""
+    record = prompt_record(messages)
+    if isinstance(record, str):
+      return record
+    pieces, media, reason = self.encoder.prepare_prompt(record, messages)
+    if reason != "ok":
+      return reason
+    if media.num_tokens and len(pieces.prefix) + len(pieces.suffix) >= self.max_length:
+      return "media too long"  # not even one completion token would fit beside them
+    return pieces, media
+
+  def encode_example(self, prompt: Any, completion: Any,
+                     prepared: dict[str, Any] | None = None) -> dict[str, Any] | str:
+    """What a multimodal RM scores for one (prompt, completion): `{"ids"}` plus
+    the media arrays of `media_batching.example_arrays`, or why the prompt's
+    media cannot be used (an `INVALID_REASONS` name).
+
+    Args:
+      prompt: a string or chat messages (media parts first in a turn).
+      completion: the completion (see `rewards.contract.as_text`).
+      prepared: a cache of prepared prompts (one decode per distinct prompt).
+    """
+    messages = _ending_in_text(_user_messages(prompt))
+    key = json.dumps(messages, sort_keys=True, default=str)
+    prepared = {} if prepared is None else prepared
+    if key not in prepared:
+      prepared[key] = self._prepare(messages)
+    if isinstance(prepared[key], str):
+      return prepared[key]
+    pieces, media = prepared[key]
+    response = self.encoder.response_ids(messages, as_text(completion))
+    placeholders = set(self.media.placeholder_ids.values())
+    kept = [t for t in response if t not in placeholders]
+    self.stripped += len(kept) < len(response)
+    ids = self._join(pieces, kept, keep_framing=media.num_tokens > 0)
+    return {"ids": ids, **media_batching.example_arrays(ids, media, self.media)}
+
+  def _collate_media(self, chunk: Sequence[Mapping[str, Any]], length: int) -> dict[str, Any]:
+    """The chunk's row-aligned media keys; with several processes all agree on
+    the patch and frame buckets (their largest need)."""
+    spec = self.media
+    patch_buckets, frame_buckets = self.patch_buckets, spec.audio_frame_buckets
+    if jax.process_count() > 1:
+      need = [max(len(ex["vision_patches"]) for ex in chunk),
+              max(np.shape(ex["input_features"])[1] if "input_features" in ex else 0
+                  for ex in chunk)]
+      patches, frames = _process_max(need)
+      patch_buckets = (media_batching.bucket_patches(patches, patch_buckets),)
+      if frame_buckets:
+        frame_buckets = (media_batching.bucket_patches(frames, frame_buckets, "audio frame"),)
+    collated = media_batching.collate_media(chunk, length=length, patch_buckets=patch_buckets,
+                                            merge_unit=spec.merge_unit,
+                                            audio_frame_buckets=frame_buckets)
+    return {k: v for k, v in collated.items() if k not in HOST_ONLY}
+
+  def score_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """RM scores [n] of encoded rows (`{"ids"}`, plus media arrays for a
+    multimodal RM: `encode_example`), in batches of `batch_size`."""
     out = []
     multi = jax.process_count() > 1
-    for start in range(0, len(sequences), self.batch_size):
-      chunk = [list(s) for s in sequences[start:start + self.batch_size]]
+    for start in range(0, len(rows), self.batch_size):
+      chunk = list(rows[start:start + self.batch_size])
       n = len(chunk)
       chunk += [chunk[0]] * (self.batch_size - n)  # filler rows keep the shape fixed
       t = self.max_length if multi else bucket_length(
-          max(len(s) for s in chunk), self.bucket, self.max_length)
+          max(len(r["ids"]) for r in chunk), self.bucket, self.max_length)
       ids = np.full((self.batch_size, t), self.pad_id, np.int32)
       mask = np.zeros((self.batch_size, t), np.int32)
-      for row, s in enumerate(chunk):
-        ids[row, :len(s)], mask[row, :len(s)] = s, 1
+      for row, r in enumerate(chunk):
+        ids[row, :len(r["ids"])], mask[row, :len(r["ids"])] = r["ids"], 1
       batch = {"ids": ids, "mask": mask}
+      if "media_index" in chunk[0]:
+        batch.update(self._collate_media(chunk, t))
       if self.mesh is not None:
         batch = to_global(batch, self.mesh, self.rules)
-      scores = self._score(self._params, batch["ids"], batch["mask"])
+      scores = self._score(self._params, batch)
       out.append(local_rows(scores)[:n])
     return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+  def score_ids(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+    """Text RM scores [n] of token sequences, in batches of `batch_size`."""
+    return self.score_rows([{"ids": list(s)} for s in sequences])
+
+  def _unscored(self, reason: str) -> None:
+    if not self.unscored[reason]:
+      log.warning("model reward: a prompt's media cannot be used (%s); its completions score "
+                  "%g and such prompts are counted (ModelReward.unscored)", reason,
+                  minimum_of(self))
+    self.unscored[reason] += 1
+
+  def _score_media(self, prompts: list[Any], completions: list[Any]) -> list[float]:
+    prepared: dict[str, Any] = {}  # the G completions of a prompt share one decode
+    rows, unscored = [], []
+    for prompt, completion in zip(prompts, completions):
+      seen = len(prepared)
+      row = self.encode_example(prompt, completion, prepared)
+      unscored.append(isinstance(row, str))
+      if isinstance(row, str):
+        if len(prepared) > seen:  # counted once per distinct prompt of the call
+          self._unscored(row)
+        # A stand-in keeps the batches as many as the rows (the same on every process).
+        row = {"ids": [0], **media_batching.invalid_arrays(self.media)}
+      rows.append(row)
+    low = minimum_of(self)
+    return [low if u else float(s) for s, u in zip(self.score_rows(rows), unscored)]
 
   def __call__(self, prompts: Any, completions: Any, **columns: Any) -> list[float]:
     del columns
@@ -134,5 +336,7 @@ class ModelReward:
     prompts = list(prompts) if isinstance(prompts, (list, tuple)) else [prompts]
     if len(prompts) != len(completions):
       raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
+    if self.media is not None:
+      return self._score_media(prompts, completions)
     ids = [self.encode(p, c) for p, c in zip(prompts, completions)]
     return [float(x) for x in self.score_ids(ids)]
