@@ -14,11 +14,15 @@ about a minute on 2 CPU cores, using under 2 GiB of host memory.
 The numbers are XLA:CPU's layout of the program; a TPU or GPU compiler lays
 it out differently, e.g. XLA:CPU runs bf16 collectives in f32 (weights are
 all-gathered at twice their bf16 size) and all-reduces gradients whole
-instead of reduce-scattering them. Measured here, the temporaries grow by
-about 1.8 GiB per layer even at 256 tokens per sequence, roughly one layer's
-full fp32 weights plus its full fp32 gradient (0.87 GiB each), so those are
-held for every layer at once; `--remat 0` gives about the same. Prints one
-JSON line.
+instead of reduce-scattering them. By default XLA:CPU also undoes remat
+(see `COMPILER_OPTIONS`, which this script sets): without that option the
+defaults give 116 GiB of temporaries per device with or without `--remat 0`;
+with it, 29 GiB with remat and 116 GiB without. Of the 29 GiB, about 24 are a
+CPU scheduling artefact: XLA:CPU issues every layer's forward weight
+all-gather at the top of the program, so all layers' full fp32 weights (0.87
+GiB per layer) are live at once, and the temporaries grow by that much per
+layer. (Tying each layer's weights to its input with an optimization barrier,
+not done here, brings them to 6 GiB.) Prints one JSON line.
 
     python benchmarks/compile_check.py                    # 64 devices, fsdp over all
     python benchmarks/compile_check.py --devices 16 --batch 16 --layers 4
@@ -32,6 +36,15 @@ import os
 import resource
 import sys
 import time
+
+# XLA:CPU expands the optimization barriers that `jax.checkpoint` leaves
+# around each rematerialised layer before layout assignment (pass
+# "cse_barrier_expander"); its later CSE then merges the recomputed forward
+# back into the original one, so with default options remat changes nothing on
+# CPU and the temporaries hold every layer's activations. XLA:GPU expands them
+# only after scheduling (TPU, where remat is known to work, likewise keeps
+# them), so keep them here too.
+COMPILER_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
 
 
 def main():
@@ -88,7 +101,7 @@ def main():
   start = time.perf_counter()
   lowered = step.lower(state, batch)
   lower_s = time.perf_counter() - start
-  compiled = lowered.compile()
+  compiled = lowered.compile(compiler_options=COMPILER_OPTIONS)
   compile_s = time.perf_counter() - start - lower_s
   mem = compiled.memory_analysis()
   per_device = {k: getattr(mem, k, None) for k in (
