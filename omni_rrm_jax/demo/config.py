@@ -28,9 +28,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict(dict(
       kinds="text,image,video,audio",
-      # Kept pairs per modality after teacher reconciliation: more than the RM
-      # stage reads per modality (400 x 16 / 4), so it sees each pair about once
-      # and cannot fit a ranking of answers that ignores the question.
+      # Kept pairs per modality after teacher reconciliation: close to what the
+      # RM stage reads per modality (400 x 16 / 4), so it sees each pair little
+      # more than once and cannot fit a ranking of answers that ignores the question.
       train_per_kind=1200,
       eval_per_kind=32,
       teacher_noise=0.15,  # chance that a simulated teacher misjudges a pair
