@@ -192,28 +192,57 @@ class Decoder(nnx.Module):
     else:
       valid_bt = attention_mask.astype(bool)
     if position_ids is None:
-      counted_bt = jnp.cumsum(valid_bt, axis=1, dtype=jnp.int32)
-      # Padding gets position 0: it is never a valid key, so its angle is moot.
-      position_ids = jnp.maximum(cache.next_position_b[:, None] + counted_bt - 1, 0)
-    start = cache.end
-    zero = jnp.zeros((), jnp.int32)
-    key_valid_bs = jax.lax.dynamic_update_slice(cache.key_valid_bs, valid_bt, (zero, start))
-    key_valid_bs = constrain(key_valid_bs, ("batch", "length"))
+      position_ids = continued_positions(cache, valid_bt)
     cos, sin = rope_cos_sin(position_ids, self.cfg.rope_dict, self.cfg.head_dim,
                             self.cfg.max_position_embeddings)
-    q_slot_t = start + jnp.arange(t, dtype=jnp.int32)
-    k_slot_s = jnp.arange(cache.max_length, dtype=jnp.int32)
-    windows = {layer.sliding_window for layer in self.layers}
-    masks = {w: causal_mask(q_slot_t, k_slot_s, key_valid_bs, w) for w in windows}
-    keys, values = [], []
-    for layer, k_bskd, v_bskd in zip(self.layers, cache.k_bskd, cache.v_bskd):
-      x_bte, k_bskd, v_bskd = layer.call_cached(x_bte, cos, sin, masks, k_bskd, v_bskd, start)
-      keys.append(k_bskd)
-      values.append(v_bskd)
-    cache = cache.replace(
-        k_bskd=tuple(keys), v_bskd=tuple(values), key_valid_bs=key_valid_bs, end=start + t,
-        next_position_b=cache.next_position_b + jnp.sum(valid_bt, axis=1, dtype=jnp.int32))
+    x_bte, cache = run_cached_layers(
+        self.layers, x_bte, cos, sin, valid_bt, cache,
+        cache.next_position_b + jnp.sum(valid_bt, axis=1, dtype=jnp.int32))
     return self.norm(x_bte), cache
+
+
+def continued_positions(cache: KVCache, valid_bt: jax.Array) -> jax.Array:
+  """[B, T] positions of new tokens continuing each row from
+  `cache.next_position_b`, counting real tokens only."""
+  counted_bt = jnp.cumsum(valid_bt, axis=1, dtype=jnp.int32)
+  # Padding gets position 0: it is never a valid key, so its angle is moot.
+  return jnp.maximum(cache.next_position_b[:, None] + counted_bt - 1, 0)
+
+
+def run_cached_layers(layers, x_bte: jax.Array, cos: jax.Array, sin: jax.Array,
+                      valid_bt: jax.Array, cache: KVCache,
+                      next_position_b: jax.Array) -> tuple[jax.Array, KVCache]:
+  """Runs T new tokens through `layers`, appending their keys and values to
+  `cache` at `cache.end`.
+
+  Args:
+    layers: the `DecoderLayer`s, one per cache entry.
+    x_bte: [B, T, E] the new tokens' embeddings.
+    cos, sin: the new tokens' rotary tables (1-D or M-RoPE, as the layers take).
+    valid_bt: bool [B, T] real new tokens; padded slots are never attended to.
+    cache: the `KVCache` so far.
+    next_position_b: [B] the position each row continues from afterwards.
+
+  Returns:
+    (hidden states [B, T, E] before the final norm, the updated cache).
+  """
+  t = x_bte.shape[1]
+  start = cache.end
+  zero = jnp.zeros((), jnp.int32)
+  key_valid_bs = jax.lax.dynamic_update_slice(cache.key_valid_bs, valid_bt, (zero, start))
+  key_valid_bs = constrain(key_valid_bs, ("batch", "length"))
+  q_slot_t = start + jnp.arange(t, dtype=jnp.int32)
+  k_slot_s = jnp.arange(cache.max_length, dtype=jnp.int32)
+  windows = {layer.sliding_window for layer in layers}
+  masks = {w: causal_mask(q_slot_t, k_slot_s, key_valid_bs, w) for w in windows}
+  keys, values = [], []
+  for layer, k_bskd, v_bskd in zip(layers, cache.k_bskd, cache.v_bskd):
+    x_bte, k_bskd, v_bskd = layer.call_cached(x_bte, cos, sin, masks, k_bskd, v_bskd, start)
+    keys.append(k_bskd)
+    values.append(v_bskd)
+  cache = cache.replace(k_bskd=tuple(keys), v_bskd=tuple(values), key_valid_bs=key_valid_bs,
+                        end=start + t, next_position_b=next_position_b)
+  return x_bte, cache
 
 
 def last_token_index(input_ids_bt: jax.Array | None, pad_token_id: int | None,

@@ -244,6 +244,21 @@ class _ThinkerTrunk(nnx.Module):
       x_bte = scatter_features(x_bte, input_ids == token, features_me, what)
     return x_bte
 
+  def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
+               pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
+               video_grid_thw=None, video_second_per_grid=None, input_features=None,
+               feature_attention_mask=None, use_audio_in_video: bool = False,
+               inputs_embeds=None, audio_layout: AudioLayout | None = None,
+               second_per_grid_ts=None, media_features=None, media_index=None) -> ModelOutput:
+    """The head's logits (`head`: vocabulary logits or scores) and the final
+    hidden states (arguments: see `hidden_states`)."""
+    h_bte = self.hidden_states(
+        input_ids, attention_mask, position_ids, pixel_values, image_grid_thw,
+        pixel_values_videos, video_grid_thw, video_second_per_grid, input_features,
+        feature_attention_mask, use_audio_in_video, inputs_embeds, audio_layout,
+        second_per_grid_ts, media_features, media_index)
+    return ModelOutput(logits=self.head(h_bte, input_ids), hidden_states=h_bte)
+
   def hidden_states(self, input_ids=None, attention_mask=None, position_ids=None,
                     pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
                     video_grid_thw=None, video_second_per_grid=None, input_features=None,
@@ -322,19 +337,10 @@ class Qwen2_5OmniThinkerForConditionalGeneration(_ThinkerTrunk):
     super().__init__(cfg, rngs=rngs)
     self.lm_head = make_lm_head(cfg.text, cfg.tie_word_embeddings, rngs)
 
-  def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
-               pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
-               video_grid_thw=None, video_second_per_grid=None, input_features=None,
-               feature_attention_mask=None, use_audio_in_video: bool = False,
-               inputs_embeds=None, audio_layout: AudioLayout | None = None,
-               second_per_grid_ts=None, media_features=None, media_index=None) -> ModelOutput:
-    """Logits [B, T, V] of every position (arguments: see `hidden_states`)."""
-    h_bte = self.hidden_states(
-        input_ids, attention_mask, position_ids, pixel_values, image_grid_thw,
-        pixel_values_videos, video_grid_thw, video_second_per_grid, input_features,
-        feature_attention_mask, use_audio_in_video, inputs_embeds, audio_layout,
-        second_per_grid_ts, media_features, media_index)
-    return ModelOutput(logits=self.lm_logits(h_bte), hidden_states=h_bte)
+  def head(self, h_bte: jax.Array, input_ids) -> jax.Array:
+    """Logits [B, T, V] of every position."""
+    del input_ids
+    return self.lm_logits(h_bte)
 
   def lm_logits(self, h_bte: jax.Array) -> jax.Array:
     """Vocabulary logits [B, T, V] of final hidden states."""
@@ -354,18 +360,6 @@ class Qwen2_5OmniThinkerForSequenceClassification(_ThinkerTrunk):
     super().__init__(cfg, rngs=rngs)
     self.score = make_score_head(cfg.text, rngs)
 
-  def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
-               pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
-               video_grid_thw=None, video_second_per_grid=None, input_features=None,
-               feature_attention_mask=None, use_audio_in_video: bool = False,
-               inputs_embeds=None, audio_layout: AudioLayout | None = None,
-               second_per_grid_ts=None, media_features=None, media_index=None) -> ModelOutput:
-    """Scores [B, num_labels] at each row's last real token (arguments: see
-    `hidden_states`; pooling needs `input_ids`)."""
-    h_bte = self.hidden_states(
-        input_ids, attention_mask, position_ids, pixel_values, image_grid_thw,
-        pixel_values_videos, video_grid_thw, video_second_per_grid, input_features,
-        feature_attention_mask, use_audio_in_video, inputs_embeds, audio_layout,
-        second_per_grid_ts, media_features, media_index)
-    return ModelOutput(logits=pooled_scores(self.score, h_bte, input_ids, self.cfg.pad_token_id),
-                       hidden_states=h_bte)
+  def head(self, h_bte: jax.Array, input_ids) -> jax.Array:
+    """Scores [B, num_labels] at each row's last real token (pooling needs `input_ids`)."""
+    return pooled_scores(self.score, h_bte, input_ids, self.cfg.pad_token_id)

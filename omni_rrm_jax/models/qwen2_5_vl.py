@@ -47,7 +47,9 @@ from flax import nnx
 from omni_rrm_jax.models import mrope
 from omni_rrm_jax.models.attention import causal_mask
 from omni_rrm_jax.models.config import DecoderConfig, decoder_config_from_hf, resolve_dtype
-from omni_rrm_jax.models.decoder import DecoderLayer, KVCache, ModelOutput, last_token_index
+from omni_rrm_jax.models.decoder import (DecoderLayer, KVCache, ModelOutput,
+                                         continued_positions, last_token_index,
+                                         run_cached_layers)
 from omni_rrm_jax.models.layers import DenseGeneral, Embed, RMSNorm
 from omni_rrm_jax.models.vision import VisionConfig, VisionTransformer, vision_config_from_hf
 from omni_rrm_jax.models.vision_layout import VisionLayout, vision_layout
@@ -390,9 +392,7 @@ class TextModel(nnx.Module):
     valid_bt = (jnp.ones((b, t), bool) if attention_mask is None
                 else attention_mask.astype(bool))
     if position_ids is None:
-      counted_bt = jnp.cumsum(valid_bt, axis=1, dtype=jnp.int32)
-      # Padding gets position 0: it is never a valid key, so its angle is moot.
-      position_ids = jnp.maximum(cache.next_position_b[:, None] + counted_bt - 1, 0)
+      position_ids = continued_positions(cache, valid_bt)
     position_3bt = jnp.asarray(position_ids, jnp.int32)
     if position_3bt.ndim == 2:
       position_3bt = jnp.broadcast_to(position_3bt, (3, b, t))
@@ -402,23 +402,10 @@ class TextModel(nnx.Module):
                                           axis=1)[:, 0]
     next_position_b = jnp.where(valid_bt.any(axis=1), last_position_b + 1,
                                 cache.next_position_b)
-    start = cache.end
-    zero = jnp.zeros((), jnp.int32)
-    key_valid_bs = jax.lax.dynamic_update_slice(cache.key_valid_bs, valid_bt, (zero, start))
-    key_valid_bs = constrain(key_valid_bs, ("batch", "length"))
     cos, sin = mrope.mrope_cos_sin(position_3bt, self.cfg.rope_dict, self.cfg.head_dim,
                                    self.cfg.max_position_embeddings)
-    q_slot_t = start + jnp.arange(t, dtype=jnp.int32)
-    k_slot_s = jnp.arange(cache.max_length, dtype=jnp.int32)
-    windows = {layer.sliding_window for layer in self.layers}
-    masks = {w: causal_mask(q_slot_t, k_slot_s, key_valid_bs, w) for w in windows}
-    keys, values = [], []
-    for layer, k_bskd, v_bskd in zip(self.layers, cache.k_bskd, cache.v_bskd):
-      x_bte, k_bskd, v_bskd = layer.call_cached(x_bte, cos, sin, masks, k_bskd, v_bskd, start)
-      keys.append(k_bskd)
-      values.append(v_bskd)
-    cache = cache.replace(k_bskd=tuple(keys), v_bskd=tuple(values), key_valid_bs=key_valid_bs,
-                          end=start + t, next_position_b=next_position_b)
+    x_bte, cache = run_cached_layers(self.layers, x_bte, cos, sin, valid_bt, cache,
+                                     next_position_b)
     return self.norm(x_bte), cache
 
 
@@ -458,6 +445,18 @@ class _VisionLanguageTrunk(nnx.Module):
     `HostInputs.vision_layout` for one row's layout.
     """
     return self.visual.encode_rows(pixel_values_bnd, layout_b)
+
+  def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
+               pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
+               video_grid_thw=None, second_per_grid_ts=None, mm_token_type_ids=None,
+               inputs_embeds=None, media_features=None, media_index=None) -> ModelOutput:
+    """The head's logits (`head`: vocabulary logits or scores) and the final
+    hidden states (arguments: see `hidden_states`)."""
+    h_bte = self.hidden_states(input_ids, attention_mask, position_ids, pixel_values,
+                               image_grid_thw, pixel_values_videos, video_grid_thw,
+                               second_per_grid_ts, mm_token_type_ids, inputs_embeds,
+                               media_features, media_index)
+    return ModelOutput(logits=self.head(h_bte, input_ids), hidden_states=h_bte)
 
   def hidden_states(self, input_ids=None, attention_mask=None, position_ids=None,
                     pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
@@ -522,16 +521,10 @@ class Qwen2_5_VLForConditionalGeneration(_VisionLanguageTrunk):
     super().__init__(cfg, rngs=rngs)
     self.lm_head = make_lm_head(cfg.text, cfg.tie_word_embeddings, rngs)
 
-  def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
-               pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
-               video_grid_thw=None, second_per_grid_ts=None, mm_token_type_ids=None,
-               inputs_embeds=None, media_features=None, media_index=None) -> ModelOutput:
-    """Logits [B, T, V] of every position (arguments: see `hidden_states`)."""
-    h_bte = self.hidden_states(input_ids, attention_mask, position_ids, pixel_values,
-                               image_grid_thw, pixel_values_videos, video_grid_thw,
-                               second_per_grid_ts, mm_token_type_ids, inputs_embeds,
-                               media_features, media_index)
-    return ModelOutput(logits=self.lm_logits(h_bte), hidden_states=h_bte)
+  def head(self, h_bte: jax.Array, input_ids) -> jax.Array:
+    """Logits [B, T, V] of every position."""
+    del input_ids
+    return self.lm_logits(h_bte)
 
   def call_cached(self, cache: KVCache, input_ids=None, attention_mask=None, position_ids=None,
                   media_features=None, media_index=None) -> ModelOutput:
@@ -556,15 +549,6 @@ class Qwen2_5_VLForSequenceClassification(_VisionLanguageTrunk):
     super().__init__(cfg, rngs=rngs)
     self.score = make_score_head(cfg.text, rngs)
 
-  def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
-               pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
-               video_grid_thw=None, second_per_grid_ts=None, mm_token_type_ids=None,
-               inputs_embeds=None, media_features=None, media_index=None) -> ModelOutput:
-    """Scores [B, num_labels] at each row's last real token (arguments: see
-    `hidden_states`; pooling needs `input_ids`)."""
-    h_bte = self.hidden_states(input_ids, attention_mask, position_ids, pixel_values,
-                               image_grid_thw, pixel_values_videos, video_grid_thw,
-                               second_per_grid_ts, mm_token_type_ids, inputs_embeds,
-                               media_features, media_index)
-    return ModelOutput(logits=pooled_scores(self.score, h_bte, input_ids, self.cfg.pad_token_id),
-                       hidden_states=h_bte)
+  def head(self, h_bte: jax.Array, input_ids) -> jax.Array:
+    """Scores [B, num_labels] at each row's last real token (pooling needs `input_ids`)."""
+    return pooled_scores(self.score, h_bte, input_ids, self.cfg.pad_token_id)
