@@ -1,11 +1,15 @@
 """The Grain input pipeline: records -> tokens -> bucketed batches, per process.
 
   records (validated, bad ones skipped and counted when read)
-    -> seeded global shuffle, reshuffled each epoch
+    -> seeded global shuffle, reshuffled each epoch (optionally in chunks of
+       one global batch per modality: `grouped_shuffle`)
     -> this process's share of the stream (multi-host: disjoint, interleaved)
     -> encode (chat template, left truncation of the prompt;
        media decoded, placeholders expanded, layout/positions) [worker processes]
     -> batch + pad to a bucketed length (patch count, audio frames) [workers]
+
+Batches are formed before the worker processes split the stream (each worker
+builds whole batches), so the batch order does not depend on the worker count.
 
 The iterator's state (`get_state` / `set_state`) is small and exact, so a
 checkpoint holding it resumes the stream at the same example.
@@ -20,6 +24,7 @@ from typing import Any, Sequence
 import grain
 
 from omni_rrm_jax.data.batching import collate
+from omni_rrm_jax.data.grouped_shuffle import GroupedShuffle
 from omni_rrm_jax.data.records import PreferenceRecord
 from omni_rrm_jax.data.tokenize import ExampleEncoder, as_arrays
 
@@ -58,7 +63,8 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
                  worker_count: int = 0, worker_buffer_size: int = 2,
                  process_index: int = 0, process_count: int = 1,
                  patch_buckets: Sequence[int] = (),
-                 audio_frame_buckets: Sequence[int] = ()) -> grain.IterDataset:
+                 audio_frame_buckets: Sequence[int] = (),
+                 group_by_modality: bool = False) -> grain.IterDataset:
   """A Grain dataset of padded batches for this process.
 
   Args:
@@ -72,9 +78,7 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
     shuffle: shuffle the records (False for evaluation).
     num_epochs: passes over the data; None repeats forever.
     worker_count: worker processes for encoding and batching (0: in-process).
-      Each worker batches its own share of the stream, so the batch order
-      depends on the worker count (deterministically); the set of examples
-      per epoch does not.
+      Workers take whole batches in turn; the stream is the same for any count.
     worker_buffer_size: batches each worker prepares ahead.
     process_index: this process's index (`jax.process_index()`).
     process_count: number of processes (`jax.process_count()`).
@@ -85,6 +89,11 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
       encoder whose model reads audio (default: its media spec's; the
       largest must cover the spec's `max_audio_frames`; 0 lets batches
       without audio skip the audio encoder).
+    group_by_modality: with `shuffle`, draw each global batch
+      (`batch_size * process_count` rows) from one modality, so it pads to
+      that modality's lengths and skips the encoders it does not use. Rows
+      left over per modality share mixed batches; each epoch drops fewer than
+      one global batch of them (different ones every epoch).
   """
   if not records:
     raise ValueError("the data set is empty (every record was skipped?)")
@@ -105,19 +114,22 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
       raise ValueError(f"audio_frame_buckets {tuple(audio_frame_buckets)} must reach the "
                        f"encoder's max_audio_frames {encoder.media.max_audio_frames}")
   ds = grain.MapDataset.source(list(records)).map_with_index(_Tag())
-  if shuffle:
+  if shuffle and group_by_modality:
+    ds = GroupedShuffle(ds, [r.modality for r in records], chunk=batch_size * process_count,
+                        seed=seed)
+  elif shuffle:
     ds = ds.shuffle(seed=seed)
   if num_epochs != 1:
     ds = ds.repeat(num_epochs)
   if process_count > 1:
     ds = ds[process_index::process_count]
-  ds = ds.map(_Encode(encoder))
-  it = ds.to_iter_dataset().batch(
+  ds = ds.map(_Encode(encoder)).batch(
       batch_size, drop_remainder=False,
       batch_fn=functools.partial(collate, kind=encoder.kind, batch_size=batch_size,
                                  buckets=tuple(buckets), pad_id=pad_id,
                                  patch_buckets=tuple(patch_buckets), merge_unit=merge_unit,
                                  audio_frame_buckets=tuple(audio_frame_buckets)))
+  it = ds.to_iter_dataset()
   if worker_count > 0:
     _ensure_absl_flags_parsed()
     it = it.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(

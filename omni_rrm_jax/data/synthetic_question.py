@@ -15,6 +15,10 @@ teachers keep and still produce the same bytes for the same seed.
 rubric dimensions, short and regular, naming A and B on every line. The
 response the scores prefer is the one called correct, and the fact is stated
 with its value, so the text always agrees with the scores and the label.
+The accuracy line states the claims before the fact ("A says red and B says
+blue; the image shows red, so A is correct"): each step is then a copy, one
+choice between two values already written, or a match of that value to a
+letter, which a small judge learns far sooner than recalling the fact first.
 """
 
 from __future__ import annotations
@@ -102,12 +106,12 @@ def render_rationale(question: Question, values: Mapping[str, str],
     raise ValueError(f"a synthetic rationale needs a strict preference, got scores {dict(scores)}")
   worse = BETTER_B if better == BETTER_A else BETTER_A
   noun = NOUNS[question.modality]
-  fact = capitalise(question.fact.replace("{v}", values[better]))
+  fact = question.fact.replace("{v}", values[better])
   reasoning = {
       "fluency_coherence": "A and B are both fluent.",
       "relevance": f"A and B are both relevant to the {noun}.",
-      "accuracy_completeness": (f"{fact}, so {better} is correct; {worse} says "
-                                f"{values[worse]}, which is incorrect."),
+      "accuracy_completeness": (f"A says {values['A']} and B says {values['B']}; "
+                                f"{fact}, so {better} is correct."),
       "reasoning_quality": f"{better}'s reasoning fits the {noun}; {worse}'s does not.",
       "safety_ethics": "A and B are both safe.",
   }

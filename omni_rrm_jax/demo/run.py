@@ -89,15 +89,21 @@ def _trainer_config(cfg, paths: Paths, task: str):
   for tower in (c.model.config, c.model.vision, c.model.audio):
     tower.initializer_range = cfg.model.initializer_range
   c.tokenizer = paths.tokenizer
+  if task == "sft" and cfg.sft.init_from_rm:
+    # The judge starts from the RM's trunk (its towers already tell the
+    # media apart); the score head is left out, the LM head is the tied embedding.
+    c.model.path = paths.hf("rm")
   d = c.data
   d.train_path, d.eval_path, d.media_root = paths.train, paths.eval, paths.media
   d.max_length, d.buckets = stage.max_length, tuple(stage.buckets)
   d.batch_size, d.eval_batch_size = stage.batch_size, 2 * stage.batch_size
   d.worker_count = cfg.data.worker_count
+  d.group_by_modality = cfg.data.group_by_modality
   d.patch_buckets = tuple(cfg.media.patch_buckets)
   d.audio_frame_buckets = tuple(cfg.media.audio_frame_buckets)
   d.media.audio_chunk_seconds = cfg.media.audio_chunk_seconds
   c.optim.learning_rate = stage.learning_rate
+  c.optim.weight_decay = stage.weight_decay
   c.optim.warmup_steps = min(stage.warmup_steps, stage.num_steps // 2)
   t = c.train
   t.num_steps = stage.num_steps

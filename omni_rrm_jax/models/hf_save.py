@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from typing import Any, Mapping
 
 import jax
 import ml_dtypes  # noqa: F401  (bfloat16 arrays for the safetensors writer)
@@ -49,13 +50,17 @@ def _plan_shards(entries, max_shard_bytes):
 
 def save_pretrained(model: nnx.Module, out_dir: str, *,
                     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-                    tokenizer_dir: str | None = None) -> str:
+                    tokenizer_dir: str | None = None,
+                    processor_files: Mapping[str, Mapping[str, Any]] | None = None) -> str:
   """Writes `model` as a folder that transformers' `from_pretrained` loads.
 
   Weights go to `model.safetensors`, or to numbered shards plus
   `model.safetensors.index.json` above `max_shard_bytes`. Tensors are
-  gathered to the host one at a time. Tokenizer files are copied from
-  `tokenizer_dir`, or else from the folder the model was loaded from.
+  gathered to the host one at a time. Tokenizer (and processor) files are
+  copied from `tokenizer_dir`, or else from the folder the model was loaded
+  from; `processor_files` (file name -> JSON content, e.g.
+  `MediaConfig.to_preprocessor_configs()`) are written last, so the media
+  preprocessing a model was trained with travels with it.
   Only process 0 writes; every process must call this (for the gathers).
 
   Returns:
@@ -109,4 +114,7 @@ def save_pretrained(model: nnx.Module, out_dir: str, *,
       src = os.path.join(source, fname)
       if os.path.exists(src):
         shutil.copyfile(src, os.path.join(out_dir, fname))
+  for fname, content in (processor_files or {}).items():
+    with open(os.path.join(out_dir, fname), "w", encoding="utf-8") as f:
+      json.dump(content, f, indent=2, sort_keys=True)
   return out_dir

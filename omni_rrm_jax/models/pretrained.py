@@ -24,6 +24,7 @@ TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
     "merges.txt", "tokenizer.model", "added_tokens.json", "chat_template.jinja",
     "chat_template.json", "generation_config.json", "preprocessor_config.json",
+    "video_preprocessor_config.json",
 )
 
 

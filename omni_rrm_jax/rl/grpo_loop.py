@@ -357,7 +357,10 @@ def run(config, workdir: str) -> dict:
       writer.write(final_step, summary["eval"], "eval")
     if config.export.at_end:
       out_dir = os.path.join(workdir, "hf")
-      save_pretrained(nnx.merge(graphdef, state.params), out_dir, tokenizer_dir=tokenizer_dir)
+      # The media preprocessing trained with travels with the weights.
+      save_pretrained(nnx.merge(graphdef, state.params), out_dir, tokenizer_dir=tokenizer_dir,
+                      processor_files=(spec.config.to_preprocessor_configs(audio=spec.has_audio)
+                                       if spec else None))
       summary["export"] = out_dir
   if rm is not None and rm.media is not None:
     # Prompts (train and eval, since start or resume) the multimodal RM could

@@ -76,13 +76,20 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.data.eval_batch_size = 32
   c.data.worker_count = 0
   c.data.seed = 0
+  # True: each training batch holds one modality (text / image / video /
+  # audio), so it pads to that modality's length bucket and runs only the
+  # encoders it needs (data/grouped_shuffle.py). Costs one compilation per
+  # modality's bucket shape.
+  c.data.group_by_modality = False
   c.data.eval_limit = 0  # 0: the whole eval set
 
   c.loss = ml_collections.ConfigDict(dict(margin_scale=0.0, center_coef=0.0))
 
   c.optim = ml_collections.ConfigDict(dict(
       learning_rate=1e-3, warmup_steps=20, end_lr_factor=0.1, weight_decay=0.01,
-      b1=0.9, b2=0.95, eps=1e-8, grad_clip_norm=1.0, grad_accum_steps=1))
+      b1=0.9, b2=0.95, eps=1e-8, grad_clip_norm=1.0, grad_accum_steps=1,
+      # Per-module learning-rate factors, e.g. "visual=0.1,audio_tower=0.1".
+      lr_scales=""))
 
   c.train = ml_collections.ConfigDict(dict(
       num_steps=300, log_every=20, eval_every=100, checkpoint_every=100, keep_checkpoints=2,

@@ -121,7 +121,8 @@ def run(config, workdir: str) -> dict:
                  process_count=n_proc,
                  patch_buckets=tuple(config.data.patch_buckets) if media else ())
   train_ds = make_dataset(train_records, encoder, batch_size=config.data.batch_size // n_proc,
-                          seed=config.data.seed, **data_kw)
+                          seed=config.data.seed,
+                          group_by_modality=config.data.group_by_modality, **data_kw)
   eval_ds = (make_dataset(eval_records, encoder, seed=0, shuffle=False, num_epochs=1,
                           batch_size=config.data.eval_batch_size // n_proc, **data_kw)
              if eval_records else None)
@@ -211,7 +212,10 @@ def run(config, workdir: str) -> dict:
         writer.write(final_step, summary["eval"], "eval")
     if config.export.at_end:
       out_dir = os.path.join(workdir, "hf")
-      save_pretrained(nnx.merge(graphdef, state.params), out_dir, tokenizer_dir=tokenizer_dir)
+      # The media preprocessing trained with travels with the weights.
+      save_pretrained(nnx.merge(graphdef, state.params), out_dir, tokenizer_dir=tokenizer_dir,
+                      processor_files=(media.config.to_preprocessor_configs(audio=media.has_audio)
+                                       if media else None))
       summary["export"] = out_dir
   writer.close()
   if is_main:

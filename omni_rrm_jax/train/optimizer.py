@@ -2,6 +2,10 @@
 
   tx, schedule = make_optimizer(config.optimizer)
   lr = schedule(num_applied_updates)   # what the step logs as `learning_rate`
+
+`lr_scales` gives parts of the model their own learning rate, as a factor of
+the schedule's (e.g. "visual=0.1,audio_tower=0.1" for the encoders, as
+multimodal recipes train a vision tower slower than the language model).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ OPTIMIZER_DEFAULTS: dict[str, Any] = {
     "b2": 0.999,
     "eps": 1e-8,
     "grad_clip_norm": 1.0,
+    "lr_scales": "",
 }
 # Keys that share the optimizer's config section but belong to the train step.
 STEP_KEYS = ("grad_accum_steps",)
@@ -58,6 +63,48 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(one, params)
 
 
+def parse_lr_scales(spec: str | Mapping[str, float]) -> dict[str, float]:
+  """{"visual": 0.1} from "visual=0.1" (comma-separated) or from a mapping."""
+  if not isinstance(spec, str):
+    return {str(k): float(v) for k, v in dict(spec).items()}
+  out = {}
+  for item in filter(None, (part.strip() for part in spec.split(","))):
+    name, sep, value = item.partition("=")
+    try:
+      if not (sep and name.strip()):
+        raise ValueError
+      out[name.strip()] = float(value)
+    except ValueError:
+      raise ValueError(f"optim.lr_scales item {item!r} is not name=factor "
+                       f"(e.g. 'visual=0.1,audio_tower=0.1')") from None
+  return out
+
+
+def scale_by_module(scales: Mapping[str, float]) -> optax.GradientTransformation:
+  """Multiplies each update by the factor of the first module name on its path.
+
+  A parameter whose path (e.g. `visual/blocks/0/mlp/kernel`) contains a
+  name of `scales` gets that factor; others keep theirs (1). Applied after
+  AdamW, it scales the weight decay of those parameters too, exactly as a
+  smaller learning rate would.
+  """
+  def factors(tree):
+    def one(path, _):
+      names = _path_names(path)
+      return next((f for n, f in scales.items() if n in names), 1.0)
+    return jax.tree_util.tree_map_with_path(one, tree)
+
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, f: u * f if f != 1.0 else u, updates, factors(updates)), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
 def make_schedule(cfg: Mapping[str, Any] | Any, *, total_steps: int | None = None
                   ) -> optax.Schedule:
   """Linear warmup from 0 to `learning_rate`, then cosine decay to
@@ -79,7 +126,8 @@ def make_optimizer(cfg: Mapping[str, Any] | Any, *, total_steps: int | None = No
   Args:
     cfg: `learning_rate` and `total_steps` (required), `warmup_steps`,
       `end_lr_factor`, `weight_decay`, `b1`, `b2`, `eps`, `grad_clip_norm`
-      (None or 0 disables clipping). Unknown keys are an error, except
+      (None or 0 disables clipping), `lr_scales` (per-module learning-rate
+      factors, see `parse_lr_scales`). Unknown keys are an error, except
       `grad_accum_steps`, which the train step reads from the same section.
     total_steps: overrides (or supplies) `cfg.total_steps`, e.g. from
       `config.train.num_steps`.
@@ -95,4 +143,7 @@ def make_optimizer(cfg: Mapping[str, Any] | Any, *, total_steps: int | None = No
     parts.append(optax.clip_by_global_norm(float(c["grad_clip_norm"])))
   parts.append(optax.adamw(schedule, b1=float(c["b1"]), b2=float(c["b2"]), eps=float(c["eps"]),
                            weight_decay=float(c["weight_decay"]), mask=decay_mask))
+  scales = parse_lr_scales(c["lr_scales"])
+  if scales:
+    parts.append(scale_by_module(scales))
   return optax.chain(*parts), schedule

@@ -2,23 +2,13 @@
 
 import numpy as np
 import pytest
-from transformers import AutoTokenizer
 
 from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.records import PreferenceRecord
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
-from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
 from omni_rrm_jax.rewards.judgment import DIMENSION_NAMES, render_judgment
 
 BUCKETS = (32, 64, 128, 512)
-
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-  folder = tmp_path_factory.mktemp("tok")
-  texts = [f"what is {i} plus {i + 1}? it is {2 * i + 1}. the cat sat." for i in range(300)]
-  train_tiny_tokenizer(texts, folder, vocab_size=400)
-  return AutoTokenizer.from_pretrained(str(folder))
 
 
 def _record(i, prompt_repeats=1, label="A", rationale=True):

@@ -91,3 +91,20 @@ def test_demo_subcommand_and_config():
   assert get_config().task == "demo"
   with pytest.raises(ValueError, match="unknown demo variant"):
     get_config("huge")
+
+
+def test_stage_configs_carry_the_demo_settings(tmp_path):
+  from omni_rrm_jax.demo import run as demo
+
+  cfg, paths = get_config(), demo.Paths(str(tmp_path))
+  cfg.rm.weight_decay, cfg.sft.weight_decay = 0.25, 0.0
+  cfg.data.group_by_modality = True
+  rm, sft = demo._trainer_config(cfg, paths, "rm"), demo._trainer_config(cfg, paths, "sft")
+  assert (rm.optim.weight_decay, sft.optim.weight_decay) == (0.25, 0.0)
+  assert rm.data.group_by_modality and sft.data.group_by_modality
+  assert rm.data.buckets == tuple(cfg.rm.buckets) and sft.data.buckets == tuple(cfg.sft.buckets)
+  assert rm.model.path == ""
+  cfg.sft.init_from_rm = True
+  assert demo._trainer_config(cfg, paths, "sft").model.path == paths.hf("rm")
+  cfg.sft.init_from_rm = False
+  assert demo._trainer_config(cfg, paths, "sft").model.path == ""

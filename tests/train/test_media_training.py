@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 import omni_rrm_jax as orj
+from omni_rrm_jax.data.media.config import MediaConfig
 from omni_rrm_jax.data.media.encode import encode_media
 from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.synthetic import generate_text_pairs, write_jsonl
@@ -181,6 +182,16 @@ def test_reward_model_learns_from_a_mixed_stream_with_broken_media(tmp_path):
   assert type(reloaded).__name__ == "Qwen2_5_VLForSequenceClassification"
   assert reloaded.cfg.num_labels == 1 and reloaded.cfg.pad_token_id is not None
   _check_transformers_reads_the_trunk(out, reloaded)
+  # The media preprocessing trained with travels with the export (the train
+  # config's limits, not the released checkpoints' defaults).
+  read = lambda name: json.load(open(os.path.join(out, name), encoding="utf-8"))  # noqa: E731
+  exported = MediaConfig.from_preprocessor_config(read("preprocessor_config.json"),
+                                                  read("video_preprocessor_config.json"))
+  media = config.data.media
+  assert (exported.image_max_pixels, exported.video_max_pixels, exported.video_max_frames) == (
+      media.image_max_pixels, media.video_max_pixels, media.video_max_frames)
+  assert exported.image_max_pixels != MediaConfig().image_max_pixels
+  assert "feature_extractor_type" not in read("preprocessor_config.json")  # no audio encoder
 
 
 def _check_transformers_reads_the_trunk(folder: str, ours) -> None:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from omni_rrm_jax.train.optimizer import decay_mask, make_optimizer
+from omni_rrm_jax.train.optimizer import decay_mask, make_optimizer, parse_lr_scales
 from tests.train.fixtures import OPT, tiny_model
 
 
@@ -52,3 +52,24 @@ def test_total_steps_from_the_train_section():
   cfg["grad_accum_steps"] = 4  # read by the step, tolerated here
   _, schedule = make_optimizer(cfg, total_steps=50)
   np.testing.assert_allclose(schedule(50), OPT["learning_rate"] * OPT["end_lr_factor"], rtol=1e-5)
+
+
+def test_lr_scales_slow_down_only_the_named_modules():
+  params = {"visual": {"proj": {"kernel": np.ones((2, 2), np.float32)}},
+            "model": {"proj": {"kernel": np.ones((2, 2), np.float32)}}}
+  grads = jax.tree.map(lambda x: 0.5 * x, params)
+  cfg = dict(OPT, warmup_steps=0, weight_decay=0.1)
+  plain, _ = make_optimizer(cfg)
+  scaled, _ = make_optimizer(dict(cfg, lr_scales="visual=0.25"))
+  u_plain, _ = plain.update(grads, plain.init(params), params)
+  u_scaled, _ = scaled.update(grads, scaled.init(params), params)
+  np.testing.assert_allclose(u_scaled["model"]["proj"]["kernel"], u_plain["model"]["proj"]["kernel"])
+  np.testing.assert_allclose(u_scaled["visual"]["proj"]["kernel"],
+                             0.25 * u_plain["visual"]["proj"]["kernel"], rtol=1e-6)
+  assert np.abs(u_plain["visual"]["proj"]["kernel"]).min() > 0
+  assert parse_lr_scales("visual=0.1, audio_tower=0.5") == {"visual": 0.1, "audio_tower": 0.5}
+  assert parse_lr_scales({"visual": 1}) == {"visual": 1.0}
+  with pytest.raises(ValueError, match="'visual' is not name=factor"):
+    parse_lr_scales("visual")
+  with pytest.raises(ValueError, match="'visual=fast' is not name=factor"):
+    make_optimizer(dict(OPT, lr_scales="visual=fast"))

@@ -133,6 +133,51 @@ class MediaConfig:
     seconds = self.audio_chunk_seconds if self.max_audio_seconds is None else self.max_audio_seconds
     return min(self.audio_chunk_samples, int(seconds * self.sampling_rate))
 
+  def to_preprocessor_configs(self, audio: bool = True) -> dict[str, dict[str, Any]]:
+    """This preprocessing as Hugging Face processor files, by file name.
+
+    `preprocessor_config.json` holds the image processor's and (with `audio`,
+    for a model with an audio encoder) the Whisper feature extractor's
+    settings, as the released Qwen2.5-VL and Qwen2.5-Omni folders do;
+    `video_preprocessor_config.json` the video processor's. transformers'
+    Qwen2-VL image / video processors and `WhisperFeatureExtractor` load them
+    as these settings, and `from_preprocessor_config` reads them back. The
+    memory limits (`max_decode_pixels`, `max_*_seconds`) are this
+    implementation's own and are not written.
+    """
+    shared = {
+        "patch_size": self.patch_size, "merge_size": self.merge_size,
+        "temporal_patch_size": self.temporal_patch_size, "resample": self.resample,
+        "rescale_factor": self.rescale_factor, "image_mean": list(self.image_mean),
+        "image_std": list(self.image_std), "do_resize": True, "do_rescale": True,
+        "do_normalize": True, "do_convert_rgb": True,
+    }
+    samples = self.audio_chunk_samples
+    image = {
+        **shared, "image_processor_type": "Qwen2VLImageProcessor",
+        "min_pixels": self.image_min_pixels, "max_pixels": self.image_max_pixels,
+        "size": {"shortest_edge": self.image_min_pixels, "longest_edge": self.image_max_pixels},
+    }
+    whisper = {
+        "feature_extractor_type": "WhisperFeatureExtractor",
+        "feature_size": self.feature_size, "sampling_rate": self.sampling_rate,
+        "n_fft": self.n_fft, "hop_length": self.hop_length,
+        "chunk_length": self.audio_chunk_seconds, "n_samples": samples,
+        "nb_max_frames": samples // self.hop_length, "padding_value": self.padding_value,
+        "padding_side": "right", "return_attention_mask": True, "dither": 0.0,
+    }
+    video = {
+        **shared, "video_processor_type": "Qwen2VLVideoProcessor",
+        "min_pixels": self.video_min_pixels, "max_pixels": self.video_max_pixels,
+        "size": {"shortest_edge": self.video_min_pixels, "longest_edge": self.video_max_pixels},
+        "fps": self.video_fps, "min_frames": self.video_min_frames,
+        "max_frames": self.video_max_frames, "do_sample_frames": True,
+    }
+    if self.video_cap_pixels_per_frame:
+      video.update(cap_pixels_per_frame=True, max_video_tokens=self.video_max_tokens)
+    return {"preprocessor_config.json": {**image, **(whisper if audio else {})},
+            "video_preprocessor_config.json": video}
+
   @classmethod
   def from_preprocessor_config(cls, config: Mapping[str, Any],
                                video_config: Mapping[str, Any] | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from omni_rrm_jax.data.media.config import OPENAI_CLIP_MEAN, MediaConfig
@@ -71,3 +72,46 @@ def test_media_code_imports_no_torch_jax_or_transformers():
                else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
       for name in names:
         assert not any(name == f or name.startswith(f + ".") for f in forbidden), (path.name, name)
+
+
+def test_processor_files_round_trip_and_load_in_transformers(tmp_path):
+  import json
+
+  from PIL import Image
+  from transformers import WhisperFeatureExtractor
+  from transformers.models.qwen2_vl import image_processing_pil_qwen2_vl as hf_image
+
+  from omni_rrm_jax.data.media.image import process_images
+
+  # Settings unlike the defaults in every field the files carry.
+  cfg = MediaConfig(image_min_pixels=28 * 28 * 2, image_max_pixels=112 * 112,
+                    video_min_pixels=28 * 28, video_max_pixels=56 * 56, video_fps=1.5,
+                    video_min_frames=2, video_max_frames=6, audio_chunk_seconds=2,
+                    image_mean=(0.5, 0.4, 0.3), image_std=(0.2, 0.25, 0.3))
+  files = cfg.to_preprocessor_configs()
+  assert sorted(files) == ["preprocessor_config.json", "video_preprocessor_config.json"]
+  for name, content in files.items():
+    (tmp_path / name).write_text(json.dumps(content))
+  back = MediaConfig.from_preprocessor_config(
+      json.loads((tmp_path / "preprocessor_config.json").read_text()),
+      json.loads((tmp_path / "video_preprocessor_config.json").read_text()))
+  assert back == cfg
+  without_audio = cfg.to_preprocessor_configs(audio=False)["preprocessor_config.json"]
+  assert "chunk_length" not in without_audio and without_audio["max_pixels"] == 112 * 112
+
+  # transformers' processors read the same settings from the folder ...
+  extractor = WhisperFeatureExtractor.from_pretrained(str(tmp_path))
+  assert (extractor.chunk_length, extractor.n_samples, extractor.feature_size) == (
+      2, 32000, 128)
+  processor = hf_image.Qwen2VLImageProcessorPil.from_pretrained(str(tmp_path))
+  # ... and preprocess an image as we do.
+  rng = np.random.default_rng(0)
+  path = tmp_path / "img.png"
+  Image.fromarray(rng.integers(0, 256, (300, 200, 3), np.uint8)).save(path)
+  ours = process_images([str(path)], cfg)
+  with Image.open(path) as image:
+    theirs = processor(image.convert("RGB"), return_tensors="np")
+  np.testing.assert_array_equal(ours["image_grid_thw"], theirs["image_grid_thw"])
+  assert tuple(ours["image_grid_thw"][0]) != tuple(
+      process_images([str(path)], MediaConfig())["image_grid_thw"][0])  # the limits mattered
+  np.testing.assert_allclose(ours["pixel_values"], theirs["pixel_values"], rtol=0, atol=1e-5)
