@@ -67,8 +67,8 @@ class GroupedShuffle(grain.MapDataset):
       raise ValueError(f"{len(keys)} group keys for {len(parent)} elements")
     if chunk < 1:
       raise ValueError(f"chunk must be positive, got {chunk}")
-    names = sorted(set(keys), key=str)
-    self._groups = np.asarray([names.index(k) for k in keys], np.int64)
+    ids = {k: i for i, k in enumerate(sorted(set(keys), key=str))}
+    self._groups = np.asarray([ids[k] for k in keys], np.int64)
     self._chunk, self._seed = chunk, seed
     self._length = len(parent) // chunk * chunk
     if self._length == 0:

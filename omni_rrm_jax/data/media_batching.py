@@ -158,6 +158,10 @@ class MediaSpec:
   def merge_unit(self) -> int:
     return self.config.merge_size ** 2
 
+  def processor_files(self) -> dict[str, dict[str, Any]]:
+    """This preprocessing as Hugging Face processor files, for an export."""
+    return self.config.to_preprocessor_configs(audio=self.has_audio)
+
   @property
   def patch_dim(self) -> int:
     c = self.config

@@ -359,8 +359,7 @@ def run(config, workdir: str) -> dict:
       out_dir = os.path.join(workdir, "hf")
       # The media preprocessing trained with travels with the weights.
       save_pretrained(nnx.merge(graphdef, state.params), out_dir, tokenizer_dir=tokenizer_dir,
-                      processor_files=(spec.config.to_preprocessor_configs(audio=spec.has_audio)
-                                       if spec else None))
+                      processor_files=spec.processor_files() if spec else None)
       summary["export"] = out_dir
   if rm is not None and rm.media is not None:
     # Prompts (train and eval, since start or resume) the multimodal RM could

@@ -214,8 +214,7 @@ def run(config, workdir: str) -> dict:
       out_dir = os.path.join(workdir, "hf")
       # The media preprocessing trained with travels with the weights.
       save_pretrained(nnx.merge(graphdef, state.params), out_dir, tokenizer_dir=tokenizer_dir,
-                      processor_files=(media.config.to_preprocessor_configs(audio=media.has_audio)
-                                       if media else None))
+                      processor_files=media.processor_files() if media else None)
       summary["export"] = out_dir
   writer.close()
   if is_main:
