@@ -6,45 +6,58 @@
 #   launch/tpu_pod.sh run     NAME ZONE -- --config=configs/rm.py:7b --workdir=gs://BUCKET/run1
 #   launch/tpu_pod.sh delete  NAME ZONE
 #
-# `run` starts the SAME command on all workers with --distributed, so that
-# jax.distributed.initialize() finds the pod; the workdir must be shared storage
-# (a gs:// bucket) for checkpoints to be visible to every host.
+# `--dry-run` as the first argument prints every gcloud call, shell-quoted, one per line,
+# instead of running it:  launch/tpu_pod.sh --dry-run run NAME ZONE -- ...
+#
+# `run` starts the SAME command on all workers (--worker=all) with --distributed, so that
+# jax.distributed.initialize() finds the pod from the TPU VM's metadata; the workdir must
+# be shared storage (gs://) for checkpoints to be visible to every host.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
-cmd=${1:?usage: $0 create|install|run|delete NAME ZONE ...}
-name=${2:?TPU name}
-zone=${3:?zone}
+usage() {
+  echo "usage: $0 [--dry-run] create NAME ZONE ACCELERATOR [VERSION] | install NAME ZONE | run NAME ZONE -- OMNI_RRM_ARGS... | delete NAME ZONE" >&2
+  exit 2
+}
+if [ "${1:-}" = --dry-run ]; then dry_run=1; shift; fi
+[ $# -ge 3 ] || usage
+cmd=$1 name=$2 zone=$3
 shift 3
+# A misplaced --dry-run must not become a TPU name and run for real.
+[[ $name != -* && $zone != -* ]] || usage
 
 ssh_all() {
-  gcloud compute tpus tpu-vm ssh "$name" --zone "$zone" --worker=all --command "$1"
+  run gcloud compute tpus tpu-vm ssh "$name" --zone "$zone" --worker=all --command "$1"
 }
 
 case "$cmd" in
   create)
-    accelerator=${1:?accelerator type, e.g. v5litepod-16}
-    version=${2:-v2-alpha-tpuv5-lite}
-    gcloud compute tpus tpu-vm create "$name" --zone "$zone" \
-      --accelerator-type "$accelerator" --version "$version"
+    [ $# -ge 1 ] && [ $# -le 2 ] || usage
+    run gcloud compute tpus tpu-vm create "$name" --zone "$zone" \
+      --accelerator-type "$1" --version "${2:-v2-alpha-tpuv5-lite}"
     ;;
   install)
+    [ $# -eq 0 ] || usage
     root=$(cd "$(dirname "$0")/.." && pwd)
-    archive=$(mktemp -d)/omni-rrm-jax.tar.gz
-    tar -C "$root" --exclude=.git --exclude='*.egg-info' -czf "$archive" .
-    gcloud compute tpus tpu-vm scp "$archive" "$name":~/omni-rrm-jax.tar.gz --zone "$zone" --worker=all
-    ssh_all "mkdir -p ~/omni-rrm-jax && tar -xzf ~/omni-rrm-jax.tar.gz -C ~/omni-rrm-jax \
-      && python3 -m venv ~/venv && ~/venv/bin/pip install -q -e ~/omni-rrm-jax'[tpu]'"
+    # A dry run creates nothing, not even the temporary directory.
+    if [ -n "$dry_run" ]; then archive=/tmp/omni-rrm-jax.tar.gz; else archive=$(mktemp -d)/omni-rrm-jax.tar.gz; fi
+    run tar -C "$root" --exclude=.git --exclude='*.egg-info' -czf "$archive" .
+    run gcloud compute tpus tpu-vm scp "$archive" "$name":~/omni-rrm-jax.tar.gz --zone "$zone" --worker=all
+    unpack="mkdir -p ~/omni-rrm-jax && tar -xzf ~/omni-rrm-jax.tar.gz -C ~/omni-rrm-jax"
+    ssh_all "$unpack && python3 -m venv ~/venv && ~/venv/bin/pip install -q -e ~/omni-rrm-jax'[tpu]'"
     ;;
   run)
-    [ "${1:-}" = "--" ] && shift
-    args=$(printf '%q ' "$@")
-    ssh_all "cd ~/omni-rrm-jax && ~/venv/bin/omni-rrm --distributed $args"
+    [ "${1:-}" = -- ] && shift
+    [ $# -ge 1 ] || usage
+    require_shared_workdir "$@"
+    # --distributed goes last: `omni-rrm demo ...` must keep `demo` as its first argument.
+    ssh_all "cd ~/omni-rrm-jax && ~/venv/bin/omni-rrm $(quote "$@") --distributed"
     ;;
   delete)
-    gcloud compute tpus tpu-vm delete "$name" --zone "$zone" --quiet
+    [ $# -eq 0 ] || usage
+    run gcloud compute tpus tpu-vm delete "$name" --zone "$zone" --quiet
     ;;
   *)
-    echo "unknown command $cmd (create|install|run|delete)" >&2
-    exit 2
+    usage
     ;;
 esac

@@ -23,7 +23,13 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Task config file, e.g
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and outputs go.")
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() (multi-host TPU/GPU pods).")
+    "distributed", False,
+    "Call jax.distributed.initialize() (multi-host TPU/GPU pods); without the three flags "
+    "below, JAX reads the cluster from its environment (Cloud TPU, GKE, SLURM, ...).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0's coordinator (implies --distributed).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of JAX processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0-based.")
 
 # task name -> "module:function" taking (config, workdir); imported on use so a
 # task's dependencies load only when it runs.
@@ -51,6 +57,26 @@ def run_task(config, workdir: str):
   return getattr(importlib.import_module(module_name), fn_name)(config, workdir)
 
 
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """`jax.distributed.initialize`, once per process, before any device is used.
+
+  On CPU the cross-process collectives go through gloo (XLA:CPU has no other
+  implementation), so that several processes on one machine or on CPU hosts
+  form one mesh, as the multi-process tests do.
+  """
+  import jax
+
+  given = [v is not None for v in (coordinator_address, num_processes, process_id)]
+  if any(given) and not all(given):
+    raise app.UsageError("--coordinator_address, --num_processes and --process_id go together")
+  if jax.config.jax_platforms in ("cpu",) or os.environ.get("JAX_PLATFORMS") == "cpu":
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id)
+
+
 def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -59,9 +85,8 @@ def _main(argv):
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-  if _DISTRIBUTED.value:
-    import jax
-    jax.distributed.initialize()
+  if _DISTRIBUTED.value or _COORDINATOR.value:
+    initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
     result = run_task(_CONFIG.value, _WORKDIR.value)
   except (ValueError, KeyError, FileNotFoundError) as e:

@@ -36,10 +36,25 @@ def _pad(rows: list[np.ndarray], length: int, value: int) -> np.ndarray:
   return out
 
 
+def batch_needs(examples: Sequence[dict[str, Any]], kind: str) -> np.ndarray:
+  """What the longest example needs: (tokens, vision patches, audio frames).
+
+  Processes that build one global batch together agree on the maximum of
+  these (one small collective) and pass it to `collate` as `global_needs`,
+  so every process pads to the same buckets.
+  """
+  tokens = max(len(ex[f]) for ex in examples for f in SEQUENCE_FIELDS[kind])
+  patches = max((len(ex["vision_patches"]) for ex in examples if "vision_patches" in ex),
+                default=0)
+  frames = max((int(np.asarray(ex["input_features"]).shape[1]) for ex in examples
+                if "audio_index" in ex), default=0)
+  return np.asarray([tokens, patches, frames], np.int64)
+
+
 def collate(examples: list[dict[str, Any]], *, kind: str, batch_size: int,
             buckets: Sequence[int], pad_id: int, patch_buckets: Sequence[int] = (),
-            merge_unit: int = 4,
-            audio_frame_buckets: Sequence[int] = ()) -> dict[str, np.ndarray]:
+            merge_unit: int = 4, audio_frame_buckets: Sequence[int] = (),
+            global_needs: Sequence[int] | None = None) -> dict[str, np.ndarray]:
   """Stacks encoded examples into one padded batch of exactly `batch_size` rows.
 
   For "rm" the output has `chosen_input_ids`, `chosen_attention_mask`,
@@ -51,6 +66,10 @@ def collate(examples: list[dict[str, Any]], *, kind: str, batch_size: int,
   keys of `media_batching.collate_media`, patches padded to `patch_buckets`
   (groups of `merge_unit` patches merge into one token) and, for a model with
   an audio encoder, audio frames to `audio_frame_buckets`.
+
+  `global_needs` (`batch_needs` maximised over the processes that share the
+  global batch) makes the buckets those of the whole global batch, so every
+  process builds arrays of the same shapes.
   """
   if len(examples) > batch_size:
     raise ValueError(f"{len(examples)} examples for a batch of {batch_size}")
@@ -59,8 +78,10 @@ def collate(examples: list[dict[str, Any]], *, kind: str, batch_size: int,
   filler = dict(examples[0], valid=False, truncated=False, invalid_reason=0, index=-1)
   examples = list(examples) + [filler] * (batch_size - len(examples))
   seq_fields = SEQUENCE_FIELDS[kind]
-  longest = max(len(ex[f]) for ex in examples for f in seq_fields)
-  length = bucket_length(longest, buckets)
+  needs = batch_needs(examples, kind)
+  if global_needs is not None:
+    needs = np.maximum(needs, np.asarray(global_needs, np.int64))
+  length = bucket_length(int(needs[0]), buckets)
   batch: dict[str, np.ndarray] = {}
   for field, pad_value in seq_fields.items():
     rows = [np.asarray(ex[field], np.int32) for ex in examples]
@@ -79,5 +100,6 @@ def collate(examples: list[dict[str, Any]], *, kind: str, batch_size: int,
     if not patch_buckets:
       raise ValueError("examples carry media but no patch_buckets were configured")
     batch.update(collate_media(examples, length=length, patch_buckets=patch_buckets,
-                               merge_unit=merge_unit, audio_frame_buckets=audio_frame_buckets))
+                               merge_unit=merge_unit, audio_frame_buckets=audio_frame_buckets,
+                               min_patches=int(needs[1]), min_frames=int(needs[2])))
   return batch

@@ -338,7 +338,8 @@ def _pad_rows(rows: Sequence[np.ndarray], length: int, fill) -> np.ndarray:
 
 def collate_media(examples: Sequence[dict[str, Any]], *, length: int,
                   patch_buckets: Sequence[int], merge_unit: int,
-                  audio_frame_buckets: Sequence[int] = ()) -> dict[str, np.ndarray]:
+                  audio_frame_buckets: Sequence[int] = (), min_patches: int = 0,
+                  min_frames: int = 0) -> dict[str, np.ndarray]:
   """Row-aligned media batch arrays of encoded examples.
 
   Padded patches are zeros; their layout keeps them out of every real window
@@ -354,6 +355,8 @@ def collate_media(examples: Sequence[dict[str, Any]], *, length: int,
     merge_unit: patches per merged token.
     audio_frame_buckets: allowed padded frame counts F of examples with
       audio keys (0 allowed for batches without audio).
+    min_patches / min_frames: pad to at least the buckets holding these
+      (another process's rows of the same global batch may need them).
 
   Returns:
     vision_patches [B, N, D], vision_perm / vision_frame / vision_window
@@ -362,7 +365,8 @@ def collate_media(examples: Sequence[dict[str, Any]], *, length: int,
     [B, T], and vision_grid_thw [B, K, 3] (zeros past each row's K items;
     host only); with audio also the keys of `collate_audio`.
   """
-  n = bucket_patches(max(len(ex["vision_patches"]) for ex in examples), patch_buckets)
+  n = bucket_patches(max(min_patches, *(len(ex["vision_patches"]) for ex in examples)),
+                     patch_buckets)
   rows = lambda key: [np.asarray(ex[key]) for ex in examples]  # noqa: E731
   positions = [np.asarray(ex["position_ids"]).T for ex in examples]  # [L, 3]: pad along L
   items = max(1, max(len(ex["vision_grid_thw"]) for ex in examples))
@@ -380,7 +384,8 @@ def collate_media(examples: Sequence[dict[str, Any]], *, length: int,
   if "audio_index" in examples[0]:
     if not audio_frame_buckets:
       raise ValueError("examples carry audio keys but no audio_frame_buckets were configured")
-    batch.update(collate_audio(examples, frame_buckets=audio_frame_buckets))
+    batch.update(collate_audio(examples, frame_buckets=audio_frame_buckets,
+                               min_frames=min_frames))
     # Audio tokens come after the row's (padded) vision tokens.
     audio_bt = _pad_rows(rows("audio_index"), length, -1)
     batch["media_index"] = np.where(audio_bt >= 0, n // merge_unit + audio_bt,
@@ -388,8 +393,8 @@ def collate_media(examples: Sequence[dict[str, Any]], *, length: int,
   return batch
 
 
-def collate_audio(examples: Sequence[dict[str, Any]], *,
-                  frame_buckets: Sequence[int]) -> dict[str, np.ndarray]:
+def collate_audio(examples: Sequence[dict[str, Any]], *, frame_buckets: Sequence[int],
+                  min_frames: int = 0) -> dict[str, np.ndarray]:
   """Row-aligned audio batch arrays, frames padded to the smallest bucket F.
 
   The window and output axes follow from F alone (C = ceil(F / W) windows,
@@ -407,7 +412,7 @@ def collate_audio(examples: Sequence[dict[str, Any]], *,
   first = examples[0]
   w, n = first["audio_frame_index"].shape[1], first["audio_token_valid"].shape[1]
   frames = [int(np.asarray(ex["input_features"]).shape[1]) for ex in examples]
-  f = bucket_patches(max(frames), frame_buckets, "audio frame")
+  f = bucket_patches(max(min_frames, *frames), frame_buckets, "audio frame")
   c = -(-f // w)
   p = c * n // 2
   rows = lambda key: [np.asarray(ex[key]) for ex in examples]  # noqa: E731

@@ -3,13 +3,16 @@
   records (validated, bad ones skipped and counted when read)
     -> seeded global shuffle, reshuffled each epoch (optionally in chunks of
        one global batch per modality: `grouped_shuffle`)
-    -> this process's share of the stream (multi-host: disjoint, interleaved)
+    -> global batches (batch size x processes), this process's rows of each
     -> encode (chat template, left truncation of the prompt;
        media decoded, placeholders expanded, layout/positions) [worker processes]
-    -> batch + pad to a bucketed length (patch count, audio frames) [workers]
+    -> agree on the global batch's buckets (one small collective) and pad to
+       them: length, patch count, audio frames [main process]
 
 Batches are formed before the worker processes split the stream (each worker
-builds whole batches), so the batch order does not depend on the worker count.
+builds whole batches), so the batch order does not depend on the worker count,
+and before the processes take their rows, so a global batch holds the same
+records, padded to the same buckets, for any process count.
 
 The iterator's state (`get_state` / `set_state`) is small and exact, so a
 checkpoint holding it resumes the stream at the same example.
@@ -17,13 +20,13 @@ checkpoint holding it resumes the stream at the same example.
 
 from __future__ import annotations
 
-import functools
 import logging
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import grain
+import numpy as np
 
-from omni_rrm_jax.data.batching import collate
+from omni_rrm_jax.data.batching import batch_needs, collate
 from omni_rrm_jax.data.grouped_shuffle import GroupedShuffle
 from omni_rrm_jax.data.records import PreferenceRecord
 from omni_rrm_jax.data.tokenize import ExampleEncoder, as_arrays
@@ -38,15 +41,53 @@ class _Tag(grain.transforms.MapWithIndex):
     return index, record
 
 
+class _Share(grain.transforms.Map):
+  """This process's rows of a global batch of tagged records.
+
+  A process whose share is empty (the short last batch of a finite pass)
+  gets the batch's first record as a filler, marked to be dropped, so that
+  every process builds a batch, of the same shape, at every step.
+  """
+
+  def __init__(self, process_index: int, rows: int):
+    self.start, self.rows = process_index * rows, rows
+
+  def map(self, tagged_rows):
+    share = list(tagged_rows[self.start:self.start + self.rows])
+    return share if share else [(-1, tagged_rows[0][1])]
+
+
 class _Encode(grain.transforms.Map):
-  """A picklable map step (worker processes receive a copy)."""
+  """Encodes a list of tagged records (a picklable step: workers get a copy)."""
 
   def __init__(self, encoder: ExampleEncoder):
     self.encoder = encoder
 
-  def map(self, tagged) -> dict[str, Any]:
-    index, record = tagged
-    return {**as_arrays(self.encoder.encode(record)), "index": index}
+  def map(self, tagged_rows) -> list[dict[str, Any]]:
+    out = []
+    for index, record in tagged_rows:
+      example = {**as_arrays(self.encoder.encode(record)), "index": index}
+      if index < 0:
+        example.update(valid=False, truncated=False, invalid_reason=0)
+      out.append(example)
+    return out
+
+
+class _Collate(grain.transforms.Map):
+  """Pads encoded rows into one batch whose buckets every process agrees on.
+
+  Runs in the main process, after the workers, because agreeing is a
+  collective (`agree`: a vector's element-wise maximum over processes).
+  """
+
+  def __init__(self, agree: Callable[[np.ndarray], np.ndarray] | None, **collate_kw):
+    self.agree, self.collate_kw = agree, collate_kw
+
+  def map(self, examples: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    needs = batch_needs(examples, self.collate_kw["kind"])
+    if self.agree is not None:
+      needs = self.agree(needs)
+    return collate(examples, global_needs=needs, **self.collate_kw)
 
 
 def _ensure_absl_flags_parsed() -> None:
@@ -64,7 +105,8 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
                  process_index: int = 0, process_count: int = 1,
                  patch_buckets: Sequence[int] = (),
                  audio_frame_buckets: Sequence[int] = (),
-                 group_by_modality: bool = False) -> grain.IterDataset:
+                 group_by_modality: bool = False,
+                 agree: Callable[[np.ndarray], np.ndarray] | None = None) -> grain.IterDataset:
   """A Grain dataset of padded batches for this process.
 
   Args:
@@ -94,7 +136,13 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
       that modality's lengths and skips the encoders it does not use. Rows
       left over per modality share mixed batches; each epoch drops fewer than
       one global batch of them (different ones every epoch).
+    agree: with several processes, a collective that returns the
+      element-wise maximum of a small int vector over processes
+      (`core.multihost.agree_max`); each batch's (length, patch, frame)
+      buckets are then those of the whole global batch.
   """
+  if process_count > 1 and agree is None:
+    raise ValueError("several processes need `agree` to pad their rows to common buckets")
   if not records:
     raise ValueError("the data set is empty (every record was skipped?)")
   if max(buckets) < encoder.max_length:
@@ -114,24 +162,24 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
       raise ValueError(f"audio_frame_buckets {tuple(audio_frame_buckets)} must reach the "
                        f"encoder's max_audio_frames {encoder.media.max_audio_frames}")
   ds = grain.MapDataset.source(list(records)).map_with_index(_Tag())
+  global_rows = batch_size * process_count
   if shuffle and group_by_modality:
-    ds = GroupedShuffle(ds, [r.modality for r in records], chunk=batch_size * process_count,
-                        seed=seed)
+    ds = GroupedShuffle(ds, [r.modality for r in records], chunk=global_rows, seed=seed)
   elif shuffle:
     ds = ds.shuffle(seed=seed)
   if num_epochs != 1:
     ds = ds.repeat(num_epochs)
-  if process_count > 1:
-    ds = ds[process_index::process_count]
-  ds = ds.map(_Encode(encoder)).batch(
-      batch_size, drop_remainder=False,
-      batch_fn=functools.partial(collate, kind=encoder.kind, batch_size=batch_size,
-                                 buckets=tuple(buckets), pad_id=pad_id,
-                                 patch_buckets=tuple(patch_buckets), merge_unit=merge_unit,
-                                 audio_frame_buckets=tuple(audio_frame_buckets)))
+  # One plan for all processes: the stream is cut into global batches first,
+  # then each process takes its rows of each, so every process has the same
+  # number of batches and a global batch holds the same records for any
+  # process count.
+  ds = ds.batch(global_rows, drop_remainder=False, batch_fn=list)
+  ds = ds.map(_Share(process_index, batch_size)).map(_Encode(encoder))
   it = ds.to_iter_dataset()
   if worker_count > 0:
     _ensure_absl_flags_parsed()
     it = it.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(
         num_workers=worker_count, per_worker_buffer_size=worker_buffer_size))
-  return it
+  return it.map(_Collate(agree, kind=encoder.kind, batch_size=batch_size, buckets=tuple(buckets),
+                         pad_id=pad_id, patch_buckets=tuple(patch_buckets),
+                         merge_unit=merge_unit, audio_frame_buckets=tuple(audio_frame_buckets)))

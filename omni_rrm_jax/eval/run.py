@@ -22,6 +22,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from omni_rrm_jax.core.multihost import agree_max, allgather, written_by_one
 from omni_rrm_jax.data.bad_records import BadRecordCounter
 from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.readers import read_records
@@ -30,7 +31,7 @@ from omni_rrm_jax.eval.judge_eval import evaluate_judge
 from omni_rrm_jax.eval.metrics import Outcome, report
 from omni_rrm_jax.models.media_inputs import MEDIA_KEYS
 from omni_rrm_jax.models.pretrained import from_pretrained
-from omni_rrm_jax.sharding.batch import to_global
+from omni_rrm_jax.sharding.batch import host_rows, to_global
 from omni_rrm_jax.sharding.mesh import make_mesh
 from omni_rrm_jax.sharding.rules import rules_from_config
 from omni_rrm_jax.train.components import make_media_spec
@@ -70,30 +71,35 @@ def evaluate_rm(model, encoder: ExampleEncoder, records, *, batch_size: int, buc
   def score(params, batch):
     return rm_rewards(nnx.merge(graphdef, params), batch)
 
-  dataset = make_dataset(records, encoder, batch_size=batch_size, buckets=buckets,
+  n_proc = jax.process_count()
+  if batch_size % n_proc:
+    raise ValueError(f"data.batch_size={batch_size} is not divisible by {n_proc} processes")
+  dataset = make_dataset(records, encoder, batch_size=batch_size // n_proc, buckets=buckets,
                          pad_id=encoder.tokenizer.pad_token_id, seed=0, shuffle=False,
-                         num_epochs=1, process_index=jax.process_index(),
-                         process_count=jax.process_count(),
+                         num_epochs=1, process_index=jax.process_index(), process_count=n_proc,
+                         agree=agree_max if n_proc > 1 else None,
                          patch_buckets=tuple(patch_buckets) if encoder.media else (),
                          audio_frame_buckets=tuple(audio_frame_buckets))
   outcomes, unscored, truncated = [], {}, 0
   for batch in dataset:
     device_batch = to_global({k: batch[k] for k in (*_RM_KEYS, *MEDIA_KEYS) if k in batch},
                              mesh, rules)
-    r_c, r_r = (np.asarray(x) for x in jax.device_get(score(params, device_batch)))
-    for row, index in enumerate(batch["index"]):
+    r_c, r_r = (host_rows(x) for x in score(params, device_batch))
+    # Every process sees every row's outcome, so each writes the same report.
+    rows_r5 = allgather(np.stack([batch["index"], batch["valid"], batch["truncated"],
+                                  batch["invalid_reason"], np.sign(r_c - r_r)], 1)).reshape(-1, 5)
+    for index, valid, was_truncated, reason, sign in rows_r5:
       if index < 0:
         continue
       record = records[int(index)]
-      truncated += bool(batch["truncated"][row])
-      if not batch["valid"][row]:
-        reason = INVALID_REASONS[int(batch["invalid_reason"][row])]
+      truncated += bool(was_truncated)
+      if not valid:
+        reason = INVALID_REASONS[int(reason)]
         unscored[reason] = unscored.get(reason, 0) + 1
         # Counted as wrong in the headline accuracy, like an unparseable judgment.
         outcomes.append(Outcome(record.label, None, record.modality, record.subset))
         continue
-      outcomes.append(Outcome(record.label, _prediction(record.label, float(r_c[row]),
-                                                        float(r_r[row])),
+      outcomes.append(Outcome(record.label, _prediction(record.label, float(sign), 0.0),
                               record.modality, record.subset))
   result = report(outcomes)
   result["unscored"] = unscored
@@ -149,9 +155,11 @@ def run(config, workdir: str) -> dict:
                             mesh=mesh, patch_buckets=patch_buckets)
   result.update(kind="rm" if is_rm else "judge", model=config.model.path,
                 data=config.data.path, records=len(records), bad_records=counter.summary())
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
+  def write():
+    os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "eval_report.json"), "w", encoding="utf-8") as f:
       json.dump(result, f, indent=2)
+
+  written_by_one("eval_report.json", write)
   log.info("eval: %s", json.dumps(result["overall"]))
   return {"overall": result["overall"], "report": os.path.join(workdir, "eval_report.json")}

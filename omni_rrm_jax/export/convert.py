@@ -14,6 +14,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from omni_rrm_jax.core.multihost import barrier
 from omni_rrm_jax.models.hf_save import save_pretrained
 from omni_rrm_jax.models.pretrained import from_pretrained
 from omni_rrm_jax.sharding.mesh import make_mesh
@@ -48,6 +49,7 @@ def run(config, workdir: str) -> dict:
   log.info("loaded %s: %s", config.model_path, report)
   out_dir = os.path.join(workdir, "hf")
   save_pretrained(model, out_dir, max_shard_bytes=int(config.max_shard_gb * 1024**3))
+  barrier("export written")  # every process returns once the folder is complete
   report["output"] = out_dir
   log.info("wrote %s", out_dir)
   return report

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
+from omni_rrm_jax.core.multihost import check_same
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, spec_for
 
 # Host-side bookkeeping that never goes to the devices.
@@ -23,6 +24,11 @@ def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh | None,
   row-aligned (media included: each row carries its own patches), so every
   key is split by its leading axis alike.
   """
+  if mesh is not None and jax.process_count() > 1:
+    # A process that pads to other buckets would make XLA hang or mix rows:
+    # one integer's collective turns that into a clear error.
+    check_same(" ".join(f"{k}{tuple(v.shape)}:{v.dtype}" for k, v in sorted(batch.items())
+                        if k not in HOST_ONLY), "the shapes of this step's batch")
   out = {}
   for key, value in batch.items():
     if key in HOST_ONLY:
@@ -35,3 +41,12 @@ def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh | None,
     sharding = NamedSharding(mesh, spec_for(axes, rules, global_shape, mesh))
     out[key] = jax.make_array_from_process_local_data(sharding, value, global_shape)
   return out
+
+
+def host_rows(x) -> np.ndarray:
+  """This process's rows of a batch-sharded array, as host numpy, in the order
+  `to_global` took them (a fully addressable array comes back whole)."""
+  if not isinstance(x, jax.Array) or x.is_fully_addressable:
+    return np.asarray(x)
+  blocks = {s.index[0].start or 0: s.data for s in x.addressable_shards}
+  return np.concatenate([np.asarray(blocks[k]) for k in sorted(blocks)])

@@ -18,8 +18,7 @@ import logging
 import os
 from typing import Sequence
 
-import jax
-
+from omni_rrm_jax.core.multihost import written_by_one
 from omni_rrm_jax.data.bad_records import BadRecordCounter
 from omni_rrm_jax.data.media.config import MediaConfig
 from omni_rrm_jax.data.media_batching import MediaSpec, media_token_ids
@@ -83,7 +82,7 @@ def data_splits(config, workdir: str):
   """(train records, eval records, {split: BadRecordCounter}).
 
   Without `config.data.train_path`, seeded synthetic pairs are generated into
-  `workdir/data/` (every process generates the same ones), media kinds
+  `workdir/data/` (process 0 writes them, the others wait and read them), media kinds
   ("image", "video", "audio") with their files under `workdir/data/media/`.
   """
   d = config.data
@@ -94,13 +93,18 @@ def data_splits(config, workdir: str):
     folder = os.path.join(workdir, "data")
     train_path = os.path.join(folder, "train.jsonl")
     eval_path = eval_path or os.path.join(folder, "eval.jsonl")
-    if not os.path.exists(train_path) and jax.process_index() == 0:
+
+    def generate():
+      if os.path.exists(train_path):
+        return
       train = _synthetic(d.synthetic_train, d.seed, kinds, "train", root)
       seen = {(r.prompt, r.response_a, r.response_b) for r in train if r.modality == "text"}
       held_out = [r for r in _synthetic(4 * d.synthetic_eval, d.seed + 1, kinds, "eval", root)
                   if (r.prompt, r.response_a, r.response_b) not in seen][:d.synthetic_eval]
       write_jsonl(held_out, eval_path)
       write_jsonl(train, train_path)
+
+    written_by_one("synthetic data", generate)
   kw = dict(strict=d.strict, media_root=root if (d.media_root or not d.train_path) else "")
   train, train_counter = load_split(train_path, d.train_format, name="train", **kw)
   counters = {"train": train_counter}
@@ -118,8 +122,12 @@ def tokenizer_for(config, workdir: str, texts: Sequence[str]):
   folder = config.tokenizer or config.model.path
   if not folder:
     folder = os.path.join(workdir, "tokenizer")
-    if not os.path.exists(os.path.join(folder, "tokenizer_config.json")):
-      train_tiny_tokenizer(texts, folder, vocab_size=512)
+
+    def train():
+      if not os.path.exists(os.path.join(folder, "tokenizer_config.json")):
+        train_tiny_tokenizer(texts, folder, vocab_size=512)
+
+    written_by_one("the tokenizer", train)
   tok = AutoTokenizer.from_pretrained(folder)
   if tok.pad_token_id is None:
     raise ValueError(f"{folder}: the tokenizer has no pad token; set one in tokenizer_config.json")

@@ -22,6 +22,7 @@ import tqdm
 from flax import nnx
 
 from omni_rrm_jax.core.metric_writers import MetricWriter
+from omni_rrm_jax.core.multihost import agree_max, allgather, written_by_one
 from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.models.hf_save import save_pretrained
@@ -37,8 +38,9 @@ from omni_rrm_jax.train.step import check_nonfinite, make_eval_step, make_train_
 
 log = logging.getLogger(__name__)
 
-# Metrics averaged over an eval pass, weighted by valid pairs (rm) or tokens (sft).
-_EVAL_WEIGHT = {"rm": None, "sft": "num_tokens"}
+# Metrics averaged over an eval pass, weighted by valid pairs (rm) or tokens
+# (sft) of the global batch, so every process takes the same decisions.
+_EVAL_WEIGHT = {"rm": "num_pairs", "sft": "num_tokens"}
 
 
 class InputCounts:
@@ -57,8 +59,11 @@ class InputCounts:
       self.invalid[INVALID_REASONS[int(reason)]] += 1
 
   def as_dict(self) -> dict:
-    return {"examples": self.examples, "truncated": self.truncated,
-            "invalid": dict(self.invalid)}
+    """The tallies of all processes (collective with several)."""
+    local = [self.examples, self.truncated, *(self.invalid[r] for r in INVALID_REASONS)]
+    total = allgather(local).sum(axis=0)
+    invalid = {r: int(n) for r, n in zip(INVALID_REASONS, total[2:]) if n}
+    return {"examples": int(total[0]), "truncated": int(total[1]), "invalid": invalid}
 
 
 class BatchShapes:
@@ -80,12 +85,10 @@ def evaluate(eval_step, state, dataset, kind: str, mesh, rules) -> dict:
   """Eval-step metrics averaged over one pass of `dataset`."""
   sums, weight_total = collections.defaultdict(float), 0.0
   for batch in dataset:
-    weight = float(batch["valid"].sum())
+    metrics = jax.device_get(eval_step(state, to_global(batch, mesh, rules)))
+    weight = float(metrics[_EVAL_WEIGHT[kind]])
     if weight == 0:
       continue
-    metrics = jax.device_get(eval_step(state, to_global(batch, mesh, rules)))
-    if _EVAL_WEIGHT[kind]:
-      weight = float(metrics[_EVAL_WEIGHT[kind]])
     for name, value in metrics.items():
       if np.ndim(value) == 0:
         sums[name] += float(value) * weight
@@ -103,9 +106,9 @@ def run(config, workdir: str) -> dict:
   mesh = make_mesh(dict(config.mesh))
   rules = rules_from_config(dict(config.rules))
   n_proc = jax.process_count()
-  if config.data.batch_size % n_proc:
-    raise ValueError(f"data.batch_size={config.data.batch_size} is not divisible by "
-                     f"{n_proc} processes")
+  for name in ("batch_size", "eval_batch_size"):
+    if config.data[name] % n_proc:
+      raise ValueError(f"data.{name}={config.data[name]} is not divisible by {n_proc} processes")
 
   # --- Data --------------------------------------------------------------
   train_records, eval_records, counters = components.data_splits(config, workdir)
@@ -118,7 +121,7 @@ def run(config, workdir: str) -> dict:
                            margin_scale=config.loss.margin_scale, media=media)
   data_kw = dict(buckets=tuple(config.data.buckets), pad_id=tokenizer.pad_token_id,
                  worker_count=config.data.worker_count, process_index=jax.process_index(),
-                 process_count=n_proc,
+                 process_count=n_proc, agree=agree_max if n_proc > 1 else None,
                  patch_buckets=tuple(config.data.patch_buckets) if media else ())
   train_ds = make_dataset(train_records, encoder, batch_size=config.data.batch_size // n_proc,
                           seed=config.data.seed,
@@ -217,7 +220,11 @@ def run(config, workdir: str) -> dict:
                       processor_files=media.processor_files() if media else None)
       summary["export"] = out_dir
   writer.close()
-  if is_main:
+
+  def write_summary():
     with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
       json.dump({**summary, "history": history}, f, indent=2)
+
+  # Every process returns once the export and summary are on disk.
+  written_by_one("summary.json", write_summary)
   return summary

@@ -76,6 +76,7 @@ def bradley_terry_loss(r_chosen_b: jax.Array, r_rejected_b: jax.Array, *,
       "margin_mean": wmean(r_c - r_r),
       "reward_mean": reward_mean,
       "reward_std": jnp.sqrt(reward_var),
+      "num_pairs": jnp.sum(w_b),
   }
   return loss, metrics
 

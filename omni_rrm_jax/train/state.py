@@ -15,6 +15,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
@@ -63,6 +64,11 @@ def _build(tx: optax.GradientTransformation, params: nnx.State, rng: jax.Array) 
   zero = jnp.zeros((), jnp.int32)
   return TrainState(step=zero, params=params, opt_state=tx.init(params), rng=rng,
                     nonfinite_streak=zero, nonfinite_total=zero)
+
+
+def _build_from_seed(tx: optax.GradientTransformation, params: nnx.State,
+                     seed: jax.Array) -> TrainState:
+  return _build(tx, params, jax.random.key(seed))
 
 
 def _path_tuple(path) -> tuple:
@@ -138,17 +144,19 @@ def init_train_state(model: nnx.Module, tx: optax.GradientTransformation, seed: 
     `(graphdef, state)`; the state owns fresh buffers (safe to donate).
   """
   graphdef, params = split_params(model)
-  rng = jax.random.key(seed)
+  # The key is made inside the jitted init from a traced seed: a key made on
+  # the host would live on one local device, which a multi-process jit
+  # cannot take as an input.
+  seed = np.asarray(seed, np.uint32)
   # `tx` is static (hashable), so repeated inits with one optimizer hit the
   # jit cache.
   if mesh is None:
-    return graphdef, jax.jit(_build, static_argnums=0)(tx, params, rng)
-  abstract = jax.eval_shape(functools.partial(_build, tx), params, rng)
+    return graphdef, jax.jit(_build_from_seed, static_argnums=0)(tx, params, seed)
+  abstract = jax.eval_shape(functools.partial(_build_from_seed, tx), params, seed)
   shardings = train_state_shardings(abstract, mesh, rules)
   params = jax.device_put(params, shardings.params)
-  rng = jax.device_put(rng, shardings.rng)
-  init = jax.jit(_build, static_argnums=0, out_shardings=shardings)
-  return graphdef, init(tx, params, rng)
+  init = jax.jit(_build_from_seed, static_argnums=0, out_shardings=shardings)
+  return graphdef, init(tx, params, seed)
 
 
 def abstract_train_state(model: nnx.Module, tx: optax.GradientTransformation, *,

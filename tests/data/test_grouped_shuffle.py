@@ -71,7 +71,7 @@ def test_two_processes_share_each_global_batch_of_one_modality(tok):
   recs = _records(48)
   enc = ExampleEncoder(tok, max_length=64, kind="rm")
   kw = dict(batch_size=2, buckets=(64,), pad_id=tok.pad_token_id, seed=4, num_epochs=1,
-            group_by_modality=True)
+            group_by_modality=True, agree=lambda needs: needs)
   p0, p1 = (list(make_dataset(recs, enc, process_index=p, process_count=2, **kw))
             for p in (0, 1))
   assert len(p0) == len(p1) == 12
