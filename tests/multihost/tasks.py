@@ -1,0 +1,35 @@
+"""Functions the multi-process tests run in every process (`harness.run_function`)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+
+def mismatched_batch() -> str:
+  """Each process builds a batch of its own length, as a broken batch plan would;
+  returns the error `to_global` raises (the same on every process)."""
+  from omni_rrm_jax.sharding.batch import to_global
+  from omni_rrm_jax.sharding.mesh import make_mesh
+
+  length = 16 * (1 + jax.process_index())
+  batch = {"input_ids": np.zeros((4, length), np.int32), "valid": np.ones((4,), bool)}
+  try:
+    to_global(batch, make_mesh({"data": -1}))
+  except ValueError as e:
+    return str(e)
+  return "no error"
+
+
+def agreed_buckets() -> list:
+  """Rows of different lengths per process pad to the same global buckets."""
+  from omni_rrm_jax.core.multihost import agree_max
+  from omni_rrm_jax.data.batching import collate
+
+  kw = dict(kind="sft", batch_size=2, buckets=(8, 16, 32), pad_id=0)
+  n = 6 if jax.process_index() == 0 else 20
+  example = {"input_ids": list(range(1, n + 1)), "loss_mask": [1] * n, "valid": True,
+             "invalid_reason": 0, "truncated": False, "modality": 0, "index": 0}
+  local = collate([example], **kw)["input_ids"].shape
+  agreed = collate([example], global_needs=agree_max([n, 0, 0]), **kw)["input_ids"].shape
+  return [list(local), list(agreed)]
