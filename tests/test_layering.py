@@ -1,4 +1,4 @@
-"""Imports point downwards only (DESIGN.md §2): a test that fails on an upward arrow."""
+"""Imports point downwards only (docs/design.md §1): a test that fails on an upward arrow."""
 
 import ast
 import pathlib
