@@ -17,6 +17,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from omni_rrm_jax.core.console import configure_logging
 from omni_rrm_jax.core.registry import Registry
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Task config file, e.g. configs/rm.py:tiny",
@@ -84,9 +85,15 @@ def _main(argv):
     raise app.UsageError("--config is required, e.g. --config=configs/export.py")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
   if _DISTRIBUTED.value or _COORDINATOR.value:
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  import jax
+
+  # absl's --verbosity=1 (or -v 1) brings the INFO lines back to the console.
+  verbose = flags.FLAGS["verbosity"].present and flags.FLAGS.verbosity >= 1
+  path = configure_logging(_WORKDIR.value, verbose=verbose, process_index=jax.process_index())
+  if "://" in _WORKDIR.value and jax.process_index() == 0:
+    print(f"omni-rrm: logs in {path}", file=sys.stderr)
   try:
     result = run_task(_CONFIG.value, _WORKDIR.value)
   except (ValueError, KeyError, FileNotFoundError) as e:

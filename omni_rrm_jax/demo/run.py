@@ -16,9 +16,9 @@ import os
 import time
 from typing import Any, Callable
 
-import jax
 import numpy as np
 
+from omni_rrm_jax.core.multihost import is_writer, written_by_one
 from omni_rrm_jax.data.synthetic import corpus, write_jsonl
 from omni_rrm_jax.data.synthetic_omni import generate_omni_pairs
 from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
@@ -239,10 +239,81 @@ def _jsonable(x):
   return str(x)
 
 
+def stage_header(name: str, cfg) -> str:
+  """What a stage does and how big it is, for its console header."""
+  kinds = [k.strip() for k in cfg.data.kinds.split(",") if k.strip()]
+  g = cfg.grpo
+  return {
+      "data": (f"seeded pairs with real media ({', '.join(kinds)}), kept where two simulated "
+               f"teachers agree: {cfg.data.train_per_kind} train and {cfg.data.eval_per_kind} "
+               "held-out pairs per modality"),
+      "tokenizer": f"byte-level BPE tokenizer, {cfg.data.tokenizer_vocab} tokens",
+      "rm": (f"scalar Bradley-Terry RM on the Omni thinker: {cfg.rm.num_steps} steps x "
+             f"{cfg.rm.batch_size} pairs"),
+      "sft": (f"rubric judge SFT: {cfg.sft.num_steps} steps x {cfg.sft.batch_size} "
+              "judgments"),
+      "eval_sft": "held-out accuracy per modality: the RM, and the judge in both A/B orders",
+      "grpo": (f"judge GRPO: {g.num_steps} steps x {g.prompts_per_step} prompts x "
+               f"{g.num_generations} samples"),
+      "eval_grpo": "held-out accuracy per modality of the judge after GRPO",
+      "export": "Hugging Face folders reloaded in transformers and compared",
+  }[name]
+
+
+def _accuracies(report: dict) -> str:
+  return ", ".join(f"{m} {row['accuracy']:.0%}" for m, row in report["per_modality"].items())
+
+
+def stage_result(name: str, result: dict) -> str:
+  """A stage's headline numbers, one line (empty when it has none)."""
+  try:
+    if name == "data":
+      return (f"{sum(result['train'].values())} train / {sum(result['eval'].values())} "
+              "held-out pairs kept")
+    if name == "rm":
+      return f"held-out accuracy {result['eval']['accuracy']:.1%}"
+    if name == "sft":
+      return f"held-out judgment-token accuracy {result['eval']['token_accuracy']:.3f}"
+    if name.startswith("eval_"):
+      parts = [f"{who}: {_accuracies(result[who])}" for who in ("rm", "judge") if who in result]
+      return "; ".join(parts)
+    if name == "grpo":
+      before = result.get("eval_start", {}).get("reward/total_mean")
+      after = result.get("eval", {}).get("reward/total_mean")
+      return "" if before is None or after is None else (
+          f"held-out reward {before:.3f} -> {after:.3f}")
+    if name == "export":
+      return ", ".join(f"{k} max |diff| vs transformers {v['transformers_max_abs_diff']:.1e}"
+                       for k, v in result.items())
+  except (KeyError, TypeError, AttributeError):
+    return ""
+  return ""
+
+
+# Stages whose work is host-side files only: process 0 does it, the others wait
+# and read its result. The training and evaluation stages run on every process.
+_WRITER_STAGES = ("data", "tokenizer", "export")
+
+
+def _say(text: str) -> None:
+  if is_writer():
+    print(text, flush=True)
+
+
+def _run_stage(name: str, config, paths: Paths, marker: str) -> dict:
+  if name in _WRITER_STAGES:
+    written_by_one(f"the {name} stage", lambda: _dump(
+        {"result": STAGE_FNS[name](config, paths), "seconds": 0.0}, marker))
+    return _load(marker)["result"]
+  return STAGE_FNS[name](config, paths)
+
+
 def run(config, workdir: str) -> dict:
-  """Runs (or resumes) every stage in `workdir`; returns the report."""
-  if jax.process_count() > 1:
-    raise ValueError("the demo runs on one host; use the per-task configs on a pod")
+  """Runs (or resumes) every stage in `workdir`; returns the report.
+
+  With several processes (one per host), every process runs this with the
+  same workdir on a shared file system; process 0 writes the files.
+  """
   paths = Paths(os.path.abspath(workdir))
   os.makedirs(paths.workdir, exist_ok=True)
   results, seconds = {}, {}
@@ -251,25 +322,32 @@ def run(config, workdir: str) -> dict:
     marker = os.path.join(paths.stage(name), "stage.json")
     done = _load(marker)
     if done is not None:
-      print(f"[{i}/{len(STAGES)}] {name}: done before, reused", flush=True)
+      _say(f"[{i}/{len(STAGES)}] {name}: done before, reused")
       results[name], seconds[name] = done["result"], done["seconds"]
       continue
-    print(f"[{i}/{len(STAGES)}] {name} ...", flush=True)
+    _say(f"[{i}/{len(STAGES)}] {name}: {stage_header(name, config)}")
     t0 = time.perf_counter()
-    result = STAGE_FNS[name](config, paths)
+    result = _run_stage(name, config, paths, marker)
     seconds[name] = round(time.perf_counter() - t0, 1)
     results[name] = result
-    _dump({"result": result, "seconds": seconds[name]}, marker)
-    print(f"[{i}/{len(STAGES)}] {name}: {seconds[name]:.0f} s", flush=True)
+    written_by_one(f"{name}/stage.json",
+                   lambda: _dump({"result": result, "seconds": seconds[name]}, marker))
+    line = stage_result(name, result)
+    _say(f"[{i}/{len(STAGES)}] {name} done in {seconds[name]:.0f} s"
+         + (f": {line}" if line else ""))
   report = report_lib.build_report(results, seconds, config)
   report["wall_seconds_this_run"] = round(time.perf_counter() - t_job, 1)
-  _dump(report, os.path.join(paths.workdir, "report.json"))
-  report["plots"] = report_lib.plot_curves(paths.workdir, os.path.join(paths.workdir, "plots"))
-  table = report_lib.results_table(report)
-  with open(os.path.join(paths.workdir, "results.md"), "w", encoding="utf-8") as f:
-    f.write(table + "\n")
-  _dump(report, os.path.join(paths.workdir, "report.json"))
-  print(table, flush=True)
-  print(f"report: {os.path.join(paths.workdir, 'report.json')}", flush=True)
+
+  def write_report():
+    _dump(report, os.path.join(paths.workdir, "report.json"))
+    report["plots"] = report_lib.plot_curves(paths.workdir, os.path.join(paths.workdir, "plots"))
+    table = report_lib.results_table(report)
+    with open(os.path.join(paths.workdir, "results.md"), "w", encoding="utf-8") as f:
+      f.write(table + "\n")
+    _dump(report, os.path.join(paths.workdir, "report.json"))
+    print(table, flush=True)
+    print(f"report: {os.path.join(paths.workdir, 'report.json')}", flush=True)
+
+  written_by_one("report.json", write_report)
   return {"report": os.path.join(paths.workdir, "report.json"),
           "targets_met": report["targets"]["all_met"]}

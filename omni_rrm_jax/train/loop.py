@@ -163,6 +163,7 @@ def run(config, workdir: str) -> dict:
   history = []
   progress = tqdm.tqdm(total=config.train.num_steps, initial=start, desc=f"{kind} train",
                        disable=not (is_main and config.train.progress_bar), dynamic_ncols=True)
+  postfix: dict[str, str] = {}  # the progress bar's latest loss and held-out numbers
   stopped_early = False
   last_eval: tuple[int, dict] = (-1, {})
   t0 = time.perf_counter()
@@ -180,10 +181,15 @@ def run(config, workdir: str) -> dict:
         writer.write(done, metrics)
         history.append({"step": done, **{k: float(v) for k, v in metrics.items()
                                          if np.ndim(v) == 0}})
-        progress.set_postfix(loss=f"{float(metrics['loss']):.4f}")
+        postfix["loss"] = f"{float(metrics['loss']):.4f}"
+        progress.set_postfix(postfix)
       if eval_ds is not None and (done % config.train.eval_every == 0):
         last_eval = (done, evaluate(eval_step, state, eval_ds, kind, mesh, rules))
         writer.write(done, last_eval[1], "eval")
+        headline = "accuracy" if kind == "rm" else "token_accuracy"
+        if headline in last_eval[1]:
+          postfix[f"eval_{headline}"] = f"{last_eval[1][headline]:.3f}"
+          progress.set_postfix(postfix)
       ckpt.save(done, state, train_iter.get_state(), config_json)
       progress.update(1)
       if guard.should_stop():
