@@ -45,7 +45,15 @@ def _transformers_outputs(folder: str, ids: np.ndarray, is_rm: bool):
     cls = transformers.Qwen2_5OmniThinkerForConditionalGeneration
   else:
     cls = transformers.AutoModelForCausalLM
-  model = cls.from_pretrained(folder, dtype=torch.float32).eval()
+  # The RM folder's score head is not part of the thinker transformers builds
+  # (we compare the trunk's hidden states); its load report would say so on the
+  # console at every run.
+  verbosity = transformers.logging.get_verbosity()
+  transformers.logging.set_verbosity_error()
+  try:
+    model = cls.from_pretrained(folder, dtype=torch.float32).eval()
+  finally:
+    transformers.logging.set_verbosity(verbosity)
   with torch.no_grad():
     out = model(input_ids=torch.from_numpy(ids.astype(np.int64)),
                 attention_mask=torch.ones(ids.shape, dtype=torch.long),

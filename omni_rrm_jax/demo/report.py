@@ -125,49 +125,142 @@ def _unmet(targets: Mapping[str, Any]) -> list[str]:
   return out
 
 
-def _history(workdir: str, stage: str) -> list[dict]:
+def _metric_rows(workdir: str, stage: str) -> list[dict]:
+  """The stage's `metrics.jsonl` rows (train and eval), or its summary's history."""
+  path = os.path.join(workdir, stage, "metrics.jsonl")
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      return [json.loads(line) for line in f if line.strip()]
   path = os.path.join(workdir, stage, "summary.json")
   if not os.path.exists(path):
     return []
   with open(path, encoding="utf-8") as f:
-    return json.load(f).get("history", [])
+    return [dict(r, split="train") for r in json.load(f).get("history", [])]
 
 
-# stage -> (title, [(metric key, label)])
-CURVES = {
-    "rm": ("Scalar RM (Bradley-Terry)", [("loss", "loss"), ("accuracy", "pair accuracy")]),
-    "sft": ("Judge SFT", [("loss", "loss"), ("token_accuracy", "token accuracy")]),
-    "grpo": ("Judge GRPO", [("reward/total_mean", "total reward"),
-                            ("reward/judge_format_mean", "format"),
-                            ("reward/judge_content_mean", "content"),
-                            ("reward/judge_rubric_mean", "rubric")]),
+def smooth(values: list[float], weight: float = 0.8) -> list[float]:
+  """An exponential moving average, debiased at the start (as TensorBoard draws)."""
+  out, avg = [], 0.0
+  for i, v in enumerate(values, start=1):
+    avg = weight * avg + (1 - weight) * v
+    out.append(avg / (1 - weight ** i))
+  return out
+
+
+def _series(rows: list[dict], split: str, key: str) -> tuple[list[int], list[float]]:
+  picked = [r for r in rows if r.get("split", "train") == split and r.get(key) is not None]
+  return [r["step"] for r in picked], [float(r[key]) for r in picked]
+
+
+# stage -> (title, y label, [(metric key, label)]); a panel per metric.
+PANELS = {
+    "rm": ("Scalar RM", [("loss", "Bradley-Terry loss (nats)"),
+                         ("accuracy", "pair accuracy")]),
+    "sft": ("Judge SFT", [("loss", "token cross-entropy (nats)"),
+                          ("token_accuracy", "judgment-token accuracy")]),
+    "grpo": ("Judge GRPO", [("reward/total_mean", "reward"),
+                            ("reward/judge_format_mean", "reward"),
+                            ("reward/judge_content_mean", "reward"),
+                            ("reward/judge_rubric_mean", "reward")]),
 }
 
 
-def plot_curves(workdir: str, out_dir: str) -> list[str]:
-  """One PNG of training curves per stage, from each stage's `summary.json` history."""
+def _draw_metric(ax, rows: list[dict], key: str, label: str, color: str) -> bool:
+  """Train values faint, their smoothed curve, held-out values as markers."""
+  steps, values = _series(rows, "train", key)
+  eval_steps, eval_values = _series(rows, "eval", key)
+  if not steps and not eval_steps:
+    return False
+  if steps:
+    ax.plot(steps, values, color=color, alpha=0.25, linewidth=1)
+    ax.plot(steps, smooth(values), color=color, linewidth=2, label=f"{label} (train, smoothed)")
+  if eval_steps:
+    ax.plot(eval_steps, eval_values, "o--", color=color, markersize=5,
+            label=f"{label} (held out)")
+  return True
+
+
+def _draw_panel(ax, stage: str, title: str, rows: list[dict], group) -> None:
+  for i, (key, label) in enumerate(group):
+    name = key.removeprefix("reward/").removesuffix("_mean") if stage == "grpo" else label
+    _draw_metric(ax, rows, key, name, f"C{i}")
+  ax.set_title(title)
+  ax.set_xlabel("step")
+  ax.set_ylabel(group[0][1])
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+
+
+def _draw_modalities(ax, report: Mapping[str, Any]) -> None:
+  """Held-out accuracy per modality: RM, judge after SFT and after GRPO, with targets."""
+  modalities = sorted(report.get("rm_accuracy", {}))
+  bars = [("scalar RM", report.get("rm_accuracy", {}), RM_ACCURACY_TARGET),
+          ("judge SFT", {m: r["accuracy"] for m, r in report.get("judge_sft", {}).items()},
+           JUDGE_ACCURACY_TARGET),
+          ("judge GRPO", {m: r["accuracy"] for m, r in report.get("judge_grpo", {}).items()},
+           None)]
+  width = 0.8 / len(bars)
+  for i, (label, values, _) in enumerate(bars):
+    xs = [j + (i - 1) * width for j in range(len(modalities))]
+    ax.bar(xs, [values.get(m, 0.0) for m in modalities], width, label=label)
+  ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
+  ax.axhline(RM_ACCURACY_TARGET, color="C0", linestyle="--", linewidth=1, label="RM target")
+  ax.axhline(JUDGE_ACCURACY_TARGET, color="C1", linestyle="--", linewidth=1,
+             label="judge target")
+  ax.set_xticks(range(len(modalities)), modalities)
+  ax.set_ylim(0, 1.05)
+  ax.set_ylabel("held-out accuracy")
+  ax.set_title("Held-out accuracy per modality")
+  ax.legend(fontsize=7, loc="lower right")
+
+
+def plot_curves(workdir: str, out_dir: str, report: Mapping[str, Any] | None = None
+                ) -> list[str]:
+  """Training curves per stage (`<stage>.png`) and `summary.png`, which holds every
+  stage's curves and, given the report, the held-out accuracy per modality.
+
+  Train values are drawn faint with their smoothed curve over them; held-out
+  values (each evaluation) are markers on the same axes.
+  """
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   os.makedirs(out_dir, exist_ok=True)
   written = []
-  for stage, (title, metrics) in CURVES.items():
-    history = _history(workdir, stage)
-    series = [(label, [h["step"] for h in history if key in h],
-               [h[key] for h in history if key in h]) for key, label in metrics]
-    series = [s for s in series if s[1]]
-    if not series:
+  panels = []  # (stage, title, [(key, label)], y label) of the summary figure
+  for stage, (title, metrics) in PANELS.items():
+    rows = _metric_rows(workdir, stage)
+    present = [(k, label) for k, label in metrics if _series(rows, "train", k)[0]
+               or _series(rows, "eval", k)[0]]
+    if not present:
       continue
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    for label, steps, values in series:
-      ax.plot(steps, values, label=label)
-    ax.set_title(title)
-    ax.set_xlabel("step")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    groups = [[m] for m in present] if stage != "grpo" else [present]
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.5), dpi=100,
+                             squeeze=False)
+    for ax, group in zip(axes[0], groups):
+      _draw_panel(ax, stage, title, rows, group)
     fig.tight_layout()
     path = os.path.join(out_dir, f"{stage}.png")
+    fig.savefig(path)
+    plt.close(fig)
+    written.append(path)
+    panels += [(stage, title, rows, g) for g in groups]
+  if panels:
+    extra = 1 if report else 0
+    cols = 3
+    n = len(panels) + extra
+    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(15, 3.6 * ((n + 2) // 3)),
+                             dpi=100, squeeze=False)
+    flat = list(axes.flat)
+    for ax, (stage, title, rows, group) in zip(flat, panels):
+      _draw_panel(ax, stage, title, rows, group)
+    if report:
+      _draw_modalities(flat[len(panels)], report)
+    for ax in flat[n:]:
+      ax.axis("off")
+    fig.tight_layout()
+    path = os.path.join(out_dir, "summary.png")
     fig.savefig(path)
     plt.close(fig)
     written.append(path)

@@ -108,7 +108,8 @@ def _trainer_config(cfg, paths: Paths, task: str):
   t = c.train
   t.num_steps = stage.num_steps
   t.log_every = max(1, stage.num_steps // 30)
-  t.eval_every = stage.num_steps  # the final evaluation only
+  # Four held-out evaluations, so the curves show whether the model still improves.
+  t.eval_every = max(1, stage.num_steps // 4)
   t.checkpoint_every = max(1, stage.num_steps // 4)
   t.progress_bar = cfg.progress_bar
   return c
@@ -340,7 +341,8 @@ def run(config, workdir: str) -> dict:
 
   def write_report():
     _dump(report, os.path.join(paths.workdir, "report.json"))
-    report["plots"] = report_lib.plot_curves(paths.workdir, os.path.join(paths.workdir, "plots"))
+    report["plots"] = report_lib.plot_curves(paths.workdir, os.path.join(paths.workdir, "plots"),
+                                             report)
     table = report_lib.results_table(report)
     with open(os.path.join(paths.workdir, "results.md"), "w", encoding="utf-8") as f:
       f.write(table + "\n")

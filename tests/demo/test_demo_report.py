@@ -74,13 +74,35 @@ def test_a_missed_target_is_named(change, target):
   assert json.loads(json.dumps(report))  # the report is plain JSON
 
 
-def test_curves_are_plotted_from_histories(tmp_path):
-  history = [{"step": s, "loss": 1.0 / s, "accuracy": 0.5 + s / 100} for s in (1, 2, 3)]
+def test_curves_are_plotted_from_metrics_with_held_out_points(tmp_path):
+  rows = [{"step": s, "split": "train", "loss": 1.0 / s, "accuracy": 0.5 + s / 100}
+          for s in (1, 2, 3, 4)]
+  rows += [{"step": s, "split": "eval", "loss": 0.9 / s, "accuracy": 0.55 + s / 100}
+           for s in (2, 4)]
   os.makedirs(tmp_path / "rm")
-  (tmp_path / "rm" / "summary.json").write_text(json.dumps({"history": history}))
+  (tmp_path / "rm" / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+  written = report_lib.plot_curves(str(tmp_path), str(tmp_path / "plots"), _report())
+  assert written == [str(tmp_path / "plots" / "rm.png"), str(tmp_path / "plots" / "summary.png")]
+  for path in written:
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  # Held-out points are read apart from the training values.
+  assert report_lib._series(rows, "eval", "loss") == ([2, 4], [0.45, 0.225])
+  assert report_lib._series(rows, "train", "loss")[0] == [1, 2, 3, 4]
+
+
+def test_smoothing_is_a_debiased_moving_average():
+  assert report_lib.smooth([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])
+  out = report_lib.smooth([0.0, 1.0], weight=0.5)
+  # (0.5 * 0 + 0.5 * 1) / (1 - 0.25) = 2/3: the second value pulls, the first holds.
+  assert out == pytest.approx([0.0, 2 / 3])
+
+
+def test_curves_fall_back_to_the_summary_history(tmp_path):
+  history = [{"step": s, "loss": 1.0 / s} for s in (1, 2, 3)]
+  os.makedirs(tmp_path / "sft")
+  (tmp_path / "sft" / "summary.json").write_text(json.dumps({"history": history}))
   written = report_lib.plot_curves(str(tmp_path), str(tmp_path / "plots"))
-  assert written == [str(tmp_path / "plots" / "rm.png")]
-  assert (tmp_path / "plots" / "rm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert written == [str(tmp_path / "plots" / "sft.png"), str(tmp_path / "plots" / "summary.png")]
 
 
 def test_demo_subcommand_and_config():

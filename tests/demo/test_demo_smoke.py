@@ -76,7 +76,8 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capfd, workdir_logging):
 
   table = (tmp_path / "results.md").read_text()
   assert all(f"| {m} |" in table for m in MODALITIES)
-  assert sorted(os.listdir(tmp_path / "plots")) == ["grpo.png", "rm.png", "sft.png"]
+  assert sorted(os.listdir(tmp_path / "plots")) == ["grpo.png", "rm.png", "sft.png",
+                                                    "summary.png"]
 
   # A rerun reuses every finished stage and reports the same results.
   demo.run(config, str(tmp_path))
