@@ -76,8 +76,8 @@ def _sft_args(workdir: str, variant: str, steps: int, **extra) -> list[str]:
 
 @pytest.mark.parametrize("variant,extra", [
     ("tiny", {}),
-    # Image, video and audio records: per-row patches and frames, buckets agreed.
-    ("tiny_omni", {"config.data.synthetic_kinds": "colour,image,audio"}),
+    # Text, image, video and audio records: per-row patches and frames, buckets agreed.
+    ("tiny_omni", {}),
 ])
 def test_sft_two_processes_equal_one(tmp_path, variant, extra):
   one, two = str(tmp_path / "one"), str(tmp_path / "two")
