@@ -33,8 +33,9 @@ Variants:
              Expected: not measured yet.
   judge_7b   TPU v5p-32 / v5e-64 (or 8x H100), about a day: recipe a on a 7B judge SFT
              (Qwen2.5-7B-Instruct), FSDP, bf16 compute, DAPO loss with clip-higher,
-             overlong shaping and truncation masking (no dynamic sampling: it needs
-             a single process).
+             overlong shaping and truncation masking (add dynamic sampling with
+             --config.shaping.dynamic_sampling=True: groups are filtered over all
+             processes' rollouts).
                omni-rrm --config=configs/grpo.py:judge_7b --workdir=gs://BUCKET/grpo7b \
                    --config.model.path=gs://BUCKET/judge7b/hf --config.data.train_path=...
              Expected: not measured yet; valid-JSON rate and pairwise accuracy

@@ -19,16 +19,19 @@ from typing import Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
+from omni_rrm_jax.core.multihost import allgather
 from omni_rrm_jax.data import media_batching
 from omni_rrm_jax.data.records import PreferenceRecord
 from omni_rrm_jax.data.templates import judge_messages
-from omni_rrm_jax.data.tokenize import ExampleEncoder
+from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.eval.metrics import Outcome, report
 from omni_rrm_jax.rewards.judgment import parse_judgment
 from omni_rrm_jax.sampling.params import SamplingParams
-from omni_rrm_jax.sampling.prompts import fit_prompt, left_pad, left_pad_media
+from omni_rrm_jax.sampling.prompts import fit_prompt, left_pad, left_pad_media, media_needs
 from omni_rrm_jax.sampling.sampler import generate
+from omni_rrm_jax.sharding.batch import to_global
 
 _SWAP = {"A": "B", "B": "A", "equal": "equal"}
 
@@ -49,12 +52,28 @@ def judge_prompt(encoder: ExampleEncoder, record: PreferenceRecord, swap: bool,
   return {"prompt_ids": ids, **media_batching.example_arrays(ids, media, encoder.media)}
 
 
-def _media_batch(encoder: ExampleEncoder, examples, width: int, patch_buckets) -> dict:
+def _media_batch(encoder: ExampleEncoder, examples, width: int, patch_buckets,
+                 min_needs=(0, 0)) -> dict:
   spec = encoder.media
   collated = media_batching.collate_media(
       examples, length=width, patch_buckets=patch_buckets or (0, spec.max_patches),
-      merge_unit=spec.merge_unit, audio_frame_buckets=spec.audio_frame_buckets)
+      merge_unit=spec.merge_unit, audio_frame_buckets=spec.audio_frame_buckets,
+      min_patches=int(min_needs[0]), min_frames=int(min_needs[1]))
   return left_pad_media(collated, [len(ex["prompt_ids"]) for ex in examples])
+
+
+def _filler(encoder: ExampleEncoder, pad_id: int) -> dict:
+  """A one-token prompt that keeps a call's shape where a process has no prompt."""
+  if encoder.media is None:
+    return {"prompt_ids": [pad_id]}
+  return {"prompt_ids": [pad_id], **media_batching.invalid_arrays(encoder.media)}
+
+
+def _all_rows(x) -> np.ndarray:
+  """Every row of a (batch-sharded) sampler output, on every process."""
+  if not isinstance(x, jax.Array) or x.is_fully_addressable:
+    return np.asarray(x)
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def generate_judgments(model, encoder: ExampleEncoder, records: Sequence[PreferenceRecord], *,
@@ -64,6 +83,12 @@ def generate_judgments(model, encoder: ExampleEncoder, records: Sequence[Prefere
                        skipped: collections.Counter | None = None) -> list[str | None]:
   """Greedy judgments for `records` (in one A/B order), as decoded text.
 
+  Every process passes all `records`. Each call of the sampler judges one
+  global batch of `batch_size` consecutive records; each process builds the
+  prompts of its consecutive share of them (media decoded once, where the
+  row is), the processes agree on the padded shapes, and every process
+  gets every row's judgment back, so all return the same list.
+
   Args:
     model: the judge (a causal LM or a multimodal model).
     encoder: builds the prompts; with a `MediaSpec`, media records keep their media.
@@ -71,10 +96,11 @@ def generate_judgments(model, encoder: ExampleEncoder, records: Sequence[Prefere
     swap: show response B first (as "A").
     max_prompt_length: the prompt's user text is cut from the left beyond this.
     max_new_tokens: the longest judgment.
-    batch_size: prompts per `generate` call (the last call is padded to it).
+    batch_size: prompts per `generate` call over all processes (the last call
+      is padded to it); a multiple of the process count.
     eos_ids: a judgment ends at the first of these.
     pad_id: the tokenizer's pad id.
-    mesh: the device mesh, if any.
+    mesh: the device mesh (needed with several processes).
     patch_buckets: padded patch counts per prompt (default: 0 and the
       encoder's `max_patches`); each distinct one compiles once.
     skipped: counts, by reason, the records whose media could not be used.
@@ -82,34 +108,51 @@ def generate_judgments(model, encoder: ExampleEncoder, records: Sequence[Prefere
   Returns:
     One text per record; None for a record whose media could not be used.
   """
+  n_proc, rank = jax.process_count(), jax.process_index()
+  if batch_size % n_proc:
+    raise ValueError(f"batch_size={batch_size} is not divisible by {n_proc} processes")
+  if n_proc > 1 and mesh is None:
+    raise ValueError("judging on several processes needs a mesh")
+  share = batch_size // n_proc
   params = SamplingParams(greedy=True, max_new_tokens=max_new_tokens)
   texts: list[str | None] = []
   for start in range(0, len(records), batch_size):
-    chunk = [judge_prompt(encoder, r, swap, max_prompt_length)
-             for r in records[start:start + batch_size]]
+    chunk = records[start:start + batch_size]
+    mine = [judge_prompt(encoder, r, swap, max_prompt_length)
+            for r in chunk[rank * share:(rank + 1) * share]]
+    # Per row of the global batch: its INVALID_REASONS code (0: judged, -1:
+    # past the end), gathered with each process's longest prompt and media.
+    codes = [INVALID_REASONS.index(p) if isinstance(p, str) else 0 for p in mine]
+    codes += [-1] * (share - len(mine))
+    examples = [p for p in mine if not isinstance(p, str)]
+    needs = [max((len(ex["prompt_ids"]) for ex in examples), default=1),
+             *(media_needs(examples) if examples and encoder.media is not None else (0, 0))]
+    gathered = allgather([*needs, *codes])
+    needs, codes = gathered[:, :3].max(axis=0), gathered[:, 3:].reshape(-1)[:len(chunk)]
     if skipped is not None:
-      skipped.update(p for p in chunk if isinstance(p, str))
-    examples = [p for p in chunk if not isinstance(p, str)]
-    if not examples:
+      skipped.update(INVALID_REASONS[c] for c in codes if c > 0)
+    if not (codes == 0).any():
       texts += [None] * len(chunk)
       continue
-    # Pad the chunk to the batch size so every call has the same shape.
-    examples += [examples[0]] * (batch_size - len(examples))
-    ids_bt, mask_bt = left_pad([ex["prompt_ids"] for ex in examples], pad_id, multiple=64)
-    media = (_media_batch(encoder, examples, ids_bt.shape[1], patch_buckets)
-             if encoder.media is not None else None)
-    out = generate(model, ids_bt, mask_bt, params, jax.random.key(0), eos_ids=tuple(eos_ids),
-                   pad_id=pad_id, mesh=mesh, media=media)
-    tokens = np.asarray(out.tokens_bn)
-    mask = np.asarray(out.mask_bn).astype(bool)
-    row = 0
-    for prompt in chunk:
-      if isinstance(prompt, str):
-        texts.append(None)
-        continue
-      ids = tokens[row][mask[row]].tolist()
-      texts.append(encoder.tokenizer.decode(ids, skip_special_tokens=True))
-      row += 1
+    # Rows without a prompt repeat one (or a one-token filler) so every call
+    # has the same shape; their judgments are dropped.
+    filler = examples[0] if examples else _filler(encoder, pad_id)
+    rows = [p if not isinstance(p, str) else filler for p in mine]
+    rows += [filler] * (share - len(rows))
+    ids_bt, mask_bt = left_pad([ex["prompt_ids"] for ex in rows], pad_id, multiple=64,
+                               min_length=int(needs[0]))
+    batch = {"ids": ids_bt, "mask": mask_bt}
+    if encoder.media is not None:
+      batch.update(_media_batch(encoder, rows, ids_bt.shape[1], patch_buckets, needs[1:]))
+    if mesh is not None:
+      batch = to_global(batch, mesh)
+    media = {k: v for k, v in batch.items() if k not in ("ids", "mask")}
+    out = generate(model, batch["ids"], batch["mask"], params, 0, eos_ids=tuple(eos_ids),
+                   pad_id=pad_id, mesh=mesh, media=media or None)
+    tokens, mask = _all_rows(out.tokens_bn), _all_rows(out.mask_bn).astype(bool)
+    for row, code in enumerate(codes):
+      texts.append(encoder.tokenizer.decode(tokens[row][mask[row]].tolist(),
+                                            skip_special_tokens=True) if code == 0 else None)
   return texts
 
 

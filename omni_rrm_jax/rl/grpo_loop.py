@@ -25,6 +25,14 @@ scores each completion with its prompt's media (`rl/model_reward.py`); prompts
 whose media it cannot use score its minimum and are counted
 (`model_reward_unscored`).
 
+On several processes (one per host) each samples, decodes and scores its rows
+of every global prompt batch; the rows are then gathered to every process
+(`rl/multihost_rows.py`), so dynamic sampling, advantages and metrics are
+decided on the global batch, and each process feeds its share of every global
+minibatch to the update. A run matches the one-process run on the same mesh
+(the same prompts, completions and decisions; parameters up to float
+rounding in the collectives); process 0 writes the files.
+
 Pointed at a workdir with a checkpoint, it resumes exactly (policy, optimizer,
 prompt stream; rollout keys are `fold_in(rng, step)`); SIGTERM saves and exits.
 """
@@ -44,16 +52,19 @@ import tqdm
 from flax import nnx
 
 from omni_rrm_jax.core.metric_writers import MetricWriter
+from omni_rrm_jax.core.multihost import agree_max, is_writer, written_by_one
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.models.hf_save import save_pretrained
 from omni_rrm_jax.rl import rollout
 from omni_rrm_jax.rl.advantages import ADVANTAGE_ESTIMATORS
 from omni_rrm_jax.rl.grpo_step import BATCH_KEYS, make_grpo_step
 from omni_rrm_jax.rl.model_reward import ModelReward
+from omni_rrm_jax.rl.multihost_rows import (
+    all_rows, fill_objects, gather_rows, process_share, total_counts)
 from omni_rrm_jax.rl.prompt_media import PROMPT_MEDIA, PromptMedia
 from omni_rrm_jax.rl.shaping import fill_groups, mask_truncated
 from omni_rrm_jax.sampling.params import SamplingParams
-from omni_rrm_jax.sampling.prompts import bucket_length
+from omni_rrm_jax.sampling.prompts import bucket_length, media_needs
 from omni_rrm_jax.sampling.scoring import score_completions
 from omni_rrm_jax.sharding.batch import to_global
 from omni_rrm_jax.sharding.mesh import make_mesh
@@ -119,7 +130,7 @@ def reward_metrics(sampled: dict, names, group_size: int) -> dict[str, float]:
 def run(config, workdir: str) -> dict:
   """GRPO per `config` in `workdir`; returns a summary dict."""
   os.makedirs(workdir, exist_ok=True)
-  is_main = jax.process_index() == 0
+  is_main = is_writer()
   ro, sh, gr = config.rollout, config.shaping, config.grpo
   recipe, g = config.data.recipe, ro.num_generations
   if recipe not in rollout.RECIPES:
@@ -132,14 +143,12 @@ def run(config, workdir: str) -> dict:
   if ro.prompts_per_step % n_proc:
     raise ValueError(f"rollout.prompts_per_step={ro.prompts_per_step} is not divisible by "
                      f"{n_proc} processes")
-  if sh.dynamic_sampling and n_proc > 1:
-    raise ValueError("shaping.dynamic_sampling needs a single process (refill rounds would "
-                     "differ between processes)")
-  n_prompts = ro.prompts_per_step // n_proc  # this process's prompts per step
-  rows = n_prompts * g
-  if rows % gr.num_minibatches:
-    raise ValueError(f"{rows} completions per process do not split into "
-                     f"grpo.num_minibatches={gr.num_minibatches}")
+  n_prompts = ro.prompts_per_step // n_proc  # this process's prompts per round
+  rows = ro.prompts_per_step * g  # completions a step trains on, over all processes
+  if rows % (gr.num_minibatches * n_proc):
+    raise ValueError(f"{rows} completions per step do not split into "
+                     f"grpo.num_minibatches={gr.num_minibatches} minibatches of equal shares "
+                     f"for {n_proc} processes")
 
   # --- Data: prompt stream and rewards ------------------------------------
   train_records, eval_records, counters = components.data_splits(config, workdir)
@@ -217,19 +226,24 @@ def run(config, workdir: str) -> dict:
   skipped = collections.Counter()  # training prompt draws skipped, by reason
 
   def sample(params, prompts, rng, records, skipped=None):
-    """One rollout round: generate, decode, score (timed apart); None when no
-    prompt of the round could be built."""
+    """One rollout round: every process generates, decodes and scores its
+    prompts (timed apart), then all hold the round's rows of every process,
+    so what follows is decided on the global batch; None when no prompt of
+    the round could be built."""
     t = time.perf_counter()
     batch = rollout.generate_round((graphdef, params), prompts, rng=rng, **gen_kw)
-    batch = valid_groups(batch, g, skipped)
-    if not len(batch["valid"]):
-      return None
     texts = rollout.decode(tokenizer, batch)
     timers["rollout"] += time.perf_counter() - t
     t = time.perf_counter()
-    batch.update(scorer([records[i] for i in batch["index"]], texts, batch))
+    batch.update(scorer.score_valid(records, texts, batch))
     timers["reward"] += time.perf_counter() - t
-    return batch
+    batch = valid_groups(gather_rows(batch, g), g, skipped)
+    return batch if len(batch["valid"]) else None
+
+  def rebuild_media(batch, row: int) -> dict:
+    """A training row's prompt example that another process sampled."""
+    record = train_records[int(batch["index"][row])]
+    return rollout.encode_prompt(encoder, record, recipe, config.data.max_prompt_length)
 
   def evaluate(params) -> dict[str, float]:
     key = jax.random.fold_in(state.rng, _EVAL_KEY)
@@ -264,7 +278,7 @@ def run(config, workdir: str) -> dict:
       sampled = []
       skipped_before = sum(skipped.values())
       if sh.dynamic_sampling:
-        filled = fill_groups(rounds(state.params, step, sampled), g, n_prompts,
+        filled = fill_groups(rounds(state.params, step, sampled), g, ro.prompts_per_step,
                              max_rounds=sh.max_rounds)
         batch, kept = filled.batch, filled.num_groups
       else:
@@ -293,17 +307,23 @@ def run(config, workdir: str) -> dict:
         batch["prompt_mask"] = batch["prompt_mask"][:, -width:]
 
         def media_rows(rows_r) -> dict:
-          """The prompt media of rows `rows_r`, batched at this width (text: none)."""
+          """The prompt media of rows `rows_r` (this process's share of a global
+          batch), batched at this width and the global batch's buckets (text: none)."""
           if PROMPT_MEDIA not in batch:
             return {}
-          return prompt_media.collate(batch[PROMPT_MEDIA][rows_r], width)
+          examples = fill_objects(batch[PROMPT_MEDIA], rows_r,
+                                  lambda row: rebuild_media(batch, row))
+          return prompt_media.collate(examples, width, min_needs=agree_max(media_needs(examples)))
 
+        # Each process feeds its share of every global minibatch; the order
+        # and the shares depend on global rows only.
         keys = BATCH_KEYS
         if ref_params is not None:
-          seqs = to_global({k: batch[k] for k in keys[:4]}, mesh, rules)
+          mine = process_share(np.arange(rows))
+          seqs = to_global({k: batch[k][mine] for k in keys[:4]}, mesh, rules)
           # Groups are whole here: each prompt's media encoded once for its G rows.
-          ref_media = to_global(media_rows(np.arange(0, rows, g)), mesh, rules)
-          batch["ref_logp"] = rollout.local_rows(score_completions(
+          ref_media = to_global(media_rows(mine[::g]), mesh, rules)
+          batch["ref_logp"] = all_rows(score_completions(
               (graphdef, ref_params), seqs["prompt_ids"], seqs["prompt_mask"],
               seqs["completion_ids"], seqs["completion_mask"], mesh=mesh, rules=rules,
               media=ref_media or None, rows_per_example=g))
@@ -311,7 +331,8 @@ def run(config, workdir: str) -> dict:
         for epoch in range(gr.num_iterations):
           order = np.random.default_rng([config.seed, step, epoch]).permutation(rows)
           for rows_m in np.split(order, gr.num_minibatches):
-            minibatch = {**{k: batch[k][rows_m] for k in keys}, **media_rows(rows_m)}
+            mine = process_share(rows_m)
+            minibatch = {**{k: batch[k][mine] for k in keys}, **media_rows(mine)}
             state, m = grpo_step(state, to_global(minibatch, mesh, rules))
             updates.append(m)
         updates = jax.device_get(updates)
@@ -364,10 +385,16 @@ def run(config, workdir: str) -> dict:
   if rm is not None and rm.media is not None:
     # Prompts (train and eval, since start or resume) the multimodal RM could
     # not score, by reason; completions whose media placeholders it dropped.
-    summary["model_reward_unscored"] = dict(rm.unscored)
-    summary["model_reward_stripped"] = rm.stripped
+    # Each process scored its own rows: the counts are summed over processes.
+    summary["model_reward_unscored"] = total_counts(rm.unscored, INVALID_REASONS)
+    summary["model_reward_stripped"] = total_counts({"stripped": rm.stripped},
+                                                    ["stripped"]).get("stripped", 0)
   writer.close()
-  if is_main:
+
+  def write_summary():
     with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
       json.dump({**summary, "history": history}, f, indent=2)
+
+  # Every process returns once the export and summary are on disk.
+  written_by_one("summary.json", write_summary)
   return summary

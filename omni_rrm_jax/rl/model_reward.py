@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from omni_rrm_jax.core.multihost import agree_max
 from omni_rrm_jax.data import media_batching
 from omni_rrm_jax.data.records import PreferenceRecord, empty_media
 from omni_rrm_jax.data.tokenize import ExampleEncoder, PromptPieces
@@ -60,7 +61,7 @@ from omni_rrm_jax.models.media_inputs import media_inputs
 from omni_rrm_jax.models.pretrained import from_pretrained
 from omni_rrm_jax.rewards.contract import as_text, completion_list, minimum_of
 from omni_rrm_jax.rl.rollout import local_rows
-from omni_rrm_jax.sampling.prompts import bucket_length
+from omni_rrm_jax.sampling.prompts import bucket_length, media_needs
 from omni_rrm_jax.sharding.batch import HOST_ONLY, to_global
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding
 from omni_rrm_jax.train.components import make_media_spec
@@ -130,23 +131,17 @@ def prompt_record(messages: list[dict[str, Any]]) -> PreferenceRecord | str:
                           label="A", modality=modality, media=media)
 
 
-def _process_max(values: Sequence[int]) -> list[int]:
-  """The elementwise maximum of `values` over all processes."""
-  from jax.experimental import multihost_utils
-  gathered = multihost_utils.process_allgather(np.asarray(values, np.int64))
-  return np.asarray(gathered).reshape(-1, len(values)).max(0).tolist()
-
-
 class ModelReward:
   """`(prompts, completions, **columns) -> list[float]` from a scalar RM folder.
 
   Args:
     path: the RM folder (config.json, safetensors, tokenizer files).
-    batch_size: rows per forward pass (a multiple of the mesh's batch axes).
+    batch_size: rows per forward pass over all processes (a multiple of the
+      mesh's batch axes and of the process count; each process scores its
+      share of every pass).
     max_length: the longest sequence scored; longer prompts are cut from the left.
     bucket: sequences are right-padded to a multiple of this (capped at
-      `max_length`); with several processes every batch is padded to
-      `max_length`, so all processes run the same shapes.
+      `max_length`); with several processes, of the longest in the global batch.
     tokenizer: a tokenizer folder; default: `path`.
     mesh: device mesh for the RM's parameters and batches.
     rules: logical -> mesh axis rules.
@@ -188,6 +183,11 @@ class ModelReward:
       raise ValueError(f"patch_buckets {tuple(patch_buckets)} must be multiples of "
                        f"merge_size² = {self.media.merge_unit}")
     self.encoder = ExampleEncoder(tok, max_length, "rm", media=self.media)
+    if jax.process_count() > 1 and mesh is None:
+      raise ValueError("a model reward on several processes needs a mesh")
+    if batch_size % jax.process_count():
+      raise ValueError(f"model reward batch_size={batch_size} is not divisible by "
+                       f"{jax.process_count()} processes")
     self.batch_size, self.max_length, self.bucket = batch_size, max_length, bucket
     self.patch_buckets = tuple(patch_buckets)
     self.mesh, self.rules = mesh, tuple(rules)
@@ -261,42 +261,43 @@ class ModelReward:
     ids = self._join(pieces, kept, keep_framing=media.num_tokens > 0)
     return {"ids": ids, **media_batching.example_arrays(ids, media, self.media)}
 
-  def _collate_media(self, chunk: Sequence[Mapping[str, Any]], length: int) -> dict[str, Any]:
-    """The chunk's row-aligned media keys; with several processes all agree on
-    the patch and frame buckets (their largest need)."""
-    spec = self.media
-    patch_buckets, frame_buckets = self.patch_buckets, spec.audio_frame_buckets
-    if jax.process_count() > 1:
-      need = [max(len(ex["vision_patches"]) for ex in chunk),
-              max(np.shape(ex["input_features"])[1] if "input_features" in ex else 0
-                  for ex in chunk)]
-      patches, frames = _process_max(need)
-      patch_buckets = (media_batching.bucket_patches(patches, patch_buckets),)
-      if frame_buckets:
-        frame_buckets = (media_batching.bucket_patches(frames, frame_buckets, "audio frame"),)
-    collated = media_batching.collate_media(chunk, length=length, patch_buckets=patch_buckets,
-                                            merge_unit=spec.merge_unit,
-                                            audio_frame_buckets=frame_buckets)
-    return {k: v for k, v in collated.items() if k not in HOST_ONLY}
+  def _filler(self) -> dict[str, Any]:
+    """A row that keeps a batch's shape (a process may have no rows of its own)."""
+    if self.media is None:
+      return {"ids": [self.pad_id]}
+    return {"ids": [0], **media_batching.invalid_arrays(self.media)}
 
   def score_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
     """RM scores [n] of encoded rows (`{"ids"}`, plus media arrays for a
-    multimodal RM: `encode_example`), in batches of `batch_size`."""
+    multimodal RM: `encode_example`), in batches of `batch_size`.
+
+    With several processes each passes its own rows, any number of them, and
+    fills its share of every pass: they agree on the number of passes and on
+    each pass's length, patch and frame buckets (small collectives).
+    """
     out = []
-    multi = jax.process_count() > 1
-    for start in range(0, len(rows), self.batch_size):
-      chunk = list(rows[start:start + self.batch_size])
+    share = self.batch_size // jax.process_count()
+    num_batches = int(agree_max([-(-len(rows) // share)])[0])
+    for start in range(0, num_batches * share, share):
+      chunk = list(rows[start:start + share])
       n = len(chunk)
-      chunk += [chunk[0]] * (self.batch_size - n)  # filler rows keep the shape fixed
-      t = self.max_length if multi else bucket_length(
-          max(len(r["ids"]) for r in chunk), self.bucket, self.max_length)
-      ids = np.full((self.batch_size, t), self.pad_id, np.int32)
-      mask = np.zeros((self.batch_size, t), np.int32)
+      chunk += [chunk[0] if chunk else self._filler()] * (share - n)
+      with_media = "media_index" in chunk[0]
+      needs = agree_max([max(len(r["ids"]) for r in chunk),
+                         *(media_needs(chunk) if with_media else (0, 0))])
+      t = bucket_length(int(needs[0]), self.bucket, self.max_length)
+      ids = np.full((share, t), self.pad_id, np.int32)
+      mask = np.zeros((share, t), np.int32)
       for row, r in enumerate(chunk):
         ids[row, :len(r["ids"])], mask[row, :len(r["ids"])] = r["ids"], 1
       batch = {"ids": ids, "mask": mask}
-      if "media_index" in chunk[0]:
-        batch.update(self._collate_media(chunk, t))
+      if with_media:
+        spec = self.media
+        collated = media_batching.collate_media(
+            chunk, length=t, patch_buckets=self.patch_buckets, merge_unit=spec.merge_unit,
+            audio_frame_buckets=spec.audio_frame_buckets, min_patches=int(needs[1]),
+            min_frames=int(needs[2]))
+        batch.update({k: v for k, v in collated.items() if k not in HOST_ONLY})
       if self.mesh is not None:
         batch = to_global(batch, self.mesh, self.rules)
       scores = self._score(self._params, batch)
@@ -324,8 +325,8 @@ class ModelReward:
       if isinstance(row, str):
         if len(prepared) > seen:  # counted once per distinct prompt of the call
           self._unscored(row)
-        # A stand-in keeps the batches as many as the rows (the same on every process).
-        row = {"ids": [0], **media_batching.invalid_arrays(self.media)}
+        # A stand-in keeps one score per row.
+        row = self._filler()
       rows.append(row)
     low = minimum_of(self)
     return [low if u else float(s) for s, u in zip(self.score_rows(rows), unscored)]

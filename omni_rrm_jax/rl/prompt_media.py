@@ -91,17 +91,21 @@ class PromptMedia:
   def from_spec(cls, spec, patch_buckets: Sequence[int]) -> PromptMedia:
     return cls(tuple(patch_buckets), spec.merge_unit, tuple(spec.audio_frame_buckets))
 
-  def collate(self, examples: Sequence[Mapping[str, Any]], width: int) -> dict[str, np.ndarray]:
+  def collate(self, examples: Sequence[Mapping[str, Any]], width: int,
+              min_needs: Sequence[int] = (0, 0)) -> dict[str, np.ndarray]:
     """Row-aligned media keys of prompts left-padded to `width` columns.
 
     Args:
       examples: per-row prompt examples (`prompt_example`), repeated as the
         rows repeat them.
       width: the prompts' padded width; each prompt sits flush right.
+      min_needs: pad to at least the buckets of these (vision patches, audio
+        frames): the `media_needs` of the whole global batch.
     """
     collated = media_batching.collate_media(
         list(examples), length=width, patch_buckets=self.patch_buckets,
-        merge_unit=self.merge_unit, audio_frame_buckets=self.audio_frame_buckets)
+        merge_unit=self.merge_unit, audio_frame_buckets=self.audio_frame_buckets,
+        min_patches=int(min_needs[0]), min_frames=int(min_needs[1]))
     aligned = left_pad_media(collated, [len(ex["prompt_ids"]) for ex in examples])
     return {k: v for k, v in aligned.items() if k not in HOST_ONLY}
 

@@ -31,6 +31,7 @@ import grain
 import jax
 import numpy as np
 
+from omni_rrm_jax.core.multihost import agree_max
 from omni_rrm_jax.data.records import PreferenceRecord
 from omni_rrm_jax.data.templates import judge_messages, media_parts
 from omni_rrm_jax.data.tokenize import ExampleEncoder
@@ -39,7 +40,7 @@ from omni_rrm_jax.rl.defaults import RECIPES
 from omni_rrm_jax.rl.prompt_media import PROMPT_MEDIA, PromptMedia, object_column, prompt_example
 from omni_rrm_jax.rl.shaping import overlong_penalty
 from omni_rrm_jax.sampling.params import SamplingParams
-from omni_rrm_jax.sampling.prompts import left_pad
+from omni_rrm_jax.sampling.prompts import left_pad, media_needs
 from omni_rrm_jax.sampling.sampler import generate
 from omni_rrm_jax.sharding.batch import to_global
 
@@ -103,16 +104,25 @@ class _Tag(grain.transforms.MapWithIndex):
     return index, record
 
 
-class _EncodePrompt(grain.transforms.Map):
-  """A picklable map step: (index, record) -> `encode_prompt(...)` plus "index"."""
+class _Share(grain.transforms.Map):
+  """This process's rows of a global batch of tagged records."""
+
+  def __init__(self, process_index: int, rows: int):
+    self.start, self.rows = process_index * rows, rows
+
+  def map(self, tagged_rows):
+    return list(tagged_rows[self.start:self.start + self.rows])
+
+
+class _EncodePrompts(grain.transforms.Map):
+  """A picklable map step: [(index, record)] -> `encode_prompt(...)` dicts plus "index"."""
 
   def __init__(self, encoder: ExampleEncoder, recipe: str, max_prompt_length: int):
     self.encoder, self.recipe, self.max_prompt_length = encoder, recipe, max_prompt_length
 
-  def map(self, tagged) -> dict[str, Any]:
-    index, record = tagged
-    return {**encode_prompt(self.encoder, record, self.recipe, self.max_prompt_length),
-            "index": index}
+  def map(self, tagged_rows) -> list[dict[str, Any]]:
+    return [{**encode_prompt(self.encoder, record, self.recipe, self.max_prompt_length),
+             "index": index} for index, record in tagged_rows]
 
 
 def make_prompt_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *,
@@ -123,21 +133,47 @@ def make_prompt_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEnc
   """Batches (lists) of `encode_prompt` dicts with their record's "index", for
   this process, as in `data.pipeline`.
 
-  Seeded global shuffle reshuffled each epoch, this process's interleaved share
-  of the stream, encoding in Grain (worker processes when `worker_count`); the
-  iterator's `get_state()` is a small dict that resumes at the same prompt.
+  Seeded global shuffle reshuffled each epoch, cut into global batches of
+  `batch_size * process_count` prompts of which this process takes its
+  `batch_size` consecutive rows (so a global batch holds the same prompts, in
+  the same order, for any process count), encoding in Grain (worker
+  processes when `worker_count`); the iterator's `get_state()` is a small
+  dict that resumes at the same prompt, and is the same on every process.
+
+  Args:
+    records: the prompts' records.
+    encoder: encodes a record's prompt (`encode_prompt`).
+    recipe: "judge" or "policy".
+    max_prompt_length: the prompt's user content is cut from the left beyond this.
+    batch_size: this process's prompts per batch.
+    seed: the shuffle seed.
+    shuffle: shuffle (reshuffled each epoch).
+    num_epochs: passes over `records` (None: forever).
+    worker_count: Grain worker processes (0: encode in this process).
+    process_index: this process's index.
+    process_count: processes sharing each global batch. With more than one,
+      a finite stream must hold whole global batches (every process builds
+      a batch of the same size at every step).
+
+  Raises:
+    ValueError: no records, or a finite stream that ends in a partial global
+      batch with several processes.
   """
   if not records:
     raise ValueError("no prompts (every record was skipped?)")
+  global_rows = batch_size * process_count
+  if process_count > 1 and num_epochs is not None and (len(records) * num_epochs) % global_rows:
+    raise ValueError(f"{len(records)} prompts x {num_epochs} epochs do not split into global "
+                     f"batches of {global_rows} ({process_count} processes)")
   ds = grain.MapDataset.source(list(records)).map_with_index(_Tag())
   if shuffle:
     ds = ds.shuffle(seed=seed)
   if num_epochs != 1:
     ds = ds.repeat(num_epochs)
+  ds = ds.batch(global_rows, drop_remainder=False, batch_fn=list)
   if process_count > 1:
-    ds = ds[process_index::process_count]
-  ds = ds.map(_EncodePrompt(encoder, recipe, max_prompt_length))
-  it = ds.to_iter_dataset().batch(batch_size, drop_remainder=False, batch_fn=list)
+    ds = ds.map(_Share(process_index, batch_size))
+  it = ds.map(_EncodePrompts(encoder, recipe, max_prompt_length)).to_iter_dataset()
   if worker_count > 0:
     from absl import flags
     if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags
@@ -162,9 +198,11 @@ def generate_round(policy, prompts: Sequence[Mapping[str, Any]], *, sampling: Sa
 
   Args:
     policy: `(graphdef, params)` of the causal LM (or multimodal model).
-    prompts: a batch of `make_prompt_dataset`.
+    prompts: a batch of `make_prompt_dataset` (this process's rows of the
+      global batch; every process calls this with as many).
     sampling: the sampling parameters (`num_samples` is G).
-    rng: the round's key, the same on every process.
+    rng: the round's key, the same on every process (each row draws by its
+      row of the global batch).
     eos_ids: a completion ends at the first of these.
     pad_id: the tokenizer's pad id.
     bucket: prompts are left-padded to a multiple of this.
@@ -175,19 +213,24 @@ def generate_round(policy, prompts: Sequence[Mapping[str, Any]], *, sampling: Sa
       encoder with a `MediaSpec`); the sampler encodes it once per prompt.
 
   Returns:
-    `prompt_ids`, `prompt_mask` [n, max_prompt_length]; `completion_ids`,
-    `completion_mask`, `old_logp` [n, N]; `lengths`, `truncated`, `index`
-    (the record), `valid` (0 for prompts whose media failed) and
-    `invalid_reason` [n]; with media, `prompt_media` [n] (each row's prompt
+    This process's rows: `prompt_ids`, `prompt_mask` [n, max_prompt_length];
+    `completion_ids`, `completion_mask`, `old_logp` [n, N]; `lengths`,
+    `truncated`, `index` (the record), `valid` (0 for prompts whose media
+    failed) and `invalid_reason` [n]; with media, `prompt_media` [n] (each row's prompt
     example, an object column for `PromptMedia.collate`); n = len(prompts) * G.
   """
   g = sampling.num_samples
-  ids_bt, mask_bt = left_pad([p["prompt_ids"].tolist() for p in prompts], pad_id,
-                             multiple=bucket, max_length=max_prompt_length)
-  host = {"ids": ids_bt, "mask": mask_bt}
   with_media = media is not None and "media_index" in prompts[0]
+  # The global batch's prompt length, patch and frame buckets: every process
+  # pads its rows to the same shapes (one small collective).
+  needs = agree_max([max(len(p["prompt_ids"]) for p in prompts),
+                     *(media_needs(prompts) if with_media else (0, 0))])
+  ids_bt, mask_bt = left_pad([p["prompt_ids"].tolist() for p in prompts], pad_id,
+                             multiple=bucket, max_length=max_prompt_length,
+                             min_length=int(needs[0]))
+  host = {"ids": ids_bt, "mask": mask_bt}
   if with_media:
-    host.update(media.collate(prompts, ids_bt.shape[1]))
+    host.update(media.collate(prompts, ids_bt.shape[1], min_needs=needs[1:]))
   placed = to_global(host, mesh, rules) if mesh is not None else host
   prompt_media = {k: v for k, v in placed.items() if k not in ("ids", "mask")}
   sampled = generate(policy, placed["ids"], placed["mask"], sampling, rng,
@@ -282,6 +325,29 @@ class RewardScorer:
     if self.recipe == "judge":
       out["parse_failed"] = np.asarray(
           [not parse_judgment(t, strict=False).ok for t in texts], np.float32)
+    return out
+
+  def score_valid(self, records: Sequence[PreferenceRecord], texts: Sequence[str],
+                  batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The rewards of a round's rows whose prompt could be built (`valid`), as
+    columns over all its rows (0 at the others, which never train).
+
+    Args:
+      records: all records; a row's is `records[batch["index"][row]]`.
+      texts: the decoded completions, one per row.
+      batch: the round's rows (`generate_round`).
+
+    Every process calls this once per round, with or without valid rows of
+    its own: a model reward scores in batches shared by all processes.
+    """
+    rows_r = np.flatnonzero(np.asarray(batch["valid"]) > 0)
+    sub = {k: np.asarray(v)[rows_r] for k, v in batch.items()}
+    columns = self([records[int(i)] for i in sub["index"]], [texts[r] for r in rows_r], sub)
+    out = {}
+    for key, values in columns.items():
+      values = np.asarray(values)
+      out[key] = np.zeros((len(texts), *values.shape[1:]), values.dtype)
+      out[key][rows_r] = values
     return out
 
 

@@ -7,7 +7,7 @@ the right, and `left_pad_media` moves them flush right beside the tokens.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -25,15 +25,17 @@ def bucket_length(length: int, multiple: int = 64, max_length: int | None = None
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, multiple: int = 64,
-             max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+             max_length: int | None = None, min_length: int = 0) -> tuple[np.ndarray, np.ndarray]:
   """Packs token lists into left-padded (ids, mask) int32 arrays [B, T].
 
-  T is the longest prompt rounded up by `bucket_length`, so batches of
-  similar prompt lengths share one compiled sampler.
+  T is the longest prompt (or `min_length`, when longer: the longest prompt
+  of a global batch whose other rows live on other processes) rounded up by
+  `bucket_length`, so batches of similar prompt lengths share one compiled
+  sampler.
   """
   if not prompts or any(len(p) == 0 for p in prompts):
     raise ValueError("need at least one prompt and no empty prompts")
-  t = bucket_length(max(len(p) for p in prompts), multiple, max_length)
+  t = bucket_length(max(min_length, *(len(p) for p in prompts)), multiple, max_length)
   ids_bt = np.full((len(prompts), t), pad_id, np.int32)
   mask_bt = np.zeros((len(prompts), t), np.int32)
   for row, prompt in enumerate(prompts):
@@ -67,6 +69,16 @@ def left_pad_media(media: Mapping[str, np.ndarray], lengths_b: Sequence[int]) ->
       shifted[row] = np.roll(x[row], t - length, axis=-1)
     out[key] = shifted
   return out
+
+
+def media_needs(examples: Sequence[Mapping[str, Any]]) -> np.ndarray:
+  """(vision patches, audio frames) of the largest of `examples` (per-example
+  media arrays): processes that build one global batch pad to the maximum of
+  these over all of them."""
+  patches = max(len(ex["vision_patches"]) for ex in examples)
+  frames = max((int(np.shape(ex["input_features"])[1]) for ex in examples
+                if "audio_index" in ex), default=0)
+  return np.asarray([patches, frames], np.int64)
 
 
 def fit_prompt(prefix: Sequence[int], content: Sequence[int], suffix: Sequence[int],

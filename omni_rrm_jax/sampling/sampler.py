@@ -79,11 +79,18 @@ def _check_prompts(prompt_ids_bt, prompt_mask_bt) -> None:
                      "must both be [B, T]")
   if isinstance(prompt_mask_bt, jax.core.Tracer):
     return
-  mask = np.asarray(prompt_mask_bt)
-  if not mask[:, -1].all():
-    rows = np.flatnonzero(~mask[:, -1].astype(bool))[:5].tolist()
-    raise ValueError(f"prompts must be left-padded (last column real); rows {rows} end in "
-                     "padding")
+  # A batch spread over several processes is checked where its rows live:
+  # each process looks at its own shards (their row offsets name the rows).
+  if isinstance(prompt_mask_bt, jax.Array) and not prompt_mask_bt.is_fully_addressable:
+    shards = [(s.index[0].start or 0, np.asarray(s.data))
+              for s in prompt_mask_bt.addressable_shards]
+  else:
+    shards = [(0, np.asarray(prompt_mask_bt))]
+  for start, mask in shards:
+    if not mask[:, -1].all():
+      rows = (start + np.flatnonzero(~mask[:, -1].astype(bool))[:5]).tolist()
+      raise ValueError(f"prompts must be left-padded (last column real); rows {rows} end in "
+                       "padding")
 
 
 def media_arrays(media: Mapping[str, jax.Array] | None, batch: int,
@@ -125,7 +132,8 @@ def generate(model_or_graphdef_state, prompt_ids_bt, prompt_mask_bt, params: Sam
       `generate` does (multimodal prompts: see `media`).
     params: the `SamplingParams`.
     rng: a PRNG key (or an int seed). Step i draws with `fold_in(rng, i)`, so
-      the output is a function of (rng, inputs, params) only.
+      the output is a function of (rng, inputs, params) only; each row's draw
+      depends on its row of the global batch, not on which process holds it.
     eos_ids: a row finishes at the first of these ids it generates (the EOS
       token is part of the completion and of its mask).
     pad_id: the id written after a row has finished.
@@ -147,7 +155,9 @@ def generate(model_or_graphdef_state, prompt_ids_bt, prompt_mask_bt, params: Sam
   _check_prompts(prompt_ids_bt, prompt_mask_bt)
   media = media_arrays(media, *prompt_ids_bt.shape)
   if isinstance(rng, int):
-    rng = jax.random.key(rng)
+    # The key is made inside the jit from the seed: a key made here would sit
+    # on one local device, which a jit over several processes cannot take.
+    rng = np.asarray(rng, np.uint32)
   eos_ids = tuple(sorted({int(e) for e in eos_ids}))
   return _generate_jit(graphdef, state, prompt_ids_bt, prompt_mask_bt, rng, media,
                        params=params, eos_ids=eos_ids, pad_id=int(pad_id), mesh=mesh,
@@ -158,6 +168,8 @@ def generate(model_or_graphdef_state, prompt_ids_bt, prompt_mask_bt, params: Sam
                    static_argnames=("params", "eos_ids", "pad_id", "mesh", "rules"))
 def _generate_jit(graphdef, state, prompt_ids_bt, prompt_mask_bt, rng, media, *, params,
                   eos_ids, pad_id, mesh, rules):
+  if not jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+    rng = jax.random.key(rng)  # an int seed (`generate`)
   with activation_sharding(mesh, rules):
     model = nnx.merge(graphdef, state)
     return _sample(model, prompt_ids_bt, prompt_mask_bt, rng, params, eos_ids, pad_id, media)
