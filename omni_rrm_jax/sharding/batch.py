@@ -38,7 +38,13 @@ def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh | None,
       continue
     axes = ("batch",) + ("length",) * (value.ndim - 1)
     global_shape = (value.shape[0] * jax.process_count(), *value.shape[1:])
-    sharding = NamedSharding(mesh, spec_for(axes, rules, global_shape, mesh))
+    spec = spec_for(axes, rules, global_shape, mesh)
+    if jax.process_count() > 1 and (len(spec) == 0 or spec[0] is None):
+      # Too few rows to split over the batch's mesh axes: the array is
+      # replicated, so every process must hold all of it.
+      from jax.experimental import multihost_utils
+      value = np.asarray(multihost_utils.process_allgather(value, tiled=True))
+    sharding = NamedSharding(mesh, spec)
     out[key] = jax.make_array_from_process_local_data(sharding, value, global_shape)
   return out
 

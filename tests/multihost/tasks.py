@@ -33,3 +33,14 @@ def agreed_buckets() -> list:
   local = collate([example], **kw)["input_ids"].shape
   agreed = collate([example], global_needs=agree_max([n, 0, 0]), **kw)["input_ids"].shape
   return [list(local), list(agreed)]
+
+
+def few_rows() -> list:
+  """A global batch of 4 rows on 8 devices is replicated: each process passes
+  its 2 rows and every process gets all 4, in process order."""
+  from omni_rrm_jax.sharding.batch import to_global
+  from omni_rrm_jax.sharding.mesh import make_mesh
+
+  rows = np.arange(2, dtype=np.int32)[:, None] + 10 * jax.process_index()
+  out = to_global({"input_ids": rows}, make_mesh({"data": -1}))["input_ids"]
+  return np.asarray(out.addressable_shards[0].data).ravel().tolist()

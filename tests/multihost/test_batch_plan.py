@@ -29,3 +29,8 @@ def test_a_dead_process_fails_the_group_fast(tmp_path):
   assert time.monotonic() - start < 60
   assert "process 0" in str(info.value) and "process 1" in str(info.value)
   assert "not divisible by 2 processes" in str(info.value)
+
+
+def test_fewer_rows_than_devices_are_replicated_on_every_process():
+  results = harness.run_function(2, "tests.multihost.tasks:few_rows", timeout=120)
+  assert results == [[0, 1, 10, 11], [0, 1, 10, 11]]

@@ -7,6 +7,7 @@ the same step.
 """
 
 import json
+import shutil
 
 import pytest
 
@@ -45,15 +46,19 @@ def test_rm_two_processes_equal_one(rm_reference, tmp_path):
   assert all('"step": 8' in out for out in outputs)
 
 
-def test_rm_preempted_on_two_resumes_on_one(rm_reference, tmp_path):
+def test_rm_preempted_on_two_resumes_on_two_and_on_one(rm_reference, tmp_path):
   workdir = str(tmp_path / "rm_preempt")
   runs.run_and_signal(2, _rm_args(workdir), workdir=workdir, after_step=2)
   stopped = runs.summary(workdir)
   assert stopped["stopped_early"] and 2 <= stopped["step"] < STEPS
-  # Resharded restore: the 2-process checkpoint continues on 1 process.
-  harness.run_cli(1, _rm_args(workdir))
-  assert runs.summary(workdir)["step"] == STEPS
-  runs.assert_same_weights(runs.exported(workdir), runs.exported(rm_reference))
+  other = str(tmp_path / "rm_preempt_copy")
+  shutil.copytree(workdir, other)
+  # The same process count, and a resharded restore on 1 process.
+  harness.run_cli(2, _rm_args(workdir))
+  harness.run_cli(1, _rm_args(other))
+  for resumed in (workdir, other):
+    assert runs.summary(resumed)["step"] == STEPS
+    runs.assert_same_weights(runs.exported(resumed), runs.exported(rm_reference))
 
 
 def test_rm_preempted_on_one_resumes_on_two(rm_reference, tmp_path):
