@@ -33,6 +33,13 @@ from omni_rrm_jax.data.tokenize import ExampleEncoder, as_arrays
 
 log = logging.getLogger(__name__)
 
+# Read-ahead of the encoding steps, per process (and per worker when
+# `worker_count` > 0). Grain's own defaults, 16 threads and 500 batches, hold
+# 16 batches in encoding at once and up to 500 encoded ones: many GB with
+# media or very long records. Each thread encodes one batch at a time.
+READ_THREADS = 2  # batches encoded at once
+READ_BUFFER_BATCHES = 4  # batches encoded ahead of the one consumed
+
 
 class _Tag(grain.transforms.MapWithIndex):
   """Pairs each record with its index in the data set (before shuffling)."""
@@ -106,7 +113,9 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
                  patch_buckets: Sequence[int] = (),
                  audio_frame_buckets: Sequence[int] = (),
                  group_by_modality: bool = False,
-                 agree: Callable[[np.ndarray], np.ndarray] | None = None) -> grain.IterDataset:
+                 agree: Callable[[np.ndarray], np.ndarray] | None = None,
+                 read_threads: int = READ_THREADS,
+                 read_buffer_size: int = READ_BUFFER_BATCHES) -> grain.IterDataset:
   """A Grain dataset of padded batches for this process.
 
   Args:
@@ -140,6 +149,11 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
       element-wise maximum of a small int vector over processes
       (`core.multihost.agree_max`); each batch's (length, patch, frame)
       buckets are then those of the whole global batch.
+    read_threads: threads that encode batches ahead of the consumer; peak
+      host memory grows with this times one batch's encoding cost.
+    read_buffer_size: batches encoded ahead of the consumer. With 0 (or
+      `read_threads=0`) each batch is encoded when asked for, in the
+      caller's thread.
   """
   if process_count > 1 and agree is None:
     raise ValueError("several processes need `agree` to pad their rows to common buckets")
@@ -175,7 +189,8 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
   # process count.
   ds = ds.batch(global_rows, drop_remainder=False, batch_fn=list)
   ds = ds.map(_Share(process_index, batch_size)).map(_Encode(encoder))
-  it = ds.to_iter_dataset()
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
+                                             prefetch_buffer_size=read_buffer_size))
   if worker_count > 0:
     _ensure_absl_flags_parsed()
     it = it.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(

@@ -30,6 +30,15 @@ whose transcripts differ before their last turn is split at the last
 Assistant turn they share, kept and flagged.
 
 Files without an `id` field get ids "<file stem>/<row index>", 0-based.
+
+Whatever a row holds, it costs one skipped-and-counted row (or, in strict
+mode, one error naming its file and line), never the run: a row longer than
+`max_record_bytes` ("record too large", measured on its bytes before they are
+decoded, except in a JSON array file, which is read whole), JSON the decoder
+refuses ("bad JSON"), a number past Python's integer-digit limit ("number too
+long"), nesting deeper than the interpreter's recursion limit ("JSON nested
+too deeply"), text with lone surrogates, and anything else a converter
+raises.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -54,6 +64,11 @@ _LOG = logging.getLogger(__name__)
 _SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".array_record")
 # How many well-formed rows to try before giving up on recognising a format.
 _SNIFF_ROWS = 20
+# Rows above this many bytes are skipped ("record too large") before they are
+# decoded, so one huge line can neither exhaust memory nor stall the input
+# pipeline. 4 MiB is about a million tokens of text, far more than any model
+# here reads in one example.
+DEFAULT_MAX_RECORD_BYTES = 4 * 2**20
 
 
 @dataclasses.dataclass
@@ -282,10 +297,33 @@ def _open_binary(path: Path):
 _READ_ERRORS = (OSError, EOFError, zlib.error)
 
 
-def _rows(path: Path) -> Iterator[tuple[int, str, Any]]:
-  """Yields (index, "file:line", decoded row or BadRecord) for every row."""
+def _decode(text: str | bytes, where: str) -> Any:
+  """One row's JSON, or the BadRecord saying why it cannot be decoded."""
+  try:
+    if isinstance(text, bytes):
+      text = text.decode("utf-8")
+    return json.loads(text)
+  except UnicodeDecodeError as e:
+    return BadRecord("invalid UTF-8", str(e), where)
+  except json.JSONDecodeError as e:
+    return BadRecord("bad JSON", str(e), where)
+  except RecursionError:
+    return BadRecord("JSON nested too deeply", None, where)
+  except ValueError as e:  # Python's limit on the digits of an int (4300 by default)
+    return BadRecord("number too long", str(e).split(";")[0][:200], where)
+
+
+def _too_large(size: int, max_bytes: int, where: str) -> BadRecord:
+  return BadRecord("record too large", f"{size} bytes > max_record_bytes {max_bytes}", where)
+
+
+def _rows(path: Path, max_bytes: int) -> Iterator[tuple[int, str, Any]]:
+  """Yields (index, "file:line", decoded row or BadRecord) for every row.
+
+  `max_bytes` (0: no limit) bounds each row's size.
+  """
   if path.name.endswith(".array_record"):
-    yield from _array_record_rows(path)
+    yield from _array_record_rows(path, max_bytes)
     return
   try:
     with _open_binary(path) as f:
@@ -294,26 +332,42 @@ def _rows(path: Path) -> Iterator[tuple[int, str, Any]]:
     yield 0, f"{path}:1", BadRecord("unreadable file data", str(e), f"{path}:1")
     return
   if head.startswith(b"["):
-    yield from _json_array_rows(path)
+    yield from _json_array_rows(path, max_bytes)
   else:
-    yield from _jsonl_rows(path)
+    yield from _jsonl_rows(path, max_bytes)
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
+def _lines(f, max_bytes: int) -> Iterator[bytes | int]:
+  """Each line of a binary file, or, for a line of more than `max_bytes`
+  bytes (newline excluded), its size: such a line is never held whole."""
+  while True:
+    raw = f.readline(max_bytes + 1) if max_bytes else f.readline()
+    if not raw:
+      return
+    if not max_bytes or len(raw) <= max_bytes or raw.endswith(b"\n"):
+      yield raw
+      continue
+    size = len(raw)
+    while raw and not raw.endswith(b"\n"):
+      raw = f.readline(1 << 20)
+      size += len(raw)
+    yield size - raw.endswith(b"\n")
+
+
+def _jsonl_rows(path: Path, max_bytes: int) -> Iterator[tuple[int, str, Any]]:
   index, lineno = 0, 0
   try:
     with _open_binary(path) as f:
-      for lineno, raw in enumerate(f, start=1):
-        if not raw.strip():
-          continue
+      for lineno, raw in enumerate(_lines(f, max_bytes), start=1):
         where = f"{path}:{lineno}"
-        try:
-          text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-          row: Any = json.loads(text)
-        except UnicodeDecodeError as e:
-          row = BadRecord("invalid UTF-8", str(e), where)
-        except json.JSONDecodeError as e:
-          row = BadRecord("bad JSON", str(e), where)
+        if isinstance(raw, int):
+          row: Any = _too_large(raw, max_bytes, where)
+        elif not raw.strip():
+          continue
+        else:
+          if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+          row = _decode(raw, where)
         yield index, where, row
         index += 1
   except _READ_ERRORS as e:
@@ -322,7 +376,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
     yield index, where, BadRecord("unreadable file data", f"{e}; rest of file lost", where)
 
 
-def _array_record_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
+def _array_record_rows(path: Path, max_bytes: int) -> Iterator[tuple[int, str, Any]]:
   """Rows of an ArrayRecord file whose records are UTF-8 JSON objects.
 
   ArrayRecord suits data sets too large to scan as text: records are read in
@@ -341,19 +395,19 @@ def _array_record_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
       for offset, raw in enumerate(reader.read(list(range(start, min(start + 1024, total))))):
         index = start + offset
         where = f"{path}:{index + 1}"
-        try:
-          row: Any = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as e:
-          row = BadRecord("invalid UTF-8", str(e), where)
-        except json.JSONDecodeError as e:
-          row = BadRecord("bad JSON", str(e), where)
-        yield index, where, row
+        too_large = max_bytes and len(raw) > max_bytes
+        yield index, where, (_too_large(len(raw), max_bytes, where) if too_large
+                             else _decode(raw, where))
   finally:
     reader.close()
 
 
-def _json_array_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
-  """Decodes a JSON array element by element, to know each element's line."""
+def _json_array_rows(path: Path, max_bytes: int) -> Iterator[tuple[int, str, Any]]:
+  """Decodes a JSON array element by element, to know each element's line.
+
+  An element the decoder refuses for its content (too deep, a number too
+  long) is skipped by matching brackets, so the elements after it are read.
+  """
   try:
     with _open_binary(path) as f:
       text = f.read().decode("utf-8-sig")
@@ -370,12 +424,23 @@ def _json_array_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
     line += text.count("\n", line_pos, pos)
     line_pos = pos
     where = f"{path}:{line}"
+    start = pos
     try:
       row, pos = decoder.raw_decode(text, pos)
     except json.JSONDecodeError as e:
       # Without a valid element boundary there is no safe place to resume.
       yield index, where, BadRecord("bad JSON", f"{e}; rest of file lost", where)
       return
+    except (RecursionError, ValueError):
+      end = _value_end(text, pos)
+      if end is None:
+        yield index, where, BadRecord("bad JSON", "unbalanced brackets; rest of file lost", where)
+        return
+      row, pos = _decode(text[start:end], where), end
+    if max_bytes and pos - start > max_bytes // 4:  # a character is 1-4 bytes in UTF-8
+      size = len(text[start:pos].encode("utf-8", "surrogatepass"))
+      if size > max_bytes:
+        row = _too_large(size, max_bytes, where)
     yield index, where, row
     index += 1
     pos = _skip_space(text, pos)
@@ -387,6 +452,37 @@ def _json_array_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
       detail = "expected ',' or ']' in array; rest of file lost"
       yield index, where, BadRecord("bad JSON", detail, where)
       return
+
+
+_STRUCTURE = re.compile(r'[\[\]{}"\\]')
+_SCALAR_END = re.compile(r"[,\]\s]")
+
+
+def _value_end(text: str, pos: int) -> int | None:
+  """The end of the JSON value at `pos`, found by matching brackets outside
+  strings (the value itself need not decode); None when it never closes."""
+  if text[pos] not in "[{":
+    found = _SCALAR_END.search(text, pos)
+    return found.start() if found else None
+  depth, in_string, skip_until = 0, False, -1
+  for match in _STRUCTURE.finditer(text, pos):
+    i, char = match.start(), match.group()
+    if i < skip_until:
+      continue
+    if in_string:
+      if char == "\\":
+        skip_until = i + 2
+      elif char == '"':
+        in_string = False
+    elif char == '"':
+      in_string = True
+    elif char in "[{":
+      depth += 1
+    else:
+      depth -= 1
+      if depth == 0:
+        return i + 1
+  return None
 
 
 def _skip_space(text: str, pos: int) -> int:
@@ -447,8 +543,9 @@ def _sniffed(path: Path, rows: Iterator[tuple[int, str, Any]]) -> tuple[str, lis
 def read_records(path: str | os.PathLike[str], fmt: str = "auto", *,
                  counter: BadRecordCounter | None = None, strict: bool = False,
                  media_root: str | os.PathLike[str] | None = None,
-                 limit: int | None = None, seed: int = 0,
-                 chosen_as_a: bool = False) -> Iterator[PreferenceRecord]:
+                 limit: int | None = None, seed: int = 0, chosen_as_a: bool = False,
+                 max_record_bytes: int | None = DEFAULT_MAX_RECORD_BYTES
+                 ) -> Iterator[PreferenceRecord]:
   """Reads preference records from a file (or a folder of them), any format.
 
   Rows that cannot be used are skipped and counted in `counter`, never
@@ -467,6 +564,9 @@ def read_records(path: str | os.PathLike[str], fmt: str = "auto", *,
     limit: stop after this many records have been yielded.
     seed: seeds the A/B coin flip of chosen/rejected formats.
     chosen_as_a: keep chosen as response A (label always "A") instead.
+    max_record_bytes: a row longer than this many bytes (its JSON text) is
+      skipped as "record too large" before it is decoded; 0 or None: no
+      limit.
 
   Yields:
     PreferenceRecords in file order.
@@ -481,21 +581,24 @@ def read_records(path: str | os.PathLike[str], fmt: str = "auto", *,
   # the call rather than at the first `next`.
   if fmt != "auto":
     READERS.get(fmt)
+  if max_record_bytes is not None and max_record_bytes < 0:
+    raise ValueError(f"max_record_bytes must be >= 0 (0: no limit), got {max_record_bytes}")
   files = _files(Path(path))
   counter = BadRecordCounter() if counter is None else counter
   return _generate(path, files, fmt, counter, strict=strict, media_root=media_root,
-                   limit=limit, seed=seed, chosen_as_a=chosen_as_a)
+                   limit=limit, seed=seed, chosen_as_a=chosen_as_a,
+                   max_bytes=max_record_bytes or 0)
 
 
 def _generate(path: str | os.PathLike[str], files: list[Path], fmt: str,
               counter: BadRecordCounter, *, strict: bool,
               media_root: str | os.PathLike[str] | None, limit: int | None, seed: int,
-              chosen_as_a: bool) -> Iterator[PreferenceRecord]:
+              chosen_as_a: bool, max_bytes: int) -> Iterator[PreferenceRecord]:
   produced = 0
   for file in files:
     if limit is not None and produced >= limit:
       break
-    rows: Iterable[tuple[int, str, Any]] = _rows(file)
+    rows: Iterable[tuple[int, str, Any]] = _rows(file, max_bytes)
     file_fmt = fmt
     if fmt == "auto":
       file_fmt, head = _sniffed(file, iter(rows))
@@ -532,7 +635,16 @@ def _to_record(row: Any, reader: Reader, ctx: RowContext,
     raise row
   if not isinstance(row, Mapping):
     raise BadRecord("row is not a JSON object", f"got {type(row).__name__}")
-  record = validate_record(reader.convert(row, ctx), ctx.where)
+  try:
+    native = reader.convert(row, ctx)
+  except BadRecord:
+    raise
+  except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+    # A converter (ours or a registered one) tripping over an odd value costs
+    # the row, not the run.
+    detail = (str(e).splitlines() or [""])[0][:200]
+    raise BadRecord(f"row could not be converted ({type(e).__name__})", detail) from None
+  record = validate_record(native, ctx.where)
   if media_root is not None:
     for media_path in record.media_paths():
       resolve_media_path(media_root, media_path, must_exist=True)

@@ -18,8 +18,9 @@ unknown key inside `media` is an error, since a misspelt one would silently
 drop an image.
 
 What `validate_record` rejects (raises `BadRecord`, so readers skip the row):
-missing or mistyped fields, an unknown label or modality, a modality without
-its media, media on a text record, scores outside 0-10, an empty prompt, and two
+missing or mistyped fields, text that is not valid Unicode (a lone surrogate
+from a "\\ud800" escape), an unknown label or modality, a modality without its
+media, media on a text record, scores outside 0-10, an empty prompt, and two
 responses that are identical after trimming whitespace (nothing to learn).
 What it keeps but `degeneracies` reports (readers count it): a response that is
 empty, e.g. an HH-RLHF assistant that said nothing, which is a legitimate
@@ -121,7 +122,17 @@ def _string(raw: Mapping[str, Any], key: str, *, optional: bool = False) -> str 
     raise BadRecord(f"missing field {key!r}")
   if not isinstance(value, str):
     raise BadRecord(f"{key} must be a string", f"got {type(value).__name__}")
-  return value
+  return _encodable(key, value)
+
+
+def _encodable(key: str, text: str) -> str:
+  """`text`, if it is valid Unicode: JSON's "\\ud800" escapes decode to lone
+  surrogates, which no tokenizer, file name or UTF-8 writer accepts."""
+  try:
+    text.encode("utf-8")
+  except UnicodeEncodeError as e:
+    raise BadRecord("lone surrogate in text", f"{key}, character {e.start}") from None
+  return text
 
 
 def _media(raw: Any) -> dict[str, Any]:
@@ -138,12 +149,13 @@ def _media(raw: Any) -> dict[str, Any]:
     raise BadRecord("media.images must be a list of strings")
   if not all(isinstance(p, str) and p for p in images):
     raise BadRecord("media.images must be a list of strings")
-  media = {"images": list(images), "video": None, "audio": None}
+  media = {"images": [_encodable("media.images", p) for p in images], "video": None,
+           "audio": None}
   for key in ("video", "audio"):
     value = raw.get(key)
     if value is not None and not (isinstance(value, str) and value):
       raise BadRecord(f"media.{key} must be a path string or null")
-    media[key] = value
+    media[key] = value if value is None else _encodable(f"media.{key}", value)
   return media
 
 
@@ -264,10 +276,13 @@ def resolve_media_path(media_root: str | os.PathLike[str], path: str, *,
     The resolved absolute path.
 
   Raises:
-    BadRecord: "media path escapes media root", or "media file not found".
+    BadRecord: "media path escapes media root", "media file not found", or
+      "invalid media path" / "lone surrogate in text" for a path no file
+      system can hold.
   """
   if not isinstance(path, str) or not path or "\x00" in path:
     raise BadRecord("invalid media path", repr(path))
+  _encodable("media path", path)
   root = Path(media_root).resolve()
   # resolve() follows every symlink, so the containment test sees the real
   # target, not the name the record used.

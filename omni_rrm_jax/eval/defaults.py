@@ -16,6 +16,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       path="", format="auto", media_root="", strict=False, limit=0, seed=0,
       max_length=2048, buckets=(256, 512, 1024, 2048), batch_size=16))
+  c.data.max_record_bytes = 4 * 2**20  # a longer row is skipped ("record too large"); 0: no limit
   # Media of a multimodal model: the training defaults (set them to what the
   # model was trained with); the largest bucket caps one example's media.
   shared = train_base_config("rm")

@@ -127,7 +127,8 @@ def run(config, workdir: str) -> dict:
   counter = BadRecordCounter()
   records = list(read_records(config.data.path, config.data.format, counter=counter,
                               strict=config.data.strict, media_root=config.data.media_root or None,
-                              limit=config.data.limit or None, seed=config.data.seed))
+                              limit=config.data.limit or None, seed=config.data.seed,
+                              max_record_bytes=config.data.max_record_bytes))
   if not records:
     raise ValueError(f"{config.data.path}: no usable records ({counter.summary()})")
   is_rm = model.cfg.architecture.endswith("ForSequenceClassification")

@@ -16,6 +16,10 @@ import numpy as np
 
 # Buffers some older checkpoints carry that are derived, not learned.
 IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
+# Checkpoint dtypes a floating-point parameter is loaded (and cast) from. An
+# integer or bool tensor where a weight belongs is a broken or foreign
+# checkpoint, and float8 ones need their scales: both are refused, not cast.
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 def hf_name(path: Sequence[Any]) -> str:

@@ -1,4 +1,11 @@
-"""Loading Hugging Face checkpoint folders into Flax NNX models."""
+"""Loading Hugging Face checkpoint folders into Flax NNX models.
+
+A checkpoint is checked as it loads, and each problem is one line naming the
+tensor and the file: a missing, unexpected or misshapen tensor, and a tensor
+whose dtype cannot hold a floating-point parameter (integers, bool, float8).
+float16, bfloat16, float32 and float64 tensors are cast to the parameter
+dtype; each kind of cast is logged once.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import os
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
@@ -41,9 +49,14 @@ def read_config_json(folder: str) -> dict:
     raise FileNotFoundError(f"{folder}: no config.json (is this a Hugging Face model folder?)")
   try:
     with open(path, encoding="utf-8") as f:
-      return json.load(f)
+      raw = json.load(f)
   except ValueError as e:
-    raise ValueError(f"{path}: invalid JSON ({e})") from None
+    raise ValueError(f"{path}: invalid JSON ({str(e).splitlines()[0][:200]})") from None
+  except RecursionError:
+    raise ValueError(f"{path}: invalid JSON (nested too deeply)") from None
+  if not isinstance(raw, dict):
+    raise ValueError(f"{path}: not a JSON object")
+  return raw
 
 
 def load_hf_config(folder: str, architecture: str | None = None):
@@ -147,6 +160,7 @@ def from_pretrained(path: str, *, architecture: str | None = None, mesh: Mesh | 
   graphdef, abstract_state = nnx.split(model)
   rng = np.random.default_rng(seed)
   consumed = set()
+  casts_logged = set()
   with CheckpointReader(path) as reader:
     def load(path_tuple, variable):
       value = variable.get_value()
@@ -169,6 +183,15 @@ def from_pretrained(path: str, *, architecture: str | None = None, mesh: Mesh | 
       if got != expected:
         raise CheckpointError(
             f"{path}: tensor {name!r} has shape {got}, the model expects {expected}")
+      stored, target = reader.dtype(name), np.dtype(target_dtype).name
+      if jnp.issubdtype(target_dtype, jnp.floating):
+        if stored not in hf_weights.FLOAT_DTYPES:
+          raise CheckpointError(
+              f"{reader.file_of(name)}: tensor {name!r} has dtype {stored}; a floating-point "
+              f"parameter loads only from {', '.join(hf_weights.FLOAT_DTYPES)}")
+        if stored != target and (stored, target) not in casts_logged:
+          casts_logged.add((stored, target))
+          log.info("casting %s checkpoint tensors to %s (first: %s)", stored, target, name)
       consumed.add(name)
       host = hf_weights.from_hf(reader.get(name), shape, in_ndim).astype(target_dtype)
       return variable.replace(_place(host, sharding))

@@ -11,16 +11,26 @@ per-sample columns:
 Format is graded on the strict format (the whole output is the object), while
 content and rubric parse leniently by default, so each reward measures one
 thing: a fenced but otherwise perfect judgment loses format credit only.
+
+A verdict (`better` or `final_verdict`) that contradicts the judgment's own
+two scores (`ParseResult.contradicts_scores`) is graded as an invalid
+judgment: its format credit loses the valid-values and verdict-agreement
+checks (at most 4/6, what a judgment with out-of-range scores earns, so
+neither dodge pays more than the other), its rubric credit is 0 and its
+content the minimum. A policy cannot collect full format and rubric shares
+with a verdict its scores do not support.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from typing import Any, Mapping
 
 from omni_rrm_jax.rewards.weighted_reward import WeightedReward
 from omni_rrm_jax.rewards.contract import is_finite_number, reward_range, score_samples
 from omni_rrm_jax.rewards.judgment import (
-    BETTER_A, BETTER_B, BETTER_EQUAL, SCORE_MAX, SCORE_MIN, parse_judgment)
+    BETTER_A, BETTER_B, BETTER_EQUAL, SCORE_MAX, SCORE_MIN, ParseResult, parse_judgment)
 from omni_rrm_jax.rewards.rubric import DEFAULT_WINDOW, rubric_score
 
 CONTENT_RIGHT = 1.0
@@ -64,7 +74,10 @@ def judge_format(prompts: Any, completions: Any, *, strict: bool = True,
   The checks (see `judgment.FormatChecks`) weigh 1/6 each: the output is a JSON
   object (with `strict`, nothing but the object); exactly the five keys; valid
   values; a `<think>` block in `reasoning`; a valid verdict tag; the verdict
-  agrees with `better`. Text with no JSON object scores 0.
+  agrees with `better`. Text with no JSON object scores 0. An object whose
+  `better` or verdict contradicts its own valid scores (e.g. score_A=3,
+  score_B=8, better "A") fails the valid-values and agreement checks, however
+  well-formed.
 
   Args:
     prompts: unused.
@@ -78,7 +91,14 @@ def judge_format(prompts: Any, completions: Any, *, strict: bool = True,
   del prompts
   return score_samples(
       "judge_format", 0.0, completions, columns,
-      lambda text, row: parse_judgment(text, strict=strict).checks.fraction)
+      lambda text, row: _format_credit(parse_judgment(text, strict=strict)))
+
+
+def _format_credit(result: ParseResult) -> float:
+  checks = result.checks
+  if result.contradicts_scores:
+    checks = dataclasses.replace(checks, valid_values=False, verdict_agrees=False)
+  return checks.fraction
 
 
 @reward_range(CONTENT_MIN, CONTENT_RIGHT)
@@ -150,7 +170,9 @@ def judge_rubric(
   """Rewards reasoning that walks the five rubric dimensions comparing A and B.
 
   Each dimension is worth 1/5: half for addressing it, half for comparing the
-  two responses on it (see `rubric.rubric_score`). No valid judgment scores 0.
+  two responses on it (see `rubric.rubric_score`). No valid judgment scores 0,
+  nor does one whose verdict contradicts its own scores: reasoning that ends
+  in a verdict it does not support earns nothing for walking the rubric.
 
   Args:
     prompts: unused.
@@ -168,7 +190,7 @@ def judge_rubric(
   def score_one(text: str, row: Mapping[str, Any]) -> float:
     del row
     result = parse_judgment(text, strict=strict)
-    if result.judgment is None:
+    if result.judgment is None or result.contradicts_scores:
       return 0.0
     return rubric_score(result.judgment.think, window=rubric_window)
 

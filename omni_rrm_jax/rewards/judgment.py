@@ -17,8 +17,11 @@ trained on rendered targets reasons before it scores).
   `<answer>[[equal]]</answer>`, naming the same response as `better`.
 
 Whether the scores agree with `better` is not a format rule (the judge may
-contradict itself in well-formed JSON); `Judgment.scores_agree` reports it and
-the content reward punishes it.
+contradict itself in well-formed JSON); `Judgment.scores_agree` reports it for
+a valid judgment, and `ParseResult.contradicts_scores` for any object whose two
+scores are valid and whose `better` or `final_verdict` names a different
+preference than they imply. The judge rewards punish it: no format or rubric
+credit, and the content reward's minimum.
 
 Parsing rules:
 
@@ -186,11 +189,16 @@ class ParseResult:
     errors: why the output is invalid, most fundamental first; empty when valid.
     checks: the individual format checks, computed on whatever object was found
       even when the output is invalid overall (for partial format credit).
+    contradicts_scores: the object found has two valid scores, and its
+      `better` or its `final_verdict` (whichever are valid) names another
+      preference than the scores imply (the higher score, or "equal" for a
+      tie), e.g. score_A=3, score_B=8 with better "A".
   """
 
   judgment: Judgment | None
   errors: tuple[str, ...] = ()
   checks: FormatChecks = FormatChecks()
+  contradicts_scores: bool = False
 
   @property
   def ok(self) -> bool:
@@ -359,6 +367,17 @@ def _check_object(obj: _Object, errors: list[str]) -> FormatChecks:
                       think_tag=think_tag, verdict_tag=verdict_tag, verdict_agrees=verdict_agrees)
 
 
+def _contradicts_scores(obj: _Object) -> bool:
+  """Whether a valid `better` or verdict tag disagrees with two valid scores."""
+  score_a, score_b = obj.get(KEY_SCORE_A), obj.get(KEY_SCORE_B)
+  if not (_is_score(score_a) and _is_score(score_b)):
+    return False
+  implied = preference_from_scores(score_a, score_b)
+  better, verdict = obj.get(KEY_BETTER), obj.get(KEY_FINAL_VERDICT)
+  stated = [b for b in BETTER_VALUES if b == better or VERDICTS[b] == verdict]
+  return any(b != implied for b in stated)
+
+
 def parse_judgment(text: Any, *, strict: bool = True) -> ParseResult:
   """Parses a judge's output into a `Judgment`, or says precisely why it can't.
 
@@ -393,11 +412,12 @@ def parse_judgment(text: Any, *, strict: bool = True) -> ParseResult:
     errors.append("text outside the JSON object")
     json_object = False
   checks = dataclasses.replace(_check_object(obj, errors), json_object=json_object)
+  contradicts = _contradicts_scores(obj)
   if errors:
-    return ParseResult(None, tuple(errors), checks)
+    return ParseResult(None, tuple(errors), checks, contradicts)
   judgment = Judgment(score_a=obj[KEY_SCORE_A], score_b=obj[KEY_SCORE_B], better=obj[KEY_BETTER],
                       reasoning=obj[KEY_REASONING], final_verdict=obj[KEY_FINAL_VERDICT])
-  return ParseResult(judgment, (), checks)
+  return ParseResult(judgment, (), checks, contradicts)
 
 
 def render_judgment(

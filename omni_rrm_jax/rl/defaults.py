@@ -59,6 +59,7 @@ def base_config(recipe: str = "judge") -> ml_collections.ConfigDict:
   c.data.synthetic_eval = 64
   c.data.media_root = ""
   c.data.strict = False
+  c.data.max_record_bytes = 4 * 2**20  # a longer row is skipped ("record too large"); 0: no limit
   c.data.eval_limit = 0
   c.data.seed = 0
   c.data.max_prompt_length = 512  # prompt content is cut from the left beyond this

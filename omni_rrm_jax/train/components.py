@@ -38,11 +38,13 @@ log = logging.getLogger(__name__)
 
 
 def load_split(path: str, fmt: str, *, strict: bool, media_root: str, limit: int = 0,
-               name: str) -> tuple[list[PreferenceRecord], BadRecordCounter]:
+               name: str, max_record_bytes: int
+               ) -> tuple[list[PreferenceRecord], BadRecordCounter]:
   """Reads a whole split, skipping (and counting) bad records."""
   counter = BadRecordCounter()
   records = list(read_records(path, fmt, counter=counter, strict=strict,
-                              media_root=media_root or None, limit=limit or None))
+                              media_root=media_root or None, limit=limit or None,
+                              max_record_bytes=max_record_bytes))
   log.info("%s data %s: %s", name, path, counter.summary())
   if not records:
     raise ValueError(f"{path}: no usable records ({counter.summary()})")
@@ -105,7 +107,8 @@ def data_splits(config, workdir: str):
       write_jsonl(train, train_path)
 
     written_by_one("synthetic data", generate)
-  kw = dict(strict=d.strict, media_root=root if (d.media_root or not d.train_path) else "")
+  kw = dict(strict=d.strict, media_root=root if (d.media_root or not d.train_path) else "",
+            max_record_bytes=d.max_record_bytes)
   train, train_counter = load_split(train_path, d.train_format, name="train", **kw)
   counters = {"train": train_counter}
   evals: list[PreferenceRecord] = []

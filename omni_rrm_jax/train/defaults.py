@@ -70,6 +70,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
       image_min_pixels=56 * 56, image_max_pixels=112 * 112, video_min_pixels=56 * 56,
       video_max_pixels=56 * 56, video_max_frames=4, video_fps=2.0))
   c.data.strict = False  # True: the first bad record stops the run
+  c.data.max_record_bytes = 4 * 2**20  # a longer row is skipped ("record too large"); 0: no limit
   c.data.max_length = 128
   c.data.buckets = (64, 128)
   c.data.batch_size = 16  # global, across all processes

@@ -110,7 +110,10 @@ def test_tiny_judge_recipe_raises_format_reward(judge, tmp_path):
   after = summary["eval"]["reward/judge_format_mean"]
   print(f"judge_format on held-out prompts: {before:.3f} -> {after:.3f}")
   assert 0.1 < before < 0.85  # the SFT judge sometimes writes a valid judgment
-  assert after > before + 0.08 and after > 0.7
+  # Contradictory verdicts, which this SFT judge often writes, are graded as
+  # invalid judgments (at most 4/6), so start and end sit lower than before that
+  # rule (0.633 -> 0.794 then, 0.518 -> 0.645 now); the required gain is kept.
+  assert after > before + 0.08 and after > 0.6
   assert summary["eval"]["parse_failure_rate"] < summary["eval_start"]["parse_failure_rate"]
   assert os.path.exists(os.path.join(summary["export"], "model.safetensors"))
 

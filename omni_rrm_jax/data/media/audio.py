@@ -45,7 +45,8 @@ import scipy.signal
 import soundfile
 
 from omni_rrm_jax.data.media.config import MediaConfig
-from omni_rrm_jax.data.media.errors import check_file, decode_error, display_name
+from omni_rrm_jax.data.media.errors import (check_file, check_finite, decode_error,
+                                            display_name)
 from omni_rrm_jax.data.records import BadRecord
 
 _LOG_FLOOR = 1e-10
@@ -68,7 +69,8 @@ def load_audio(path: str | os.PathLike[str], cfg: MediaConfig, *,
     float32 [samples], at most `cfg.max_audio_samples` long.
 
   Raises:
-    BadRecord: missing, empty, corrupt or truncated file, or no audio stream.
+    BadRecord: missing, empty, corrupt or truncated file, no audio stream, or
+      NaN / Inf samples (a float WAV or AIFF can store them).
   """
   name = display_name(path, name)
   path = check_file(path, "audio", name)
@@ -82,6 +84,7 @@ def load_audio(path: str | os.PathLike[str], cfg: MediaConfig, *,
       raise decode_error("audio", path, name, reported) from None
   if samples_cn.shape[1] == 0:
     raise BadRecord("unreadable audio", f"{name}: no samples")
+  check_finite(samples_cn, "audio", name)
   mono = samples_cn.astype(np.float64).mean(axis=0)
   if rate != cfg.sampling_rate:
     gcd = math.gcd(rate, cfg.sampling_rate)
@@ -259,7 +262,8 @@ def process_audio(path: str | os.PathLike[str], cfg: MediaConfig, *,
      "feature_attention_mask": int32 [1, frames]}.
 
   Raises:
-    BadRecord: the file cannot be used.
+    BadRecord: the file cannot be used (see `load_audio`).
   """
   features, mask = log_mel_features(load_audio(path, cfg, name=name), cfg)
+  check_finite(features, "audio", display_name(path, name))
   return {"input_features": features[None], "feature_attention_mask": mask[None]}

@@ -4,7 +4,9 @@ PIL, PyAV and libsndfile fail on damaged files with many exception types and
 multi-line messages that embed absolute paths. A data set with one bad file
 must skip that record and count it, so every decode error becomes a
 `BadRecord` whose reason is stable ("unreadable image") and whose detail names
-the file as the record wrote it.
+the file as the record wrote it. A file that decodes to NaN or Inf (a float
+WAV can store them) is refused the same way ("non-finite audio"), before it
+can turn a whole batch's loss into NaN.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+
+import numpy as np
 
 from omni_rrm_jax.data.records import BadRecord
 
@@ -64,3 +68,21 @@ def decode_error(kind: str, path: str | os.PathLike[str], name: str,
   if len(first) > _MAX_DETAIL:
     first = first[:_MAX_DETAIL - 3] + "..."
   return BadRecord(f"unreadable {kind}", f"{name}: {first}")
+
+
+def check_finite(values: np.ndarray, kind: str, name: str) -> np.ndarray:
+  """Returns `values` if every element is finite, else refuses the file.
+
+  Args:
+    values: decoded samples, pixels or features.
+    kind: "image", "video" or "audio", for the reason.
+    name: how the message refers to the file.
+
+  Raises:
+    BadRecord(f"non-finite {kind}", f"{name}: <count> NaN/Inf values").
+  """
+  finite = np.isfinite(values)
+  if not finite.all():
+    bad = values.size - int(np.count_nonzero(finite))
+    raise BadRecord(f"non-finite {kind}", f"{name}: {bad} NaN/Inf values")
+  return values

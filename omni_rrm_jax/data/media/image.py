@@ -32,7 +32,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from omni_rrm_jax.data.media.config import MediaConfig
-from omni_rrm_jax.data.media.errors import check_file, decode_error, display_name
+from omni_rrm_jax.data.media.errors import (check_file, check_finite, decode_error,
+                                            display_name)
 from omni_rrm_jax.data.records import BadRecord
 
 _MAX_ASPECT_RATIO = 200
@@ -222,7 +223,8 @@ def process_images(paths: Sequence[str | os.PathLike[str]], cfg: MediaConfig, *,
      "image_grid_thw": int64 [len(paths), 3]}.
 
   Raises:
-    BadRecord: any file cannot be used.
+    BadRecord: any file cannot be used, or its pixel values are not finite
+      (e.g. normalised with a zero `image_std`).
   """
   if not paths:
     raise ValueError("process_images needs at least one image")
@@ -231,7 +233,7 @@ def process_images(paths: Sequence[str | os.PathLike[str]], cfg: MediaConfig, *,
   for path, name in zip(paths, names, strict=True):
     image, source_hw = load_image(path, cfg, name=name)
     patches, grid = image_patches(image, cfg, source_hw=source_hw, name=name)
-    all_patches.append(patches)
+    all_patches.append(check_finite(patches, "image", name))
     grids.append(grid)
   return {"pixel_values": np.concatenate(all_patches, axis=0),
           "image_grid_thw": np.asarray(grids, dtype=np.int64)}

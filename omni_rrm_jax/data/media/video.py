@@ -48,7 +48,8 @@ import av
 import numpy as np
 
 from omni_rrm_jax.data.media.config import MediaConfig
-from omni_rrm_jax.data.media.errors import check_file, decode_error, display_name
+from omni_rrm_jax.data.media.errors import (check_file, check_finite, decode_error,
+                                            display_name)
 from omni_rrm_jax.data.media.image import normalize, patchify, smart_resize
 from omni_rrm_jax.data.records import BadRecord
 
@@ -142,7 +143,8 @@ def process_video(path: str | os.PathLike[str], cfg: MediaConfig, *,
      "second_per_grid_ts": float32 [1]}.
 
   Raises:
-    BadRecord: missing, empty, corrupt or truncated file, or too few frames.
+    BadRecord: missing, empty, corrupt or truncated file, too few frames, or
+      pixel values that are not finite.
   """
   name = display_name(path, name)
   path = check_file(path, "video", name)
@@ -163,6 +165,7 @@ def process_video(path: str | os.PathLike[str], cfg: MediaConfig, *,
     raise decode_error("video", path, name, e) from None
   frames_tchw = normalize(frames_thwc, cfg).transpose(0, 3, 1, 2)
   patches, grid = patchify(frames_tchw, cfg)
+  check_finite(patches, "video", name)
   sampled_fps = len(indices) / total * info.fps
   return {"pixel_values_videos": patches,
           "video_grid_thw": np.asarray([grid], dtype=np.int64),
