@@ -60,9 +60,8 @@ from omni_rrm_jax.data.tokenize import ExampleEncoder, PromptPieces
 from omni_rrm_jax.models.media_inputs import media_inputs
 from omni_rrm_jax.models.pretrained import from_pretrained
 from omni_rrm_jax.rewards.contract import as_text, completion_list, minimum_of
-from omni_rrm_jax.rl.rollout import local_rows
 from omni_rrm_jax.sampling.prompts import bucket_length, media_needs
-from omni_rrm_jax.sharding.batch import HOST_ONLY, to_global
+from omni_rrm_jax.sharding.batch import HOST_ONLY, host_rows, to_global
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding
 from omni_rrm_jax.train.components import make_media_spec
 
@@ -301,7 +300,7 @@ class ModelReward:
       if self.mesh is not None:
         batch = to_global(batch, self.mesh, self.rules)
       scores = self._score(self._params, batch)
-      out.append(local_rows(scores)[:n])
+      out.append(host_rows(scores)[:n])
     return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
   def score_ids(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:

@@ -42,7 +42,7 @@ from omni_rrm_jax.rl.shaping import overlong_penalty
 from omni_rrm_jax.sampling.params import SamplingParams
 from omni_rrm_jax.sampling.prompts import left_pad, media_needs
 from omni_rrm_jax.sampling.sampler import generate
-from omni_rrm_jax.sharding.batch import to_global
+from omni_rrm_jax.sharding.batch import host_rows, to_global
 
 
 def policy_messages(record: PreferenceRecord) -> list[dict[str, Any]]:
@@ -182,14 +182,6 @@ def make_prompt_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEnc
   return it
 
 
-def local_rows(x) -> np.ndarray:
-  """This process's rows of a batch-sharded array, as host numpy."""
-  if not isinstance(x, jax.Array) or x.is_fully_addressable:
-    return np.asarray(x)
-  blocks = {s.index[0].start or 0: s.data for s in x.addressable_shards}
-  return np.concatenate([np.asarray(blocks[k]) for k in sorted(blocks)])
-
-
 def generate_round(policy, prompts: Sequence[Mapping[str, Any]], *, sampling: SamplingParams,
                    rng: jax.Array, eos_ids: Sequence[int], pad_id: int, bucket: int,
                    max_prompt_length: int, mesh=None, rules=(),
@@ -245,11 +237,11 @@ def generate_round(policy, prompts: Sequence[Mapping[str, Any]], *, sampling: Sa
   out = {
       "prompt_ids": np.repeat(wide_ids, g, axis=0),
       "prompt_mask": np.repeat(wide_mask, g, axis=0),
-      "completion_ids": local_rows(sampled.tokens_bn),
-      "completion_mask": local_rows(sampled.mask_bn),
-      "old_logp": local_rows(sampled.logprobs_bn),
-      "lengths": local_rows(sampled.lengths_b),
-      "truncated": local_rows(sampled.truncated_b),
+      "completion_ids": host_rows(sampled.tokens_bn),
+      "completion_mask": host_rows(sampled.mask_bn),
+      "old_logp": host_rows(sampled.logprobs_bn),
+      "lengths": host_rows(sampled.lengths_b),
+      "truncated": host_rows(sampled.truncated_b),
       "index": np.repeat(index, g),
       "valid": np.repeat(valid, g),
       "invalid_reason": np.repeat(reason, g),
