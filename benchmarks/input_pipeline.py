@@ -3,7 +3,7 @@
 Writes synthetic media files to a temporary folder, at the sizes the demo uses:
 PNG images of 56-112 px a side, 4-frame 56x56 MPEG-4 videos, 1-2 s WAV clips
 at 16 kHz. Each record is decoded by `data.media.encode.encode_media` with the
-training defaults' media settings (`train/defaults.py`: images 56²-112² px,
+training defaults' media settings (`config/sections.py` `media`: images 56²-112² px,
 video frames 56² px, at most 4 frames; audio with the Qwen2.5-Omni
 processor's defaults), keeping only the clip's own log-mel frames as the
 training pipeline does before batching.
@@ -65,7 +65,7 @@ RECORDS = {"image": 256, "video": 128, "audio": 24}
 IMAGE_SIDES = (56, 84, 112)
 VIDEO_SIDE, VIDEO_FRAMES, VIDEO_FPS = 56, 4, 2
 AUDIO_RATE = 16000
-# The media settings of the training defaults (train/defaults.py c.data.media).
+# The media settings of the training defaults (config/sections.py media.preprocess).
 MEDIA = dict(image_min_pixels=56 * 56, image_max_pixels=112 * 112, video_min_pixels=56 * 56,
              video_max_pixels=56 * 56, video_max_frames=4, video_fps=2.0)
 

@@ -17,9 +17,9 @@ chance on real text: the point there is that real lengths and formats work.
 
 import ml_collections
 
-from omni_rrm_jax.eval.defaults import base_config
+from omni_rrm_jax.config.tasks import eval_config
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   del arg
-  return base_config()
+  return eval_config()

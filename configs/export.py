@@ -12,16 +12,9 @@ count, the largest per-device parameter bytes and the load time.
 
 import ml_collections
 
-from omni_rrm_jax.sharding.config import mesh_config, rules_config
+from omni_rrm_jax.config.tasks import export_config
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   del arg
-  c = ml_collections.ConfigDict()
-  c.task = "export"
-  c.model_path = ""
-  c.param_dtype = "float32"
-  c.max_shard_gb = 5.0
-  c.mesh = mesh_config()
-  c.rules = rules_config()
-  return c
+  return export_config()

@@ -44,9 +44,8 @@ Variants:
 
 Multimodal judges and policies: every variant takes a Qwen2.5-VL or Qwen2.5-Omni
 thinker (`model.path` to its export, or `model.architecture` for a random init)
-and samples image, video and audio records with their media; `data.patch_buckets`,
-`data.audio_frame_buckets`, `data.media`, `model.vision` and `model.audio` mean
-what they mean for configs/sft.py. Records whose media fail are skipped and
+and samples image, video and audio records with their media; the `media` section,
+`model.vision` and `model.audio` mean what they mean for configs/sft.py. Records whose media fail are skipped and
 counted (`skipped_prompts` in summary.json). A CPU smoke run (about a minute;
 a random judge, so rewards stay flat):
   omni-rrm --config=configs/grpo.py:tiny --workdir=/tmp/grpo_vl \
@@ -59,8 +58,7 @@ Any leaf can be overridden with --config.a.b=value; unknown keys are errors.
 
 import ml_collections
 
-from omni_rrm_jax.rl.defaults import base_config
-from omni_rrm_jax.sharding.config import mesh_config
+from omni_rrm_jax.config.tasks import grpo_config
 
 VARIANTS = ("tiny", "judge", "policy", "judge_7b", "policy_7b")
 
@@ -69,17 +67,18 @@ def _pod(c: ml_collections.ConfigDict) -> None:
   c.model.dtype = "bfloat16"
   c.model.remat = True
   c.data.worker_count = 4
-  c.mesh = mesh_config(data=1, fsdp=-1, tensor=1)
+  c.mesh.update(data=1, fsdp=-1, tensor=1)
   c.train.num_steps = 500
-  c.train.checkpoint_every = 25
+  c.checkpoint.every = 25
   c.eval.num_prompts = 256
-  c.eval.every = 50
+  c.train.eval_every = 50
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   recipe = "policy" if arg.startswith("policy") else "judge"
-  c = base_config(recipe)
+  c = grpo_config(recipe)
   if arg == "tiny":
+    c.data.train_path = "synthetic"
     # configs/sft.py:tiny's judge prompts are 323-349 tokens, its judgments 146-169.
     c.reward.functions = "judge_format:0.4,judge_content:0.4,judge_rubric:0.2"
     c.data.max_prompt_length = 352
@@ -91,7 +90,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.optim.learning_rate = 1e-3
     c.optim.warmup_steps = 10
     c.train.num_steps = 40
-    c.train.checkpoint_every = 10
+    c.checkpoint.every = 10
     c.eval.num_prompts = 32
     return c
   if arg in ("judge", "judge_7b"):
@@ -108,9 +107,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.model.dtype = "bfloat16"
     c.model.remat = True
     c.train.num_steps = 300
-    c.train.checkpoint_every = 25
+    c.checkpoint.every = 25
     c.eval.num_prompts = 128
-    c.eval.every = 50
+    c.train.eval_every = 50
     return c
   if arg in ("judge_7b", "policy_7b"):
     _pod(c)

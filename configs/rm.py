@@ -32,12 +32,13 @@ Any leaf can be overridden with --config.a.b=value; unknown keys are errors.
 
 import ml_collections
 
-from omni_rrm_jax.sharding.config import mesh_config
-from omni_rrm_jax.train.defaults import base_config
+from omni_rrm_jax.config.tasks import rm_config
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  c = base_config("rm")
+  c = rm_config()
+  if arg.startswith("tiny"):
+    c.data.train_path = "synthetic"
   if arg == "tiny":
     return c
   if arg in ("tiny_vl", "tiny_omni"):
@@ -49,8 +50,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     # Media tokens: <= 16 a 112 x 112 image or a 4-frame video, <= 50 a 2 s clip.
     c.data.max_length = 64 if arg == "tiny_vl" else 96
     c.data.buckets = (c.data.max_length,)
-    c.data.patch_buckets = (0, 64)
-    c.data.audio_frame_buckets = (0, 200)
+    c.media.patch_buckets = (0, 64)
+    c.media.audio_frame_buckets = (0, 200)
     c.train.num_steps = 200
     c.train.eval_every = 100
     return c
@@ -70,8 +71,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.train.num_steps = 2000
     c.train.log_every = 10
     c.train.eval_every = 250
-    c.train.checkpoint_every = 250
-    c.mesh = mesh_config(data=1, fsdp=-1, tensor=1)
+    c.checkpoint.every = 250
+    c.mesh.update(data=1, fsdp=-1, tensor=1)
     return c
   raise ValueError(f"unknown variant {arg!r} of configs/rm.py; choose tiny, tiny_vl, tiny_omni "
                    "or 7b")

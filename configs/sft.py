@@ -30,18 +30,19 @@ Variants:
 
 import ml_collections
 
-from omni_rrm_jax.sharding.config import mesh_config
-from omni_rrm_jax.train.defaults import base_config
+from omni_rrm_jax.config.tasks import sft_config
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  c = base_config("sft")
+  c = sft_config()
   c.data.max_length = 576
   c.data.buckets = (512, 576)
   c.data.batch_size = 8
   c.data.eval_batch_size = 16
   c.data.synthetic_train = 1000
   c.data.synthetic_eval = 64
+  if arg.startswith("tiny"):
+    c.data.train_path = "synthetic"
   if arg == "tiny":
     return c
   if arg in ("tiny_vl", "tiny_omni"):
@@ -50,8 +51,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.data.synthetic_kinds = "colour,image,video" + (",audio" if arg == "tiny_omni" else "")
     c.data.synthetic_train = 600
     c.data.synthetic_eval = 32
-    c.data.patch_buckets = (0, 64)
-    c.data.audio_frame_buckets = (0, 200)
+    c.media.patch_buckets = (0, 64)
+    c.media.audio_frame_buckets = (0, 200)
     c.train.num_steps = 200
     c.train.eval_every = 100
     return c
@@ -67,8 +68,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.optim.weight_decay = 0.0
     c.train.num_steps = 1500
     c.train.eval_every = 250
-    c.train.checkpoint_every = 250
-    c.mesh = mesh_config(data=1, fsdp=-1, tensor=1)
+    c.checkpoint.every = 250
+    c.mesh.update(data=1, fsdp=-1, tensor=1)
     return c
   raise ValueError(f"unknown variant {arg!r} of configs/sft.py; choose tiny, tiny_vl, "
                    "tiny_omni or 7b")

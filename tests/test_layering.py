@@ -8,23 +8,26 @@ import pytest
 PKG = pathlib.Path(__file__).resolve().parents[1] / "omni_rrm_jax"
 
 # package -> the project packages it may import (besides itself).
+_ASSEMBLY = {"core", "sharding", "models", "data", "rewards", "config", "synthetic"}
 ALLOWED = {
     "core": set(),
     "sharding": {"core"},
+    "config": {"core", "sharding"},
     "models": {"core", "sharding"},
     "rewards": {"core"},
     "data": {"core", "rewards"},
+    "synthetic": {"core", "rewards", "data"},
+    "assembly": _ASSEMBLY - {"assembly"},
     "sampling": {"core", "sharding", "models"},
-    "train": {"core", "sharding", "models", "data", "rewards", "sampling"},
-    "rl": {"core", "sharding", "models", "data", "rewards", "sampling", "train"},
-    "eval": {"core", "sharding", "models", "data", "rewards", "sampling", "train"},
+    "train": {"sampling", "assembly", *_ASSEMBLY},
+    "rl": {"sampling", "assembly", "train", *_ASSEMBLY},
+    "eval": {"sampling", "assembly", "train", *_ASSEMBLY},
     "export": {"core", "sharding", "models"},
     # the main job joins every stage
-    "demo": {"core", "sharding", "models", "data", "rewards", "sampling", "train", "rl", "eval",
-             "export"},
+    "demo": {"sampling", "assembly", "train", "rl", "eval", "export", *_ASSEMBLY},
 }
 # Plain-Python packages that must not pull in JAX or torch.
-NO_JAX = {"rewards", "data"}
+NO_JAX = {"rewards", "data", "synthetic", "config"}
 NO_JAX_EXCEPTIONS: set = set()
 
 

@@ -33,7 +33,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal, Mapping, get_args
+from typing import Any, Iterable, Literal, Mapping, get_args
 
 Label = Literal["A", "B", "equal"]
 Modality = Literal["text", "image", "video", "audio"]
@@ -292,3 +292,12 @@ def resolve_media_path(media_root: str | os.PathLike[str], path: str, *,
   if must_exist and not resolved.is_file():
     raise BadRecord("media file not found", repr(path))
   return resolved
+
+
+def write_jsonl(records: Iterable[PreferenceRecord], path: str) -> str:
+  """Writes records in the native JSONL format; returns the path."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    for record in records:
+      f.write(to_json(record) + "\n")
+  return path

@@ -5,6 +5,13 @@ real PNG / MP4 / WAV files, a tiny BPE tokenizer, a tiny Qwen2.5-Omni thinker
 from scratch trained as a scalar RM and as a rubric judge (SFT, then GRPO),
 evaluated per modality before and after GRPO, exported and reloaded.
 
+Each stage's config is the task's own (`config/tasks.py`) with the values set
+here, under the stage's name: `--config.rm.train.num_steps=1600`,
+`--config.grpo.rollout.num_generations=8`, `--config.eval.judge.max_new_tokens=256`.
+The data stage's settings are `data` (config/sections.py `omni_data`). The
+demo fills in only what depends on the workdir: data files, media root,
+tokenizer folder and the folders a stage starts from.
+
 Hardware: 2 CPU cores. Expected time: about 13 minutes (the budget is 15).
 Expected result: see the README's results table (written from a run of this
 config) and DIR/report.json.
@@ -17,87 +24,104 @@ from __future__ import annotations
 
 import ml_collections
 
+from omni_rrm_jax.config import sections
+from omni_rrm_jax.config.tasks import eval_config, grpo_config, rm_config, sft_config
+
 OMNI = "Qwen2_5OmniThinkerForConditionalGeneration"
+
+
+def _model(c: ml_collections.ConfigDict, *, small: bool) -> None:
+  """The thinker's text decoder, vision and audio towers: small enough to train
+  in minutes on two cores, every part of the real model."""
+  c.model.architecture = OMNI
+  c.model.config.update(hidden_size=128, intermediate_size=384, num_hidden_layers=4,
+                        num_attention_heads=4, num_key_value_heads=2,
+                        max_position_embeddings=4096, tie_word_embeddings=True)
+  if small:
+    c.model.config.update(hidden_size=32, intermediate_size=64, num_hidden_layers=1)
+  # The released configs' 0.02 suits widths of a few thousand; at width 128 it
+  # shrinks the signal through each layer and training sits at ln 2 for
+  # hundreds of steps (single-task image-colour RM: 250 steps at 0.02, 65 at 0.06).
+  for tower in (c.model.config, c.model.vision, c.model.audio):
+    tower.initializer_range = 0.06
+
+
+def _media(c: ml_collections.ConfigDict) -> None:
+  # Clips are at most 2 s: decoding them into 2 s log-mel chunks (instead of
+  # Whisper's 30 s) gives the same features at a fifteenth of the work.
+  c.media.update(patch_buckets=(0, 64), audio_frame_buckets=(0, 200))
+  c.media.preprocess.audio_chunk_seconds = 2
+
+
+def _trainer(c: ml_collections.ConfigDict, *, num_steps: int, batch_size: int,
+             learning_rate: float, warmup_steps: int, weight_decay: float, max_length: int,
+             buckets: tuple[int, ...], worker_count: int, progress_bar: bool) -> None:
+  c.data.update(max_length=max_length, buckets=buckets, batch_size=batch_size,
+                eval_batch_size=2 * batch_size, worker_count=worker_count,
+                # True draws each batch from one modality: about 1.4x the steps per
+                # second on the RM (800 steps), but 52% held-out accuracy instead of
+                # 65%, as one-modality steps pull the shared decoder in turn.
+                group_by_modality=False)
+  c.optim.update(learning_rate=learning_rate, weight_decay=weight_decay,
+                 warmup_steps=min(warmup_steps, num_steps // 2))
+  # Four held-out evaluations, so the curves show whether the model still improves.
+  c.train.update(num_steps=num_steps, log_every=max(1, num_steps // 30),
+                 eval_every=max(1, num_steps // 4), progress_bar=progress_bar)
+  c.checkpoint.every = max(1, num_steps // 4)
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """The demo defaults; `arg` "smoke" shrinks every stage to seconds (for tests)."""
+  if arg not in ("", "smoke"):
+    raise ValueError(f"unknown demo variant {arg!r}; choose '' or smoke")
+  smoke = arg == "smoke"
+  workers = 0 if smoke else 2  # Grain worker processes decoding media
+  progress_bar = not smoke
   c = ml_collections.ConfigDict()
   c.task = "demo"
-  c.seed = 0
-
-  c.data = ml_collections.ConfigDict(dict(
-      kinds="text,image,video,audio",
-      # Kept pairs per modality after teacher reconciliation: what the RM stage
-      # reads per modality (800 x 16 / 4), so it sees each pair about once and
-      # cannot fit a ranking of answers that ignores the question.
-      train_per_kind=3200,
-      eval_per_kind=32,
-      teacher_noise=0.15,  # chance that a simulated teacher misjudges a pair
-      worker_count=2,  # Grain worker processes decoding media
-      # True draws each training batch from one modality: text pairs then pad
-      # to ~32 tokens instead of the audio pairs' ~80 and a batch runs only its
-      # encoder. Measured on the demo's RM (800 steps): about 1.4x the steps
-      # per second, but 52% held-out accuracy instead of 65%, as one-modality
-      # steps pull the shared decoder in turn. So off here.
-      group_by_modality=False,
-      tokenizer_vocab=1024))
-
-  # The thinker's text decoder (model.config), vision and audio towers: small
-  # enough to train in minutes on two cores, every part of the real model.
-  c.model = ml_collections.ConfigDict()
-  c.model.architecture = OMNI
-  c.model.config = ml_collections.ConfigDict(dict(
-      hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
-      num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True))
-  # The init std of every tower's weights (text decoder, vision, audio). The
-  # released configs' 0.02 suits widths of a few thousand; at width 128 it
-  # shrinks the signal through each layer and training sits at ln 2 for
-  # hundreds of steps (single-task image-colour RM: 250 steps at 0.02, 65 at 0.06).
-  c.model.initializer_range = 0.06
+  c.data = sections.omni_data()
+  # True starts the judge SFT from the RM's trunk (score head left out).
+  # Measured after an 800-step RM: held-out judge accuracy 50% vs 46% from
+  # scratch (chance both), and at temperature 1 its samples keep the judgment
+  # format less often (format reward 0.61 vs 0.74), so GRPO starts lower. Off.
+  c.sft_from_rm = False
 
   # Length buckets fit the demo's rows: RM pairs are at most ~32 (text),
   # ~50 (image, video) and ~80 (audio) tokens, judge SFT rows ~365-420; a
   # mixed batch pads to its longest row, so one working bucket each (the
   # larger one only covers max_length).
-  # RM weight decay 0.1 halves the merged vision tokens' norm (7 against 15
-  # after 1,500 steps with 0.01; text embeddings: 0.7); at 0.01 the image
-  # rows' rewards stop depending on the response.
-  c.rm = ml_collections.ConfigDict(dict(
-      num_steps=800, batch_size=16, learning_rate=1e-3, warmup_steps=40, weight_decay=0.1,
-      max_length=160, buckets=(80, 160)))
-  # sft.init_from_rm starts the judge from the RM's trunk (score head left out).
-  # Measured after an 800-step RM: held-out judge accuracy 50% vs 46% from
-  # scratch (chance both), and at temperature 1 its samples keep the judgment
-  # format less often (format reward 0.61 vs 0.74), so GRPO starts lower. Off.
-  c.sft = ml_collections.ConfigDict(dict(
-      num_steps=300, batch_size=8, learning_rate=1e-3, warmup_steps=30, weight_decay=0.01,
-      max_length=576, buckets=(448, 576), init_from_rm=False))
-  c.grpo = ml_collections.ConfigDict(dict(
-      num_steps=10, prompts_per_step=4, num_generations=4, max_new_tokens=224,
-      learning_rate=2e-5, temperature=1.0, max_prompt_length=448, prompt_bucket=448,
-      eval_prompts=16, functions="judge_format:0.4,judge_content:0.4,judge_rubric:0.2"))
-  c.eval = ml_collections.ConfigDict(dict(max_new_tokens=224, batch_size=16, max_length=576,
-                                          buckets=(512, 576)))
-  # Patches per row (image + video) and log-mel frames per row (audio) are
-  # padded to these buckets; each (length, patch, frame) bucket is one compile.
-  # Clips are at most 2 s: decoding them into 2 s log-mel chunks (instead of
-  # Whisper's 30 s) gives the same features at a fifteenth of the work.
-  c.media = ml_collections.ConfigDict(dict(patch_buckets=(0, 64), audio_frame_buckets=(0, 200),
-                                           audio_chunk_seconds=2))
-  c.progress_bar = True
+  c.rm = rm_config()
+  # Weight decay 0.1 halves the merged vision tokens' norm (7 against 15 after
+  # 1,500 steps with 0.01; text embeddings: 0.7); at 0.01 the image rows'
+  # rewards stop depending on the response.
+  _trainer(c.rm, num_steps=4 if smoke else 800, batch_size=16, learning_rate=1e-3,
+           warmup_steps=40, weight_decay=0.1, max_length=160, buckets=(80, 160),
+           worker_count=workers, progress_bar=progress_bar)
+  c.sft = sft_config()
+  _trainer(c.sft, num_steps=4 if smoke else 300, batch_size=8, learning_rate=1e-3,
+           warmup_steps=30, weight_decay=0.01, max_length=576, buckets=(448, 576),
+           worker_count=workers, progress_bar=progress_bar)
 
-  if arg == "smoke":
-    c.data.train_per_kind = 16
-    c.data.eval_per_kind = 4
-    c.data.worker_count = 0
-    c.model.config.update(hidden_size=32, intermediate_size=64, num_hidden_layers=1)
-    c.rm.num_steps = 4
-    c.sft.num_steps = 4
-    c.grpo.update(num_steps=2, prompts_per_step=4, num_generations=2, max_new_tokens=16,
-                  eval_prompts=4)
-    c.eval.max_new_tokens = 16
-    c.progress_bar = False
-  elif arg:
-    raise ValueError(f"unknown demo variant {arg!r}; choose '' or smoke")
+  c.grpo = grpo_config("judge")
+  g = c.grpo
+  g.data.update(max_prompt_length=448, prompt_bucket=448, worker_count=workers)
+  g.rollout.update(prompts_per_step=4, num_generations=2 if smoke else 4,
+                   max_new_tokens=16 if smoke else 224, temperature=1.0)
+  g.reward.functions = "judge_format:0.4,judge_content:0.4,judge_rubric:0.2"
+  g.optim.learning_rate = 2e-5
+  g.train.update(num_steps=2 if smoke else 10, progress_bar=progress_bar)
+  g.checkpoint.every = max(1, g.train.num_steps // 4)
+  g.eval.num_prompts = 4 if smoke else 16
+
+  c.eval = eval_config()
+  c.eval.data.update(max_length=576, buckets=(512, 576), batch_size=16)
+  c.eval.judge.max_new_tokens = 16 if smoke else 224
+
+  for stage in (c.rm, c.sft, c.grpo):
+    _model(stage, small=smoke)
+  for stage in (c.rm, c.sft, c.grpo, c.eval):
+    _media(stage)
+
+  if smoke:
+    c.data.update(train_per_kind=16, eval_per_kind=4)
   return c

@@ -19,13 +19,11 @@ from typing import Any, Callable
 import numpy as np
 
 from omni_rrm_jax.core.multihost import is_writer, written_by_one
-from omni_rrm_jax.data.synthetic import corpus, write_jsonl
-from omni_rrm_jax.data.synthetic_omni import generate_omni_pairs
+from omni_rrm_jax.data.records import write_jsonl
 from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
 from omni_rrm_jax.demo import report as report_lib
-from omni_rrm_jax.eval.defaults import base_config as eval_base_config
-from omni_rrm_jax.rl.defaults import base_config as grpo_base_config
-from omni_rrm_jax.train.defaults import base_config as train_base_config
+from omni_rrm_jax.synthetic.corpus import corpus
+from omni_rrm_jax.synthetic.omni import generate_omni_pairs
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +55,9 @@ def stage_data(cfg, paths: Paths) -> dict:
   """Seeded omni pairs, reconciled by two simulated teachers, as JSONL + media files."""
   kinds = [k.strip() for k in cfg.data.kinds.split(",") if k.strip()]
   kw = dict(media_root=paths.media, kinds=kinds, teacher_noise=cfg.data.teacher_noise)
-  train, train_stats = generate_omni_pairs(cfg.data.train_per_kind * len(kinds), cfg.seed,
+  train, train_stats = generate_omni_pairs(cfg.data.train_per_kind * len(kinds), cfg.data.seed,
                                            prefix="train", **kw)
-  evals, eval_stats = generate_omni_pairs(cfg.data.eval_per_kind * len(kinds), cfg.seed + 1,
+  evals, eval_stats = generate_omni_pairs(cfg.data.eval_per_kind * len(kinds), cfg.data.seed + 1,
                                           prefix="eval", **kw)
   # Held-out text pairs never repeat a training pair (the generator splits
   # text pairs by a hash of their text); media pairs share their text but not
@@ -79,99 +77,47 @@ def stage_tokenizer(cfg, paths: Paths) -> dict:
   return {"folder": paths.tokenizer, "vocab_size": cfg.data.tokenizer_vocab}
 
 
-def _trainer_config(cfg, paths: Paths, task: str):
-  """A `train.loop` config (task "rm" or "sft") for the demo's omni model."""
-  stage = cfg.rm if task == "rm" else cfg.sft
-  c = train_base_config(task)
-  c.seed = cfg.seed
-  c.model.architecture = cfg.model.architecture
-  c.model.config.update(dict(cfg.model.config))
-  for tower in (c.model.config, c.model.vision, c.model.audio):
-    tower.initializer_range = cfg.model.initializer_range
+def _stage_config(stage_cfg, paths: Paths, *, model_path: str = ""):
+  """A copy of a stage's task config with the workdir's files filled in."""
+  c = stage_cfg.copy_and_resolve_references()
   c.tokenizer = paths.tokenizer
-  if task == "sft" and cfg.sft.init_from_rm:
-    # The judge starts from the RM's trunk (its towers already tell the
-    # media apart); the score head is left out, the LM head is the tied embedding.
-    c.model.path = paths.hf("rm")
-  d = c.data
-  d.train_path, d.eval_path, d.media_root = paths.train, paths.eval, paths.media
-  d.max_length, d.buckets = stage.max_length, tuple(stage.buckets)
-  d.batch_size, d.eval_batch_size = stage.batch_size, 2 * stage.batch_size
-  d.worker_count = cfg.data.worker_count
-  d.group_by_modality = cfg.data.group_by_modality
-  d.patch_buckets = tuple(cfg.media.patch_buckets)
-  d.audio_frame_buckets = tuple(cfg.media.audio_frame_buckets)
-  d.media.audio_chunk_seconds = cfg.media.audio_chunk_seconds
-  c.optim.learning_rate = stage.learning_rate
-  c.optim.weight_decay = stage.weight_decay
-  c.optim.warmup_steps = min(stage.warmup_steps, stage.num_steps // 2)
-  t = c.train
-  t.num_steps = stage.num_steps
-  t.log_every = max(1, stage.num_steps // 30)
-  # Four held-out evaluations, so the curves show whether the model still improves.
-  t.eval_every = max(1, stage.num_steps // 4)
-  t.checkpoint_every = max(1, stage.num_steps // 4)
-  t.progress_bar = cfg.progress_bar
+  if model_path:
+    c.model.path = model_path
+  if "train_path" in c.data:
+    c.data.update(train_path=paths.train, eval_path=paths.eval)
+  else:
+    c.data.path = paths.eval
+  c.data.media_root = paths.media
   return c
+
+
+def sft_start(cfg, paths: Paths) -> str:
+  """The folder the judge SFT starts from: the RM's (`sft_from_rm`: its towers
+  already tell the media apart; the score head is left out, the LM head is the
+  tied embedding), or none (a random init)."""
+  return paths.hf("rm") if cfg.sft_from_rm else ""
 
 
 def stage_train(task: str) -> Callable:
   def run_stage(cfg, paths: Paths) -> dict:
     from omni_rrm_jax.train.loop import run as train_run
 
-    summary = train_run(_trainer_config(cfg, paths, task), paths.stage(task))
+    start = sft_start(cfg, paths) if task == "sft" else ""
+    summary = train_run(_stage_config(cfg[task], paths, model_path=start), paths.stage(task))
     if summary.get("stopped_early"):
       raise SystemExit(f"the {task} stage was stopped; run the demo again to resume it")
     return summary
   return run_stage
 
 
-def _grpo_config(cfg, paths: Paths):
-  g = cfg.grpo
-  c = grpo_base_config("judge")
-  c.seed = cfg.seed
-  c.model.path = paths.hf("sft")
-  c.model.architecture = cfg.model.architecture
-  c.tokenizer = paths.tokenizer
-  d = c.data
-  d.train_path, d.eval_path, d.media_root = paths.train, paths.eval, paths.media
-  d.max_prompt_length, d.prompt_bucket = g.max_prompt_length, g.prompt_bucket
-  d.worker_count = cfg.data.worker_count
-  d.patch_buckets = tuple(cfg.media.patch_buckets)
-  d.audio_frame_buckets = tuple(cfg.media.audio_frame_buckets)
-  d.media.audio_chunk_seconds = cfg.media.audio_chunk_seconds
-  c.rollout.update(prompts_per_step=g.prompts_per_step, num_generations=g.num_generations,
-                   max_new_tokens=g.max_new_tokens, temperature=g.temperature)
-  c.reward.functions = g.functions
-  c.optim.learning_rate = g.learning_rate
-  c.train.num_steps = g.num_steps
-  c.train.checkpoint_every = max(1, g.num_steps // 4)
-  c.train.progress_bar = cfg.progress_bar
-  c.eval.num_prompts = g.eval_prompts
-  return c
-
-
 def stage_grpo(cfg, paths: Paths) -> dict:
   from omni_rrm_jax.rl.grpo_loop import run as grpo_run
 
-  summary = grpo_run(_grpo_config(cfg, paths), paths.stage("grpo"))
+  summary = grpo_run(_stage_config(cfg.grpo, paths, model_path=paths.hf("sft")),
+                     paths.stage("grpo"))
   if summary.get("stopped_early"):
     raise SystemExit("the grpo stage was stopped; run the demo again to resume it")
   return summary
-
-
-def _eval_config(cfg, paths: Paths, model_dir: str):
-  c = eval_base_config()
-  c.model.path = model_dir
-  c.tokenizer = paths.tokenizer
-  c.data.path, c.data.media_root = paths.eval, paths.media
-  c.data.max_length, c.data.buckets = cfg.eval.max_length, tuple(cfg.eval.buckets)
-  c.data.batch_size = cfg.eval.batch_size
-  c.judge.max_new_tokens = cfg.eval.max_new_tokens
-  c.data.patch_buckets = tuple(cfg.media.patch_buckets)
-  c.data.audio_frame_buckets = tuple(cfg.media.audio_frame_buckets)
-  c.data.media.audio_chunk_seconds = cfg.media.audio_chunk_seconds
-  return c
 
 
 def stage_eval(judge_stage: str) -> Callable:
@@ -184,7 +130,7 @@ def stage_eval(judge_stage: str) -> Callable:
       if name == "rm" and judge_stage != "sft":
         continue
       folder = os.path.join(paths.stage(f"eval_{judge_stage}"), name)
-      eval_run(_eval_config(cfg, paths, paths.hf(stage)), folder)
+      eval_run(_stage_config(cfg.eval, paths, model_path=paths.hf(stage)), folder)
       with open(os.path.join(folder, "eval_report.json"), encoding="utf-8") as f:
         out[name] = json.load(f)
     return out
@@ -249,13 +195,13 @@ def stage_header(name: str, cfg) -> str:
                f"teachers agree: {cfg.data.train_per_kind} train and {cfg.data.eval_per_kind} "
                "held-out pairs per modality"),
       "tokenizer": f"byte-level BPE tokenizer, {cfg.data.tokenizer_vocab} tokens",
-      "rm": (f"scalar Bradley-Terry RM on the Omni thinker: {cfg.rm.num_steps} steps x "
-             f"{cfg.rm.batch_size} pairs"),
-      "sft": (f"rubric judge SFT: {cfg.sft.num_steps} steps x {cfg.sft.batch_size} "
+      "rm": (f"scalar Bradley-Terry RM on the Omni thinker: {cfg.rm.train.num_steps} steps x "
+             f"{cfg.rm.data.batch_size} pairs"),
+      "sft": (f"rubric judge SFT: {cfg.sft.train.num_steps} steps x {cfg.sft.data.batch_size} "
               "judgments"),
       "eval_sft": "held-out accuracy per modality: the RM, and the judge in both A/B orders",
-      "grpo": (f"judge GRPO: {g.num_steps} steps x {g.prompts_per_step} prompts x "
-               f"{g.num_generations} samples"),
+      "grpo": (f"judge GRPO: {g.train.num_steps} steps x {g.rollout.prompts_per_step} prompts x "
+               f"{g.rollout.num_generations} samples"),
       "eval_grpo": "held-out accuracy per modality of the judge after GRPO",
       "export": "Hugging Face folders reloaded in transformers and compared",
   }[name]

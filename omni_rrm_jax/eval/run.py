@@ -7,9 +7,8 @@ response must score higher); a `*ForCausalLM` folder as a generative judge
 A multimodal scalar RM (Qwen2.5-VL, Qwen2.5-Omni thinker) sees each record's
 images, video and audio as in training: the data workers decode them, and the
 batch's media keys go to the model with the token ids. Patches and audio
-frames are padded to `data.patch_buckets` / `data.audio_frame_buckets` (the
-defaults below when the config has none); `data.media` overrides the
-preprocessing.
+frames are padded to `media.patch_buckets` / `media.audio_frame_buckets`;
+`media.preprocess` overrides the preprocessing (set them as in training).
 """
 
 from __future__ import annotations
@@ -22,6 +21,8 @@ import jax
 import numpy as np
 from flax import nnx
 
+from omni_rrm_jax.assembly.media import media_spec
+from omni_rrm_jax.config.validate import check as check_settings
 from omni_rrm_jax.core.multihost import agree_max, allgather, written_by_one
 from omni_rrm_jax.data.bad_records import BadRecordCounter
 from omni_rrm_jax.data.pipeline import make_dataset
@@ -34,17 +35,12 @@ from omni_rrm_jax.models.pretrained import from_pretrained
 from omni_rrm_jax.sharding.batch import host_rows, to_global
 from omni_rrm_jax.sharding.mesh import make_mesh
 from omni_rrm_jax.sharding.rules import rules_from_config
-from omni_rrm_jax.train.components import make_media_spec
 from omni_rrm_jax.train.step import rm_rewards
 
 log = logging.getLogger(__name__)
 
 _RM_KEYS = ("chosen_input_ids", "chosen_attention_mask", "rejected_input_ids",
             "rejected_attention_mask")
-# Media buckets of configs without their own: a 16k-patch image (about 3.2
-# megapixels at 14-pixel patches) and a 300 s clip (100 frames a second).
-DEFAULT_PATCH_BUCKETS = (0, 256, 1024, 4096, 16384)
-DEFAULT_AUDIO_FRAME_BUCKETS = (0, 1000, 3000, 10000, 30000)
 
 
 def _prediction(label: str, r_chosen: float, r_rejected: float) -> str:
@@ -120,6 +116,7 @@ def run(config, workdir: str) -> dict:
     raise ValueError("config.model.path is empty: set --config.model.path=HF_FOLDER")
   if not config.data.path:
     raise ValueError("config.data.path is empty: set --config.data.path=FILE_OR_FOLDER")
+  check_settings(config, process_count=jax.process_count(), device_count=jax.device_count())
   mesh = make_mesh(dict(config.mesh))
   rules = rules_from_config(dict(config.rules))
   model = from_pretrained(config.model.path, mesh=mesh, rules=rules, dtype=config.model.dtype)
@@ -133,14 +130,12 @@ def run(config, workdir: str) -> dict:
     raise ValueError(f"{config.data.path}: no usable records ({counter.summary()})")
   is_rm = model.cfg.architecture.endswith("ForSequenceClassification")
   d = config.data
-  patch_buckets = tuple(d.get("patch_buckets", DEFAULT_PATCH_BUCKETS))
-  frame_buckets = tuple(d.get("audio_frame_buckets", DEFAULT_AUDIO_FRAME_BUCKETS))
+  patch_buckets = tuple(config.media.patch_buckets)
   # Media records go through the encoders with the same preprocessing as in
-  # training (`data.media` overrides, buckets); the judge's prompts too.
-  media = make_media_spec(
-      model.cfg, tokenizer, root=d.media_root or _data_folder(d.path),
-      model_path=config.model.path, overrides=d.get("media", {}), patch_buckets=patch_buckets,
-      audio_frame_buckets=frame_buckets, strict=d.strict)
+  # training (the `media` section: overrides, buckets); the judge's prompts too.
+  media = media_spec(config.media, model.cfg, tokenizer,
+                     root=d.media_root or _data_folder(d.path), model_path=config.model.path,
+                     strict=d.strict)
   encoder = ExampleEncoder(tokenizer, config.data.max_length, "rm" if is_rm else "sft",
                            media=media)
   if is_rm:

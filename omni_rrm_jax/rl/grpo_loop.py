@@ -51,6 +51,10 @@ import numpy as np
 import tqdm
 from flax import nnx
 
+from omni_rrm_jax.assembly.inputs import task_inputs
+from omni_rrm_jax.assembly.models import build_model
+from omni_rrm_jax.config.validate import check as check_settings
+from omni_rrm_jax.core import workdir_lock
 from omni_rrm_jax.core.metric_writers import MetricWriter
 from omni_rrm_jax.core.multihost import agree_max, is_writer, written_by_one
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
@@ -69,7 +73,6 @@ from omni_rrm_jax.sampling.scoring import score_completions
 from omni_rrm_jax.sharding.batch import to_global
 from omni_rrm_jax.sharding.mesh import make_mesh
 from omni_rrm_jax.sharding.rules import rules_from_config
-from omni_rrm_jax.train import components
 from omni_rrm_jax.train.checkpointing import Checkpointer
 from omni_rrm_jax.train.optimizer import make_optimizer
 from omni_rrm_jax.train.preemption import PreemptionGuard
@@ -129,20 +132,30 @@ def reward_metrics(sampled: dict, names, group_size: int) -> dict[str, float]:
 
 def run(config, workdir: str) -> dict:
   """GRPO per `config` in `workdir`; returns a summary dict."""
+  check_settings(config, process_count=jax.process_count(), device_count=jax.device_count())
   os.makedirs(workdir, exist_ok=True)
   is_main = is_writer()
+  # One run per workdir; a resumed run must be the same run (up to its length,
+  # logging and evaluation) unless checkpoint.allow_config_change.
+  written_by_one("the workdir lock", lambda: workdir_lock.hold(workdir))
+  config_json = config.to_json_best_effort(sort_keys=True)
+  ckpt = Checkpointer(workdir, save_every=config.checkpoint.every,
+                      keep=config.checkpoint.keep,
+                      async_save=config.checkpoint.async_save)
+  ckpt.check_config(config_json, allow_change=config.checkpoint.allow_config_change)
   ro, sh, gr = config.rollout, config.shaping, config.grpo
   recipe, g = config.data.recipe, ro.num_generations
   if recipe not in rollout.RECIPES:
     raise ValueError(f"unknown data.recipe {recipe!r}; known: {', '.join(rollout.RECIPES)}")
 
+  if config.optim.grad_accum_steps != 1:
+    raise ValueError(f"optim.grad_accum_steps={config.optim.grad_accum_steps}: GRPO splits a "
+                     "step's rollouts with grpo.num_minibatches; set it to 1")
+
   # --- Mesh --------------------------------------------------------------
   mesh = make_mesh(dict(config.mesh))
   rules = rules_from_config(dict(config.rules))
-  n_proc = jax.process_count()
-  if ro.prompts_per_step % n_proc:
-    raise ValueError(f"rollout.prompts_per_step={ro.prompts_per_step} is not divisible by "
-                     f"{n_proc} processes")
+  n_proc = jax.process_count()  # prompts_per_step divides by it (config/validate.py)
   n_prompts = ro.prompts_per_step // n_proc  # this process's prompts per round
   rows = ro.prompts_per_step * g  # completions a step trains on, over all processes
   if rows % (gr.num_minibatches * n_proc):
@@ -151,13 +164,14 @@ def run(config, workdir: str) -> dict:
                      f"for {n_proc} processes")
 
   # --- Data: prompt stream and rewards ------------------------------------
-  train_records, eval_records, counters = components.data_splits(config, workdir)
-  tokenizer, tokenizer_dir = components.tokenizer_for(
-      config, workdir, components.texts_for_tokenizer(train_records))
+  inputs = task_inputs(model=config.model, data=config.data, media=config.media,
+                       tokenizer=config.tokenizer, workdir=workdir, classifier=False)
+  train_records, eval_records, counters = (inputs.train_records, inputs.eval_records,
+                                           inputs.counters)
+  tokenizer, tokenizer_dir = inputs.tokenizer, inputs.tokenizer_dir
   # A multimodal policy decodes media in the prompt workers (None: a text policy).
-  spec = components.media_spec(config, workdir, components.model_config(config, tokenizer),
-                               tokenizer)
-  prompt_media = PromptMedia.from_spec(spec, config.data.patch_buckets) if spec else None
+  spec = inputs.media
+  prompt_media = PromptMedia.from_spec(spec, config.media.patch_buckets) if spec else None
   if spec is None:
     train_records = _text_records(train_records, "train")
     eval_records = _text_records(eval_records, "eval")
@@ -178,10 +192,10 @@ def run(config, workdir: str) -> dict:
     rm = ModelReward(config.reward.model_path, batch_size=config.reward.model_batch_size,
                      max_length=config.reward.model_max_length, bucket=config.reward.model_bucket,
                      mesh=mesh, rules=rules, dtype=config.model.dtype,
-                     media_root=components.media_root(config, workdir),
-                     patch_buckets=config.data.patch_buckets,
-                     audio_frame_buckets=config.data.audio_frame_buckets,
-                     media_overrides=config.data.media)
+                     media_root=inputs.media_root,
+                     patch_buckets=config.media.patch_buckets,
+                     audio_frame_buckets=config.media.audio_frame_buckets,
+                     media_overrides=config.media.preprocess)
     extra["model_reward"] = (rm, config.reward.model_weight)
   scorer = rollout.RewardScorer(
       config.reward.functions, recipe, extra=extra,
@@ -194,7 +208,7 @@ def run(config, workdir: str) -> dict:
                 media=prompt_media)
 
   # --- Policy, reference and optimizer ------------------------------------
-  model = components.build_model(config, tokenizer, mesh, rules)
+  model = build_model(config.model, tokenizer, mesh, rules, classifier=False, seed=config.seed)
   updates_per_step = gr.num_iterations * gr.num_minibatches
   tx, schedule = make_optimizer(dict(config.optim),
                                 total_steps=config.train.num_steps * updates_per_step)
@@ -211,10 +225,6 @@ def run(config, workdir: str) -> dict:
   advantage_fn = ADVANTAGE_ESTIMATORS.get(gr.advantage)
 
   # --- Restore -----------------------------------------------------------
-  config_json = config.to_json_best_effort(sort_keys=True)
-  ckpt = Checkpointer(workdir, save_every=config.train.checkpoint_every,
-                      keep=config.train.keep_checkpoints,
-                      async_save=config.train.async_checkpoint)
   prompt_iter = iter(prompt_ds)
   start = 0
   state, latest = ckpt.resume(state, prompt_iter)
@@ -350,7 +360,7 @@ def run(config, workdir: str) -> dict:
         history.append({"step": done, **metrics})
         if "reward/total_mean" in metrics:
           progress.set_postfix(reward=f"{metrics['reward/total_mean']:.3f}")
-      if eval_batches and config.eval.every and done % config.eval.every == 0:
+      if eval_batches and config.train.eval_every and done % config.train.eval_every == 0:
         writer.write(done, evaluate(state.params), "eval")
       ckpt.save(done, state, prompt_iter.get_state(), config_json)
       progress.update(1)
@@ -397,4 +407,5 @@ def run(config, workdir: str) -> dict:
 
   # Every process returns once the export and summary are on disk.
   written_by_one("summary.json", write_summary)
+  workdir_lock.release(workdir)
   return summary

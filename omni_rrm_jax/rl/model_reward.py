@@ -63,7 +63,7 @@ from omni_rrm_jax.rewards.contract import as_text, completion_list, minimum_of
 from omni_rrm_jax.sampling.prompts import bucket_length, media_needs
 from omni_rrm_jax.sharding.batch import HOST_ONLY, host_rows, to_global
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding
-from omni_rrm_jax.train.components import make_media_spec
+from omni_rrm_jax.assembly.media import make_media_spec
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +149,11 @@ class ModelReward:
       default: the working directory).
     patch_buckets: allowed padded patch counts per row (multiples of
       merge_size²); the largest caps a prompt's patches. Use the RM
-      training's `data.patch_buckets`.
+      training's `media.patch_buckets`.
     audio_frame_buckets: allowed padded log-mel frame counts per row (an RM
       with an audio encoder); the largest caps a clip.
     media_overrides: `MediaConfig` fields over the folder's
-      `preprocessor_config.json` (the RM training's `data.media`).
+      `preprocessor_config.json` (the RM training's `media.preprocess`).
   """
 
   def __init__(self, path: str, *, batch_size: int = 16, max_length: int = 1024,

@@ -79,7 +79,7 @@ class PromptMedia:
 
   Attributes:
     patch_buckets: allowed padded patch counts per row (the training
-      config's `data.patch_buckets`); each distinct one compiles once.
+      config's `media.patch_buckets`); each distinct one compiles once.
     merge_unit: patches per merged vision token.
     audio_frame_buckets: allowed padded log-mel frame counts (audio models).
   """

@@ -36,7 +36,7 @@ from omni_rrm_jax.data.records import PreferenceRecord
 from omni_rrm_jax.data.templates import judge_messages, media_parts
 from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.rewards import REWARDS, WeightedReward, parse_judgment
-from omni_rrm_jax.rl.defaults import RECIPES
+from omni_rrm_jax.config.tasks import RECIPES
 from omni_rrm_jax.rl.prompt_media import PROMPT_MEDIA, PromptMedia, object_column, prompt_example
 from omni_rrm_jax.rl.shaping import overlong_penalty
 from omni_rrm_jax.sampling.params import SamplingParams

@@ -18,13 +18,47 @@ same type.
 from __future__ import annotations
 
 import base64
+import json
+import logging
 import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+log = logging.getLogger(__name__)
+
 ITEMS = ("state", "data", "config")
+
+# Settings a resumed run may change without `checkpoint.allow_config_change`:
+# how long it runs, what it logs and evaluates, how it saves and exports, and
+# the mesh it runs on (a checkpoint restores into any sharding). Anything else
+# (model, data, optimizer, seed, ...) would silently continue another run.
+RESUMABLE_CHANGES = ("train.num_steps", "train.log_every", "train.eval_every",
+                     "train.progress_bar", "train.max_nonfinite_streak", "checkpoint.",
+                     "eval.", "export.", "mesh.", "rules.", "data.eval_limit",
+                     "data.eval_batch_size", "data.eval_path")
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out.update(_flat(value, f"{prefix}{key}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def config_changes(saved_json: str, new_json: str) -> list[str]:
+  """`key: saved -> new` for each setting that differs and may not change on resume."""
+  saved, new = _flat(json.loads(saved_json)), _flat(json.loads(new_json))
+  lines = []
+  for key in sorted(set(saved) | set(new)):
+    if saved.get(key) != new.get(key) and not any(
+        key == allowed or (allowed.endswith(".") and key.startswith(allowed))
+        for allowed in RESUMABLE_CHANGES):
+      lines.append(f"{key}: {saved.get(key, '(none)')!r} -> {new.get(key, '(none)')!r}")
+  return lines
 
 
 def _encode_data_state(data: dict | bytes | None) -> dict:
@@ -99,6 +133,29 @@ class Checkpointer:
     )
     return bool(self._manager.save(int(step), args=args, force=force))
 
+  def check_config(self, config_json: str, *, allow_change: bool) -> None:
+    """Refuses to resume a run whose saved settings differ from `config_json`
+    beyond `RESUMABLE_CHANGES` (unless `allow_change`); a fresh workdir passes."""
+    step = self.latest_step()
+    if step is None:
+      return
+    try:
+      saved = self._manager.restore(
+          int(step), args=ocp.args.Composite(config=ocp.args.JsonRestore())).config["config_json"]
+    except Exception as e:  # noqa: BLE001 (an unreadable checkpoint is resume's business)
+      log.warning("checkpoint %d: its config is unreadable (%s); not compared", step, e)
+      return
+    changes = config_changes(saved, config_json)
+    if not changes:
+      return
+    if allow_change:
+      log.warning("resuming %s with changed settings: %s", self.directory, "; ".join(changes))
+      return
+    raise ValueError(
+        f"{self.directory} holds step {step} of a run with other settings ("
+        + "; ".join(changes) + "); use another --workdir, or resume anyway with "
+        "--config.checkpoint.allow_config_change=True")
+
   def latest_step(self) -> int | None:
     """The newest saved step, or None for a fresh workdir."""
     return self._manager.latest_step()
@@ -141,18 +198,29 @@ class Checkpointer:
     """Restores the latest checkpoint, if any, into `state`'s shardings.
 
     `data_iter` (a Grain iterator) is moved to the saved input-stream
-    position. Returns the restored state (or `state` unchanged) and the
-    checkpoint's step, or None when the workdir holds no checkpoint.
+    position. A checkpoint that cannot be read (e.g. truncated on disk) is
+    skipped with a warning for the newest one before it. Returns the restored
+    state (or `state` unchanged) and the checkpoint's step, or None when the
+    workdir holds no checkpoint.
     """
-    latest = self.latest_step()
-    if latest is None:
+    steps = self.all_steps()
+    if not steps:
       return state, None
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-    state, data_state, _ = self.restore(latest, abstract)
-    if data_state is not None:
-      data_iter.set_state(data_state)
-    return state, latest
+    failures = []
+    for step in reversed(steps):
+      try:
+        restored, data_state, _ = self.restore(step, abstract)
+      except Exception as e:  # noqa: BLE001 (a damaged checkpoint: try the one before)
+        failures.append(f"step {step}: {type(e).__name__}: {str(e)[:200]}")
+        log.warning("checkpoint %d in %s is unreadable (%s); trying an older one", step,
+                    self.directory, failures[-1])
+        continue
+      if data_state is not None:
+        data_iter.set_state(data_state)
+      return restored, step
+    raise ValueError(f"no readable checkpoint in {self.directory}: " + "; ".join(failures))
 
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are on disk."""

@@ -21,6 +21,10 @@ import numpy as np
 import tqdm
 from flax import nnx
 
+from omni_rrm_jax.assembly.inputs import task_inputs
+from omni_rrm_jax.assembly.models import build_model
+from omni_rrm_jax.config.validate import check as check_settings
+from omni_rrm_jax.core import workdir_lock
 from omni_rrm_jax.core.metric_writers import MetricWriter
 from omni_rrm_jax.core.multihost import agree_max, allgather, written_by_one
 from omni_rrm_jax.data.pipeline import make_dataset
@@ -29,7 +33,6 @@ from omni_rrm_jax.models.hf_save import save_pretrained
 from omni_rrm_jax.sharding.batch import HOST_ONLY, to_global
 from omni_rrm_jax.sharding.mesh import make_mesh
 from omni_rrm_jax.sharding.rules import rules_from_config
-from omni_rrm_jax.train import components
 from omni_rrm_jax.train.checkpointing import Checkpointer
 from omni_rrm_jax.train.optimizer import make_optimizer
 from omni_rrm_jax.train.preemption import PreemptionGuard
@@ -99,30 +102,38 @@ def evaluate(eval_step, state, dataset, kind: str, mesh, rules) -> dict:
 def run(config, workdir: str) -> dict:
   """Trains per `config` in `workdir`; returns a summary dict."""
   kind = config.task
+  check_settings(config, process_count=jax.process_count(), device_count=jax.device_count())
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
+  # One run per workdir; a resumed run must be the same run (up to its length,
+  # logging and evaluation) unless checkpoint.allow_config_change.
+  written_by_one("the workdir lock", lambda: workdir_lock.hold(workdir))
+  config_json = config.to_json_best_effort(sort_keys=True)
+  ckpt = Checkpointer(workdir, save_every=config.checkpoint.every,
+                      keep=config.checkpoint.keep,
+                      async_save=config.checkpoint.async_save)
+  ckpt.check_config(config_json, allow_change=config.checkpoint.allow_config_change)
 
   # --- Mesh --------------------------------------------------------------
   mesh = make_mesh(dict(config.mesh))
   rules = rules_from_config(dict(config.rules))
-  n_proc = jax.process_count()
-  for name in ("batch_size", "eval_batch_size"):
-    if config.data[name] % n_proc:
-      raise ValueError(f"data.{name}={config.data[name]} is not divisible by {n_proc} processes")
+  n_proc = jax.process_count()  # batch sizes divide by it (config/validate.py)
 
   # --- Data --------------------------------------------------------------
-  train_records, eval_records, counters = components.data_splits(config, workdir)
-  tokenizer, tokenizer_dir = components.tokenizer_for(
-      config, workdir, components.texts_for_tokenizer(train_records))
+  classifier = kind == "rm"
+  inputs = task_inputs(model=config.model, data=config.data, media=config.media,
+                       tokenizer=config.tokenizer, workdir=workdir, classifier=classifier)
+  train_records, eval_records, counters = (inputs.train_records, inputs.eval_records,
+                                           inputs.counters)
+  tokenizer, tokenizer_dir = inputs.tokenizer, inputs.tokenizer_dir
   # A multimodal model decodes media in the data workers (None: text only).
-  media = components.media_spec(config, workdir, components.model_config(config, tokenizer),
-                                tokenizer)
+  media = inputs.media
   encoder = ExampleEncoder(tokenizer, config.data.max_length, kind,
                            margin_scale=config.loss.margin_scale, media=media)
   data_kw = dict(buckets=tuple(config.data.buckets), pad_id=tokenizer.pad_token_id,
                  worker_count=config.data.worker_count, process_index=jax.process_index(),
                  process_count=n_proc, agree=agree_max if n_proc > 1 else None,
-                 patch_buckets=tuple(config.data.patch_buckets) if media else ())
+                 patch_buckets=tuple(config.media.patch_buckets) if media else ())
   train_ds = make_dataset(train_records, encoder, batch_size=config.data.batch_size // n_proc,
                           seed=config.data.seed,
                           group_by_modality=config.data.group_by_modality, **data_kw)
@@ -131,7 +142,8 @@ def run(config, workdir: str) -> dict:
              if eval_records else None)
 
   # --- Model and optimizer (parameters born sharded) ---------------------
-  model = components.build_model(config, tokenizer, mesh, rules)
+  model = build_model(config.model, tokenizer, mesh, rules, classifier=classifier,
+                      seed=config.seed)
   tx, schedule = make_optimizer(
       {k: v for k, v in config.optim.items() if k != "grad_accum_steps"},
       total_steps=config.train.num_steps)
@@ -145,10 +157,6 @@ def run(config, workdir: str) -> dict:
                              center_coef=config.loss.center_coef)
 
   # --- Restore -----------------------------------------------------------
-  config_json = config.to_json_best_effort(sort_keys=True)
-  ckpt = Checkpointer(workdir, save_every=config.train.checkpoint_every,
-                      keep=config.train.keep_checkpoints,
-                      async_save=config.train.async_checkpoint)
   train_iter = iter(train_ds)
   start = 0
   state, latest = ckpt.resume(state, train_iter)
@@ -233,4 +241,5 @@ def run(config, workdir: str) -> dict:
 
   # Every process returns once the export and summary are on disk.
   written_by_one("summary.json", write_summary)
+  workdir_lock.release(workdir)
   return summary

@@ -5,7 +5,7 @@ import json
 from omni_rrm_jax.data.bad_records import BadRecordCounter
 from omni_rrm_jax.data.readers import read_records
 from omni_rrm_jax.data.records import to_json
-from omni_rrm_jax.data.synthetic import generate_text_pairs
+from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
 
 
 def test_array_record_file_reads_like_jsonl(tmp_path):

@@ -13,8 +13,9 @@ from omni_rrm_jax.data.media.config import MediaConfig
 from omni_rrm_jax.data.media.encode import encode_media
 from omni_rrm_jax.data.media_batching import MediaSpec, media_token_ids
 from omni_rrm_jax.data.pipeline import make_dataset
-from omni_rrm_jax.data.synthetic import corpus, generate_text_pairs
-from omni_rrm_jax.data.synthetic_media import generate_media_pairs
+from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+from omni_rrm_jax.synthetic.corpus import corpus
+from omni_rrm_jax.synthetic.colour_media import generate_media_pairs
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
 from omni_rrm_jax.models.omni_config import OmniHostInputs

@@ -17,8 +17,9 @@ from omni_rrm_jax.data.media_batching import MediaSpec, media_token_ids
 from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.readers import read_records
 from omni_rrm_jax.data.records import to_json
-from omni_rrm_jax.data.synthetic import corpus, generate_text_pairs
-from omni_rrm_jax.data.synthetic_media import generate_media_pairs, write_square_png
+from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+from omni_rrm_jax.synthetic.corpus import corpus
+from omni_rrm_jax.synthetic.colour_media import generate_media_pairs, write_square_png
 from omni_rrm_jax.data.templates import rm_messages
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer

@@ -115,18 +115,20 @@ def test_demo_subcommand_and_config():
     get_config("huge")
 
 
-def test_stage_configs_carry_the_demo_settings(tmp_path):
+def test_stage_configs_are_task_configs_with_the_workdir_files(tmp_path):
   from omni_rrm_jax.demo import run as demo
 
   cfg, paths = get_config(), demo.Paths(str(tmp_path))
-  cfg.rm.weight_decay, cfg.sft.weight_decay = 0.25, 0.0
-  cfg.data.group_by_modality = True
-  rm, sft = demo._trainer_config(cfg, paths, "rm"), demo._trainer_config(cfg, paths, "sft")
-  assert (rm.optim.weight_decay, sft.optim.weight_decay) == (0.25, 0.0)
-  assert rm.data.group_by_modality and sft.data.group_by_modality
-  assert rm.data.buckets == tuple(cfg.rm.buckets) and sft.data.buckets == tuple(cfg.sft.buckets)
-  assert rm.model.path == ""
-  cfg.sft.init_from_rm = True
-  assert demo._trainer_config(cfg, paths, "sft").model.path == paths.hf("rm")
-  cfg.sft.init_from_rm = False
-  assert demo._trainer_config(cfg, paths, "sft").model.path == ""
+  cfg.rm.optim.weight_decay = 0.25
+  cfg.sft.data.group_by_modality = True
+  rm, sft = demo._stage_config(cfg.rm, paths), demo._stage_config(cfg.sft, paths)
+  assert (rm.optim.weight_decay, sft.optim.weight_decay) == (0.25, 0.01)
+  assert sft.data.group_by_modality and not rm.data.group_by_modality
+  assert (rm.data.train_path, rm.data.eval_path, rm.data.media_root, rm.tokenizer) == (
+      paths.train, paths.eval, paths.media, paths.tokenizer)
+  assert rm.model.path == "" and cfg.rm.data.train_path == ""  # the demo's own stays as set
+  ev = demo._stage_config(cfg.eval, paths, model_path=paths.hf("rm"))
+  assert (ev.data.path, ev.model.path) == (paths.eval, paths.hf("rm"))
+  assert demo.sft_start(cfg, paths) == ""
+  cfg.sft_from_rm = True
+  assert demo.sft_start(cfg, paths) == paths.hf("rm")

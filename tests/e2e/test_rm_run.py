@@ -63,8 +63,8 @@ def _train_losses(workdir):
 
 def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path):
   common = ["--config.train.progress_bar=False", "--config.train.num_steps=40", "--config.train.log_every=1",
-            "--config.train.checkpoint_every=5", "--config.train.eval_every=1000",
-            "--config.train.async_checkpoint=False", "--config.data.synthetic_train=200"]
+            "--config.checkpoint.every=5", "--config.train.eval_every=1000",
+            "--config.checkpoint.async_save=False", "--config.data.synthetic_train=200"]
   straight = cli("rm.py:tiny", str(tmp_path / "straight"), *common)
   assert straight.returncode == 0, straight.stderr[-3000:]
 
@@ -104,7 +104,7 @@ BAD_LINES = [
 
 def _write_bad_data(folder):
   from omni_rrm_jax.data.records import to_json
-  from omni_rrm_jax.data.synthetic import generate_text_pairs
+  from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
   good = [to_json(r) for r in generate_text_pairs(60, 0)]
   long_prompt = generate_text_pairs(1, 5)[0]
   long = json.loads(to_json(long_prompt))

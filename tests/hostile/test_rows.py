@@ -123,7 +123,7 @@ def test_size_limit_is_exact_and_zero_means_none(tmp_path):
 
 
 def test_configs_carry_the_documented_default_and_runs_apply_it(tmp_path):
-  from omni_rrm_jax.train import components
+  from omni_rrm_jax.assembly import sources
   from tests.e2e.runs import load_config
 
   for name in ("rm", "sft", "grpo", "eval"):
@@ -131,6 +131,6 @@ def test_configs_carry_the_documented_default_and_runs_apply_it(tmp_path):
   path = tmp_path / "train.jsonl"
   path.write_text("\n".join([_row("a"), _row("big", prompt="x" * 3000), _row("b")]) + "\n")
   config = load_config("rm", **{"data.train_path": str(path), "data.max_record_bytes": 2000})
-  train, _, counters = components.data_splits(config, str(tmp_path / "work"))
+  train, _, counters = sources.data_splits(config.data, str(tmp_path / "work"))
   assert [r.id for r in train] == ["a", "b"]
   assert dict(counters["train"].skipped) == {"record too large": 1}

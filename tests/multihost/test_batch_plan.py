@@ -28,7 +28,8 @@ def test_a_dead_process_fails_the_group_fast(tmp_path):
                         "--config.data.batch_size=7"], timeout=120)
   assert time.monotonic() - start < 60
   assert "process 0" in str(info.value) and "process 1" in str(info.value)
-  assert "not divisible by 2 processes" in str(info.value)
+  assert "bad setting: data.batch_size=7: must be a multiple of the 2 processes" in str(
+      info.value)
 
 
 def test_fewer_rows_than_devices_are_replicated_on_every_process():

@@ -28,7 +28,8 @@ PROMPTS, G = 8, 4
 @pytest.fixture(scope="module")
 def rm_folder(tmp_path_factory) -> str:
   import omni_rrm_jax as orj
-  from omni_rrm_jax.data.synthetic import corpus, generate_text_pairs
+  from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+  from omni_rrm_jax.synthetic.corpus import corpus
   from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
   from omni_rrm_jax.models.hf_save import save_pretrained
   from transformers import AutoTokenizer

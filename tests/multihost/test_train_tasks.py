@@ -20,7 +20,7 @@ def _rm_args(workdir: str, steps: int = STEPS, **extra) -> list[str]:
   args = {"config": "configs/rm.py:tiny", "workdir": workdir,
           "config.train.num_steps": steps, "config.optim.warmup_steps": 2,
           "config.train.eval_every": 4, "config.train.log_every": 1,
-          "config.train.checkpoint_every": 1, "config.train.progress_bar": False,
+          "config.checkpoint.every": 1, "config.train.progress_bar": False,
           "config.data.synthetic_train": 400, "config.data.synthetic_eval": 40,
           "config.data.eval_batch_size": 16, **extra}
   return [f"--{k}={v}" for k, v in args.items()]
@@ -73,7 +73,7 @@ def _sft_args(workdir: str, variant: str, steps: int, **extra) -> list[str]:
   args = {"config": f"configs/sft.py:{variant}", "workdir": workdir,
           "config.train.num_steps": steps, "config.optim.warmup_steps": 1,
           "config.train.eval_every": steps, "config.train.log_every": 1,
-          "config.train.checkpoint_every": steps, "config.train.progress_bar": False,
+          "config.checkpoint.every": steps, "config.train.progress_bar": False,
           "config.data.synthetic_train": 64, "config.data.synthetic_eval": 12,
           "config.data.eval_batch_size": 8, **extra}
   return [f"--{k}={v}" for k, v in args.items()]

@@ -22,7 +22,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from omni_rrm_jax.data.synthetic import corpus, generate_text_pairs, write_jsonl
+from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+from omni_rrm_jax.synthetic.corpus import corpus
+from omni_rrm_jax.data.records import write_jsonl
 from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
 from omni_rrm_jax.rl import grpo_loop
 from omni_rrm_jax.train import loop as sft_loop
@@ -92,7 +94,7 @@ def judge(tmp_path_factory) -> Judge:
              data__train_path=os.path.join(root, "train.jsonl"), data__max_length=SFT_LENGTH,
              data__buckets=(SFT_LENGTH,), optim__learning_rate=3e-3, optim__warmup_steps=10,
              optim__end_lr_factor=0.3, train__num_steps=150, train__log_every=50,
-             train__checkpoint_every=1000, train__progress_bar=False)
+             checkpoint__every=1000, train__progress_bar=False)
   sft_loop.run(sft, os.path.join(root, "sft"))
   return Judge(root)
 
@@ -138,7 +140,7 @@ def test_dynamic_sampling_keeps_zero_variance_groups_out_of_the_loss(judge, tmp_
 def _cli(judge: Judge, workdir: str, steps: int) -> list[str]:
   args = [sys.executable, "-m", "omni_rrm_jax.main", f"--config={ROOT}/configs/grpo.py:tiny",
           f"--workdir={workdir}", f"--config.train.num_steps={steps}",
-          "--config.train.checkpoint_every=2", "--config.train.async_checkpoint=False",
+          "--config.checkpoint.every=2", "--config.checkpoint.async_save=False",
           "--config.eval.num_prompts=0", "--config.grpo.num_iterations=2",
           "--config.grpo.num_minibatches=2", "--config.grpo.beta=0.05"]
   small = dict(judge.overrides(), rollout__prompts_per_step=4, rollout__num_generations=4)

@@ -21,17 +21,21 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from omni_rrm_jax.data.synthetic import generate_text_pairs, write_jsonl
-from omni_rrm_jax.data.synthetic_media import generate_media_pairs
+from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+from omni_rrm_jax.data.records import write_jsonl
+from omni_rrm_jax.synthetic.colour_media import generate_media_pairs
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.eval import judge_eval
 from omni_rrm_jax.rl import grpo_loop, rollout
-from omni_rrm_jax.rl.defaults import base_config
+from omni_rrm_jax.config.tasks import grpo_config
 from omni_rrm_jax.rl.grpo_step import make_grpo_step, policy_logprobs
 from omni_rrm_jax.rl.prompt_media import PROMPT_MEDIA, PromptMedia
 from omni_rrm_jax.sampling.params import SamplingParams
 from omni_rrm_jax.sampling.scoring import score_completions
-from omni_rrm_jax.train import components
+from omni_rrm_jax.assembly import media as media_lib
+from omni_rrm_jax.assembly import models as model_lib
+from omni_rrm_jax.assembly import sources
+from omni_rrm_jax.synthetic.corpus import corpus
 from omni_rrm_jax.train.optimizer import make_optimizer
 from omni_rrm_jax.train.state import init_train_state
 
@@ -58,7 +62,7 @@ def data_dir() -> str:
 
 
 def vl_config():
-  c = base_config("judge")
+  c = grpo_config("judge")
   c.model.architecture = VL
   c.data.train_path = os.path.join(data_dir(), "train.jsonl")
   c.data.media_root = data_dir()
@@ -81,22 +85,25 @@ class Inputs:
 def inputs(tmp_path_factory) -> Inputs:
   """Records, tokenizer and media spec as the GRPO loop builds them."""
   config, workdir = vl_config(), str(tmp_path_factory.mktemp("grpo_media"))
-  records, _, _ = components.data_splits(config, workdir)
-  tok, _ = components.tokenizer_for(config, workdir, components.texts_for_tokenizer(records))
-  spec = components.media_spec(config, workdir, components.model_config(config, tok), tok)
+  records, _, _ = sources.data_splits(config.data, workdir)
+  tok, _ = model_lib.tokenizer_for(config.tokenizer, config.model.path, workdir, corpus(records))
+  spec = media_lib.media_spec(
+      config.media, model_lib.model_config(config.model, tok, classifier=config.task == "rm"),
+      tok, root=sources.media_root(config.data, workdir), model_path=config.model.path,
+      strict=config.data.strict)
   return Inputs(records, tok, spec, ExampleEncoder(tok, PROMPT_LENGTH, "sft", media=spec))
 
 
 @pytest.fixture(scope="module")
 def judge(inputs):
   """A random tiny Qwen2.5-VL judge, built as the GRPO loop builds it."""
-  return components.build_model(vl_config(), inputs.tokenizer, None, ())
+  return model_lib.build_model(vl_config().model, inputs.tokenizer, None, (), classifier=vl_config().task == "rm", seed=vl_config().seed)
 
 
 def test_rollout_logprobs_equal_the_update_recompute(inputs, judge):
   config = vl_config()
   records, tok, spec, encoder = inputs.records, inputs.tokenizer, inputs.spec, inputs.encoder
-  media = PromptMedia.from_spec(spec, config.data.patch_buckets)
+  media = PromptMedia.from_spec(spec, config.media.patch_buckets)
   prompts = next(iter(rollout.make_prompt_dataset(
       records, encoder, recipe="judge", max_prompt_length=PROMPT_LENGTH, batch_size=4, seed=0,
       shuffle=False, num_epochs=1)))
@@ -151,7 +158,7 @@ def test_grpo_loop_trains_on_media_and_counts_bad_records(tmp_path):
   config.reward.functions = "judge_format:1.0"
   config.train.num_steps = 2
   config.train.progress_bar = False
-  config.train.async_checkpoint = False
+  config.checkpoint.async_save = False
   config.eval.num_prompts = 0
   config.export.at_end = False
   summary = grpo_loop.run(config, str(tmp_path))

@@ -7,7 +7,8 @@ import pytest
 
 import omni_rrm_jax as orj
 from omni_rrm_jax.data.records import PreferenceRecord
-from omni_rrm_jax.data.synthetic import corpus, generate_text_pairs
+from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+from omni_rrm_jax.synthetic.corpus import corpus
 from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
 from omni_rrm_jax.models.hf_save import save_pretrained

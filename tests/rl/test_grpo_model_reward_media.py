@@ -19,16 +19,19 @@ import pytest
 from flax import nnx
 
 from omni_rrm_jax.data.pipeline import make_dataset
-from omni_rrm_jax.data.synthetic import generate_text_pairs
-from omni_rrm_jax.data.synthetic_media import generate_media_pairs
+from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+from omni_rrm_jax.synthetic.colour_media import generate_media_pairs
 from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.models.hf_save import save_pretrained
 from omni_rrm_jax.models.media_inputs import MEDIA_KEYS
 from omni_rrm_jax.rl.model_reward import ModelReward
 from omni_rrm_jax.rl.rollout import policy_messages
 from omni_rrm_jax.sharding.mesh import make_mesh
-from omni_rrm_jax.train import components
-from omni_rrm_jax.train.defaults import base_config
+from omni_rrm_jax.assembly import media as media_lib
+from omni_rrm_jax.assembly import models as model_lib
+from omni_rrm_jax.assembly import sources
+from omni_rrm_jax.synthetic.corpus import corpus
+from omni_rrm_jax.config.tasks import TASK_CONFIGS
 from omni_rrm_jax.train.step import rm_rewards
 from tests.data.audio_records import tone_pairs
 
@@ -50,20 +53,20 @@ class RM:
   config: object
 
   def reward(self, **kw) -> ModelReward:
-    d = self.config.data
+    m = self.config.media
     return ModelReward(self.folder, max_length=MAX_LENGTH, bucket=32, media_root=self.media_root,
-                       patch_buckets=d.patch_buckets, audio_frame_buckets=d.audio_frame_buckets,
-                       media_overrides=d.media, **{"batch_size": 4, **kw})
+                       patch_buckets=m.patch_buckets, audio_frame_buckets=m.audio_frame_buckets,
+                       media_overrides=m.preprocess, **{"batch_size": 4, **kw})
 
 
 def _export_rm(root, architecture: str, records) -> RM:
   """A random tiny multimodal RM built and exported as a `rm` run does."""
-  config = base_config("rm")
+  config = TASK_CONFIGS["rm"]()
   config.model.architecture = architecture
-  config.data.patch_buckets, config.data.audio_frame_buckets = PATCH_BUCKETS, FRAME_BUCKETS
-  tok, tok_dir = components.tokenizer_for(config, str(root),
-                                          components.texts_for_tokenizer(records))
-  model = components.build_model(config, tok, None, ())
+  config.media.patch_buckets, config.media.audio_frame_buckets = PATCH_BUCKETS, FRAME_BUCKETS
+  tok, tok_dir = model_lib.tokenizer_for(config.tokenizer, config.model.path, str(root),
+                                          corpus(records))
+  model = model_lib.build_model(config.model, tok, None, (), classifier=config.task == "rm", seed=config.seed)
   folder = save_pretrained(model, str(root / "hf"), tokenizer_dir=tok_dir)
   return RM(folder, str(root / "media"), records, config)
 
@@ -93,11 +96,11 @@ def _direct(rm: RM):
   from transformers import AutoTokenizer
 
   import omni_rrm_jax as orj
-  d = rm.config.data
+  d = rm.config.media
   model = orj.from_pretrained(rm.folder)
   tok = AutoTokenizer.from_pretrained(rm.folder)
-  spec = components.make_media_spec(model.cfg, tok, root=rm.media_root, model_path=rm.folder,
-                                    overrides=d.media, patch_buckets=d.patch_buckets,
+  spec = media_lib.make_media_spec(model.cfg, tok, root=rm.media_root, model_path=rm.folder,
+                                    overrides=d.preprocess, patch_buckets=d.patch_buckets,
                                     audio_frame_buckets=d.audio_frame_buckets)
   encoder = ExampleEncoder(tok, MAX_LENGTH, "rm", media=spec)
   graphdef, params = nnx.split(model)
@@ -225,21 +228,22 @@ def test_grpo_loop_rewards_media_prompts_with_the_multimodal_rm(vl_rm, tmp_path)
   rewarded by the VL RM alone, scores every prompt with its media."""
   import json
 
-  from omni_rrm_jax.data.synthetic import write_jsonl
+  from omni_rrm_jax.config.tasks import grpo_config
+  from omni_rrm_jax.data.records import write_jsonl
   from omni_rrm_jax.rl import grpo_loop
-  from omni_rrm_jax.rl.defaults import base_config as grpo_config
 
   write_jsonl(vl_rm.records[:4], str(tmp_path / "train.jsonl"))  # image, video, image, video
   c = grpo_config("policy")
   c.model.architecture = VL
   c.tokenizer = vl_rm.folder
   c.data.update(train_path=str(tmp_path / "train.jsonl"), media_root=vl_rm.media_root,
-                patch_buckets=PATCH_BUCKETS, audio_frame_buckets=FRAME_BUCKETS,
                 max_prompt_length=64, prompt_bucket=64)
+  c.media.update(patch_buckets=PATCH_BUCKETS, audio_frame_buckets=FRAME_BUCKETS)
   c.rollout.update(prompts_per_step=4, num_generations=2, max_new_tokens=4)
   c.reward.update(functions="", model_path=vl_rm.folder, model_max_length=MAX_LENGTH,
                   model_bucket=32, model_batch_size=8)
-  c.train.update(num_steps=1, progress_bar=False, async_checkpoint=False)
+  c.train.update(num_steps=1, progress_bar=False)
+  c.checkpoint.async_save = False
   c.eval.num_prompts = 0
   c.export.at_end = False
   summary = grpo_loop.run(c, str(tmp_path / "run"))

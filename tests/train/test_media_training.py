@@ -23,12 +23,16 @@ import omni_rrm_jax as orj
 from omni_rrm_jax.data.media.config import MediaConfig
 from omni_rrm_jax.data.media.encode import encode_media
 from omni_rrm_jax.data.pipeline import make_dataset
-from omni_rrm_jax.data.synthetic import generate_text_pairs, write_jsonl
-from omni_rrm_jax.data.synthetic_media import generate_media_pairs
+from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+from omni_rrm_jax.data.records import write_jsonl
+from omni_rrm_jax.synthetic.colour_media import generate_media_pairs
 from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.sharding.batch import HOST_ONLY
-from omni_rrm_jax.train import components
-from omni_rrm_jax.train.defaults import base_config
+from omni_rrm_jax.assembly import media as media_lib
+from omni_rrm_jax.assembly import models as model_lib
+from omni_rrm_jax.assembly import sources
+from omni_rrm_jax.synthetic.corpus import corpus
+from omni_rrm_jax.config.tasks import TASK_CONFIGS
 from omni_rrm_jax.train.loop import run
 from omni_rrm_jax.train.optimizer import make_optimizer
 from omni_rrm_jax.train.state import init_train_state
@@ -64,27 +68,30 @@ def data_dir() -> str:
 
 
 def vl_config(task: str):
-  c = base_config(task)
+  c = TASK_CONFIGS[task]()
   c.model.architecture = VL
   c.data.train_path = os.path.join(data_dir(), "train.jsonl")
   c.data.media_root = data_dir()
   c.data.max_length = 64 if task == "rm" else 512
   c.data.buckets = (64,) if task == "rm" else (512,)
-  c.data.patch_buckets = PATCH_BUCKETS
+  c.media.patch_buckets = PATCH_BUCKETS
   c.optim.update(OPTIM)
   return c
 
 
 def pipeline(config, workdir: str, batch_size: int):
   """(records, media spec, model, dataset) as the loop builds them, on one device."""
-  records, _, _ = components.data_splits(config, workdir)
-  tok, _ = components.tokenizer_for(config, workdir, components.texts_for_tokenizer(records))
-  spec = components.media_spec(config, workdir, components.model_config(config, tok), tok)
+  records, _, _ = sources.data_splits(config.data, workdir)
+  tok, _ = model_lib.tokenizer_for(config.tokenizer, config.model.path, workdir, corpus(records))
+  spec = media_lib.media_spec(
+      config.media, model_lib.model_config(config.model, tok, classifier=config.task == "rm"),
+      tok, root=sources.media_root(config.data, workdir), model_path=config.model.path,
+      strict=config.data.strict)
   encoder = ExampleEncoder(tok, config.data.max_length, config.task, media=spec)
-  model = components.build_model(config, tok, None, ())
+  model = model_lib.build_model(config.model, tok, None, (), classifier=config.task == "rm", seed=config.seed)
   ds = make_dataset(records, encoder, batch_size=batch_size, buckets=tuple(config.data.buckets),
                     pad_id=tok.pad_token_id, seed=0, shuffle=False, num_epochs=1,
-                    patch_buckets=tuple(config.data.patch_buckets))
+                    patch_buckets=tuple(config.media.patch_buckets))
   return records, spec, model, ds
 
 
@@ -154,8 +161,8 @@ def test_judge_sft_trains_on_media_without_recompiling(tmp_path):
 def test_reward_model_learns_from_a_mixed_stream_with_broken_media(tmp_path):
   config = vl_config("rm")
   config.data.batch_size = 16
-  config.train.update(num_steps=48, log_every=1, checkpoint_every=1000, progress_bar=False,
-                      async_checkpoint=False)
+  config.train.update(num_steps=48, log_every=1, progress_bar=False)
+  config.checkpoint.update(every=1000, async_save=False)
   summary = run(config, str(tmp_path))
 
   # Learned: the colour is only in the pixels for 80% of the pairs.
@@ -187,7 +194,7 @@ def test_reward_model_learns_from_a_mixed_stream_with_broken_media(tmp_path):
   read = lambda name: json.load(open(os.path.join(out, name), encoding="utf-8"))  # noqa: E731
   exported = MediaConfig.from_preprocessor_config(read("preprocessor_config.json"),
                                                   read("video_preprocessor_config.json"))
-  media = config.data.media
+  media = config.media.preprocess
   assert (exported.image_max_pixels, exported.video_max_pixels, exported.video_max_frames) == (
       media.image_max_pixels, media.video_max_pixels, media.video_max_frames)
   assert exported.image_max_pixels != MediaConfig().image_max_pixels

@@ -20,11 +20,15 @@ import numpy as np
 import pytest
 
 import omni_rrm_jax as orj
-from omni_rrm_jax.data.synthetic import generate_text_pairs, write_jsonl
-from omni_rrm_jax.data.synthetic_media import generate_media_pairs
+from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+from omni_rrm_jax.data.records import write_jsonl
+from omni_rrm_jax.synthetic.colour_media import generate_media_pairs
 from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.eval import run as eval_run
-from omni_rrm_jax.train import components
+from omni_rrm_jax.assembly import media as media_lib
+from omni_rrm_jax.assembly import models as model_lib
+from omni_rrm_jax.assembly import sources
+from omni_rrm_jax.synthetic.corpus import corpus
 from omni_rrm_jax.train.loop import run
 from tests.data.audio_records import tone_pairs
 from tests.data.media.media_files import tone, truncate, write_audio
@@ -69,12 +73,12 @@ def omni_config(task: str, steps: int):
   config.data.media_root = data_dir()
   config.data.max_length = LENGTHS[task][-1]
   config.data.buckets = LENGTHS[task]
-  config.data.patch_buckets = PATCH_BUCKETS
-  config.data.audio_frame_buckets = FRAME_BUCKETS
+  config.media.patch_buckets = PATCH_BUCKETS
+  config.media.audio_frame_buckets = FRAME_BUCKETS
   config.data.batch_size = 8
   config.optim.update(learning_rate=1e-3, warmup_steps=1, end_lr_factor=1.0, weight_decay=0.0)
-  config.train.update(num_steps=steps, log_every=1, checkpoint_every=1000, eval_every=1000,
-                      progress_bar=False, async_checkpoint=False)
+  config.train.update(num_steps=steps, log_every=1, eval_every=1000, progress_bar=False)
+  config.checkpoint.update(every=1000, async_save=False)
   return config
 
 
@@ -147,9 +151,11 @@ def test_omni_rm_export_reloads_and_evaluates_media(monkeypatch):
   # evaluate_rm hands the media keys to the model (a text-only batch would
   # score the placeholder tokens' embeddings instead).
   config = omni_config("rm", 8)
-  records, _, _ = components.data_splits(config, workdir)
-  tok, _ = components.tokenizer_for(config, workdir, [])
-  spec = components.media_spec(config, workdir, model.cfg, tok)
+  records, _, _ = sources.data_splits(config.data, workdir)
+  tok, _ = model_lib.tokenizer_for(config.tokenizer, config.model.path, workdir, [])
+  spec = media_lib.media_spec(config.media, model.cfg, tok,
+                              root=sources.media_root(config.data, workdir),
+                              model_path=config.model.path, strict=config.data.strict)
   seen_keys = set()
   scorer = eval_run.rm_rewards
 

@@ -43,8 +43,19 @@ def test_bad_configs_are_clear_errors():
 
 def test_accepts_config_dict_without_clipping():
   ml_collections = pytest.importorskip("ml_collections")
-  tx, _ = make_optimizer(ml_collections.ConfigDict(dict(OPT, grad_clip_norm=None)))
-  assert tx.init(np.zeros(3, np.float32)) is not None
+  # eps = 1 makes Adam's update depend on the gradient's scale, so clipping shows.
+  cfg = dict(OPT, warmup_steps=0, weight_decay=0.0, eps=1.0, grad_clip_norm=None)
+  from_config, _ = make_optimizer(ml_collections.ConfigDict(cfg))
+  from_dict, _ = make_optimizer(cfg)
+  clipped, _ = make_optimizer(dict(cfg, grad_clip_norm=1e-3))
+  params = np.zeros(3, np.float32)
+  grads = np.array([3.0, -4.0, 12.0], np.float32)  # norm 13
+  update = lambda tx: np.asarray(tx.update(grads, tx.init(params), params)[0])  # noqa: E731
+  np.testing.assert_allclose(update(from_config), update(from_dict))
+  # Unclipped, the update is -lr * g / (|g| + 1); clipped to norm 1e-3 it is ~1e4 times smaller.
+  np.testing.assert_allclose(update(from_config), -OPT["learning_rate"] * grads / (np.abs(grads) + 1),
+                             rtol=1e-5)
+  assert np.abs(update(clipped)).max() < 1e-3 * np.abs(update(from_config)).max()
 
 
 def test_total_steps_from_the_train_section():

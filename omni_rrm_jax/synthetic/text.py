@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 
-from omni_rrm_jax.data.synthetic_question import Question, Task, answer_pair
+from omni_rrm_jax.synthetic.question import Question, Task, answer_pair
 
 COLOURS = {
     "sky": "blue", "grass": "green", "snow": "white", "coal": "black", "banana": "yellow",

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from omni_rrm_jax.data.records import PreferenceRecord
-from omni_rrm_jax.data.teachers import (FILTER_REASONS, ReconcileStats, TeacherNoise, Verdict,
+from omni_rrm_jax.synthetic.teachers import (FILTER_REASONS, ReconcileStats, TeacherNoise, Verdict,
                                         reconcile, reconcile_records, simulate_teacher)
 
 V = Verdict

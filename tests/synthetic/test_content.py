@@ -18,11 +18,11 @@ import scipy.ndimage
 import soundfile
 from PIL import Image
 
-from omni_rrm_jax.data.synthetic_audio import SAMPLE_RATE, tone_sequence
-from omni_rrm_jax.data.synthetic_omni import generate_omni_pairs
-from omni_rrm_jax.data.synthetic_shapes import COLOURS
-from omni_rrm_jax.data.synthetic_vision import COUNT_WORDS
-from omni_rrm_jax.data.teachers import TeacherNoise
+from omni_rrm_jax.synthetic.audio import SAMPLE_RATE, tone_sequence
+from omni_rrm_jax.synthetic.omni import generate_omni_pairs
+from omni_rrm_jax.synthetic.shapes import COLOURS
+from omni_rrm_jax.synthetic.vision import COUNT_WORDS
+from omni_rrm_jax.synthetic.teachers import TeacherNoise
 
 EXACT = TeacherNoise(score_sd=0.0, flip_prob=0.0, tie_prob=0.0, inconsistent_prob=0.0)
 

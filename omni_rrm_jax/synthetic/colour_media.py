@@ -13,7 +13,7 @@ multiples of 28, the Qwen2-VL resize factor, so the processor keeps them as
 drawn. Files go under `media_root` and records name them relative to it.
 
 The richer omni tasks (shapes, counts, positions, motion) are in
-`synthetic_vision.py`; this module keeps the original colour pairs.
+`vision.py`; this module keeps the original colour pairs.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from omni_rrm_jax.data.records import PreferenceRecord
-from omni_rrm_jax.data.synthetic_shapes import BACKGROUNDS, COLOURS
+from omni_rrm_jax.synthetic.shapes import BACKGROUNDS, COLOURS
 from omni_rrm_jax.rewards.judgment import render_judgment
 
 IMAGE_SIZES = ((56, 56), (56, 84), (84, 56), (84, 84), (112, 84), (84, 112), (112, 112))

@@ -29,9 +29,9 @@ from __future__ import annotations
 import functools
 import random
 
-from omni_rrm_jax.data.synthetic_media import IMAGE_SIZES, VIDEO_FPS, VIDEO_FRAMES, VIDEO_SIZE
-from omni_rrm_jax.data.synthetic_question import Question, Task, answer_pair
-from omni_rrm_jax.data.synthetic_shapes import (BACKGROUNDS, COLOURS, SHAPES, Sprite, draw_frame,
+from omni_rrm_jax.synthetic.colour_media import IMAGE_SIZES, VIDEO_FPS, VIDEO_FRAMES, VIDEO_SIZE
+from omni_rrm_jax.synthetic.question import Question, Task, answer_pair
+from omni_rrm_jax.synthetic.shapes import (BACKGROUNDS, COLOURS, SHAPES, Sprite, draw_frame,
                                                 write_mp4, write_png)
 
 COUNT_WORDS = ("one", "two", "three", "four")

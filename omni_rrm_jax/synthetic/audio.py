@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import soundfile
 
-from omni_rrm_jax.data.synthetic_question import Question, Task, answer_pair
+from omni_rrm_jax.synthetic.question import Question, Task, answer_pair
 
 SAMPLE_RATE = 16000
 MAX_SECONDS = 2.0

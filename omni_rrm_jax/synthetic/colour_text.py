@@ -7,20 +7,16 @@ and a rationale in the strict judgment format, so the same records train the
 scalar RM (label, scores) and the judge (rationale).
 
 The omni generator (four modalities, two reconciled teachers) is
-`synthetic_omni.generate_omni_pairs`; its text tasks are in `synthetic_text.py`.
-`write_jsonl` and `corpus` serve both.
+`synthetic.omni.generate_omni_pairs`; its text tasks are in `synthetic/text.py`.
 """
 
 from __future__ import annotations
 
-import os
 import random
 from typing import Iterable
 
-from omni_rrm_jax.data.records import PreferenceRecord, to_json
-from omni_rrm_jax.data.synthetic_omni import phrasebook
-from omni_rrm_jax.data.synthetic_text import COLOUR_PROMPTS, COLOURS
-from omni_rrm_jax.data.templates import judge_instructions
+from omni_rrm_jax.data.records import PreferenceRecord
+from omni_rrm_jax.synthetic.text import COLOUR_PROMPTS, COLOURS
 from omni_rrm_jax.rewards.judgment import render_judgment
 
 _COLOUR_NAMES = sorted(set(COLOURS.values()))
@@ -95,31 +91,3 @@ def generate_text_pairs(n: int, seed: int, kinds: Iterable[str] = ("colour",),
         rationale=_rationale(better, worse, subject, score_good, score_bad, good, bad),
         subset=kind))
   return records
-
-
-def write_jsonl(records: Iterable[PreferenceRecord], path: str) -> str:
-  """Writes records in the native JSONL format; returns the path."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    for record in records:
-      f.write(to_json(record) + "\n")
-  return path
-
-
-def corpus(records: Iterable[PreferenceRecord]) -> list[str]:
-  """Texts to train a tiny tokenizer on: every prompt, response and rationale,
-  the judge's instructions (so that the judge prompt encodes compactly), and
-  for each omni task among the records' subsets its `phrasebook` (so values a
-  training sample happened to miss, e.g. a capital seen only in the eval set,
-  are still in the vocabulary)."""
-  out, modalities, subsets = [], set(), set()
-  for r in records:
-    out.extend([r.prompt, r.response_a, r.response_b])
-    modalities.add(r.modality)
-    subsets.add(r.subset)
-    if r.rationale:
-      out.append(r.rationale)
-  for modality in sorted(modalities):
-    out.extend([judge_instructions(modality)] * 50)
-  out.extend(phrasebook(subsets))
-  return out

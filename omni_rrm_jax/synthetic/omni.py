@@ -2,12 +2,12 @@
 
 `generate_omni_pairs` is the data of the main demo job. For each requested kind
 it draws questions from that kind's tasks in turn (`TASKS`; see
-`synthetic_text.py`, `synthetic_vision.py`, `synthetic_audio.py`), puts the
+`text.py`, `vision.py`, `audio.py`), puts the
 correct ("strong model") and the wrong ("weak model") answer in random A/B
 order with true scores (correct 7-10, wrong 1-4), lets two noisy teachers
 score the pair and keeps it only if they agree (`teachers.py`). A kept pair
 carries the reconciled scores and label and a rationale rendered for them
-(`synthetic_question.render_rationale`); its media file is written only then,
+(`question.render_rationale`); its media file is written only then,
 under `media_root`, and the record names it relative to that root:
 
   images/<prefix>-<seed>-image-<j>.png    videos/<prefix>-<seed>-video-<j>.mp4
@@ -36,11 +36,11 @@ import random
 from typing import Iterable, Mapping, Sequence
 
 from omni_rrm_jax.data.records import PreferenceRecord, empty_media
-from omni_rrm_jax.data.synthetic_audio import AUDIO_TASKS
-from omni_rrm_jax.data.synthetic_question import Question, Task, render_rationale
-from omni_rrm_jax.data.synthetic_text import TEXT_TASKS
-from omni_rrm_jax.data.synthetic_vision import IMAGE_TASKS, VIDEO_TASKS
-from omni_rrm_jax.data.teachers import (ReconcileStats, TeacherNoise, reconcile_records,
+from omni_rrm_jax.synthetic.audio import AUDIO_TASKS
+from omni_rrm_jax.synthetic.question import Question, Task, render_rationale
+from omni_rrm_jax.synthetic.text import TEXT_TASKS
+from omni_rrm_jax.synthetic.vision import IMAGE_TASKS, VIDEO_TASKS
+from omni_rrm_jax.synthetic.teachers import (ReconcileStats, TeacherNoise, reconcile_records,
                                         simulate_teacher)
 
 KINDS = ("text", "image", "video", "audio")

@@ -15,10 +15,11 @@ import soundfile
 from omni_rrm_jax.data.media.config import MediaConfig
 from omni_rrm_jax.data.media.encode import encode_media
 from omni_rrm_jax.data.records import to_json, validate_record
-from omni_rrm_jax.data.synthetic import corpus, write_jsonl
-from omni_rrm_jax.data.synthetic_omni import KINDS, TASKS, generate_omni_pairs, is_held_out_text
-from omni_rrm_jax.data.synthetic_text import CAPITALS
-from omni_rrm_jax.data.teachers import TeacherNoise
+from omni_rrm_jax.synthetic.corpus import corpus
+from omni_rrm_jax.data.records import write_jsonl
+from omni_rrm_jax.synthetic.omni import KINDS, TASKS, generate_omni_pairs, is_held_out_text
+from omni_rrm_jax.synthetic.text import CAPITALS
+from omni_rrm_jax.synthetic.teachers import TeacherNoise
 from omni_rrm_jax.data.templates import judge_instructions
 from omni_rrm_jax.rewards.judgment import parse_judgment
 from omni_rrm_jax.rewards.rubric import rubric_score
@@ -183,8 +184,8 @@ def test_corpus_covers_the_templates(pairs):
 
 
 def test_legacy_generators_still_work(tmp_path):
-  from omni_rrm_jax.data.synthetic import generate_text_pairs
-  from omni_rrm_jax.data.synthetic_media import generate_media_pairs
+  from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+  from omni_rrm_jax.synthetic.colour_media import generate_media_pairs
   text = generate_text_pairs(4, 0, ("colour", "sum"))
   media = generate_media_pairs(2, 0, str(tmp_path))
   assert [r.subset for r in text] == ["colour", "sum", "colour", "sum"]

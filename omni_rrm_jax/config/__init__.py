@@ -1,0 +1,1 @@
+"""One config schema: shared sections (`sections.py`) composed by each task (`tasks.py`)."""

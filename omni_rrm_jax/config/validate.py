@@ -1,0 +1,143 @@
+"""Settings checked before any work: one line per problem, naming the key.
+
+A task calls `check(config, process_count=..., device_count=...)` first thing, so
+a negative length, a batch the devices cannot split or a NaN learning rate stops
+the run before data is read or a model is built, instead of training on nothing
+(every example invalid) or on NaN parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from omni_rrm_jax.sharding.mesh import MESH_AXES, mesh_shape
+
+
+class _Problems:
+  def __init__(self):
+    self.lines: list[str] = []
+
+  def add(self, key: str, value: Any, why: str) -> None:
+    self.lines.append(f"{key}={value!r}: {why}")
+
+  def positive(self, section, prefix: str, *names: str) -> None:
+    for name in names:
+      value = section[name]
+      if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        self.add(f"{prefix}.{name}", value, "must be a finite number > 0")
+
+  def non_negative(self, section, prefix: str, *names: str) -> None:
+    for name in names:
+      value = section[name]
+      if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        self.add(f"{prefix}.{name}", value, "must be a finite number >= 0")
+
+  def buckets(self, key: str, buckets: Sequence[int], *, zero_ok: bool,
+              cover: int | None = None) -> None:
+    values = list(buckets)
+    low = 0 if zero_ok else 1
+    if not values or any(not isinstance(b, int) or b < low for b in values):
+      self.add(key, tuple(values), f"must be integers >= {low}, at least one")
+    elif values != sorted(set(values)):
+      self.add(key, tuple(values), "must be strictly increasing")
+    elif cover is not None and values[-1] < cover:
+      self.add(key, tuple(values), f"the largest bucket must hold max_length={cover}")
+
+  def divisible(self, key: str, value: int, by: int, what: str) -> None:
+    if isinstance(value, int) and value > 0 and value % by:
+      self.add(key, value, f"must be a multiple of the {by} {what}")
+
+
+def batch_shards(mesh: Any, rules: Any, device_count: int) -> int:
+  """How many ways the mesh splits the batch axis (the `batch` rule's mesh axes)."""
+  sizes = dict(zip(MESH_AXES, mesh_shape(dict(mesh), device_count)))
+  axes = rules.get("batch") if hasattr(rules, "get") else None
+  if axes is None:
+    return 1
+  if isinstance(axes, str):
+    axes = [axes]
+  return math.prod(sizes[a] for a in axes)
+
+
+def _batch(p: _Problems, key: str, value: int, *, process_count: int, shards: int) -> None:
+  """A global batch: positive, an equal share per process, and (when it has more
+  rows than the mesh splits the batch into) an equal share per batch shard."""
+  if not isinstance(value, int) or value <= 0:
+    p.add(key, value, "must be an integer > 0")
+    return
+  p.divisible(key, value, process_count, "processes")
+  if value >= shards:
+    p.divisible(key, value, shards, "batch shards of the mesh (mesh.data x mesh.fsdp)")
+
+
+def _optim(p: _Problems, o, num_steps: int) -> None:
+  p.positive(o, "optim", "learning_rate", "eps")
+  p.non_negative(o, "optim", "weight_decay", "warmup_steps", "end_lr_factor")
+  if o.grad_clip_norm is not None:
+    p.positive(o, "optim", "grad_clip_norm")
+  if not (0 <= o.b1 < 1 and 0 <= o.b2 < 1):
+    p.add("optim.b1/b2", (o.b1, o.b2), "must be in [0, 1)")
+  if isinstance(o.warmup_steps, int) and isinstance(num_steps, int) and num_steps > 0 and (
+      o.warmup_steps >= num_steps):
+    p.add("optim.warmup_steps", o.warmup_steps, f"must be < train.num_steps={num_steps}")
+  if not isinstance(o.grad_accum_steps, int) or o.grad_accum_steps < 1:
+    p.add("optim.grad_accum_steps", o.grad_accum_steps, "must be an integer >= 1")
+
+
+def _loop(p: _Problems, c) -> None:
+  p.positive(c.train, "train", "num_steps", "log_every", "max_nonfinite_streak")
+  p.non_negative(c.train, "train", "eval_every")
+  p.positive(c.checkpoint, "checkpoint", "every", "keep")
+
+
+def _media(p: _Problems, m) -> None:
+  p.buckets("media.patch_buckets", m.patch_buckets, zero_ok=True)
+  p.buckets("media.audio_frame_buckets", m.audio_frame_buckets, zero_ok=True)
+
+
+def problems(config, *, process_count: int, device_count: int) -> list[str]:
+  """Every problem of `config` (a task config of config/tasks.py), one line each."""
+  p = _Problems()
+  task = config.task
+  shards = batch_shards(config.mesh, config.rules, device_count) if "mesh" in config else 1
+  if task in ("rm", "sft", "eval"):
+    d = config.data
+    p.positive(d, "data", "max_length")
+    p.buckets("data.buckets", d.buckets, zero_ok=False,
+              cover=d.max_length if isinstance(d.max_length, int) else None)
+    _batch(p, "data.batch_size", d.batch_size, process_count=process_count, shards=shards)
+    _media(p, config.media)
+  if task in ("rm", "sft"):
+    _batch(p, "data.eval_batch_size", config.data.eval_batch_size,
+           process_count=process_count, shards=shards)
+    o = config.optim
+    if isinstance(o.grad_accum_steps, int) and o.grad_accum_steps > 1:
+      share = config.data.batch_size // max(process_count, 1)
+      p.divisible("data.batch_size", share, o.grad_accum_steps,
+                  "micro-batches per step (optim.grad_accum_steps) of each process's share")
+    _optim(p, o, config.train.num_steps)
+    _loop(p, config)
+  if task == "grpo":
+    d, ro = config.data, config.rollout
+    p.positive(d, "data", "max_prompt_length", "prompt_bucket")
+    p.positive(ro, "rollout", "num_generations", "max_new_tokens", "temperature")
+    _batch(p, "rollout.prompts_per_step", ro.prompts_per_step, process_count=process_count,
+           shards=1)
+    if not 0 < ro.top_p <= 1:
+      p.add("rollout.top_p", ro.top_p, "must be in (0, 1]")
+    p.non_negative(ro, "rollout", "top_k")
+    p.positive(config.grpo, "grpo", "num_iterations", "num_minibatches")
+    _media(p, config.media)
+    _optim(p, config.optim, config.train.num_steps)
+    _loop(p, config)
+  return p.lines
+
+
+def check(config, *, process_count: int, device_count: int) -> None:
+  """Raises ValueError listing every problem of `config` (one line each)."""
+  lines = problems(config, process_count=process_count, device_count=device_count)
+  if len(lines) == 1:
+    raise ValueError(f"bad setting: {lines[0]}")
+  if lines:
+    raise ValueError("bad settings:\n  " + "\n  ".join(lines))

@@ -1,0 +1,77 @@
+"""Settings are checked before any work: one line per problem, naming the key."""
+
+import math
+
+import pytest
+
+from omni_rrm_jax.config import tasks
+from omni_rrm_jax.config.validate import batch_shards, check, problems
+
+
+def _problems(config, processes=1, devices=8):
+  return problems(config, process_count=processes, device_count=devices)
+
+
+@pytest.mark.parametrize("task", ["rm", "sft", "grpo", "eval"])
+def test_defaults_are_valid_for_one_and_two_processes(task):
+  for processes in (1, 2):
+    assert _problems(tasks.TASK_CONFIGS[task](), processes) == []
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("data.max_length", -5, "data.max_length=-5: must be a finite number > 0"),
+    ("optim.learning_rate", -1e-3, "optim.learning_rate=-0.001: must be a finite number > 0"),
+    ("optim.learning_rate", math.nan, "optim.learning_rate=nan"),
+    ("optim.learning_rate", math.inf, "optim.learning_rate=inf"),
+    ("optim.warmup_steps", 300, "optim.warmup_steps=300: must be < train.num_steps=300"),
+    ("data.buckets", (128, 64), "data.buckets=(128, 64): must be strictly increasing"),
+    ("data.buckets", (32, 64), "the largest bucket must hold max_length=128"),
+    ("data.batch_size", 12, "data.batch_size=12: must be a multiple of the 8 batch shards"),
+    ("data.eval_batch_size", 0, "data.eval_batch_size=0: must be an integer > 0"),
+    ("media.patch_buckets", (64, 0), "media.patch_buckets=(64, 0): must be strictly increasing"),
+    ("checkpoint.every", 0, "checkpoint.every=0"),
+    ("train.max_nonfinite_streak", 0, "train.max_nonfinite_streak=0"),
+])
+def test_each_bad_training_setting_is_one_line_naming_its_key(key, value, needle):
+  c = tasks.rm_config()
+  section, leaf = key.split(".")
+  c[section][leaf] = value
+  found = _problems(c)
+  assert len(found) == 1 and needle in found[0], found
+
+
+def test_batches_split_over_processes_and_small_batches_are_replicated():
+  c = tasks.sft_config()
+  c.data.batch_size = 6
+  assert _problems(c, processes=4) == [
+      "data.batch_size=6: must be a multiple of the 4 processes"]
+  c.data.batch_size = 4  # fewer rows than the 8 batch shards: replicated, allowed
+  assert _problems(c, processes=4) == []
+  c.mesh.update(data=2, fsdp=2, tensor=2)
+  assert batch_shards(c.mesh, c.rules, 8) == 4
+  c.data.batch_size, c.data.eval_batch_size = 12, 8
+  assert _problems(c) == []
+
+
+def test_grpo_and_eval_settings():
+  g = tasks.grpo_config()
+  g.rollout.update(top_p=0.0, num_generations=0)
+  g.data.prompt_bucket = -64
+  assert sorted(k.split("=")[0] for k in _problems(g)) == [
+      "data.prompt_bucket", "rollout.num_generations", "rollout.top_p"]
+  e = tasks.eval_config()
+  e.data.batch_size = 10
+  assert _problems(e) == ["data.batch_size=10: must be a multiple of the 8 batch shards of the "
+                          "mesh (mesh.data x mesh.fsdp)"]
+
+
+def test_check_raises_one_line_per_problem():
+  c = tasks.rm_config()
+  c.data.max_length = -5
+  with pytest.raises(ValueError, match=r"^bad setting: data.max_length=-5"):
+    check(c, process_count=1, device_count=8)
+  c.optim.learning_rate = math.nan
+  with pytest.raises(ValueError) as e:
+    check(c, process_count=1, device_count=8)
+  lines = str(e.value).splitlines()
+  assert lines[0] == "bad settings:" and len(lines) == 3
