@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from omni_rrm_jax.core.batch_contract import BatchContract
 from omni_rrm_jax.data import media_batching
 from omni_rrm_jax.data.media_batching import DecodedMedia, MediaSpec
 from omni_rrm_jax.data.records import MODALITIES, BadRecord, PreferenceRecord
@@ -56,18 +57,21 @@ class ExampleEncoder:
   Args:
     tokenizer: a transformers tokenizer with a chat template.
     max_length: the longest sequence a model sees.
-    kind: "rm" (chosen / rejected conversations) or "sft" (judge prompt and
-      its judgment as target).
+    kind: the batch contract of the examples (`core.batch_contract`; a
+      task's `TaskKind.batch`): a pairwise one (`RM_BATCH`) encodes chosen /
+      rejected conversations, `SFT_BATCH` the judge prompt with its judgment
+      as target.
     margin_scale: the RM margin is `margin_scale * (score_chosen -
       score_rejected)` when a record has teacher scores, else 0.
     media: decode media and expand placeholders for a multimodal model;
       None keeps placeholders as single tokens (text models).
   """
 
-  def __init__(self, tokenizer, max_length: int, kind: str, margin_scale: float = 0.0,
+  def __init__(self, tokenizer, max_length: int, kind: BatchContract, margin_scale: float = 0.0,
                media: MediaSpec | None = None):
-    if kind not in ("rm", "sft"):
-      raise ValueError(f"unknown example kind {kind!r}; expected 'rm' or 'sft'")
+    if not isinstance(kind, BatchContract) or not kind.token_fields:
+      raise ValueError(f"an example encoder needs a batch contract with token fields "
+                       f"(core.batch_contract.RM_BATCH or SFT_BATCH), got {kind!r}")
     self.tokenizer = tokenizer
     self.max_length = max_length
     self.kind = kind
@@ -140,7 +144,7 @@ class ExampleEncoder:
     return pieces.prefix + content + pieces.suffix
 
   def encode(self, record: PreferenceRecord) -> dict[str, Any]:
-    return self._encode_rm(record) if self.kind == "rm" else self._encode_sft(record)
+    return self._encode_pair(record) if self.kind.pairwise else self._encode_target(record)
 
   def _meta(self, record: PreferenceRecord, reason: str, truncated: bool) -> dict[str, Any]:
     return {"valid": reason == "ok", "invalid_reason": INVALID_REASONS.index(reason),
@@ -220,7 +224,7 @@ class ExampleEncoder:
     budget = self.max_length - longest_response - len(pieces.prefix) - len(pieces.suffix)
     return "media too long" if expansion and budget + expansion >= 0 else "response too long"
 
-  def _encode_rm(self, record: PreferenceRecord) -> dict[str, Any]:
+  def _encode_pair(self, record: PreferenceRecord) -> dict[str, Any]:
     empty = {"chosen": [0], "rejected": [0], "margin": 0.0}
     if record.label == "equal":
       return self._invalid(record, empty, "tie label")
@@ -249,7 +253,7 @@ class ExampleEncoder:
       out.update(media_batching.example_arrays(longer, media, self.media))
     return out
 
-  def _encode_sft(self, record: PreferenceRecord) -> dict[str, Any]:
+  def _encode_target(self, record: PreferenceRecord) -> dict[str, Any]:
     empty = {"input_ids": [0], "loss_mask": [0]}
     target = record.rationale or ""
     if not parse_judgment(target).ok:

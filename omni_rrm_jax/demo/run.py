@@ -81,7 +81,7 @@ def stage_tokenizer(cfg, paths: Paths) -> dict:
 
 def _trainer_config(cfg, paths: Paths, task: str):
   """A `train.loop` config (task "rm" or "sft") for the demo's omni model."""
-  stage = cfg.rm if task == "rm" else cfg.sft
+  stage = cfg[task]
   c = train_base_config(task)
   c.seed = cfg.seed
   c.model.architecture = cfg.model.architecture
@@ -89,7 +89,7 @@ def _trainer_config(cfg, paths: Paths, task: str):
   for tower in (c.model.config, c.model.vision, c.model.audio):
     tower.initializer_range = cfg.model.initializer_range
   c.tokenizer = paths.tokenizer
-  if task == "sft" and cfg.sft.init_from_rm:
+  if stage.get("init_from_rm", False):
     # The judge starts from the RM's trunk (its towers already tell the
     # media apart); the score head is left out, the LM head is the tied embedding.
     c.model.path = paths.hf("rm")

@@ -51,6 +51,7 @@ import numpy as np
 import tqdm
 from flax import nnx
 
+from omni_rrm_jax.core.batch_contract import SFT_BATCH
 from omni_rrm_jax.core.metric_writers import MetricWriter
 from omni_rrm_jax.core.multihost import agree_max, is_writer, written_by_one
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
@@ -155,13 +156,14 @@ def run(config, workdir: str) -> dict:
   tokenizer, tokenizer_dir = components.tokenizer_for(
       config, workdir, components.texts_for_tokenizer(train_records))
   # A multimodal policy decodes media in the prompt workers (None: a text policy).
-  spec = components.media_spec(config, workdir, components.model_config(config, tokenizer),
+  # The policy is a causal LM (no task kind: no score head).
+  spec = components.media_spec(config, workdir, components.model_config(config, tokenizer, None),
                                tokenizer)
   prompt_media = PromptMedia.from_spec(spec, config.data.patch_buckets) if spec else None
   if spec is None:
     train_records = _text_records(train_records, "train")
     eval_records = _text_records(eval_records, "eval")
-  encoder = ExampleEncoder(tokenizer, config.data.max_prompt_length, "sft", media=spec)
+  encoder = ExampleEncoder(tokenizer, config.data.max_prompt_length, SFT_BATCH, media=spec)
   prompt_kw = dict(recipe=recipe, max_prompt_length=config.data.max_prompt_length,
                    batch_size=n_prompts, worker_count=config.data.worker_count,
                    process_index=jax.process_index(), process_count=n_proc)
@@ -194,7 +196,7 @@ def run(config, workdir: str) -> dict:
                 media=prompt_media)
 
   # --- Policy, reference and optimizer ------------------------------------
-  model = components.build_model(config, tokenizer, mesh, rules)
+  model = components.build_model(config, tokenizer, mesh, rules, None)
   updates_per_step = gr.num_iterations * gr.num_minibatches
   tx, schedule = make_optimizer(dict(config.optim),
                                 total_steps=config.train.num_steps * updates_per_step)

@@ -35,7 +35,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from omni_rrm_jax.models.media_inputs import MEDIA_KEYS, check_media_keys
+from omni_rrm_jax.core.batch_contract import MEDIA_KEYS, check_media_keys
 from omni_rrm_jax.rl.losses import POLICY_LOSSES
 from omni_rrm_jax.sampling.scoring import sequence_logprobs
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding

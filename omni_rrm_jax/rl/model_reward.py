@@ -53,10 +53,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from omni_rrm_jax.core.batch_contract import RM_BATCH
 from omni_rrm_jax.core.multihost import agree_max
 from omni_rrm_jax.data import media_batching
 from omni_rrm_jax.data.records import PreferenceRecord, empty_media
 from omni_rrm_jax.data.tokenize import ExampleEncoder, PromptPieces
+from omni_rrm_jax.models.architectures import get_architecture
 from omni_rrm_jax.models.media_inputs import media_inputs
 from omni_rrm_jax.models.pretrained import from_pretrained
 from omni_rrm_jax.rewards.contract import as_text, completion_list, minimum_of
@@ -166,7 +168,7 @@ class ModelReward:
     from transformers import AutoTokenizer
 
     model = from_pretrained(path, mesh=mesh, rules=rules, dtype=dtype)
-    if not model.cfg.architecture.endswith("ForSequenceClassification") or model.cfg.num_labels != 1:
+    if not get_architecture(model.cfg.architecture).is_classifier or model.cfg.num_labels != 1:
       raise ValueError(f"{path}: a reward model must be a *ForSequenceClassification with "
                        f"num_labels=1, got {model.cfg.architecture} with {model.cfg.num_labels}")
     tok = AutoTokenizer.from_pretrained(tokenizer or path)
@@ -181,7 +183,7 @@ class ModelReward:
     if self.media is not None and any(b % self.media.merge_unit for b in patch_buckets):
       raise ValueError(f"patch_buckets {tuple(patch_buckets)} must be multiples of "
                        f"merge_size² = {self.media.merge_unit}")
-    self.encoder = ExampleEncoder(tok, max_length, "rm", media=self.media)
+    self.encoder = ExampleEncoder(tok, max_length, RM_BATCH, media=self.media)
     if jax.process_count() > 1 and mesh is None:
       raise ValueError("a model reward on several processes needs a mesh")
     if batch_size % jax.process_count():

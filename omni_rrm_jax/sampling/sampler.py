@@ -33,8 +33,9 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from omni_rrm_jax.core.batch_contract import MEDIA_KEYS
 from omni_rrm_jax.models.decoder import init_cache
-from omni_rrm_jax.models.media_inputs import MEDIA_KEYS, media_inputs
+from omni_rrm_jax.models.media_inputs import media_inputs
 from omni_rrm_jax.sampling.logit_filters import choose_tokens
 from omni_rrm_jax.sampling.params import SamplingParams
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding, constrain

@@ -33,6 +33,7 @@ from omni_rrm_jax.models import omni_config, qwen2_5_vl
 from omni_rrm_jax.models.architectures import get_architecture
 from omni_rrm_jax.models.factory import from_config, hf_config_for
 from omni_rrm_jax.models.pretrained import from_pretrained, load_hf_config
+from omni_rrm_jax.train.task_kind import TaskKind
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +145,17 @@ _CLASSIFIERS = {qwen2_5_vl.ARCHITECTURE: qwen2_5_vl.CLASSIFIER_ARCHITECTURE,
                 omni_config.ARCHITECTURE: omni_config.CLASSIFIER_ARCHITECTURE}
 
 
-def architecture_for(config) -> str:
+def _is_classifier(kind: TaskKind | None) -> bool:
+  """Whether the task trains a sequence classifier; None is the GRPO policy (a causal LM)."""
+  return kind is not None and kind.classifier
+
+
+def architecture_for(config, kind: TaskKind | None) -> str:
   """The architecture a task builds: the scalar RM of a multimodal model needs a
   score head, so Qwen2.5-VL becomes our `Qwen2_5_VLForSequenceClassification`
   and the Omni thinker our `Qwen2_5OmniThinkerForSequenceClassification`."""
   name = config.model.architecture
-  if config.task == "rm":
+  if _is_classifier(kind):
     return _CLASSIFIERS.get(name, name)
   return name
 
@@ -229,7 +235,7 @@ def _omni_config(text: dict, vision, audio, tokenizer, is_rm: bool) -> dict:
 
 def _random_init_config(config, tokenizer, architecture: str) -> dict:
   m = config.model
-  is_rm = config.task == "rm"
+  is_rm = get_architecture(architecture).is_classifier
   hf = dict(m.config)
   hf.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id)
@@ -258,10 +264,10 @@ def check_media_tokens(model_cfg, tokenizer) -> None:
                        f"placeholder is {ids.get(kind)}; use the checkpoint's own tokenizer")
 
 
-def model_config(config, tokenizer):
+def model_config(config, tokenizer, kind: TaskKind | None):
   """The config of the model `build_model` makes, without building it."""
   m = config.model
-  architecture = architecture_for(config)
+  architecture = architecture_for(config, kind)
   arch = get_architecture(architecture)
   if m.path:
     arch, hf = load_hf_config(m.path, architecture)
@@ -270,12 +276,15 @@ def model_config(config, tokenizer):
   return arch.make_config(hf)
 
 
-def build_model(config, tokenizer, mesh, rules):
-  """A Hugging Face checkpoint (with a fresh score head for an RM), or a random init."""
+def build_model(config, tokenizer, mesh, rules, kind: TaskKind | None):
+  """A Hugging Face checkpoint (with a fresh score head for an RM), or a random init.
+
+  `kind` is the training task's `TaskKind`; None builds the GRPO policy (a causal LM).
+  """
   m = config.model
   kw = dict(mesh=mesh, rules=rules, dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat)
-  is_rm = config.task == "rm"
-  architecture = architecture_for(config)
+  architecture = architecture_for(config, kind)
+  is_rm = get_architecture(architecture).is_classifier
   if m.path:
     extra = dict(num_labels=1, pad_token_id=tokenizer.pad_token_id) if is_rm else {}
     # A reward model's head is new when it starts from an LM, and dropped when

@@ -6,6 +6,7 @@ The files in `configs/` start from `base_config(task)` and set a variant.
 import ml_collections
 
 from omni_rrm_jax.sharding.config import mesh_config, rules_config
+from omni_rrm_jax.train.task_kind import task_kind
 
 
 def base_config(task: str) -> ml_collections.ConfigDict:
@@ -14,7 +15,8 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.model = ml_collections.ConfigDict()
-  c.model.architecture = "Qwen2ForSequenceClassification" if task == "rm" else "Qwen2ForCausalLM"
+  c.model.architecture = ("Qwen2ForSequenceClassification" if task_kind(task).classifier
+                          else "Qwen2ForCausalLM")
   c.model.path = ""  # a Hugging Face folder; empty: random init from model.config
   c.model.config = ml_collections.ConfigDict(dict(
       hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,

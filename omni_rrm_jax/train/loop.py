@@ -35,12 +35,9 @@ from omni_rrm_jax.train.optimizer import make_optimizer
 from omni_rrm_jax.train.preemption import PreemptionGuard
 from omni_rrm_jax.train.state import init_train_state
 from omni_rrm_jax.train.step import check_nonfinite, make_eval_step, make_train_step
+from omni_rrm_jax.train.task_kind import TaskKind, task_kind
 
 log = logging.getLogger(__name__)
-
-# Metrics averaged over an eval pass, weighted by valid pairs (rm) or tokens
-# (sft) of the global batch, so every process takes the same decisions.
-_EVAL_WEIGHT = {"rm": "num_pairs", "sft": "num_tokens"}
 
 
 class InputCounts:
@@ -81,12 +78,14 @@ class BatchShapes:
       log.info("batch shape #%d: %s", len(self.seen), sizes)
 
 
-def evaluate(eval_step, state, dataset, kind: str, mesh, rules) -> dict:
-  """Eval-step metrics averaged over one pass of `dataset`."""
+def evaluate(eval_step, state, dataset, kind: TaskKind, mesh, rules) -> dict:
+  """Eval-step metrics averaged over one pass of `dataset`, each batch weighted
+  by the kind's `eval_weight` (valid pairs, target tokens) of the global batch,
+  so every process takes the same decisions."""
   sums, weight_total = collections.defaultdict(float), 0.0
   for batch in dataset:
     metrics = jax.device_get(eval_step(state, to_global(batch, mesh, rules)))
-    weight = float(metrics[_EVAL_WEIGHT[kind]])
+    weight = float(metrics[kind.eval_weight])
     if weight == 0:
       continue
     for name, value in metrics.items():
@@ -98,7 +97,7 @@ def evaluate(eval_step, state, dataset, kind: str, mesh, rules) -> dict:
 
 def run(config, workdir: str) -> dict:
   """Trains per `config` in `workdir`; returns a summary dict."""
-  kind = config.task
+  kind = task_kind(config.task)
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
 
@@ -115,9 +114,9 @@ def run(config, workdir: str) -> dict:
   tokenizer, tokenizer_dir = components.tokenizer_for(
       config, workdir, components.texts_for_tokenizer(train_records))
   # A multimodal model decodes media in the data workers (None: text only).
-  media = components.media_spec(config, workdir, components.model_config(config, tokenizer),
-                                tokenizer)
-  encoder = ExampleEncoder(tokenizer, config.data.max_length, kind,
+  media = components.media_spec(config, workdir,
+                                components.model_config(config, tokenizer, kind), tokenizer)
+  encoder = ExampleEncoder(tokenizer, config.data.max_length, kind.batch,
                            margin_scale=config.loss.margin_scale, media=media)
   data_kw = dict(buckets=tuple(config.data.buckets), pad_id=tokenizer.pad_token_id,
                  worker_count=config.data.worker_count, process_index=jax.process_index(),
@@ -131,7 +130,7 @@ def run(config, workdir: str) -> dict:
              if eval_records else None)
 
   # --- Model and optimizer (parameters born sharded) ---------------------
-  model = components.build_model(config, tokenizer, mesh, rules)
+  model = components.build_model(config, tokenizer, mesh, rules, kind)
   tx, schedule = make_optimizer(
       {k: v for k, v in config.optim.items() if k != "grad_accum_steps"},
       total_steps=config.train.num_steps)
@@ -161,7 +160,7 @@ def run(config, workdir: str) -> dict:
   counts = InputCounts()
   shapes = BatchShapes()
   history = []
-  progress = tqdm.tqdm(total=config.train.num_steps, initial=start, desc=f"{kind} train",
+  progress = tqdm.tqdm(total=config.train.num_steps, initial=start, desc=f"{kind.name} train",
                        disable=not (is_main and config.train.progress_bar), dynamic_ncols=True)
   postfix: dict[str, str] = {}  # the progress bar's latest loss and held-out numbers
   stopped_early = False
@@ -186,7 +185,7 @@ def run(config, workdir: str) -> dict:
       if eval_ds is not None and (done % config.train.eval_every == 0):
         last_eval = (done, evaluate(eval_step, state, eval_ds, kind, mesh, rules))
         writer.write(done, last_eval[1], "eval")
-        headline = "accuracy" if kind == "rm" else "token_accuracy"
+        headline = kind.headline
         if headline in last_eval[1]:
           postfix[f"eval_{headline}"] = f"{last_eval[1][headline]:.3f}"
           progress.set_postfix(postfix)
@@ -205,7 +204,7 @@ def run(config, workdir: str) -> dict:
   ckpt.close()
 
   # --- Final eval and export ---------------------------------------------
-  summary = {"task": kind, "step": final_step, "stopped_early": stopped_early,
+  summary = {"task": kind.name, "step": final_step, "stopped_early": stopped_early,
              "inputs": counts.as_dict(),
              "bad_records": {k: c.summary() for k, c in counters.items()},
              "batch_shapes": len(shapes.seen), "train_compiles": train_step.num_compiles()}

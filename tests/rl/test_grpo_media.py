@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from omni_rrm_jax.core.batch_contract import SFT_BATCH
 from omni_rrm_jax.data.synthetic import generate_text_pairs, write_jsonl
 from omni_rrm_jax.data.synthetic_media import generate_media_pairs
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
@@ -83,14 +84,14 @@ def inputs(tmp_path_factory) -> Inputs:
   config, workdir = vl_config(), str(tmp_path_factory.mktemp("grpo_media"))
   records, _, _ = components.data_splits(config, workdir)
   tok, _ = components.tokenizer_for(config, workdir, components.texts_for_tokenizer(records))
-  spec = components.media_spec(config, workdir, components.model_config(config, tok), tok)
-  return Inputs(records, tok, spec, ExampleEncoder(tok, PROMPT_LENGTH, "sft", media=spec))
+  spec = components.media_spec(config, workdir, components.model_config(config, tok, None), tok)
+  return Inputs(records, tok, spec, ExampleEncoder(tok, PROMPT_LENGTH, SFT_BATCH, media=spec))
 
 
 @pytest.fixture(scope="module")
 def judge(inputs):
   """A random tiny Qwen2.5-VL judge, built as the GRPO loop builds it."""
-  return components.build_model(vl_config(), inputs.tokenizer, None, ())
+  return components.build_model(vl_config(), inputs.tokenizer, None, (), None)
 
 
 def test_rollout_logprobs_equal_the_update_recompute(inputs, judge):

@@ -18,18 +18,18 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from omni_rrm_jax.core.batch_contract import MEDIA_KEYS, RM_BATCH
 from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.synthetic import generate_text_pairs
 from omni_rrm_jax.data.synthetic_media import generate_media_pairs
 from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.models.hf_save import save_pretrained
-from omni_rrm_jax.models.media_inputs import MEDIA_KEYS
 from omni_rrm_jax.rl.model_reward import ModelReward
 from omni_rrm_jax.rl.rollout import policy_messages
 from omni_rrm_jax.sharding.mesh import make_mesh
 from omni_rrm_jax.train import components
 from omni_rrm_jax.train.defaults import base_config
-from omni_rrm_jax.train.step import rm_rewards
+from omni_rrm_jax.train.task_kind import rm_rewards, task_kind
 from tests.data.audio_records import tone_pairs
 
 VL = "Qwen2_5_VLForConditionalGeneration"
@@ -63,7 +63,7 @@ def _export_rm(root, architecture: str, records) -> RM:
   config.data.patch_buckets, config.data.audio_frame_buckets = PATCH_BUCKETS, FRAME_BUCKETS
   tok, tok_dir = components.tokenizer_for(config, str(root),
                                           components.texts_for_tokenizer(records))
-  model = components.build_model(config, tok, None, ())
+  model = components.build_model(config, tok, None, (), task_kind("rm"))
   folder = save_pretrained(model, str(root / "hf"), tokenizer_dir=tok_dir)
   return RM(folder, str(root / "media"), records, config)
 
@@ -99,7 +99,7 @@ def _direct(rm: RM):
   spec = components.make_media_spec(model.cfg, tok, root=rm.media_root, model_path=rm.folder,
                                     overrides=d.media, patch_buckets=d.patch_buckets,
                                     audio_frame_buckets=d.audio_frame_buckets)
-  encoder = ExampleEncoder(tok, MAX_LENGTH, "rm", media=spec)
+  encoder = ExampleEncoder(tok, MAX_LENGTH, RM_BATCH, media=spec)
   graphdef, params = nnx.split(model)
   rewards = jax.jit(lambda p, b: rm_rewards(nnx.merge(graphdef, p), b)[0])
 

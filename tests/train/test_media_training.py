@@ -32,7 +32,8 @@ from omni_rrm_jax.train.defaults import base_config
 from omni_rrm_jax.train.loop import run
 from omni_rrm_jax.train.optimizer import make_optimizer
 from omni_rrm_jax.train.state import init_train_state
-from omni_rrm_jax.train.step import make_train_step, rm_rewards
+from omni_rrm_jax.train.step import make_train_step
+from omni_rrm_jax.train.task_kind import SFT, rm_rewards, task_kind
 from tests.data.media.media_files import tone, truncate, write_audio
 
 VL = "Qwen2_5_VLForConditionalGeneration"
@@ -79,9 +80,10 @@ def pipeline(config, workdir: str, batch_size: int):
   """(records, media spec, model, dataset) as the loop builds them, on one device."""
   records, _, _ = components.data_splits(config, workdir)
   tok, _ = components.tokenizer_for(config, workdir, components.texts_for_tokenizer(records))
-  spec = components.media_spec(config, workdir, components.model_config(config, tok), tok)
-  encoder = ExampleEncoder(tok, config.data.max_length, config.task, media=spec)
-  model = components.build_model(config, tok, None, ())
+  kind = task_kind(config.task)
+  spec = components.media_spec(config, workdir, components.model_config(config, tok, kind), tok)
+  encoder = ExampleEncoder(tok, config.data.max_length, kind.batch, media=spec)
+  model = components.build_model(config, tok, None, (), kind)
   ds = make_dataset(records, encoder, batch_size=batch_size, buckets=tuple(config.data.buckets),
                     pad_id=tok.pad_token_id, seed=0, shuffle=False, num_epochs=1,
                     patch_buckets=tuple(config.data.patch_buckets))
@@ -140,7 +142,7 @@ def test_judge_sft_trains_on_media_without_recompiling(tmp_path):
   tx, _ = make_optimizer({k: v for k, v in config.optim.items() if k != "grad_accum_steps"},
                          total_steps=10)
   graphdef, state = init_train_state(model, tx)
-  step = make_train_step(graphdef, tx, "sft")
+  step = make_train_step(graphdef, tx, SFT)
   batches = [b for b, _ in zip(ds, range(3))]
   assert len({b["vision_patches"].shape for b in batches}) == 1
   assert len({tuple(grid_set(b)) for b in batches}) == 3  # new image sizes every batch
