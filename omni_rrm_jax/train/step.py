@@ -55,6 +55,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from omni_rrm_jax.sharding.params import state_shardings as param_shardings
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding, spec_for
+from omni_rrm_jax.train.guarded_update import guarded_update
 from omni_rrm_jax.train.state import TrainState, train_state_shardings
 from omni_rrm_jax.train.task_kind import TaskKind
 
@@ -108,10 +109,6 @@ def _split_micro(batch: Batch, n: int) -> Batch:
     return jnp.swapaxes(x.reshape(x.shape[0] // n, n, *x.shape[1:]), 0, 1)
 
   return jax.tree.map(one, batch)
-
-
-def _tree_where(ok: jax.Array, new, old):
-  return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
 
 
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -207,10 +204,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ki
   One optimizer update per call. The batch is split into `grad_accum_steps`
   strided micro-batches run under `jax.lax.scan`; their gradients are summed
   with the whole batch's denominator, so the update equals the big-batch one
-  (token-weighted for sft). A non-finite loss or gradient norm skips the update
-  (params and optimizer state stay as they were), bumps `nonfinite_streak` and
-  `nonfinite_total`, and sets `skipped`; a finite step resets the streak. The
-  caller stops via `check_nonfinite(metrics, step.max_nonfinite_streak)`.
+  (token-weighted for sft). The update goes through `guarded_update`: a
+  non-finite loss or gradient norm skips it (params and optimizer state stay
+  as they were), bumps `nonfinite_streak` and `nonfinite_total`, and sets
+  `skipped`; a finite step resets the streak. The caller stops via `check_nonfinite(metrics, step.max_nonfinite_streak)`.
 
   Args:
     graphdef: the model's graph definition (`init_train_state`).
@@ -257,26 +254,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ki
       grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
       loss = jnp.sum(loss_a)
 
-    grad_norm = optax.tree.norm(grads)
-    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
-    skipped = (~ok).astype(jnp.int32)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=_tree_where(ok, new_params, state.params),
-        opt_state=_tree_where(ok, new_opt_state, state.opt_state),
-        nonfinite_streak=jnp.where(ok, 0, state.nonfinite_streak + 1),
-        nonfinite_total=state.nonfinite_total + skipped)
+    new_state, update_metrics = guarded_update(state, grads, loss, tx, schedule=schedule)
     metrics = kind.metrics(batch_ab, aux, center_coef)
     metrics["loss"] = loss
-    metrics.update(grad_norm=grad_norm, skipped=skipped,
-                   nonfinite_streak=new_state.nonfinite_streak,
-                   nonfinite_total=new_state.nonfinite_total, step=new_state.step)
-    if schedule is not None:
-      # optax counts applied updates only, i.e. batches minus skipped ones.
-      metrics["learning_rate"] = jnp.asarray(
-          schedule(state.step - state.nonfinite_total), jnp.float32)
+    metrics.update(update_metrics)
     return new_state, metrics
 
   return Step(train_step, mesh=mesh, rules=rules, state_shardings=state_shardings,
