@@ -3,12 +3,15 @@
   RM_BATCH.check(batch)         # KeyError naming what is missing or unknown
   RM_BATCH.required             # ("chosen_input_ids", "chosen_attention_mask", ...)
 
-Three batches reach a step: a preference pair batch (the scalar RM), a
-target-token batch (judge SFT) and a rollout batch (the GRPO update). Each is
-a `BatchContract`; the collation in `data/batching.py` builds the first two
-from the contract's fields, the steps check batches against it, and every
-reader of media keys (`models/media_inputs.py`, the sampler) takes them from
-the groups below. Plain Python: `data/` and `models/` both read it.
+Three batches reach a step: a preference pair batch (`RM_BATCH`, the scalar
+RM), a target-token batch (`SFT_BATCH`, judge SFT) and a rollout minibatch
+(`GRPO_BATCH`, the GRPO update). Each is a `BatchContract`; the collation in
+`data/batching.py` builds the first two from the contract's fields, the steps
+check batches against it, the loops and the RM eval pick the device keys with
+it, and every reader of media keys (`models/media_inputs.py`, the sampler,
+the prompt padding) takes them from the groups below. `ROW_META` are the
+per-row fields every collated batch carries, `HOST_ONLY` those that never go
+to the devices. Plain Python: `data/` and `models/` both read it.
 
 Media keys (row-aligned, see `models/media_inputs.py` for the shapes) come
 in groups, each whole or not at all: the core keys with any media, then the
@@ -27,6 +30,10 @@ AUDIO_KEYS = ("input_features", "feature_attention_mask", "audio_frame_index",
               "audio_frame_valid", "audio_token_valid", "audio_pool_index")
 MEDIA_KEYS = (*CORE_MEDIA_KEYS, *VISION_KEYS, *AUDIO_KEYS)
 MEDIA_GROUPS = (("core", CORE_MEDIA_KEYS), ("vision", VISION_KEYS), ("audio", AUDIO_KEYS))
+# Per-row bookkeeping of a collated batch: `valid` weighs rows on the devices,
+# the rest stays on the host (with the grids media collation keeps for M-RoPE).
+ROW_META = ("valid", "invalid_reason", "truncated", "modality", "index")
+HOST_ONLY = ("invalid_reason", "truncated", "modality", "index", "vision_grid_thw")
 
 
 def check_media_keys(batch: Mapping[str, Any]) -> None:
@@ -116,3 +123,8 @@ RM_BATCH = BatchContract(
 SFT_BATCH = BatchContract(
     "sft", token_fields=("input_ids",), padded_fields=(("loss_mask", 0),),
     optional=("valid", *MEDIA_KEYS))
+# A GRPO minibatch (`rl/grpo_step.py` gives the shapes); ref_logp comes with a KL term.
+GRPO_BATCH = BatchContract(
+    "grpo", other_required=("prompt_ids", "prompt_mask", "completion_ids", "completion_mask",
+                            "loss_mask", "old_logp", "adv"),
+    optional=("ref_logp", *MEDIA_KEYS))

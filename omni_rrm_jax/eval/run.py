@@ -29,7 +29,7 @@ from omni_rrm_jax.data.readers import read_records
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.eval.judge_eval import evaluate_judge
 from omni_rrm_jax.eval.metrics import Outcome, report
-from omni_rrm_jax.core.batch_contract import MEDIA_KEYS
+from omni_rrm_jax.core.batch_contract import MEDIA_KEYS, RM_BATCH
 from omni_rrm_jax.models.architectures import get_architecture
 from omni_rrm_jax.models.pretrained import from_pretrained
 from omni_rrm_jax.sharding.batch import host_rows, to_global
@@ -40,8 +40,6 @@ from omni_rrm_jax.train.task_kind import kind_for_model, rm_rewards
 
 log = logging.getLogger(__name__)
 
-_RM_KEYS = ("chosen_input_ids", "chosen_attention_mask", "rejected_input_ids",
-            "rejected_attention_mask")
 # Media buckets of configs without their own: a 16k-patch image (about 3.2
 # megapixels at 14-pixel patches) and a 300 s clip (100 frames a second).
 DEFAULT_PATCH_BUCKETS = (0, 256, 1024, 4096, 16384)
@@ -83,8 +81,8 @@ def evaluate_rm(model, encoder: ExampleEncoder, records, *, batch_size: int, buc
                          audio_frame_buckets=tuple(audio_frame_buckets))
   outcomes, unscored, truncated = [], {}, 0
   for batch in dataset:
-    device_batch = to_global({k: batch[k] for k in (*_RM_KEYS, *MEDIA_KEYS) if k in batch},
-                             mesh, rules)
+    device_batch = to_global({k: batch[k] for k in (*RM_BATCH.required, *MEDIA_KEYS)
+                              if k in batch}, mesh, rules)
     r_c, r_r = (host_rows(x) for x in score(params, device_batch))
     # Every process sees every row's outcome, so each writes the same report.
     rows_r5 = allgather(np.stack([batch["index"], batch["valid"], batch["truncated"],

@@ -51,14 +51,14 @@ import numpy as np
 import tqdm
 from flax import nnx
 
-from omni_rrm_jax.core.batch_contract import SFT_BATCH
+from omni_rrm_jax.core.batch_contract import GRPO_BATCH, SFT_BATCH
 from omni_rrm_jax.core.metric_writers import MetricWriter
 from omni_rrm_jax.core.multihost import agree_max, is_writer, written_by_one
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.models.hf_save import save_pretrained
 from omni_rrm_jax.rl import rollout
 from omni_rrm_jax.rl.advantages import ADVANTAGE_ESTIMATORS
-from omni_rrm_jax.rl.grpo_step import BATCH_KEYS, make_grpo_step
+from omni_rrm_jax.rl.grpo_step import make_grpo_step
 from omni_rrm_jax.rl.model_reward import ModelReward
 from omni_rrm_jax.rl.multihost_rows import (
     all_rows, fill_objects, gather_rows, process_share, total_counts)
@@ -319,7 +319,7 @@ def run(config, workdir: str) -> dict:
 
         # Each process feeds its share of every global minibatch; the order
         # and the shares depend on global rows only.
-        keys = BATCH_KEYS
+        keys = GRPO_BATCH.required
         if ref_params is not None:
           mine = process_share(np.arange(rows))
           seqs = to_global({k: batch[k][mine] for k in keys[:4]}, mesh, rules)

@@ -3,7 +3,8 @@
   step = make_grpo_step(graphdef, tx, loss_type="grpo", beta=0.0, on_policy=True, mesh=mesh)
   state, metrics = step(state, batch)       # state (a train.state.TrainState) is donated
 
-A batch is a dict of [B, ...] arrays, B rows sharded over the `batch` axis:
+A batch is a dict of [B, ...] arrays, B rows sharded over the `batch` axis, with
+the keys of `core.batch_contract.GRPO_BATCH`:
 
   prompt_ids, prompt_mask        [B, P]  left-padded prompts (P is static)
   completion_ids, completion_mask [B, N]  sampled tokens; 1 up to and including EOS
@@ -37,17 +38,13 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from omni_rrm_jax.core.batch_contract import MEDIA_KEYS, check_media_keys
+from omni_rrm_jax.core.batch_contract import GRPO_BATCH, MEDIA_KEYS
 from omni_rrm_jax.rl.losses import POLICY_LOSSES
 from omni_rrm_jax.sampling.scoring import sequence_logprobs
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding
 from omni_rrm_jax.train.guarded_update import guarded_update
 from omni_rrm_jax.train.state import TrainState
 from omni_rrm_jax.train.step import Step
-
-BATCH_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "loss_mask",
-              "old_logp", "adv")
-
 
 def policy_logprobs(model, batch: dict[str, jax.Array]) -> jax.Array:
   """[B, N] log-probs of the completion tokens after their prompts (and their media)."""
@@ -107,10 +104,9 @@ def make_grpo_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def grpo_step(state: TrainState, batch: dict[str, jax.Array]):
-    missing = [k for k in BATCH_KEYS + (("ref_logp",) if beta > 0 else ()) if k not in batch]
-    if missing:
-      raise KeyError(f"grpo batch is missing {missing}")
-    check_media_keys(batch)
+    GRPO_BATCH.check(batch)
+    if beta > 0 and "ref_logp" not in batch:
+      raise KeyError("grpo batch: missing ['ref_logp'], which beta > 0 needs")
     with activation_sharding(mesh, rules):
       (loss, metrics), grads = grad_fn(state.params, batch)
     num_tokens = jnp.sum(batch["loss_mask"].astype(jnp.float32))

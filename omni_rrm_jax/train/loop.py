@@ -21,12 +21,13 @@ import numpy as np
 import tqdm
 from flax import nnx
 
+from omni_rrm_jax.core.batch_contract import HOST_ONLY
 from omni_rrm_jax.core.metric_writers import MetricWriter
 from omni_rrm_jax.core.multihost import agree_max, allgather, written_by_one
 from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.models.hf_save import save_pretrained
-from omni_rrm_jax.sharding.batch import HOST_ONLY, to_global
+from omni_rrm_jax.sharding.batch import to_global
 from omni_rrm_jax.sharding.mesh import make_mesh
 from omni_rrm_jax.sharding.rules import rules_from_config
 from omni_rrm_jax.train import components

@@ -37,8 +37,6 @@ OMNI = "Qwen2_5OmniThinkerForConditionalGeneration"
 MAX_LENGTH = 96
 PATCH_BUCKETS = (0, 64)
 FRAME_BUCKETS = (0, 200)
-RM_KEYS = ("chosen_input_ids", "chosen_attention_mask", "rejected_input_ids",
-           "rejected_attention_mask")
 TOL = 1e-5
 
 
@@ -109,7 +107,7 @@ def _direct(rm: RM):
         seed=0, shuffle=False, num_epochs=1, patch_buckets=d.patch_buckets,
         audio_frame_buckets=d.audio_frame_buckets)))
     assert batch["valid"].all() and not batch["truncated"].any()
-    return np.asarray(rewards(params, {k: batch[k] for k in (*RM_KEYS, *MEDIA_KEYS)
+    return np.asarray(rewards(params, {k: batch[k] for k in (*RM_BATCH.required, *MEDIA_KEYS)
                                        if k in batch}))
 
   _SCORERS[rm.folder] = score

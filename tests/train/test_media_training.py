@@ -20,13 +20,13 @@ import numpy as np
 from flax import nnx
 
 import omni_rrm_jax as orj
+from omni_rrm_jax.core.batch_contract import HOST_ONLY
 from omni_rrm_jax.data.media.config import MediaConfig
 from omni_rrm_jax.data.media.encode import encode_media
 from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.synthetic import generate_text_pairs, write_jsonl
 from omni_rrm_jax.data.synthetic_media import generate_media_pairs
 from omni_rrm_jax.data.tokenize import ExampleEncoder
-from omni_rrm_jax.sharding.batch import HOST_ONLY
 from omni_rrm_jax.train import components
 from omni_rrm_jax.train.defaults import base_config
 from omni_rrm_jax.train.loop import run
