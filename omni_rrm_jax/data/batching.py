@@ -14,17 +14,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from omni_rrm_jax.core.batch_contract import BatchContract
+from omni_rrm_jax.core.batch_contract import ROW_META, BatchContract
+from omni_rrm_jax.core.buckets import bucket_size
 from omni_rrm_jax.data.media_batching import collate_media
 
-META_FIELDS = ("valid", "invalid_reason", "truncated", "modality", "index")
-
-
-def bucket_length(length: int, buckets: Sequence[int]) -> int:
-  for b in sorted(buckets):
-    if length <= b:
-      return b
-  raise ValueError(f"sequence of {length} tokens is longer than the largest bucket {max(buckets)}")
 
 
 def _pad(rows: list[np.ndarray], length: int, value: int) -> np.ndarray:
@@ -80,7 +73,7 @@ def collate(examples: list[dict[str, Any]], *, kind: BatchContract, batch_size: 
   needs = batch_needs(examples, kind)
   if global_needs is not None:
     needs = np.maximum(needs, np.asarray(global_needs, np.int64))
-  length = bucket_length(int(needs[0]), buckets)
+  length = bucket_size(int(needs[0]), buckets)
   batch: dict[str, np.ndarray] = {}
   for field in kind.token_fields:
     rows = [np.asarray(ex[field], np.int32) for ex in examples]
@@ -91,7 +84,7 @@ def collate(examples: list[dict[str, Any]], *, kind: BatchContract, batch_size: 
     batch[field] = _pad([np.asarray(ex[field], np.int32) for ex in examples], length, pad_value)
   for field in kind.row_fields:
     batch[field] = np.asarray([ex[field] for ex in examples], np.float32)
-  for field in META_FIELDS:
+  for field in ROW_META:
     batch[field] = np.asarray([ex[field] for ex in examples],
                               bool if field in ("valid", "truncated") else np.int32)
   if "vision_patches" in examples[0]:

@@ -52,6 +52,7 @@ import tqdm
 from flax import nnx
 
 from omni_rrm_jax.core.batch_contract import GRPO_BATCH, SFT_BATCH
+from omni_rrm_jax.core.buckets import round_up
 from omni_rrm_jax.core.metric_writers import MetricWriter
 from omni_rrm_jax.core.multihost import agree_max, is_writer, written_by_one
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
@@ -65,7 +66,7 @@ from omni_rrm_jax.rl.multihost_rows import (
 from omni_rrm_jax.rl.prompt_media import PROMPT_MEDIA, PromptMedia
 from omni_rrm_jax.rl.shaping import fill_groups, mask_truncated
 from omni_rrm_jax.sampling.params import SamplingParams
-from omni_rrm_jax.sampling.prompts import bucket_length, media_needs
+from omni_rrm_jax.sampling.prompts import media_needs
 from omni_rrm_jax.sampling.scoring import score_completions
 from omni_rrm_jax.sharding.batch import to_global
 from omni_rrm_jax.sharding.mesh import make_mesh
@@ -303,7 +304,7 @@ def run(config, workdir: str) -> dict:
           batch["loss_mask"] = np.asarray(mask_truncated(batch["loss_mask"], batch["truncated"]))
         batch = rollout.pad_groups(batch, rows)
         # Cut the stored full-width prompts to this batch's bucket.
-        width = bucket_length(int(batch["prompt_mask"].sum(1).max()), config.data.prompt_bucket,
+        width = round_up(int(batch["prompt_mask"].sum(1).max()), config.data.prompt_bucket,
                               config.data.max_prompt_length)
         batch["prompt_ids"] = batch["prompt_ids"][:, -width:]
         batch["prompt_mask"] = batch["prompt_mask"][:, -width:]

@@ -53,17 +53,19 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from omni_rrm_jax.core.batch_contract import RM_BATCH
+from omni_rrm_jax.core.batch_contract import HOST_ONLY, RM_BATCH
+from omni_rrm_jax.core.buckets import round_up
 from omni_rrm_jax.core.multihost import agree_max
 from omni_rrm_jax.data import media_batching
 from omni_rrm_jax.data.records import PreferenceRecord, empty_media
-from omni_rrm_jax.data.tokenize import ExampleEncoder, PromptPieces
+from omni_rrm_jax.data.prompt_fit import PromptPieces, fit_prompt
+from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.models.architectures import get_architecture
 from omni_rrm_jax.models.media_inputs import media_inputs
 from omni_rrm_jax.models.pretrained import from_pretrained
 from omni_rrm_jax.rewards.contract import as_text, completion_list, minimum_of
-from omni_rrm_jax.sampling.prompts import bucket_length, media_needs
-from omni_rrm_jax.sharding.batch import HOST_ONLY, host_rows, to_global
+from omni_rrm_jax.sampling.prompts import media_needs
+from omni_rrm_jax.sharding.batch import host_rows, to_global
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding
 from omni_rrm_jax.train.components import make_media_spec
 
@@ -213,9 +215,12 @@ class ModelReward:
     left only without `keep_framing` (it fits whole when kept: `_prepare`)."""
     framing = len(pieces.prefix) + len(pieces.suffix)
     response = response[-(self.max_length - framing if keep_framing else self.max_length):]
-    budget = self.max_length - len(response) - framing
-    content = pieces.content[max(len(pieces.content) - budget, 0):] if budget > 0 else []
-    return (pieces.prefix + content + pieces.suffix + response)[-self.max_length:]
+    fitted = fit_prompt(pieces, self.max_length, reserve=len(response))
+    if fitted is not None:
+      return fitted[0] + response
+    # A text RM's framing does not fit beside the response: a score is still
+    # owed, so the framing gives way from the left.
+    return (pieces.prefix + pieces.suffix + response)[-self.max_length:]
 
   def encode(self, prompt: Any, completion: Any) -> list[int]:
     """The token ids a text RM scores for one (prompt, completion)."""
@@ -286,7 +291,7 @@ class ModelReward:
       with_media = "media_index" in chunk[0]
       needs = agree_max([max(len(r["ids"]) for r in chunk),
                          *(media_needs(chunk) if with_media else (0, 0))])
-      t = bucket_length(int(needs[0]), self.bucket, self.max_length)
+      t = round_up(int(needs[0]), self.bucket, self.max_length)
       ids = np.full((share, t), self.pad_id, np.int32)
       mask = np.zeros((share, t), np.int32)
       for row, r in enumerate(chunk):

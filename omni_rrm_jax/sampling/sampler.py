@@ -10,7 +10,7 @@ every row's next token goes to the same cache slot. Prefill and the whole decode
 loop run under one `jax.jit`; the loop is a `lax.while_loop` that stops as soon
 as every row has finished. The compiled program is cached per (prompt shape,
 media shapes, `SamplingParams`, EOS ids, model structure), so callers should
-bucket prompt lengths (`prompts.bucket_length`) and media sizes to keep the
+bucket prompt lengths (`core.buckets.round_up`) and media sizes to keep the
 number of compilations small.
 
 Multimodal models (Qwen2.5-VL, the Qwen2.5-Omni thinker) take their prompts'
