@@ -77,6 +77,7 @@ def main():
   from omni_rrm_jax.train.optimizer import make_optimizer
   from omni_rrm_jax.train.state import abstract_train_state
   from omni_rrm_jax.train.step import make_train_step
+  from omni_rrm_jax.train.task_kind import RM
 
   name = "Qwen2ForSequenceClassification"
   hf = hf_config_for(name, dict(
@@ -92,7 +93,7 @@ def main():
                                 total_steps=1000)
   graphdef, state = abstract_train_state(model, tx, mesh=mesh, rules=DEFAULT_RULES)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
-  step = make_train_step(graphdef, tx, "rm", mesh=mesh, schedule=schedule)
+  step = make_train_step(graphdef, tx, RM, mesh=mesh, schedule=schedule)
   batch_sharding = jax.sharding.NamedSharding(
       mesh, spec_for(("batch", "length"), DEFAULT_RULES, (args.batch, args.length), mesh))
   tokens = jax.ShapeDtypeStruct((args.batch, args.length), jnp.int32, sharding=batch_sharding)

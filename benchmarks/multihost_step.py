@@ -45,13 +45,14 @@ def worker(args) -> None:
   from omni_rrm_jax.train.optimizer import make_optimizer
   from omni_rrm_jax.train.state import init_train_state
   from omni_rrm_jax.train.step import make_train_step
+  from omni_rrm_jax.train.task_kind import RM
 
   mesh = make_mesh({"data": -1})
   model = from_config("Qwen2ForSequenceClassification", MODEL, mesh=mesh)
   tx, schedule = make_optimizer(dict(learning_rate=1e-4, warmup_steps=0, weight_decay=0.0,
                                      grad_clip_norm=1.0), total_steps=10**6)
   graphdef, state = init_train_state(model, tx, 0, mesh=mesh)
-  step = make_train_step(graphdef, tx, "rm", mesh=mesh, schedule=schedule)
+  step = make_train_step(graphdef, tx, RM, mesh=mesh, schedule=schedule)
   rng = np.random.default_rng(0)
   rows = args.pairs // jax.process_count()
   first = jax.process_index() * rows

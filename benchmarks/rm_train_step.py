@@ -140,13 +140,14 @@ def ours_runner(cfg: dict, pairs: int, length: int, lr: float, weight_decay: flo
   from omni_rrm_jax.train.optimizer import make_optimizer
   from omni_rrm_jax.train.state import init_train_state
   from omni_rrm_jax.train.step import make_train_step
+  from omni_rrm_jax.train.task_kind import RM
   model = from_config("Qwen2ForSequenceClassification", model_config(cfg))
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
   tx, schedule = make_optimizer(dict(learning_rate=lr, warmup_steps=0, weight_decay=weight_decay,
                                      grad_clip_norm=1.0), total_steps=10**6)
   graphdef, state = init_train_state(model, tx, 0)
   del model
-  step = make_train_step(graphdef, tx, "rm", schedule=schedule)
+  step = make_train_step(graphdef, tx, RM, schedule=schedule)
   ids, mask = batch_arrays(pairs, length, cfg["vocab_size"])
   batch = jax.device_put({"chosen_input_ids": ids[0], "chosen_attention_mask": mask[0],
                           "rejected_input_ids": ids[1], "rejected_attention_mask": mask[1]})

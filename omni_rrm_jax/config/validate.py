@@ -71,16 +71,18 @@ def _batch(p: _Problems, key: str, value: int, *, process_count: int, shards: in
     p.divisible(key, value, shards, "batch shards of the mesh (mesh.data x mesh.fsdp)")
 
 
-def _optim(p: _Problems, o, num_steps: int) -> None:
+def _optim(p: _Problems, o, num_updates: int) -> None:
+  """`num_updates`: optimizer updates in the run (the warmup must end before)."""
   p.positive(o, "optim", "learning_rate", "eps")
   p.non_negative(o, "optim", "weight_decay", "warmup_steps", "end_lr_factor")
   if o.grad_clip_norm is not None:
     p.positive(o, "optim", "grad_clip_norm")
   if not (0 <= o.b1 < 1 and 0 <= o.b2 < 1):
     p.add("optim.b1/b2", (o.b1, o.b2), "must be in [0, 1)")
-  if isinstance(o.warmup_steps, int) and isinstance(num_steps, int) and num_steps > 0 and (
-      o.warmup_steps >= num_steps):
-    p.add("optim.warmup_steps", o.warmup_steps, f"must be < train.num_steps={num_steps}")
+  if isinstance(o.warmup_steps, int) and isinstance(num_updates, int) and num_updates > 0 and (
+      o.warmup_steps >= num_updates):
+    p.add("optim.warmup_steps", o.warmup_steps,
+          f"must be < the run's {num_updates} optimizer updates")
   if not isinstance(o.grad_accum_steps, int) or o.grad_accum_steps < 1:
     p.add("optim.grad_accum_steps", o.grad_accum_steps, "must be an integer >= 1")
 
@@ -129,7 +131,9 @@ def problems(config, *, process_count: int, device_count: int) -> list[str]:
     p.non_negative(ro, "rollout", "top_k")
     p.positive(config.grpo, "grpo", "num_iterations", "num_minibatches")
     _media(p, config.media)
-    _optim(p, config.optim, config.train.num_steps)
+    gr = config.grpo
+    updates = config.train.num_steps * gr.num_iterations * gr.num_minibatches
+    _optim(p, config.optim, updates if isinstance(updates, int) else 0)
     _loop(p, config)
   return p.lines
 

@@ -14,19 +14,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from omni_rrm_jax.core.batch_contract import ROW_META, BatchContract
+from omni_rrm_jax.core.buckets import bucket_size
 from omni_rrm_jax.data.media_batching import collate_media
 
-# Fields of an encoded example that are sequences, per kind, and their pad values.
-SEQUENCE_FIELDS = {"rm": {"chosen": None, "rejected": None}, "sft": {"input_ids": None,
-                                                                     "loss_mask": 0}}
-META_FIELDS = ("valid", "invalid_reason", "truncated", "modality", "index")
-
-
-def bucket_length(length: int, buckets: Sequence[int]) -> int:
-  for b in sorted(buckets):
-    if length <= b:
-      return b
-  raise ValueError(f"sequence of {length} tokens is longer than the largest bucket {max(buckets)}")
 
 
 def _pad(rows: list[np.ndarray], length: int, value: int) -> np.ndarray:
@@ -36,14 +27,14 @@ def _pad(rows: list[np.ndarray], length: int, value: int) -> np.ndarray:
   return out
 
 
-def batch_needs(examples: Sequence[dict[str, Any]], kind: str) -> np.ndarray:
+def batch_needs(examples: Sequence[dict[str, Any]], kind: BatchContract) -> np.ndarray:
   """What the longest example needs: (tokens, vision patches, audio frames).
 
   Processes that build one global batch together agree on the maximum of
   these (one small collective) and pass it to `collate` as `global_needs`,
   so every process pads to the same buckets.
   """
-  tokens = max(len(ex[f]) for ex in examples for f in SEQUENCE_FIELDS[kind])
+  tokens = max(len(ex[f]) for ex in examples for f in kind.sequence_fields)
   patches = max((len(ex["vision_patches"]) for ex in examples if "vision_patches" in ex),
                 default=0)
   frames = max((int(np.asarray(ex["input_features"]).shape[1]) for ex in examples
@@ -51,16 +42,18 @@ def batch_needs(examples: Sequence[dict[str, Any]], kind: str) -> np.ndarray:
   return np.asarray([tokens, patches, frames], np.int64)
 
 
-def collate(examples: list[dict[str, Any]], *, kind: str, batch_size: int,
+def collate(examples: list[dict[str, Any]], *, kind: BatchContract, batch_size: int,
             buckets: Sequence[int], pad_id: int, patch_buckets: Sequence[int] = (),
             merge_unit: int = 4, audio_frame_buckets: Sequence[int] = (),
             global_needs: Sequence[int] | None = None) -> dict[str, np.ndarray]:
   """Stacks encoded examples into one padded batch of exactly `batch_size` rows.
 
-  For "rm" the output has `chosen_input_ids`, `chosen_attention_mask`,
-  `rejected_input_ids`, `rejected_attention_mask` (both padded to one common
-  bucket length) and `margin`; for "sft" `input_ids`, `attention_mask` and
-  `loss_mask`. Both carry `valid`, `truncated`, `invalid_reason`,
+  The keys are the contract's (`core.batch_contract`): each token field
+  becomes ids and an attention mask, padded fields are padded with their
+  value, all to one common bucket length, and row fields become [B] float32.
+  For `RM_BATCH`: `chosen_input_ids`, `chosen_attention_mask`,
+  `rejected_input_ids`, `rejected_attention_mask` and `margin`; for
+  `SFT_BATCH`: `input_ids`, `attention_mask` and `loss_mask`. Both carry `valid`, `truncated`, `invalid_reason`,
   `modality` and `index` (the record's position in the data set; -1 for
   filler rows) per row. Examples encoded with a `MediaSpec` add the media
   keys of `media_batching.collate_media`, patches padded to `patch_buckets`
@@ -77,23 +70,21 @@ def collate(examples: list[dict[str, Any]], *, kind: str, batch_size: int,
   # but no loss, and keep the shape fixed.
   filler = dict(examples[0], valid=False, truncated=False, invalid_reason=0, index=-1)
   examples = list(examples) + [filler] * (batch_size - len(examples))
-  seq_fields = SEQUENCE_FIELDS[kind]
   needs = batch_needs(examples, kind)
   if global_needs is not None:
     needs = np.maximum(needs, np.asarray(global_needs, np.int64))
-  length = bucket_length(int(needs[0]), buckets)
+  length = bucket_size(int(needs[0]), buckets)
   batch: dict[str, np.ndarray] = {}
-  for field, pad_value in seq_fields.items():
+  for field in kind.token_fields:
     rows = [np.asarray(ex[field], np.int32) for ex in examples]
-    if pad_value is None:  # token ids: pad id plus an attention mask
-      prefix = "" if field == "input_ids" else f"{field}_"
-      batch[f"{prefix}input_ids"] = _pad(rows, length, pad_id)
-      batch[f"{prefix}attention_mask"] = _pad([np.ones(len(r), np.int32) for r in rows], length, 0)
-    else:
-      batch[field] = _pad(rows, length, pad_value)
-  if kind == "rm":
-    batch["margin"] = np.asarray([ex["margin"] for ex in examples], np.float32)
-  for field in META_FIELDS:
+    ids_key, mask_key = kind.token_keys(field)
+    batch[ids_key] = _pad(rows, length, pad_id)
+    batch[mask_key] = _pad([np.ones(len(r), np.int32) for r in rows], length, 0)
+  for field, pad_value in kind.padded_fields:
+    batch[field] = _pad([np.asarray(ex[field], np.int32) for ex in examples], length, pad_value)
+  for field in kind.row_fields:
+    batch[field] = np.asarray([ex[field] for ex in examples], np.float32)
+  for field in ROW_META:
     batch[field] = np.asarray([ex[field] for ex in examples],
                               bool if field in ("valid", "truncated") else np.int32)
   if "vision_patches" in examples[0]:

@@ -49,6 +49,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from omni_rrm_jax.core.buckets import bucket_size
 from omni_rrm_jax.data.media.config import MediaConfig
 from omni_rrm_jax.data.media.encode import encode_media
 from omni_rrm_jax.data.records import PreferenceRecord
@@ -315,14 +316,6 @@ def invalid_arrays(spec: MediaSpec) -> dict[str, Any]:
   return example_arrays([0], no_media(spec), spec)
 
 
-def bucket_patches(count: int, buckets: Sequence[int], what: str = "patch") -> int:
-  """The smallest bucket holding `count` patches (or, with `what`, other units)."""
-  for b in sorted(buckets):
-    if count <= b:
-      return b
-  raise ValueError(f"{count} is more than the largest {what} bucket {max(buckets)}")
-
-
 def _pad_rows(rows: Sequence[np.ndarray], length: int, fill) -> np.ndarray:
   """Stacks [n_i, ...] arrays into [B, length, ...]; `fill` is a value or "identity"."""
   first = rows[0]
@@ -365,8 +358,8 @@ def collate_media(examples: Sequence[dict[str, Any]], *, length: int,
     [B, T], and vision_grid_thw [B, K, 3] (zeros past each row's K items;
     host only); with audio also the keys of `collate_audio`.
   """
-  n = bucket_patches(max(min_patches, *(len(ex["vision_patches"]) for ex in examples)),
-                     patch_buckets)
+  n = bucket_size(max(min_patches, *(len(ex["vision_patches"]) for ex in examples)),
+                  patch_buckets, "patch")
   rows = lambda key: [np.asarray(ex[key]) for ex in examples]  # noqa: E731
   positions = [np.asarray(ex["position_ids"]).T for ex in examples]  # [L, 3]: pad along L
   items = max(1, max(len(ex["vision_grid_thw"]) for ex in examples))
@@ -412,7 +405,7 @@ def collate_audio(examples: Sequence[dict[str, Any]], *, frame_buckets: Sequence
   first = examples[0]
   w, n = first["audio_frame_index"].shape[1], first["audio_token_valid"].shape[1]
   frames = [int(np.asarray(ex["input_features"]).shape[1]) for ex in examples]
-  f = bucket_patches(max(min_frames, *frames), frame_buckets, "audio frame")
+  f = bucket_size(max(min_frames, *frames), frame_buckets, "audio frame")
   c = -(-f // w)
   p = c * n // 2
   rows = lambda key: [np.asarray(ex[key]) for ex in examples]  # noqa: E731

@@ -19,14 +19,15 @@ invalid as "bad media" (or stops the pipeline, naming file and reason, with
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
 import numpy as np
 
+from omni_rrm_jax.core.batch_contract import BatchContract
 from omni_rrm_jax.data import media_batching
 from omni_rrm_jax.data.media_batching import DecodedMedia, MediaSpec
+from omni_rrm_jax.data.prompt_fit import PromptPieces, fit_prompt
 from omni_rrm_jax.data.records import MODALITIES, BadRecord, PreferenceRecord
 from omni_rrm_jax.data.templates import judge_messages, rm_messages
 from omni_rrm_jax.rewards.judgment import parse_judgment
@@ -39,15 +40,8 @@ _MAX_MEDIA_WARNINGS = 10  # per process: enough to find the files, not a flood
 # Why an example was marked invalid; the loop counts these. Append only: the
 # index travels in batches and checkpoints' logs.
 INVALID_REASONS = ("ok", "tie label", "response too long", "no valid judgment rationale",
-                   "bad media", "media too long", "unsupported media", "media token mismatch")
-
-
-@dataclasses.dataclass(frozen=True)
-class PromptPieces:
-  """A rendered prompt split around its user content, each part tokenized."""
-  prefix: list[int]
-  content: list[int]
-  suffix: list[int]
+                   "bad media", "media too long", "unsupported media", "media token mismatch",
+                   "prompt too long")
 
 
 class ExampleEncoder:
@@ -56,18 +50,21 @@ class ExampleEncoder:
   Args:
     tokenizer: a transformers tokenizer with a chat template.
     max_length: the longest sequence a model sees.
-    kind: "rm" (chosen / rejected conversations) or "sft" (judge prompt and
-      its judgment as target).
+    kind: the batch contract of the examples (`core.batch_contract`; a
+      task's `TaskKind.batch`): a pairwise one (`RM_BATCH`) encodes chosen /
+      rejected conversations, `SFT_BATCH` the judge prompt with its judgment
+      as target.
     margin_scale: the RM margin is `margin_scale * (score_chosen -
       score_rejected)` when a record has teacher scores, else 0.
     media: decode media and expand placeholders for a multimodal model;
       None keeps placeholders as single tokens (text models).
   """
 
-  def __init__(self, tokenizer, max_length: int, kind: str, margin_scale: float = 0.0,
+  def __init__(self, tokenizer, max_length: int, kind: BatchContract, margin_scale: float = 0.0,
                media: MediaSpec | None = None):
-    if kind not in ("rm", "sft"):
-      raise ValueError(f"unknown example kind {kind!r}; expected 'rm' or 'sft'")
+    if not isinstance(kind, BatchContract) or not kind.token_fields:
+      raise ValueError(f"an example encoder needs a batch contract with token fields "
+                       f"(core.batch_contract.RM_BATCH or SFT_BATCH), got {kind!r}")
     self.tokenizer = tokenizer
     self.max_length = max_length
     self.kind = kind
@@ -118,29 +115,18 @@ class ExampleEncoder:
       raise ValueError("the chat template renders the prompt differently inside a conversation")
     return self._ids(full[len(prompt):])
 
-  def _fit(self, pieces: PromptPieces, longest_response: int) -> tuple[list[int], bool] | None:
-    budget = self.max_length - longest_response - len(pieces.prefix) - len(pieces.suffix)
-    if budget < 0:
-      return None
-    content = pieces.content
-    truncated = len(content) > budget
-    if truncated:
-      content = content[len(content) - budget:] if budget else []
-    return pieces.prefix + content + pieces.suffix, truncated
-
   def judge_prompt_ids(self, record: PreferenceRecord, swap: bool = False,
-                       max_prompt_length: int | None = None) -> list[int]:
-    """The judge prompt's tokens (generation prompt included), content cut from
-    the left to fit `max_prompt_length` (default: `max_length`). Text path
-    only: media stay one placeholder token each, whatever `media` says."""
+                       max_prompt_length: int | None = None) -> list[int] | None:
+    """The judge prompt's tokens (generation prompt included), fitted to
+    `max_prompt_length` (default: `max_length`) by `prompt_fit.fit_prompt`;
+    None when its framing alone is longer. Text path only: media stay one
+    placeholder token each, whatever `media` says."""
     limit = self.max_length if max_prompt_length is None else max_prompt_length
-    pieces = self.prompt_pieces(judge_messages(record, swap=swap))
-    budget = max(limit - len(pieces.prefix) - len(pieces.suffix), 0)
-    content = pieces.content[max(len(pieces.content) - budget, 0):] if budget else []
-    return pieces.prefix + content + pieces.suffix
+    fitted = fit_prompt(self.prompt_pieces(judge_messages(record, swap=swap)), limit)
+    return None if fitted is None else fitted[0]
 
   def encode(self, record: PreferenceRecord) -> dict[str, Any]:
-    return self._encode_rm(record) if self.kind == "rm" else self._encode_sft(record)
+    return self._encode_pair(record) if self.kind.pairwise else self._encode_target(record)
 
   def _meta(self, record: PreferenceRecord, reason: str, truncated: bool) -> dict[str, Any]:
     return {"valid": reason == "ok", "invalid_reason": INVALID_REASONS.index(reason),
@@ -211,7 +197,7 @@ class ExampleEncoder:
 
   def _fit_or_reason(self, pieces: PromptPieces, media: DecodedMedia | None,
                      longest_response: int) -> tuple[list[int], bool] | str:
-    fitted = self._fit(pieces, longest_response)
+    fitted = fit_prompt(pieces, self.max_length, reserve=longest_response)
     if fitted is not None:
       return fitted
     # Had each item stayed one placeholder token (as a text model sees it), would
@@ -220,7 +206,7 @@ class ExampleEncoder:
     budget = self.max_length - longest_response - len(pieces.prefix) - len(pieces.suffix)
     return "media too long" if expansion and budget + expansion >= 0 else "response too long"
 
-  def _encode_rm(self, record: PreferenceRecord) -> dict[str, Any]:
+  def _encode_pair(self, record: PreferenceRecord) -> dict[str, Any]:
     empty = {"chosen": [0], "rejected": [0], "margin": 0.0}
     if record.label == "equal":
       return self._invalid(record, empty, "tie label")
@@ -249,7 +235,7 @@ class ExampleEncoder:
       out.update(media_batching.example_arrays(longer, media, self.media))
     return out
 
-  def _encode_sft(self, record: PreferenceRecord) -> dict[str, Any]:
+  def _encode_target(self, record: PreferenceRecord) -> dict[str, Any]:
     empty = {"input_ids": [0], "loss_mask": [0]}
     target = record.rationale or ""
     if not parse_judgment(target).ok:

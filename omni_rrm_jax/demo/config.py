@@ -40,8 +40,7 @@ def _model(c: ml_collections.ConfigDict, *, small: bool) -> None:
   if small:
     c.model.config.update(hidden_size=32, intermediate_size=64, num_hidden_layers=1)
   # The released configs' 0.02 suits widths of a few thousand; at width 128 it
-  # shrinks the signal through each layer and training sits at ln 2 for
-  # hundreds of steps (single-task image-colour RM: 250 steps at 0.02, 65 at 0.06).
+  # shrinks the signal through each layer (README: "Each task learns on its own").
   for tower in (c.model.config, c.model.vision, c.model.audio):
     tower.initializer_range = 0.06
 
@@ -58,9 +57,8 @@ def _trainer(c: ml_collections.ConfigDict, *, num_steps: int, batch_size: int,
              buckets: tuple[int, ...], worker_count: int, progress_bar: bool) -> None:
   c.data.update(max_length=max_length, buckets=buckets, batch_size=batch_size,
                 eval_batch_size=2 * batch_size, worker_count=worker_count,
-                # True draws each batch from one modality: about 1.4x the steps per
-                # second on the RM (800 steps), but 52% held-out accuracy instead of
-                # 65%, as one-modality steps pull the shared decoder in turn.
+                # One-modality batches are faster but learn less (README: "Tried
+                # and not kept").
                 group_by_modality=False)
   c.optim.update(learning_rate=learning_rate, weight_decay=weight_decay,
                  warmup_steps=min(warmup_steps, num_steps // 2))
@@ -80,10 +78,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = "demo"
   c.data = sections.omni_data()
-  # True starts the judge SFT from the RM's trunk (score head left out).
-  # Measured after an 800-step RM: held-out judge accuracy 50% vs 46% from
-  # scratch (chance both), and at temperature 1 its samples keep the judgment
-  # format less often (format reward 0.61 vs 0.74), so GRPO starts lower. Off.
+  # True starts the judge SFT from the RM's trunk (score head left out); no
+  # better than from scratch and worse for GRPO's format reward (README).
   c.sft_from_rm = False
 
   # Length buckets fit the demo's rows: RM pairs are at most ~32 (text),
@@ -91,9 +87,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # mixed batch pads to its longest row, so one working bucket each (the
   # larger one only covers max_length).
   c.rm = rm_config()
-  # Weight decay 0.1 halves the merged vision tokens' norm (7 against 15 after
-  # 1,500 steps with 0.01; text embeddings: 0.7); at 0.01 the image rows'
-  # rewards stop depending on the response.
+  # Weight decay 0.1 keeps the merged vision tokens' norm in check (README: "The
+  # vision path needs weight decay").
   _trainer(c.rm, num_steps=4 if smoke else 800, batch_size=16, learning_rate=1e-3,
            warmup_steps=40, weight_decay=0.1, max_length=160, buckets=(80, 160),
            worker_count=workers, progress_bar=progress_bar)

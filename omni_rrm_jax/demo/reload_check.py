@@ -74,11 +74,12 @@ def reload_check(folder: str, tokenizer_dir: str, eval_path: str) -> dict:
   from flax import nnx
   from transformers import AutoTokenizer
 
+  from omni_rrm_jax.models.architectures import get_architecture
   from omni_rrm_jax.models.pretrained import from_pretrained
 
   model = from_pretrained(folder)
   architecture = model.cfg.architecture
-  is_rm = architecture.endswith("ForSequenceClassification")
+  is_rm = get_architecture(architecture).is_classifier
   tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
   ids = _text_prompt_ids(tokenizer, eval_path, is_rm)
   out = model(jax.numpy.asarray(ids), attention_mask=jax.numpy.ones(ids.shape, jax.numpy.int32))

@@ -23,13 +23,14 @@ from jax.experimental import multihost_utils
 
 from omni_rrm_jax.core.multihost import allgather
 from omni_rrm_jax.data import media_batching
+from omni_rrm_jax.data.prompt_fit import fit_prompt
 from omni_rrm_jax.data.records import PreferenceRecord
 from omni_rrm_jax.data.templates import judge_messages
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.eval.metrics import Outcome, report
 from omni_rrm_jax.rewards.judgment import parse_judgment
 from omni_rrm_jax.sampling.params import SamplingParams
-from omni_rrm_jax.sampling.prompts import fit_prompt, left_pad, left_pad_media, media_needs
+from omni_rrm_jax.sampling.prompts import left_pad, left_pad_media, media_needs
 from omni_rrm_jax.sampling.sampler import generate
 from omni_rrm_jax.sharding.batch import to_global
 
@@ -41,14 +42,16 @@ def judge_prompt(encoder: ExampleEncoder, record: PreferenceRecord, swap: bool,
   """The judge prompt's `{"prompt_ids"}` (plus its media arrays with a `MediaSpec`),
   or why the record's media cannot be used."""
   if encoder.media is None:
-    return {"prompt_ids": encoder.judge_prompt_ids(record, swap, max_prompt_length)}
+    ids = encoder.judge_prompt_ids(record, swap, max_prompt_length)
+    return "prompt too long" if ids is None else {"prompt_ids": ids}
   # The encoder's own media checks and placeholder expansion (as in training).
   pieces, media, reason = encoder.prepare_prompt(record, judge_messages(record, swap=swap))
   if reason != "ok":
     return reason
-  ids = fit_prompt(pieces.prefix, pieces.content, pieces.suffix, max_prompt_length)
-  if ids is None:
+  fitted = fit_prompt(pieces, max_prompt_length)
+  if fitted is None:
     return "media too long"
+  ids = fitted[0]
   return {"prompt_ids": ids, **media_batching.example_arrays(ids, media, encoder.media)}
 
 

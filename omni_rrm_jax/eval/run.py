@@ -30,17 +30,15 @@ from omni_rrm_jax.data.readers import read_records
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.eval.judge_eval import evaluate_judge
 from omni_rrm_jax.eval.metrics import Outcome, report
-from omni_rrm_jax.models.media_inputs import MEDIA_KEYS
+from omni_rrm_jax.core.batch_contract import MEDIA_KEYS, RM_BATCH
+from omni_rrm_jax.models.architectures import get_architecture
 from omni_rrm_jax.models.pretrained import from_pretrained
 from omni_rrm_jax.sharding.batch import host_rows, to_global
 from omni_rrm_jax.sharding.mesh import make_mesh
 from omni_rrm_jax.sharding.rules import rules_from_config
-from omni_rrm_jax.train.step import rm_rewards
+from omni_rrm_jax.train.task_kind import kind_for_model, rm_rewards
 
 log = logging.getLogger(__name__)
-
-_RM_KEYS = ("chosen_input_ids", "chosen_attention_mask", "rejected_input_ids",
-            "rejected_attention_mask")
 
 
 def _prediction(label: str, r_chosen: float, r_rejected: float) -> str:
@@ -78,8 +76,8 @@ def evaluate_rm(model, encoder: ExampleEncoder, records, *, batch_size: int, buc
                          audio_frame_buckets=tuple(audio_frame_buckets))
   outcomes, unscored, truncated = [], {}, 0
   for batch in dataset:
-    device_batch = to_global({k: batch[k] for k in (*_RM_KEYS, *MEDIA_KEYS) if k in batch},
-                             mesh, rules)
+    device_batch = to_global({k: batch[k] for k in (*RM_BATCH.required, *MEDIA_KEYS)
+                              if k in batch}, mesh, rules)
     r_c, r_r = (host_rows(x) for x in score(params, device_batch))
     # Every process sees every row's outcome, so each writes the same report.
     rows_r5 = allgather(np.stack([batch["index"], batch["valid"], batch["truncated"],
@@ -128,7 +126,8 @@ def run(config, workdir: str) -> dict:
                               max_record_bytes=config.data.max_record_bytes))
   if not records:
     raise ValueError(f"{config.data.path}: no usable records ({counter.summary()})")
-  is_rm = model.cfg.architecture.endswith("ForSequenceClassification")
+  # A sequence classifier is scored as a scalar RM, a causal LM as a judge.
+  kind = kind_for_model(get_architecture(model.cfg.architecture).is_classifier)
   d = config.data
   patch_buckets = tuple(config.media.patch_buckets)
   # Media records go through the encoders with the same preprocessing as in
@@ -136,9 +135,8 @@ def run(config, workdir: str) -> dict:
   media = media_spec(config.media, model.cfg, tokenizer,
                      root=d.media_root or _data_folder(d.path), model_path=config.model.path,
                      strict=d.strict)
-  encoder = ExampleEncoder(tokenizer, config.data.max_length, "rm" if is_rm else "sft",
-                           media=media)
-  if is_rm:
+  encoder = ExampleEncoder(tokenizer, config.data.max_length, kind.batch, media=media)
+  if kind.classifier:
     result = evaluate_rm(model, encoder, records, batch_size=config.data.batch_size,
                          buckets=tuple(config.data.buckets), mesh=mesh, rules=rules,
                          patch_buckets=patch_buckets)
@@ -149,7 +147,7 @@ def run(config, workdir: str) -> dict:
                             batch_size=config.data.batch_size,
                             eos_ids=[tokenizer.eos_token_id], pad_id=tokenizer.pad_token_id,
                             mesh=mesh, patch_buckets=patch_buckets)
-  result.update(kind="rm" if is_rm else "judge", model=config.model.path,
+  result.update(kind="rm" if kind.classifier else "judge", model=config.model.path,
                 data=config.data.path, records=len(records), bad_records=counter.summary())
   def write():
     os.makedirs(workdir, exist_ok=True)

@@ -19,6 +19,7 @@ from jax.experimental import multihost_utils
 from safetensors.numpy import save_file
 
 from omni_rrm_jax.models import hf_weights
+from omni_rrm_jax.models.architectures import get_architecture
 from omni_rrm_jax.models.pretrained import TOKENIZER_FILES
 from omni_rrm_jax.models.safetensors_io import INDEX_FILE, SINGLE_FILE
 
@@ -102,7 +103,7 @@ def save_pretrained(model: nnx.Module, out_dir: str, *,
   first = entries[0][1].get_value().dtype if entries else np.float32
   config["dtype"] = _DTYPE_NAMES.get(np.dtype(first), "float32")
   config.pop("torch_dtype", None)
-  if cfg.architecture.endswith("ForSequenceClassification"):
+  if get_architecture(cfg.architecture).is_classifier:
     config["id2label"] = {str(i): f"LABEL_{i}" for i in range(cfg.num_labels)}
     config["label2id"] = {f"LABEL_{i}": i for i in range(cfg.num_labels)}
     config["pad_token_id"] = cfg.pad_token_id

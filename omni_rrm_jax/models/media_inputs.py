@@ -25,7 +25,8 @@ the order `media_index` counts in. A batch without media keys is text only.
 
 `media_inputs` runs the encoders once per batch row and returns the
 `media_features` / `media_index` / `position_ids` keywords that the
-multimodal models take instead of pixel values, features and grids.
+multimodal models take instead of pixel values, features and grids. The key
+names and groups are declared in `core/batch_contract.py`.
 """
 
 from __future__ import annotations
@@ -36,38 +37,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from omni_rrm_jax.core.batch_contract import check_media_keys
 from omni_rrm_jax.models.audio_layout import AudioLayout, feat_extract_output_lengths
 from omni_rrm_jax.models.vision_layout import VisionLayout
-
-CORE_KEYS = ("position_ids", "media_index")
-VISION_KEYS = ("vision_patches", "vision_perm", "vision_position", "vision_frame",
-               "vision_window", "vision_unperm")
-AUDIO_KEYS = ("input_features", "feature_attention_mask", "audio_frame_index",
-              "audio_frame_valid", "audio_token_valid", "audio_pool_index")
-MEDIA_KEYS = (*CORE_KEYS, *VISION_KEYS, *AUDIO_KEYS)
 
 
 def has_media(batch: Mapping[str, jax.Array]) -> bool:
   return "media_index" in batch
-
-
-def check_media_keys(batch: Mapping[str, jax.Array]) -> None:
-  """Raises a `KeyError` naming what is missing unless each media group is whole.
-
-  The core keys come with any media; the vision and the audio groups each
-  come whole or not at all.
-  """
-  present = [k for k in MEDIA_KEYS if k in batch]
-  if not present:
-    return
-  problems = []
-  for name, keys in (("core", CORE_KEYS), ("vision", VISION_KEYS), ("audio", AUDIO_KEYS)):
-    have = [k for k in keys if k in batch]
-    if (name == "core" or have) and len(have) != len(keys):
-      problems.append(f"{name} keys missing {[k for k in keys if k not in batch]}")
-  if problems:
-    raise KeyError(f"media keys come in whole groups (core with any media, vision and audio "
-                   f"each all or none): {'; '.join(problems)}")
 
 
 def _vision_layout(batch) -> VisionLayout:

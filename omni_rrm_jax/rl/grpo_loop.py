@@ -55,20 +55,22 @@ from omni_rrm_jax.assembly.inputs import task_inputs
 from omni_rrm_jax.assembly.models import build_model
 from omni_rrm_jax.config.validate import check as check_settings
 from omni_rrm_jax.core import workdir_lock
+from omni_rrm_jax.core.batch_contract import GRPO_BATCH, SFT_BATCH
+from omni_rrm_jax.core.buckets import round_up
 from omni_rrm_jax.core.metric_writers import MetricWriter
 from omni_rrm_jax.core.multihost import agree_max, is_writer, written_by_one
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.models.hf_save import save_pretrained
 from omni_rrm_jax.rl import rollout
 from omni_rrm_jax.rl.advantages import ADVANTAGE_ESTIMATORS
-from omni_rrm_jax.rl.grpo_step import BATCH_KEYS, make_grpo_step
+from omni_rrm_jax.rl.grpo_step import make_grpo_step
 from omni_rrm_jax.rl.model_reward import ModelReward
 from omni_rrm_jax.rl.multihost_rows import (
     all_rows, fill_objects, gather_rows, process_share, total_counts)
 from omni_rrm_jax.rl.prompt_media import PROMPT_MEDIA, PromptMedia
 from omni_rrm_jax.rl.shaping import fill_groups, mask_truncated
 from omni_rrm_jax.sampling.params import SamplingParams
-from omni_rrm_jax.sampling.prompts import bucket_length, media_needs
+from omni_rrm_jax.sampling.prompts import media_needs
 from omni_rrm_jax.sampling.scoring import score_completions
 from omni_rrm_jax.sharding.batch import to_global
 from omni_rrm_jax.sharding.mesh import make_mesh
@@ -175,7 +177,7 @@ def run(config, workdir: str) -> dict:
   if spec is None:
     train_records = _text_records(train_records, "train")
     eval_records = _text_records(eval_records, "eval")
-  encoder = ExampleEncoder(tokenizer, config.data.max_prompt_length, "sft", media=spec)
+  encoder = ExampleEncoder(tokenizer, config.data.max_prompt_length, SFT_BATCH, media=spec)
   prompt_kw = dict(recipe=recipe, max_prompt_length=config.data.max_prompt_length,
                    batch_size=n_prompts, worker_count=config.data.worker_count,
                    process_index=jax.process_index(), process_count=n_proc)
@@ -311,7 +313,7 @@ def run(config, workdir: str) -> dict:
           batch["loss_mask"] = np.asarray(mask_truncated(batch["loss_mask"], batch["truncated"]))
         batch = rollout.pad_groups(batch, rows)
         # Cut the stored full-width prompts to this batch's bucket.
-        width = bucket_length(int(batch["prompt_mask"].sum(1).max()), config.data.prompt_bucket,
+        width = round_up(int(batch["prompt_mask"].sum(1).max()), config.data.prompt_bucket,
                               config.data.max_prompt_length)
         batch["prompt_ids"] = batch["prompt_ids"][:, -width:]
         batch["prompt_mask"] = batch["prompt_mask"][:, -width:]
@@ -327,7 +329,7 @@ def run(config, workdir: str) -> dict:
 
         # Each process feeds its share of every global minibatch; the order
         # and the shares depend on global rows only.
-        keys = BATCH_KEYS
+        keys = GRPO_BATCH.required
         if ref_params is not None:
           mine = process_share(np.arange(rows))
           seqs = to_global({k: batch[k][mine] for k in keys[:4]}, mesh, rules)

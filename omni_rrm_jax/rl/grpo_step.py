@@ -3,7 +3,8 @@
   step = make_grpo_step(graphdef, tx, loss_type="grpo", beta=0.0, on_policy=True, mesh=mesh)
   state, metrics = step(state, batch)       # state (a train.state.TrainState) is donated
 
-A batch is a dict of [B, ...] arrays, B rows sharded over the `batch` axis:
+A batch is a dict of [B, ...] arrays, B rows sharded over the `batch` axis, with
+the keys of `core.batch_contract.GRPO_BATCH`:
 
   prompt_ids, prompt_mask        [B, P]  left-padded prompts (P is static)
   completion_ids, completion_mask [B, N]  sampled tokens; 1 up to and including EOS
@@ -21,10 +22,12 @@ The policy's log-probs are recomputed differentiably (`sequence_logprobs`, raw
 policy at temperature 1, as the sampler stores them). With `on_policy` (one
 pass, one minibatch: the params are exactly the sampling params) the old
 log-probs are the detached current ones, so the ratio is exactly 1 and only
-its gradient matters; otherwise they come from the batch. Like the RM/SFT step,
-a non-finite loss or gradient norm skips the update and counts the skip; a
-minibatch without a single loss token (every group dropped) also leaves params
-and optimizer state untouched, without counting as non-finite.
+its gradient matters; otherwise they come from the batch. The update goes
+through `train.guarded_update`, as the RM/SFT step's does: a non-finite loss or
+gradient norm skips it and counts the skip; a minibatch without a single loss
+token (every group dropped) also leaves params and optimizer state untouched,
+without counting as non-finite, and the logged learning rate stays that of
+the optimizer's count of applied updates.
 """
 
 from __future__ import annotations
@@ -35,20 +38,13 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from omni_rrm_jax.models.media_inputs import MEDIA_KEYS, check_media_keys
+from omni_rrm_jax.core.batch_contract import GRPO_BATCH, MEDIA_KEYS
 from omni_rrm_jax.rl.losses import POLICY_LOSSES
 from omni_rrm_jax.sampling.scoring import sequence_logprobs
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding
+from omni_rrm_jax.train.guarded_update import guarded_update
 from omni_rrm_jax.train.state import TrainState
 from omni_rrm_jax.train.step import Step
-
-BATCH_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "loss_mask",
-              "old_logp", "adv")
-
-
-def _tree_where(ok: jax.Array, new, old):
-  return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-
 
 def policy_logprobs(model, batch: dict[str, jax.Array]) -> jax.Array:
   """[B, N] log-probs of the completion tokens after their prompts (and their media)."""
@@ -108,32 +104,15 @@ def make_grpo_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def grpo_step(state: TrainState, batch: dict[str, jax.Array]):
-    missing = [k for k in BATCH_KEYS + (("ref_logp",) if beta > 0 else ()) if k not in batch]
-    if missing:
-      raise KeyError(f"grpo batch is missing {missing}")
-    check_media_keys(batch)
+    GRPO_BATCH.check(batch)
+    if beta > 0 and "ref_logp" not in batch:
+      raise KeyError("grpo batch: missing ['ref_logp'], which beta > 0 needs")
     with activation_sharding(mesh, rules):
       (loss, metrics), grads = grad_fn(state.params, batch)
     num_tokens = jnp.sum(batch["loss_mask"].astype(jnp.float32))
-    grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    ok = finite & (num_tokens > 0)
-    updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
-    nonfinite = (~finite).astype(jnp.int32)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=_tree_where(ok, new_params, state.params),
-        opt_state=_tree_where(ok, new_opt_state, state.opt_state),
-        nonfinite_streak=jnp.where(finite, 0, state.nonfinite_streak + 1),
-        nonfinite_total=state.nonfinite_total + nonfinite)
-    metrics = dict(metrics, loss=loss, grad_norm=grad_norm, num_tokens=num_tokens,
-                   skipped=(~ok).astype(jnp.int32), nonfinite_streak=new_state.nonfinite_streak,
-                   nonfinite_total=new_state.nonfinite_total, step=new_state.step)
-    if schedule is not None:
-      metrics["learning_rate"] = jnp.asarray(
-          schedule(state.step - state.nonfinite_total), jnp.float32)
-    return new_state, metrics
+    new_state, update_metrics = guarded_update(state, grads, loss, tx, schedule=schedule,
+                                               has_work=num_tokens > 0)
+    return new_state, dict(metrics, loss=loss, num_tokens=num_tokens, **update_metrics)
 
   return Step(grpo_step, mesh=mesh, rules=rules, state_shardings=None, donate=True,
               returns_state=True, max_nonfinite_streak=max_nonfinite_streak)

@@ -53,15 +53,19 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from omni_rrm_jax.core.batch_contract import HOST_ONLY, RM_BATCH
+from omni_rrm_jax.core.buckets import round_up
 from omni_rrm_jax.core.multihost import agree_max
 from omni_rrm_jax.data import media_batching
 from omni_rrm_jax.data.records import PreferenceRecord, empty_media
-from omni_rrm_jax.data.tokenize import ExampleEncoder, PromptPieces
+from omni_rrm_jax.data.prompt_fit import PromptPieces, fit_prompt
+from omni_rrm_jax.data.tokenize import ExampleEncoder
+from omni_rrm_jax.models.architectures import get_architecture
 from omni_rrm_jax.models.media_inputs import media_inputs
 from omni_rrm_jax.models.pretrained import from_pretrained
 from omni_rrm_jax.rewards.contract import as_text, completion_list, minimum_of
-from omni_rrm_jax.sampling.prompts import bucket_length, media_needs
-from omni_rrm_jax.sharding.batch import HOST_ONLY, host_rows, to_global
+from omni_rrm_jax.sampling.prompts import media_needs
+from omni_rrm_jax.sharding.batch import host_rows, to_global
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding
 from omni_rrm_jax.assembly.media import make_media_spec
 
@@ -166,7 +170,7 @@ class ModelReward:
     from transformers import AutoTokenizer
 
     model = from_pretrained(path, mesh=mesh, rules=rules, dtype=dtype)
-    if not model.cfg.architecture.endswith("ForSequenceClassification") or model.cfg.num_labels != 1:
+    if not get_architecture(model.cfg.architecture).is_classifier or model.cfg.num_labels != 1:
       raise ValueError(f"{path}: a reward model must be a *ForSequenceClassification with "
                        f"num_labels=1, got {model.cfg.architecture} with {model.cfg.num_labels}")
     tok = AutoTokenizer.from_pretrained(tokenizer or path)
@@ -181,7 +185,7 @@ class ModelReward:
     if self.media is not None and any(b % self.media.merge_unit for b in patch_buckets):
       raise ValueError(f"patch_buckets {tuple(patch_buckets)} must be multiples of "
                        f"merge_size² = {self.media.merge_unit}")
-    self.encoder = ExampleEncoder(tok, max_length, "rm", media=self.media)
+    self.encoder = ExampleEncoder(tok, max_length, RM_BATCH, media=self.media)
     if jax.process_count() > 1 and mesh is None:
       raise ValueError("a model reward on several processes needs a mesh")
     if batch_size % jax.process_count():
@@ -211,9 +215,12 @@ class ModelReward:
     left only without `keep_framing` (it fits whole when kept: `_prepare`)."""
     framing = len(pieces.prefix) + len(pieces.suffix)
     response = response[-(self.max_length - framing if keep_framing else self.max_length):]
-    budget = self.max_length - len(response) - framing
-    content = pieces.content[max(len(pieces.content) - budget, 0):] if budget > 0 else []
-    return (pieces.prefix + content + pieces.suffix + response)[-self.max_length:]
+    fitted = fit_prompt(pieces, self.max_length, reserve=len(response))
+    if fitted is not None:
+      return fitted[0] + response
+    # A text RM's framing does not fit beside the response: a score is still
+    # owed, so the framing gives way from the left.
+    return (pieces.prefix + pieces.suffix + response)[-self.max_length:]
 
   def encode(self, prompt: Any, completion: Any) -> list[int]:
     """The token ids a text RM scores for one (prompt, completion)."""
@@ -284,7 +291,7 @@ class ModelReward:
       with_media = "media_index" in chunk[0]
       needs = agree_max([max(len(r["ids"]) for r in chunk),
                          *(media_needs(chunk) if with_media else (0, 0))])
-      t = bucket_length(int(needs[0]), self.bucket, self.max_length)
+      t = round_up(int(needs[0]), self.bucket, self.max_length)
       ids = np.full((share, t), self.pad_id, np.int32)
       mask = np.zeros((share, t), np.int32)
       for row, r in enumerate(chunk):

@@ -23,11 +23,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from omni_rrm_jax.core.batch_contract import HOST_ONLY
 from omni_rrm_jax.data import media_batching
+from omni_rrm_jax.data.prompt_fit import fit_prompt
 from omni_rrm_jax.data.records import PreferenceRecord
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
-from omni_rrm_jax.sampling.prompts import fit_prompt, left_pad_media
-from omni_rrm_jax.sharding.batch import HOST_ONLY
+from omni_rrm_jax.sampling.prompts import left_pad_media
 
 PROMPT_MEDIA = "prompt_media"  # the host batch column of per-row media example dicts
 
@@ -65,8 +66,8 @@ def prompt_example(encoder: ExampleEncoder, record: PreferenceRecord,
   pieces, media, reason = encoder.prepare_prompt(record, messages)
   ids = None
   if reason == "ok":
-    ids = fit_prompt(pieces.prefix, pieces.content, pieces.suffix, max_prompt_length)
-    reason = "ok" if ids is not None else "media too long"
+    fitted = fit_prompt(pieces, max_prompt_length)
+    ids, reason = (fitted[0], "ok") if fitted is not None else (None, "media too long")
   if reason != "ok":
     return _invalid(text_ids, reason, spec)
   return {"prompt_ids": np.asarray(ids, np.int32), "valid": True, "invalid_reason": 0,

@@ -32,9 +32,10 @@ import jax
 import numpy as np
 
 from omni_rrm_jax.core.multihost import agree_max
+from omni_rrm_jax.data.prompt_fit import fit_prompt
 from omni_rrm_jax.data.records import PreferenceRecord
 from omni_rrm_jax.data.templates import judge_messages, media_parts
-from omni_rrm_jax.data.tokenize import ExampleEncoder
+from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.rewards import REWARDS, WeightedReward, parse_judgment
 from omni_rrm_jax.config.tasks import RECIPES
 from omni_rrm_jax.rl.prompt_media import PROMPT_MEDIA, PromptMedia, object_column, prompt_example
@@ -59,24 +60,29 @@ def recipe_messages(record: PreferenceRecord, recipe: str) -> list[dict[str, Any
 
 
 def prompt_ids(encoder: ExampleEncoder, record: PreferenceRecord, recipe: str,
-               max_prompt_length: int) -> list[int]:
-  """The prompt's tokens for `recipe` (generation prompt included), its user
-  content cut from the left when the whole would exceed `max_prompt_length`.
-  Text path: media stay one placeholder token each (see `encode_prompt`)."""
-  pieces = encoder.prompt_pieces(recipe_messages(record, recipe))
-  budget = max(max_prompt_length - len(pieces.prefix) - len(pieces.suffix), 0)
-  content = pieces.content[max(len(pieces.content) - budget, 0):] if budget else []
-  return pieces.prefix + content + pieces.suffix
+               max_prompt_length: int) -> list[int] | None:
+  """The prompt's tokens for `recipe` (generation prompt included), fitted to
+  `max_prompt_length` by `data.prompt_fit.fit_prompt` (its user content cut
+  from the left); None when the template's framing alone is longer. Text
+  path: media stay one placeholder token each (see `encode_prompt`)."""
+  fitted = fit_prompt(encoder.prompt_pieces(recipe_messages(record, recipe)), max_prompt_length)
+  return None if fitted is None else fitted[0]
 
 
 def encode_prompt(encoder: ExampleEncoder, record: PreferenceRecord, recipe: str,
                   max_prompt_length: int) -> dict[str, Any]:
   """`{"prompt_ids", "valid", "invalid_reason"}` of a record's prompt, plus its
-  per-example media arrays when the encoder has a `MediaSpec`."""
+  per-example media arrays when the encoder has a `MediaSpec`. A text prompt
+  whose framing alone exceeds `max_prompt_length` comes back invalid ("prompt
+  too long", a one-token stand-in): the loop skips and counts it."""
   ids = prompt_ids(encoder, record, recipe, max_prompt_length)
   if encoder.media is None:
+    if ids is None:
+      return {"prompt_ids": np.zeros(1, np.int32), "valid": False,
+              "invalid_reason": INVALID_REASONS.index("prompt too long")}
     return {"prompt_ids": np.asarray(ids, np.int32), "valid": True, "invalid_reason": 0}
-  return prompt_example(encoder, record, recipe_messages(record, recipe), max_prompt_length, ids)
+  return prompt_example(encoder, record, recipe_messages(record, recipe), max_prompt_length,
+                        ids or [])
 
 
 def reward_columns(records: Sequence[PreferenceRecord], recipe: str) -> dict[str, list]:

@@ -11,17 +11,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-
-def bucket_length(length: int, multiple: int = 64, max_length: int | None = None) -> int:
-  """`length` rounded up to a multiple of `multiple` (capped at `max_length`)."""
-  if length < 1 or multiple < 1:
-    raise ValueError(f"length and multiple must be >= 1, got {length} and {multiple}")
-  bucket = -(-length // multiple) * multiple
-  if max_length is not None:
-    if length > max_length:
-      raise ValueError(f"a prompt of {length} tokens exceeds max_length={max_length}")
-    bucket = min(bucket, max_length)
-  return bucket
+from omni_rrm_jax.core.batch_contract import CORE_MEDIA_KEYS
+from omni_rrm_jax.core.buckets import round_up
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, multiple: int = 64,
@@ -30,12 +21,12 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, multiple: int = 64,
 
   T is the longest prompt (or `min_length`, when longer: the longest prompt
   of a global batch whose other rows live on other processes) rounded up by
-  `bucket_length`, so batches of similar prompt lengths share one compiled
+  `core.buckets.round_up`, so batches of similar prompt lengths share one compiled
   sampler.
   """
   if not prompts or any(len(p) == 0 for p in prompts):
     raise ValueError("need at least one prompt and no empty prompts")
-  t = bucket_length(max(min_length, *(len(p) for p in prompts)), multiple, max_length)
+  t = round_up(max(min_length, *(len(p) for p in prompts)), multiple, max_length)
   ids_bt = np.full((len(prompts), t), pad_id, np.int32)
   mask_bt = np.zeros((len(prompts), t), np.int32)
   for row, prompt in enumerate(prompts):
@@ -44,8 +35,6 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, multiple: int = 64,
   return ids_bt, mask_bt
 
 
-# Media keys that run along the token axis (last axis), and nothing else does.
-SEQUENCE_MEDIA_KEYS = ("position_ids", "media_index")
 
 
 def left_pad_media(media: Mapping[str, np.ndarray], lengths_b: Sequence[int]) -> dict:
@@ -57,7 +46,7 @@ def left_pad_media(media: Mapping[str, np.ndarray], lengths_b: Sequence[int]) ->
   places the tokens. Other keys (patches, layouts) pass through.
   """
   out = dict(media)
-  for key in SEQUENCE_MEDIA_KEYS:
+  for key in CORE_MEDIA_KEYS:  # the media keys that run along the token axis
     if key not in media:
       continue
     x = np.asarray(media[key])
@@ -79,17 +68,3 @@ def media_needs(examples: Sequence[Mapping[str, Any]]) -> np.ndarray:
   frames = max((int(np.shape(ex["input_features"])[1]) for ex in examples
                 if "audio_index" in ex), default=0)
   return np.asarray([patches, frames], np.int64)
-
-
-def fit_prompt(prefix: Sequence[int], content: Sequence[int], suffix: Sequence[int],
-               max_length: int) -> list[int] | None:
-  """prefix + content + suffix, the content cut from the left to fit `max_length`.
-
-  The framing (prefix, suffix: chat template, media tokens) is never cut:
-  None when it alone exceeds `max_length`.
-  """
-  budget = max_length - len(prefix) - len(suffix)
-  if budget < 0:
-    return None
-  kept = list(content[max(len(content) - budget, 0):]) if budget else []
-  return [*prefix, *kept, *suffix]

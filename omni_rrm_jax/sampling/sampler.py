@@ -10,7 +10,7 @@ every row's next token goes to the same cache slot. Prefill and the whole decode
 loop run under one `jax.jit`; the loop is a `lax.while_loop` that stops as soon
 as every row has finished. The compiled program is cached per (prompt shape,
 media shapes, `SamplingParams`, EOS ids, model structure), so callers should
-bucket prompt lengths (`prompts.bucket_length`) and media sizes to keep the
+bucket prompt lengths (`core.buckets.round_up`) and media sizes to keep the
 number of compilations small.
 
 Multimodal models (Qwen2.5-VL, the Qwen2.5-Omni thinker) take their prompts'
@@ -33,8 +33,9 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from omni_rrm_jax.core.batch_contract import MEDIA_KEYS
 from omni_rrm_jax.models.decoder import init_cache
-from omni_rrm_jax.models.media_inputs import MEDIA_KEYS, media_inputs
+from omni_rrm_jax.models.media_inputs import media_inputs
 from omni_rrm_jax.sampling.logit_filters import choose_tokens
 from omni_rrm_jax.sampling.params import SamplingParams
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding, constrain

@@ -8,11 +8,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
+from omni_rrm_jax.core.batch_contract import HOST_ONLY
 from omni_rrm_jax.core.multihost import check_same
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, spec_for
-
-# Host-side bookkeeping that never goes to the devices.
-HOST_ONLY = ("invalid_reason", "truncated", "modality", "index", "vision_grid_thw")
 
 
 def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh | None,

@@ -25,12 +25,13 @@ from omni_rrm_jax.assembly.inputs import task_inputs
 from omni_rrm_jax.assembly.models import build_model
 from omni_rrm_jax.config.validate import check as check_settings
 from omni_rrm_jax.core import workdir_lock
+from omni_rrm_jax.core.batch_contract import HOST_ONLY
 from omni_rrm_jax.core.metric_writers import MetricWriter
 from omni_rrm_jax.core.multihost import agree_max, allgather, written_by_one
 from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.models.hf_save import save_pretrained
-from omni_rrm_jax.sharding.batch import HOST_ONLY, to_global
+from omni_rrm_jax.sharding.batch import to_global
 from omni_rrm_jax.sharding.mesh import make_mesh
 from omni_rrm_jax.sharding.rules import rules_from_config
 from omni_rrm_jax.train.checkpointing import Checkpointer
@@ -38,12 +39,9 @@ from omni_rrm_jax.train.optimizer import make_optimizer
 from omni_rrm_jax.train.preemption import PreemptionGuard
 from omni_rrm_jax.train.state import init_train_state
 from omni_rrm_jax.train.step import check_nonfinite, make_eval_step, make_train_step
+from omni_rrm_jax.train.task_kind import TaskKind, task_kind
 
 log = logging.getLogger(__name__)
-
-# Metrics averaged over an eval pass, weighted by valid pairs (rm) or tokens
-# (sft) of the global batch, so every process takes the same decisions.
-_EVAL_WEIGHT = {"rm": "num_pairs", "sft": "num_tokens"}
 
 
 class InputCounts:
@@ -84,12 +82,14 @@ class BatchShapes:
       log.info("batch shape #%d: %s", len(self.seen), sizes)
 
 
-def evaluate(eval_step, state, dataset, kind: str, mesh, rules) -> dict:
-  """Eval-step metrics averaged over one pass of `dataset`."""
+def evaluate(eval_step, state, dataset, kind: TaskKind, mesh, rules) -> dict:
+  """Eval-step metrics averaged over one pass of `dataset`, each batch weighted
+  by the kind's `eval_weight` (valid pairs, target tokens) of the global batch,
+  so every process takes the same decisions."""
   sums, weight_total = collections.defaultdict(float), 0.0
   for batch in dataset:
     metrics = jax.device_get(eval_step(state, to_global(batch, mesh, rules)))
-    weight = float(metrics[_EVAL_WEIGHT[kind]])
+    weight = float(metrics[kind.eval_weight])
     if weight == 0:
       continue
     for name, value in metrics.items():
@@ -101,7 +101,7 @@ def evaluate(eval_step, state, dataset, kind: str, mesh, rules) -> dict:
 
 def run(config, workdir: str) -> dict:
   """Trains per `config` in `workdir`; returns a summary dict."""
-  kind = config.task
+  kind = task_kind(config.task)
   check_settings(config, process_count=jax.process_count(), device_count=jax.device_count())
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
@@ -120,7 +120,7 @@ def run(config, workdir: str) -> dict:
   n_proc = jax.process_count()  # batch sizes divide by it (config/validate.py)
 
   # --- Data --------------------------------------------------------------
-  classifier = kind == "rm"
+  classifier = kind.classifier
   inputs = task_inputs(model=config.model, data=config.data, media=config.media,
                        tokenizer=config.tokenizer, workdir=workdir, classifier=classifier)
   train_records, eval_records, counters = (inputs.train_records, inputs.eval_records,
@@ -128,7 +128,7 @@ def run(config, workdir: str) -> dict:
   tokenizer, tokenizer_dir = inputs.tokenizer, inputs.tokenizer_dir
   # A multimodal model decodes media in the data workers (None: text only).
   media = inputs.media
-  encoder = ExampleEncoder(tokenizer, config.data.max_length, kind,
+  encoder = ExampleEncoder(tokenizer, config.data.max_length, kind.batch,
                            margin_scale=config.loss.margin_scale, media=media)
   data_kw = dict(buckets=tuple(config.data.buckets), pad_id=tokenizer.pad_token_id,
                  worker_count=config.data.worker_count, process_index=jax.process_index(),
@@ -169,7 +169,7 @@ def run(config, workdir: str) -> dict:
   counts = InputCounts()
   shapes = BatchShapes()
   history = []
-  progress = tqdm.tqdm(total=config.train.num_steps, initial=start, desc=f"{kind} train",
+  progress = tqdm.tqdm(total=config.train.num_steps, initial=start, desc=f"{kind.name} train",
                        disable=not (is_main and config.train.progress_bar), dynamic_ncols=True)
   postfix: dict[str, str] = {}  # the progress bar's latest loss and held-out numbers
   stopped_early = False
@@ -194,7 +194,7 @@ def run(config, workdir: str) -> dict:
       if eval_ds is not None and (done % config.train.eval_every == 0):
         last_eval = (done, evaluate(eval_step, state, eval_ds, kind, mesh, rules))
         writer.write(done, last_eval[1], "eval")
-        headline = "accuracy" if kind == "rm" else "token_accuracy"
+        headline = kind.headline
         if headline in last_eval[1]:
           postfix[f"eval_{headline}"] = f"{last_eval[1][headline]:.3f}"
           progress.set_postfix(postfix)
@@ -213,7 +213,7 @@ def run(config, workdir: str) -> dict:
   ckpt.close()
 
   # --- Final eval and export ---------------------------------------------
-  summary = {"task": kind, "step": final_step, "stopped_early": stopped_early,
+  summary = {"task": kind.name, "step": final_step, "stopped_early": stopped_early,
              "inputs": counts.as_dict(),
              "bad_records": {k: c.summary() for k, c in counters.items()},
              "batch_shapes": len(shapes.seen), "train_compiles": train_step.num_compiles()}

@@ -1,10 +1,11 @@
-"""Pure, jitted train and eval steps for reward models ("rm") and SFT ("sft").
+"""Pure, jitted train and eval steps for reward models and SFT, one `TaskKind` each.
 
-  step = make_train_step(graphdef, tx, "rm", schedule=schedule, mesh=mesh)
+  step = make_train_step(graphdef, tx, task_kind("rm"), schedule=schedule, mesh=mesh)
   state, metrics = step(state, batch)       # state is donated
   check_nonfinite(metrics, step.max_nonfinite_streak)
 
-Batches are dicts of [B, ...] arrays, sharded over the `batch` logical axis:
+Batches are dicts of [B, ...] arrays, sharded over the `batch` logical axis,
+with the keys of the kind's `batch` contract (`core/batch_contract.py`):
 
   rm:  chosen_input_ids, chosen_attention_mask, rejected_input_ids,
        rejected_attention_mask [B, T] (chosen and rejected padded to one T),
@@ -52,19 +53,11 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from omni_rrm_jax.models.media_inputs import MEDIA_KEYS, check_media_keys, media_inputs
 from omni_rrm_jax.sharding.params import state_shardings as param_shardings
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding, spec_for
-from omni_rrm_jax.train import losses
+from omni_rrm_jax.train.guarded_update import guarded_update
 from omni_rrm_jax.train.state import TrainState, train_state_shardings
-
-LOSS_KINDS = ("rm", "sft")
-BATCH_KEYS = {
-    "rm": ("chosen_input_ids", "chosen_attention_mask", "rejected_input_ids",
-           "rejected_attention_mask"),
-    "sft": ("input_ids", "attention_mask", "loss_mask"),
-}
-OPTIONAL_KEYS = {"rm": ("margin", "valid", *MEDIA_KEYS), "sft": ("valid", *MEDIA_KEYS)}
+from omni_rrm_jax.train.task_kind import TaskKind
 
 Batch = dict[str, jax.Array]
 
@@ -88,60 +81,7 @@ def check_nonfinite(metrics: dict[str, Any], limit: int) -> None:
         "last good step. Lower the learning rate or inspect the data around this step.")
 
 
-def _check_batch(batch: Batch, kind: str) -> None:
-  missing = [k for k in BATCH_KEYS[kind] if k not in batch]
-  unknown = [k for k in batch if k not in BATCH_KEYS[kind] + OPTIONAL_KEYS[kind]]
-  if missing or unknown:
-    raise KeyError(f"{kind} batch: missing {missing}, unknown {unknown}; expected "
-                   f"{list(BATCH_KEYS[kind])} plus optional {list(OPTIONAL_KEYS[kind])}")
-  try:
-    check_media_keys(batch)
-  except KeyError as e:
-    raise KeyError(f"{kind} batch: {e.args[0]}") from None
-
-
-def _row_weights(batch: Batch) -> jax.Array:
-  any_key = next(iter(batch.values()))
-  if "valid" in batch:
-    return batch["valid"].astype(jnp.float32)
-  return jnp.ones(any_key.shape[:1], jnp.float32)
-
-
-def rm_rewards(model: nnx.Module, batch: Batch) -> tuple[jax.Array, jax.Array]:
-  """`(r_chosen_b, r_rejected_b)` from ONE forward over 2B rows.
-
-  Rows are interleaved (c0, r0, c1, r1, ...) rather than concatenated, so each
-  device scores its own pairs and the split needs no communication; a pair's
-  media is encoded once and read by both of its rows.
-  """
-  ids_b2t = jnp.stack([batch["chosen_input_ids"], batch["rejected_input_ids"]], axis=1)
-  mask_b2t = jnp.stack([batch["chosen_attention_mask"], batch["rejected_attention_mask"]], axis=1)
-  b, _, t = ids_b2t.shape
-  logits = model(ids_b2t.reshape(2 * b, t), attention_mask=mask_b2t.reshape(2 * b, t),
-                 **media_inputs(model, batch, rows_per_example=2)).logits
-  if logits.ndim != 2 or logits.shape[-1] != 1:
-    raise ValueError(f"a reward model must return logits [2B, 1], got {logits.shape}; "
-                     "use a *ForSequenceClassification model with num_labels=1")
-  r_b2 = logits[:, 0].astype(jnp.float32).reshape(b, 2)
-  return r_b2[:, 0], r_b2[:, 1]
-
-
-def sft_targets(batch: Batch) -> jax.Array:
-  """[B, T] target weights: loss_mask, minus padding, times row validity."""
-  mask_bt = batch["loss_mask"].astype(jnp.float32) * batch["attention_mask"].astype(jnp.float32)
-  return mask_bt * _row_weights(batch)[:, None]
-
-
-def _normalizer(batch: Batch, kind: str) -> jax.Array:
-  """The whole batch's loss denominator: valid pairs (rm) or target tokens (sft)."""
-  if kind == "rm":
-    n = jnp.sum(_row_weights(batch))
-  else:
-    n = jnp.sum(sft_targets(batch)[:, 1:])
-  return jnp.maximum(n, 1e-9)
-
-
-def _micro_loss(graphdef, kind: str, center_coef: float):
+def _micro_loss(graphdef, kind: TaskKind, center_coef: float):
   """loss(params, micro, normalizer) -> (sum of micro losses / normalizer, aux).
 
   Dividing by the whole batch's normalizer (not the micro-batch's) makes the
@@ -151,24 +91,8 @@ def _micro_loss(graphdef, kind: str, center_coef: float):
   def loss_fn(params, micro: Batch, normalizer: jax.Array, rng: jax.Array):
     # The decoders are deterministic; stochastic layers (dropout) would draw here.
     del rng
-    model = nnx.merge(graphdef, params)
-    if kind == "rm":
-      r_c, r_r = rm_rewards(model, micro)
-      w_b = _row_weights(micro)
-      margin_b = micro.get("margin")
-      if margin_b is not None:
-        # A padding row's margin may be garbage; keep it out of the arithmetic.
-        margin_b = jnp.where(w_b > 0, margin_b.astype(jnp.float32), 0.0)
-      loss_b = losses.bradley_terry_per_example(r_c, r_r, margin_b=margin_b,
-                                                center_coef=center_coef)
-      loss_sum = jnp.sum(jnp.where(w_b > 0, w_b * loss_b, 0.0))
-      return loss_sum / normalizer, (r_c, r_r)
-    logits = model(micro["input_ids"], attention_mask=micro["attention_mask"],
-                   **media_inputs(model, micro)).logits
-    nll_bs, correct_bs, weight_bs = losses.causal_lm_token_losses(
-        logits, micro["input_ids"], sft_targets(micro))
-    loss_sum = jnp.sum(weight_bs * nll_bs)
-    return loss_sum / normalizer, (loss_sum, jnp.sum(weight_bs * correct_bs), jnp.sum(weight_bs))
+    loss_sum, aux = kind.loss(nnx.merge(graphdef, params), micro, center_coef)
+    return loss_sum / normalizer, aux
 
   return loss_fn
 
@@ -185,25 +109,6 @@ def _split_micro(batch: Batch, n: int) -> Batch:
     return jnp.swapaxes(x.reshape(x.shape[0] // n, n, *x.shape[1:]), 0, 1)
 
   return jax.tree.map(one, batch)
-
-
-def _metrics(kind: str, batch_ab: Batch, aux, center_coef: float) -> dict[str, jax.Array]:
-  if kind == "rm":
-    r_c_ab, r_r_ab = aux
-    flat = lambda x: x.reshape(-1)  # noqa: E731
-    margin = batch_ab.get("margin")
-    valid = batch_ab.get("valid")
-    _, m = losses.bradley_terry_loss(
-        flat(r_c_ab), flat(r_r_ab), margin_b=None if margin is None else flat(margin),
-        center_coef=center_coef, valid_b=None if valid is None else flat(valid))
-    return m
-  loss_sum, correct, count = (jnp.sum(a) for a in aux)
-  n = jnp.maximum(count, 1e-9)
-  return {"loss": loss_sum / n, "token_accuracy": correct / n, "num_tokens": count}
-
-
-def _tree_where(ok: jax.Array, new, old):
-  return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
 
 
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -289,7 +194,7 @@ class Step:
     return out
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, loss_kind: str, *,
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, kind: TaskKind, *,
                     grad_accum_steps: int = 1, max_nonfinite_streak: int = 10,
                     mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES,
                     schedule: optax.Schedule | None = None, center_coef: float = 0.0,
@@ -299,16 +204,16 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, lo
   One optimizer update per call. The batch is split into `grad_accum_steps`
   strided micro-batches run under `jax.lax.scan`; their gradients are summed
   with the whole batch's denominator, so the update equals the big-batch one
-  (token-weighted for sft). A non-finite loss or gradient norm skips the update
-  (params and optimizer state stay as they were), bumps `nonfinite_streak` and
-  `nonfinite_total`, and sets `skipped`; a finite step resets the streak. The
-  caller stops via `check_nonfinite(metrics, step.max_nonfinite_streak)`.
+  (token-weighted for sft). The update goes through `guarded_update`: a
+  non-finite loss or gradient norm skips it (params and optimizer state stay
+  as they were), bumps `nonfinite_streak` and `nonfinite_total`, and sets
+  `skipped`; a finite step resets the streak. The caller stops via `check_nonfinite(metrics, step.max_nonfinite_streak)`.
 
   Args:
     graphdef: the model's graph definition (`init_train_state`).
     tx: the optimizer the state was created with.
-    loss_kind: "rm" (Bradley-Terry on a sequence classifier) or "sft"
-      (next-token cross-entropy on a causal LM).
+    kind: the `TaskKind` (`train.task_kind`): its batch contract, loss,
+      normalizer and metrics.
     grad_accum_steps: micro-batches per update; must divide the batch size.
     max_nonfinite_streak: recorded on the returned step for `check_nonfinite`.
     mesh: device mesh; None runs on the default device.
@@ -323,17 +228,15 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, lo
     `nonfinite_streak`, `nonfinite_total`, `step` (after the update) and
     `learning_rate` (when `schedule` is given).
   """
-  if loss_kind not in LOSS_KINDS:
-    raise ValueError(f"unknown loss_kind {loss_kind!r}; known: {', '.join(LOSS_KINDS)}")
   if grad_accum_steps < 1:
     raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
-  loss_fn = _micro_loss(graphdef, loss_kind, center_coef)
+  loss_fn = _micro_loss(graphdef, kind, center_coef)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def train_step(state: TrainState, batch: Batch):
-    _check_batch(batch, loss_kind)
+    kind.batch.check(batch)
     with activation_sharding(mesh, rules):
-      normalizer = _normalizer(batch, loss_kind)
+      normalizer = jnp.maximum(kind.normalizer(batch), 1e-9)
       batch_ab = _split_micro(batch, grad_accum_steps)
       rng_a = jax.random.split(jax.random.fold_in(state.rng, state.step), grad_accum_steps)
 
@@ -351,57 +254,29 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, lo
       grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
       loss = jnp.sum(loss_a)
 
-    grad_norm = optax.tree.norm(grads)
-    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
-    skipped = (~ok).astype(jnp.int32)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=_tree_where(ok, new_params, state.params),
-        opt_state=_tree_where(ok, new_opt_state, state.opt_state),
-        nonfinite_streak=jnp.where(ok, 0, state.nonfinite_streak + 1),
-        nonfinite_total=state.nonfinite_total + skipped)
-    metrics = _metrics(loss_kind, batch_ab, aux, center_coef)
+    new_state, update_metrics = guarded_update(state, grads, loss, tx, schedule=schedule)
+    metrics = kind.metrics(batch_ab, aux, center_coef)
     metrics["loss"] = loss
-    metrics.update(grad_norm=grad_norm, skipped=skipped,
-                   nonfinite_streak=new_state.nonfinite_streak,
-                   nonfinite_total=new_state.nonfinite_total, step=new_state.step)
-    if schedule is not None:
-      # optax counts applied updates only, i.e. batches minus skipped ones.
-      metrics["learning_rate"] = jnp.asarray(
-          schedule(state.step - state.nonfinite_total), jnp.float32)
+    metrics.update(update_metrics)
     return new_state, metrics
 
   return Step(train_step, mesh=mesh, rules=rules, state_shardings=state_shardings,
               donate=True, returns_state=True, max_nonfinite_streak=max_nonfinite_streak)
 
 
-def make_eval_step(graphdef: nnx.GraphDef, loss_kind: str, *, mesh: Mesh | None = None,
+def make_eval_step(graphdef: nnx.GraphDef, kind: TaskKind, *, mesh: Mesh | None = None,
                    rules: Rules = DEFAULT_RULES, center_coef: float = 0.0,
                    state_shardings: TrainState | None = None) -> Step:
   """Builds the jitted `eval_step(state, batch) -> metrics` (no update).
 
-  Metrics are those of `losses.bradley_terry_loss` ("rm") or
-  `losses.causal_lm_loss` ("sft") over the whole batch, `valid` respected.
+  Metrics are the kind's `evaluate` (`losses.bradley_terry_loss` for rm,
+  `losses.causal_lm_loss` for sft) over the whole batch, `valid` respected.
   """
-  if loss_kind not in LOSS_KINDS:
-    raise ValueError(f"unknown loss_kind {loss_kind!r}; known: {', '.join(LOSS_KINDS)}")
 
   def eval_step(state: TrainState, batch: Batch):
-    _check_batch(batch, loss_kind)
+    kind.batch.check(batch)
     with activation_sharding(mesh, rules):
-      model = nnx.merge(graphdef, state.params)
-      if loss_kind == "rm":
-        r_c, r_r = rm_rewards(model, batch)
-        _, metrics = losses.bradley_terry_loss(r_c, r_r, margin_b=batch.get("margin"),
-                                               center_coef=center_coef,
-                                               valid_b=batch.get("valid"))
-      else:
-        logits = model(batch["input_ids"], attention_mask=batch["attention_mask"],
-                       **media_inputs(model, batch)).logits
-        _, metrics = losses.causal_lm_loss(logits, batch["input_ids"], sft_targets(batch))
-    return metrics
+      return kind.evaluate(nnx.merge(graphdef, state.params), batch, center_coef)
 
   return Step(eval_step, mesh=mesh, rules=rules, state_shardings=state_shardings,
               donate=False, returns_state=False)

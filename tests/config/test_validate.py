@@ -23,7 +23,8 @@ def test_defaults_are_valid_for_one_and_two_processes(task):
     ("optim.learning_rate", -1e-3, "optim.learning_rate=-0.001: must be a finite number > 0"),
     ("optim.learning_rate", math.nan, "optim.learning_rate=nan"),
     ("optim.learning_rate", math.inf, "optim.learning_rate=inf"),
-    ("optim.warmup_steps", 300, "optim.warmup_steps=300: must be < train.num_steps=300"),
+    ("optim.warmup_steps", 300, "optim.warmup_steps=300: must be < the run's 300 optimizer "
+     "updates"),
     ("data.buckets", (128, 64), "data.buckets=(128, 64): must be strictly increasing"),
     ("data.buckets", (32, 64), "the largest bucket must hold max_length=128"),
     ("data.batch_size", 12, "data.batch_size=12: must be a multiple of the 8 batch shards"),
@@ -54,6 +55,12 @@ def test_batches_split_over_processes_and_small_batches_are_replicated():
 
 
 def test_grpo_and_eval_settings():
+  g = tasks.grpo_config()
+  g.train.num_steps, g.optim.warmup_steps = 8, 10
+  g.grpo.update(num_iterations=2, num_minibatches=2)  # 32 updates: the warmup fits
+  assert _problems(g) == []
+  g.grpo.update(num_iterations=1, num_minibatches=1)
+  assert _problems(g) == ["optim.warmup_steps=10: must be < the run's 8 optimizer updates"]
   g = tasks.grpo_config()
   g.rollout.update(top_p=0.0, num_generations=0)
   g.data.prompt_bucket = -64

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
+from omni_rrm_jax.core.batch_contract import RM_BATCH
 from omni_rrm_jax.data.media.config import MediaConfig
 from omni_rrm_jax.data.media.encode import encode_media
 from omni_rrm_jax.data.media_batching import MediaSpec, media_token_ids
@@ -20,6 +21,7 @@ from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
 from omni_rrm_jax.models.omni_config import OmniHostInputs
 from omni_rrm_jax.models.qwen2_5_vl import HostInputs
+from omni_rrm_jax.train.task_kind import task_kind
 from tests.data.audio_records import tone_pairs
 from tests.data.media.media_files import tone, truncate, write_audio
 
@@ -77,7 +79,7 @@ def _reason(example) -> str:
 def test_one_placeholder_per_audio_token(world, kind):
   records, tok, spec, _ = world
   record = records["long_ok"]
-  ex = ExampleEncoder(tok, 512, kind, media=spec).encode(record)
+  ex = ExampleEncoder(tok, 512, task_kind(kind).batch, media=spec).encode(record)
   assert ex["valid"], _reason(ex)
   ids = np.asarray(ex["chosen"] if kind == "rm" else ex["input_ids"])
   frames = 130  # ceil(1.3 s * 16000 / 160)
@@ -105,22 +107,22 @@ def test_one_placeholder_per_audio_token(world, kind):
 
 def test_bad_audio_is_invalid_and_counted(world):
   records, tok, spec, vl_spec = world
-  enc = ExampleEncoder(tok, 512, "rm", media=spec)
+  enc = ExampleEncoder(tok, 512, RM_BATCH, media=spec)
   expected = {"cut_wav": "bad media", "empty_wav": "bad media", "escape": "bad media",
               "too_long": "media too long", "short": "ok", "image": "ok", "text": "ok"}
   assert {n: _reason(enc.encode(records[n])) for n in expected} == expected
   # A vision-only model cannot read audio at all.
-  vl = ExampleEncoder(tok, 512, "rm", media=vl_spec)
+  vl = ExampleEncoder(tok, 512, RM_BATCH, media=vl_spec)
   assert _reason(vl.encode(records["short"])) == "unsupported media"
   assert "input_features" not in vl.encode(records["image"])
-  strict = ExampleEncoder(tok, 512, "rm", media=dataclasses.replace(spec, strict=True))
+  strict = ExampleEncoder(tok, 512, RM_BATCH, media=dataclasses.replace(spec, strict=True))
   with pytest.raises(ValueError, match=r"cut_wav: unreadable audio; cut.wav: truncated"):
     strict.encode(records["cut_wav"])
 
 
 def test_batches_pad_audio_to_a_frame_bucket(world):
   records, tok, spec, _ = world
-  enc = ExampleEncoder(tok, 128, "rm", media=spec)
+  enc = ExampleEncoder(tok, 128, RM_BATCH, media=spec)
   names = ["short", "image", "long_ok", "text"]
   (batch,) = list(make_dataset([records[n] for n in names], enc, batch_size=4, buckets=(128,),
                                pad_id=tok.pad_token_id, seed=0, shuffle=False, num_epochs=1,
@@ -157,7 +159,7 @@ def test_batches_pad_audio_to_a_frame_bucket(world):
 
 def test_audio_is_decoded_in_worker_processes(world):
   records, tok, spec, _ = world
-  enc = ExampleEncoder(tok, 128, "rm", media=spec)
+  enc = ExampleEncoder(tok, 128, RM_BATCH, media=spec)
   recs = [records[n] for n in ("short", "image", "long_ok", "text", "cut_wav")]
   kw = dict(batch_size=2, buckets=(128,), pad_id=tok.pad_token_id, seed=0, num_epochs=1,
             patch_buckets=PATCH_BUCKETS)

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from omni_rrm_jax.core.batch_contract import RM_BATCH
 from omni_rrm_jax.data.grouped_shuffle import grouped_order
 from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.records import PreferenceRecord
@@ -40,7 +41,7 @@ def _rows(batch):
 
 def test_batches_hold_one_modality_and_cover_the_epoch(tok):
   recs = _records(40)  # 10 per modality, batches of 4: 2 full each, 8 left over
-  enc = ExampleEncoder(tok, max_length=64, kind="rm")
+  enc = ExampleEncoder(tok, max_length=64, kind=RM_BATCH)
   kw = dict(batch_size=4, buckets=(64,), pad_id=tok.pad_token_id, seed=2, group_by_modality=True)
   it = iter(make_dataset(recs, enc, **kw))
   epoch = [_rows(next(it)) for _ in range(10)]
@@ -69,7 +70,7 @@ def test_batches_hold_one_modality_and_cover_the_epoch(tok):
 
 def test_two_processes_share_each_global_batch_of_one_modality(tok):
   recs = _records(48)
-  enc = ExampleEncoder(tok, max_length=64, kind="rm")
+  enc = ExampleEncoder(tok, max_length=64, kind=RM_BATCH)
   kw = dict(batch_size=2, buckets=(64,), pad_id=tok.pad_token_id, seed=4, num_epochs=1,
             group_by_modality=True, agree=lambda needs: needs)
   p0, p1 = (list(make_dataset(recs, enc, process_index=p, process_count=2, **kw))

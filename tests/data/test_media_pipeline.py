@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from transformers import AutoTokenizer
 
+from omni_rrm_jax.core.batch_contract import RM_BATCH
 from omni_rrm_jax.data.bad_records import BadRecordCounter
 from omni_rrm_jax.data.media.config import MediaConfig
 from omni_rrm_jax.data.media_batching import MediaSpec, media_token_ids
@@ -24,6 +25,7 @@ from omni_rrm_jax.data.templates import rm_messages
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
 from omni_rrm_jax.models.qwen2_5_vl import HostInputs
+from omni_rrm_jax.train.task_kind import task_kind
 from tests.data.media.media_files import tone, truncate, write_audio
 
 MEDIA_CFG = MediaConfig(image_min_pixels=56 * 56, image_max_pixels=112 * 112,
@@ -79,7 +81,7 @@ def _reason(example) -> str:
 @pytest.mark.parametrize("name", ["image", "video"])
 def test_one_placeholder_per_merged_patch(world, kind, name):
   _, records, tok, spec = world
-  ex = ExampleEncoder(tok, 512, kind, media=spec).encode(records[name])
+  ex = ExampleEncoder(tok, 512, task_kind(kind).batch, media=spec).encode(records[name])
   assert ex["valid"], _reason(ex)
   ids = np.asarray(ex["chosen"] if kind == "rm" else ex["input_ids"])
   grid = ex["vision_grid_thw"]
@@ -109,8 +111,8 @@ def test_truncation_cuts_the_text_and_keeps_media_whole(world):
   _, records, tok, spec = world
   long = dataclasses.replace(records["image"], prompt="the cat sat on the mat. " * 40
                              + records["image"].prompt)
-  full = ExampleEncoder(tok, 4096, "rm", media=spec).encode(long)
-  ex = ExampleEncoder(tok, 96, "rm", media=spec).encode(long)
+  full = ExampleEncoder(tok, 4096, RM_BATCH, media=spec).encode(long)
+  ex = ExampleEncoder(tok, 96, RM_BATCH, media=spec).encode(long)
   assert ex["valid"] and ex["truncated"] and not full["truncated"]
   assert max(len(ex["chosen"]), len(ex["rejected"])) == 96
   token = spec.placeholder_ids["image"]
@@ -124,21 +126,21 @@ def test_truncation_cuts_the_text_and_keeps_media_whole(world):
   # When the media tokens themselves do not fit, the example is invalid, not cut:
   # here everything but the media would fit (the text may be cut to nothing).
   rec = records["image"]
-  enc = ExampleEncoder(tok, 4096, "rm", media=spec)
+  enc = ExampleEncoder(tok, 4096, RM_BATCH, media=spec)
   whole = enc.encode(rec)
   content = len(enc.prompt_pieces(rm_messages(rec, "")[:-1]).content)
   needed = max(len(whole["chosen"]), len(whole["rejected"])) - content
-  tight = ExampleEncoder(tok, needed - 1, "rm", media=spec).encode(rec)
+  tight = ExampleEncoder(tok, needed - 1, RM_BATCH, media=spec).encode(rec)
   assert not tight["valid"] and _reason(tight) == "media too long"
-  assert ExampleEncoder(tok, needed, "rm", media=spec).encode(rec)["valid"]
+  assert ExampleEncoder(tok, needed, RM_BATCH, media=spec).encode(rec)["valid"]
   few_patches = dataclasses.replace(spec, max_patches=4)
-  assert _reason(ExampleEncoder(tok, 4096, "rm", media=few_patches).encode(rec)) == (
+  assert _reason(ExampleEncoder(tok, 4096, RM_BATCH, media=few_patches).encode(rec)) == (
       "media too long")
 
 
 def test_bad_media_is_invalid_and_counted(world):
   _, records, tok, spec = world
-  enc = ExampleEncoder(tok, 512, "rm", media=spec)
+  enc = ExampleEncoder(tok, 512, RM_BATCH, media=spec)
   expected = {"zero_png": "bad media", "junk_mp4": "bad media", "escape": "bad media",
               "cut_wav": "unsupported media", "stray": "media token mismatch", "image": "ok",
               "text": "ok"}
@@ -157,7 +159,7 @@ def test_bad_media_is_invalid_and_counted(world):
 
 def test_bad_media_is_fatal_in_strict_mode(world):
   _, records, tok, spec = world
-  enc = ExampleEncoder(tok, 512, "rm", media=dataclasses.replace(spec, strict=True))
+  enc = ExampleEncoder(tok, 512, RM_BATCH, media=dataclasses.replace(spec, strict=True))
   with pytest.raises(ValueError, match=r"zero_png: unreadable image; images/zero.png: empty "
                                        r"file \(strict mode"):
     enc.encode(records["zero_png"])
@@ -176,7 +178,7 @@ def test_reader_skips_an_escaping_path_and_counts_it(world, tmp_path):
 
 def test_batches_pad_media_per_row_to_a_patch_bucket(world):
   _, records, tok, spec = world
-  enc = ExampleEncoder(tok, 128, "rm", media=spec)
+  enc = ExampleEncoder(tok, 128, RM_BATCH, media=spec)
   ds = make_dataset([records[n] for n in ("image", "video", "text")], enc, batch_size=4,
                     buckets=(64, 128), pad_id=tok.pad_token_id, seed=0, shuffle=False,
                     num_epochs=1, patch_buckets=PATCH_BUCKETS)
@@ -206,7 +208,7 @@ def test_batches_pad_media_per_row_to_a_patch_bucket(world):
 
 def test_media_is_decoded_in_worker_processes(world):
   _, records, tok, spec = world
-  enc = ExampleEncoder(tok, 128, "rm", media=spec)
+  enc = ExampleEncoder(tok, 128, RM_BATCH, media=spec)
   recs = [records[n] for n in ("image", "video", "image2", "image3", "text")]
   kw = dict(batch_size=2, buckets=(128,), pad_id=tok.pad_token_id, seed=0, num_epochs=1,
             patch_buckets=PATCH_BUCKETS)
@@ -251,6 +253,6 @@ def test_synthetic_media_pairs_are_seeded_and_readable(tmp_path):
 
 def test_records_without_media_keep_the_text_path(world):
   _, records, tok, spec = world
-  plain = ExampleEncoder(tok, 128, "rm").encode(records["image"])
+  plain = ExampleEncoder(tok, 128, RM_BATCH).encode(records["image"])
   assert "vision_patches" not in plain  # text models see one placeholder token per item
   assert plain["chosen"].count(spec.placeholder_ids["image"]) == 1

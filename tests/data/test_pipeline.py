@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from omni_rrm_jax.core.batch_contract import RM_BATCH, SFT_BATCH
 from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.records import PreferenceRecord
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
@@ -20,8 +21,8 @@ def _record(i, prompt_repeats=1, label="A", rationale=True):
 
 
 def test_rm_prompt_is_cut_from_the_left_and_responses_are_whole(tok):
-  enc = ExampleEncoder(tok, max_length=40, kind="rm", margin_scale=0.5)
-  full = ExampleEncoder(tok, max_length=4096, kind="rm").encode(_record(3, prompt_repeats=20))
+  enc = ExampleEncoder(tok, max_length=40, kind=RM_BATCH, margin_scale=0.5)
+  full = ExampleEncoder(tok, max_length=4096, kind=RM_BATCH).encode(_record(3, prompt_repeats=20))
   ex = enc.encode(_record(3, prompt_repeats=20))
   assert ex["valid"] and ex["truncated"]
   assert max(len(ex["chosen"]), len(ex["rejected"])) == 40
@@ -38,25 +39,25 @@ def test_rm_prompt_is_cut_from_the_left_and_responses_are_whole(tok):
 
 
 def test_label_b_swaps_chosen(tok):
-  enc = ExampleEncoder(tok, max_length=128, kind="rm")
+  enc = ExampleEncoder(tok, max_length=128, kind=RM_BATCH)
   a, b = enc.encode(_record(1, label="A")), enc.encode(_record(1, label="B"))
   assert a["chosen"] == b["rejected"] and a["rejected"] == b["chosen"]
 
 
 def test_invalid_examples_say_why(tok):
-  enc = ExampleEncoder(tok, max_length=128, kind="rm")
+  enc = ExampleEncoder(tok, max_length=128, kind=RM_BATCH)
   assert INVALID_REASONS[enc.encode(_record(0, label="equal"))["invalid_reason"]] == "tie label"
-  tiny = ExampleEncoder(tok, max_length=12, kind="rm")
+  tiny = ExampleEncoder(tok, max_length=12, kind=RM_BATCH)
   ex = tiny.encode(_record(0))
   assert not ex["valid"] and INVALID_REASONS[ex["invalid_reason"]] == "response too long"
-  sft = ExampleEncoder(tok, max_length=4096, kind="sft")
+  sft = ExampleEncoder(tok, max_length=4096, kind=SFT_BATCH)
   ex = sft.encode(_record(0, rationale=False))
   assert INVALID_REASONS[ex["invalid_reason"]] == "no valid judgment rationale"
 
 
 def test_sft_loss_mask_covers_exactly_the_judgment(tok):
   rec = _record(5)
-  ex = ExampleEncoder(tok, max_length=4096, kind="sft").encode(rec)
+  ex = ExampleEncoder(tok, max_length=4096, kind=SFT_BATCH).encode(rec)
   ids, mask = np.asarray(ex["input_ids"]), np.asarray(ex["loss_mask"], bool)
   assert tok.decode(ids[mask]) == rec.rationale + "<|im_end|>\n"
   prompt = tok.decode(ids[~mask])
@@ -78,7 +79,7 @@ def _ids_seen(batches):
 
 def test_pipeline_order_buckets_sharding_and_resume(tok):
   recs = [_record(i, prompt_repeats=1 + i % 4) for i in range(22)]
-  enc = ExampleEncoder(tok, max_length=128, kind="rm")
+  enc = ExampleEncoder(tok, max_length=128, kind=RM_BATCH)
   kw = dict(batch_size=4, buckets=BUCKETS, pad_id=tok.pad_token_id)
   one = _batches(make_dataset(recs, enc, seed=1, num_epochs=1, **kw))
   again = _batches(make_dataset(recs, enc, seed=1, num_epochs=1, **kw))
@@ -124,7 +125,7 @@ def test_pipeline_order_buckets_sharding_and_resume(tok):
 def test_worker_processes_encode_every_example_and_resume(tok):
   """Workers each batch their own share of the stream: same examples, exact resume."""
   recs = [_record(i) for i in range(12)]
-  enc = ExampleEncoder(tok, max_length=1024, kind="sft")
+  enc = ExampleEncoder(tok, max_length=1024, kind=SFT_BATCH)
   kw = dict(batch_size=4, buckets=(1024,), pad_id=tok.pad_token_id, seed=3)
   rows = lambda bs: sorted(tuple(r[m.astype(bool)]) for b in bs for r, m, v in
                            zip(b["input_ids"], b["attention_mask"], b["valid"]) if v)
@@ -144,7 +145,7 @@ def test_worker_processes_encode_every_example_and_resume(tok):
 
 
 def test_judge_prompt_that_fits_is_not_cut(tok):
-  enc = ExampleEncoder(tok, max_length=4096, kind="sft")
+  enc = ExampleEncoder(tok, max_length=4096, kind=SFT_BATCH)
   full = enc.judge_prompt_ids(_record(2))
   assert enc.judge_prompt_ids(_record(2), max_prompt_length=len(full) + 20) == full
   cut = enc.judge_prompt_ids(_record(2), max_prompt_length=len(full) - 10)

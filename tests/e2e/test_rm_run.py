@@ -29,6 +29,7 @@ def test_exported_rm_gives_transformers_the_same_rewards():
   import transformers
 
   import omni_rrm_jax as orj
+  from omni_rrm_jax.core.batch_contract import RM_BATCH
   from omni_rrm_jax.data.readers import read_records
   from omni_rrm_jax.data.tokenize import ExampleEncoder
   workdir, _ = trained_rm()
@@ -36,7 +37,7 @@ def test_exported_rm_gives_transformers_the_same_rewards():
   tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
   ours = orj.from_pretrained(hf_dir)
   theirs = transformers.AutoModelForSequenceClassification.from_pretrained(hf_dir).eval()
-  enc = ExampleEncoder(tok, 128, "rm")
+  enc = ExampleEncoder(tok, 128, RM_BATCH)
   records = list(read_records(os.path.join(workdir, "data", "eval.jsonl")))[:16]
   seqs = [enc.encode(r)["chosen"] for r in records] + [enc.encode(r)["rejected"] for r in records]
   t = max(map(len, seqs))

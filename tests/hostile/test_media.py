@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
+from omni_rrm_jax.core.batch_contract import RM_BATCH
 from omni_rrm_jax.data.media.audio import load_audio, process_audio
 from omni_rrm_jax.data.media.config import MediaConfig
 from omni_rrm_jax.data.media.encode import encode_media
@@ -66,7 +67,7 @@ def test_non_finite_audio_is_bad_media_in_the_encoder(tmp_path, caplog):
                         temporal_patch_size=2, tokens_per_second=2.0,
                         audio_token_id=ids["audio"], position_id_per_seconds=2.0, n_window=50)
   spec = MediaSpec(str(tmp_path), CFG, host, max_patches=64, audio_frame_buckets=(0, 200))
-  encoder = ExampleEncoder(tok, 256, "rm", media=spec)
+  encoder = ExampleEncoder(tok, 256, RM_BATCH, media=spec)
   good = PreferenceRecord(id="good", prompt="is the tone high or low?", response_a="it is high.",
                           response_b="it is low.", label="A", modality="audio",
                           media={"images": [], "video": None, "audio": "good.wav"})

@@ -22,6 +22,7 @@ _SCRIPT = textwrap.dedent("""
     import json, os, resource, sys, tempfile, time
     from transformers import AutoTokenizer
     from omni_rrm_jax.data.pipeline import make_dataset
+    from omni_rrm_jax.core.batch_contract import RM_BATCH
     from omni_rrm_jax.data.records import PreferenceRecord
     from omni_rrm_jax.data.tokenize import ExampleEncoder
     from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
@@ -34,7 +35,7 @@ _SCRIPT = textwrap.dedent("""
     word = " abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz"
     train_tiny_tokenizer([word * 4, "it is 3. it is 4. what is the answer?"] * 50, folder,
                          vocab_size=400)
-    encoder = ExampleEncoder(AutoTokenizer.from_pretrained(folder), max_length=64, kind="rm")
+    encoder = ExampleEncoder(AutoTokenizer.from_pretrained(folder), max_length=64, kind=RM_BATCH)
     prompt = (word * (size // len(word) + 1))[:size - 16]
     record = PreferenceRecord(id="big", prompt=prompt, response_a="it is 3.",
                               response_b="it is 4.", label="A")

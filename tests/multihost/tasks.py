@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from omni_rrm_jax.core.batch_contract import SFT_BATCH
+
 
 def mismatched_batch() -> str:
   """Each process builds a batch of its own length, as a broken batch plan would;
@@ -26,7 +28,7 @@ def agreed_buckets() -> list:
   from omni_rrm_jax.core.multihost import agree_max
   from omni_rrm_jax.data.batching import collate
 
-  kw = dict(kind="sft", batch_size=2, buckets=(8, 16, 32), pad_id=0)
+  kw = dict(kind=SFT_BATCH, batch_size=2, buckets=(8, 16, 32), pad_id=0)
   n = 6 if jax.process_index() == 0 else 20
   example = {"input_ids": list(range(1, n + 1)), "loss_mask": [1] * n, "valid": True,
              "invalid_reason": 0, "truncated": False, "modality": 0, "index": 0}

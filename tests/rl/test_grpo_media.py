@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+from omni_rrm_jax.core.batch_contract import SFT_BATCH
 from omni_rrm_jax.data.records import write_jsonl
 from omni_rrm_jax.synthetic.colour_media import generate_media_pairs
+from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.eval import judge_eval
 from omni_rrm_jax.rl import grpo_loop, rollout
@@ -88,16 +89,18 @@ def inputs(tmp_path_factory) -> Inputs:
   records, _, _ = sources.data_splits(config.data, workdir)
   tok, _ = model_lib.tokenizer_for(config.tokenizer, config.model.path, workdir, corpus(records))
   spec = media_lib.media_spec(
-      config.media, model_lib.model_config(config.model, tok, classifier=config.task == "rm"),
+      config.media, model_lib.model_config(config.model, tok, classifier=False),
       tok, root=sources.media_root(config.data, workdir), model_path=config.model.path,
       strict=config.data.strict)
-  return Inputs(records, tok, spec, ExampleEncoder(tok, PROMPT_LENGTH, "sft", media=spec))
+  return Inputs(records, tok, spec, ExampleEncoder(tok, PROMPT_LENGTH, SFT_BATCH, media=spec))
 
 
 @pytest.fixture(scope="module")
 def judge(inputs):
   """A random tiny Qwen2.5-VL judge, built as the GRPO loop builds it."""
-  return model_lib.build_model(vl_config().model, inputs.tokenizer, None, (), classifier=vl_config().task == "rm", seed=vl_config().seed)
+  config = vl_config()
+  return model_lib.build_model(config.model, inputs.tokenizer, None, (), classifier=False,
+                               seed=config.seed)
 
 
 def test_rollout_logprobs_equal_the_update_recompute(inputs, judge):

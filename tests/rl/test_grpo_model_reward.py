@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import omni_rrm_jax as orj
+from omni_rrm_jax.core.batch_contract import RM_BATCH
 from omni_rrm_jax.data.records import PreferenceRecord
 from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
 from omni_rrm_jax.synthetic.corpus import corpus
@@ -59,7 +60,7 @@ def test_sequences_are_what_rm_training_scores(rm_folder):
   reward = ModelReward(rm_folder, batch_size=8, max_length=MAX_LENGTH, bucket=16)
   record = PreferenceRecord(id="r", prompt=PROMPTS[2], response_a="It is green.",
                             response_b="It is red.", label="A")
-  trained = ExampleEncoder(reward.encoder.tokenizer, MAX_LENGTH, "rm").encode(record)
+  trained = ExampleEncoder(reward.encoder.tokenizer, MAX_LENGTH, RM_BATCH).encode(record)
   assert reward.encode(record.prompt, record.response_a) == list(trained["chosen"])
 
 

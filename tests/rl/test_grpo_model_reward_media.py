@@ -18,21 +18,20 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from omni_rrm_jax.core.batch_contract import MEDIA_KEYS, RM_BATCH
 from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
 from omni_rrm_jax.synthetic.colour_media import generate_media_pairs
 from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.models.hf_save import save_pretrained
-from omni_rrm_jax.models.media_inputs import MEDIA_KEYS
 from omni_rrm_jax.rl.model_reward import ModelReward
 from omni_rrm_jax.rl.rollout import policy_messages
 from omni_rrm_jax.sharding.mesh import make_mesh
 from omni_rrm_jax.assembly import media as media_lib
 from omni_rrm_jax.assembly import models as model_lib
-from omni_rrm_jax.assembly import sources
-from omni_rrm_jax.synthetic.corpus import corpus
 from omni_rrm_jax.config.tasks import TASK_CONFIGS
-from omni_rrm_jax.train.step import rm_rewards
+from omni_rrm_jax.synthetic.corpus import corpus
+from omni_rrm_jax.train.task_kind import rm_rewards
 from tests.data.audio_records import tone_pairs
 
 VL = "Qwen2_5_VLForConditionalGeneration"
@@ -40,8 +39,6 @@ OMNI = "Qwen2_5OmniThinkerForConditionalGeneration"
 MAX_LENGTH = 96
 PATCH_BUCKETS = (0, 64)
 FRAME_BUCKETS = (0, 200)
-RM_KEYS = ("chosen_input_ids", "chosen_attention_mask", "rejected_input_ids",
-           "rejected_attention_mask")
 TOL = 1e-5
 
 
@@ -65,8 +62,8 @@ def _export_rm(root, architecture: str, records) -> RM:
   config.model.architecture = architecture
   config.media.patch_buckets, config.media.audio_frame_buckets = PATCH_BUCKETS, FRAME_BUCKETS
   tok, tok_dir = model_lib.tokenizer_for(config.tokenizer, config.model.path, str(root),
-                                          corpus(records))
-  model = model_lib.build_model(config.model, tok, None, (), classifier=config.task == "rm", seed=config.seed)
+                                         corpus(records))
+  model = model_lib.build_model(config.model, tok, None, (), classifier=True, seed=config.seed)
   folder = save_pretrained(model, str(root / "hf"), tokenizer_dir=tok_dir)
   return RM(folder, str(root / "media"), records, config)
 
@@ -102,7 +99,7 @@ def _direct(rm: RM):
   spec = media_lib.make_media_spec(model.cfg, tok, root=rm.media_root, model_path=rm.folder,
                                     overrides=d.preprocess, patch_buckets=d.patch_buckets,
                                     audio_frame_buckets=d.audio_frame_buckets)
-  encoder = ExampleEncoder(tok, MAX_LENGTH, "rm", media=spec)
+  encoder = ExampleEncoder(tok, MAX_LENGTH, RM_BATCH, media=spec)
   graphdef, params = nnx.split(model)
   rewards = jax.jit(lambda p, b: rm_rewards(nnx.merge(graphdef, p), b)[0])
 
@@ -112,7 +109,7 @@ def _direct(rm: RM):
         seed=0, shuffle=False, num_epochs=1, patch_buckets=d.patch_buckets,
         audio_frame_buckets=d.audio_frame_buckets)))
     assert batch["valid"].all() and not batch["truncated"].any()
-    return np.asarray(rewards(params, {k: batch[k] for k in (*RM_KEYS, *MEDIA_KEYS)
+    return np.asarray(rewards(params, {k: batch[k] for k in (*RM_BATCH.required, *MEDIA_KEYS)
                                        if k in batch}))
 
   _SCORERS[rm.folder] = score

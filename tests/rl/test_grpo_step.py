@@ -69,6 +69,27 @@ def test_on_policy_equals_stored_old_logprobs_and_skips():
       np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("skip", ["empty", "nonfinite"])
+def test_logged_learning_rate_follows_applied_updates_after_a_skip(skip):
+  """A skipped minibatch (no loss token, or a non-finite loss) applies no update,
+  so the next update uses, and logs, the schedule at the same count."""
+  model = orj.from_config("Qwen2ForCausalLM", TINY, seed=0)
+  tx, schedule = make_optimizer(dict(learning_rate=1e-2, warmup_steps=8, total_steps=10))
+  graphdef, state = init_train_state(model, tx)
+  batch = _batch(graphdef, state.params)
+  bad = (dict(batch, loss_mask=np.zeros_like(batch["loss_mask"])) if skip == "empty"
+         else dict(batch, adv=np.full(B, np.nan, np.float32)))
+  step = make_grpo_step(graphdef, tx, schedule=schedule)
+  logged = []
+  for b in (batch, bad, batch):
+    state, m = step(state, b)
+    logged.append(float(m["learning_rate"]))
+  assert int(m["skipped"]) == 0 and int(m["step"]) == 3
+  # Two updates applied: the third minibatch is the second update (count 1).
+  np.testing.assert_allclose(logged, [schedule(0), schedule(1), schedule(1)], rtol=1e-6)
+  assert float(schedule(1)) != float(schedule(2))
+
+
 def test_reward_spec_scorer_and_padding():
   assert parse_reward_spec("judge_format:0.5, judge_content") == {
       "judge_format": 0.5, "judge_content": 1.0}

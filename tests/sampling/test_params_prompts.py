@@ -5,7 +5,8 @@ import pytest
 
 from omni_rrm_jax.sampling.logit_filters import top_k_filter, top_p_filter
 from omni_rrm_jax.sampling.params import SamplingParams
-from omni_rrm_jax.sampling.prompts import bucket_length, fit_prompt, left_pad, left_pad_media
+from omni_rrm_jax.core.buckets import round_up
+from omni_rrm_jax.sampling.prompts import left_pad, left_pad_media
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -36,22 +37,13 @@ def test_filters():
 
 
 def test_left_pad_buckets():
-  assert bucket_length(1, 64) == 64 and bucket_length(65, 64) == 128
-  assert bucket_length(65, 64, max_length=100) == 100
-  with pytest.raises(ValueError, match="exceeds"):
-    bucket_length(101, 64, max_length=100)
+  assert round_up(1, 64) == 64 and round_up(65, 64) == 128
+  assert round_up(65, 64, max_length=100) == 100
+  with pytest.raises(ValueError, match="exceed max_length=100"):
+    round_up(101, 64, max_length=100)
   ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0, multiple=4)
   np.testing.assert_array_equal(ids, [[0, 5, 6, 7], [0, 0, 0, 8]])
   np.testing.assert_array_equal(mask, [[0, 1, 1, 1], [0, 0, 0, 1]])
-
-
-def test_fit_prompt_cuts_the_content_from_the_left_only():
-  prefix, content, suffix = [1, 2], [10, 11, 12, 13], [3]
-  assert fit_prompt(prefix, content, suffix, 100) == [1, 2, 10, 11, 12, 13, 3]
-  assert fit_prompt(prefix, content, suffix, 7) == [1, 2, 10, 11, 12, 13, 3]
-  assert fit_prompt(prefix, content, suffix, 5) == [1, 2, 12, 13, 3]
-  assert fit_prompt(prefix, content, suffix, 3) == [1, 2, 3]
-  assert fit_prompt(prefix, content, suffix, 2) is None  # the framing is never cut
 
 
 def test_left_pad_media_moves_sequence_keys_flush_right():

@@ -8,6 +8,7 @@ import omni_rrm_jax as orj
 from omni_rrm_jax.train.optimizer import make_optimizer
 from omni_rrm_jax.train.state import init_train_state
 from omni_rrm_jax.train.step import make_eval_step, make_train_step
+from omni_rrm_jax.train.task_kind import task_kind
 
 TINY = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
             num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, num_labels=1,
@@ -72,16 +73,16 @@ class Setup:
   once per test session (see conftest.py)."""
 
   def __init__(self, kind: str):
-    self.kind = kind
+    self.kind = task_kind(kind)
     self.model = tiny_model(kind)
     self.tx, self.schedule = tiny_optimizer()
     self.graphdef, _ = init_train_state(self.model, self.tx)
     center = 0.01 if kind == "rm" else 0.0
-    self.steps = {a: make_train_step(self.graphdef, self.tx, kind, grad_accum_steps=a,
+    self.steps = {a: make_train_step(self.graphdef, self.tx, self.kind, grad_accum_steps=a,
                                      schedule=self.schedule, max_nonfinite_streak=2,
                                      center_coef=center)
                   for a in (1, 2)}
-    self.eval_step = make_eval_step(self.graphdef, kind, center_coef=center)
+    self.eval_step = make_eval_step(self.graphdef, self.kind, center_coef=center)
 
   def fresh_state(self):
     """A new state with the same initial values (the steps donate theirs)."""

@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 import omni_rrm_jax as orj
+from omni_rrm_jax.core.batch_contract import HOST_ONLY
 from omni_rrm_jax.data.media.config import MediaConfig
 from omni_rrm_jax.data.media.encode import encode_media
 from omni_rrm_jax.data.pipeline import make_dataset
@@ -27,16 +28,16 @@ from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
 from omni_rrm_jax.data.records import write_jsonl
 from omni_rrm_jax.synthetic.colour_media import generate_media_pairs
 from omni_rrm_jax.data.tokenize import ExampleEncoder
-from omni_rrm_jax.sharding.batch import HOST_ONLY
 from omni_rrm_jax.assembly import media as media_lib
 from omni_rrm_jax.assembly import models as model_lib
 from omni_rrm_jax.assembly import sources
-from omni_rrm_jax.synthetic.corpus import corpus
 from omni_rrm_jax.config.tasks import TASK_CONFIGS
+from omni_rrm_jax.synthetic.corpus import corpus
 from omni_rrm_jax.train.loop import run
 from omni_rrm_jax.train.optimizer import make_optimizer
 from omni_rrm_jax.train.state import init_train_state
-from omni_rrm_jax.train.step import make_train_step, rm_rewards
+from omni_rrm_jax.train.step import make_train_step
+from omni_rrm_jax.train.task_kind import SFT, rm_rewards, task_kind
 from tests.data.media.media_files import tone, truncate, write_audio
 
 VL = "Qwen2_5_VLForConditionalGeneration"
@@ -83,12 +84,14 @@ def pipeline(config, workdir: str, batch_size: int):
   """(records, media spec, model, dataset) as the loop builds them, on one device."""
   records, _, _ = sources.data_splits(config.data, workdir)
   tok, _ = model_lib.tokenizer_for(config.tokenizer, config.model.path, workdir, corpus(records))
+  kind = task_kind(config.task)
   spec = media_lib.media_spec(
-      config.media, model_lib.model_config(config.model, tok, classifier=config.task == "rm"),
+      config.media, model_lib.model_config(config.model, tok, classifier=kind.classifier),
       tok, root=sources.media_root(config.data, workdir), model_path=config.model.path,
       strict=config.data.strict)
-  encoder = ExampleEncoder(tok, config.data.max_length, config.task, media=spec)
-  model = model_lib.build_model(config.model, tok, None, (), classifier=config.task == "rm", seed=config.seed)
+  encoder = ExampleEncoder(tok, config.data.max_length, kind.batch, media=spec)
+  model = model_lib.build_model(config.model, tok, None, (), classifier=kind.classifier,
+                                seed=config.seed)
   ds = make_dataset(records, encoder, batch_size=batch_size, buckets=tuple(config.data.buckets),
                     pad_id=tok.pad_token_id, seed=0, shuffle=False, num_epochs=1,
                     patch_buckets=tuple(config.media.patch_buckets))
@@ -147,7 +150,7 @@ def test_judge_sft_trains_on_media_without_recompiling(tmp_path):
   tx, _ = make_optimizer({k: v for k, v in config.optim.items() if k != "grad_accum_steps"},
                          total_steps=10)
   graphdef, state = init_train_state(model, tx)
-  step = make_train_step(graphdef, tx, "sft")
+  step = make_train_step(graphdef, tx, SFT)
   batches = [b for b, _ in zip(ds, range(3))]
   assert len({b["vision_patches"].shape for b in batches}) == 1
   assert len({tuple(grid_set(b)) for b in batches}) == 3  # new image sizes every batch

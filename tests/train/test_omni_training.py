@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 
 import omni_rrm_jax as orj
-from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+from omni_rrm_jax.core.batch_contract import RM_BATCH
 from omni_rrm_jax.data.records import write_jsonl
 from omni_rrm_jax.synthetic.colour_media import generate_media_pairs
+from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
 from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.eval import run as eval_run
 from omni_rrm_jax.assembly import media as media_lib
@@ -164,7 +165,7 @@ def test_omni_rm_export_reloads_and_evaluates_media(monkeypatch):
     return scorer(m, batch)
 
   monkeypatch.setattr(eval_run, "rm_rewards", spy)
-  report = eval_run.evaluate_rm(model, ExampleEncoder(tok, 96, "rm", media=spec), records,
+  report = eval_run.evaluate_rm(model, ExampleEncoder(tok, 96, RM_BATCH, media=spec), records,
                                 batch_size=8, buckets=(96,), mesh=None, rules=(),
                                 patch_buckets=PATCH_BUCKETS)
   assert {"vision_patches", "input_features", "media_index", "position_ids"} <= seen_keys

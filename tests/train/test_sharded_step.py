@@ -8,6 +8,7 @@ from jax.sharding import PartitionSpec as P
 from omni_rrm_jax.sharding.mesh import make_mesh
 from omni_rrm_jax.train.state import init_train_state
 from omni_rrm_jax.train.step import make_train_step
+from omni_rrm_jax.train.task_kind import RM
 from tests.train.fixtures import rm_batch, tiny_model
 
 
@@ -31,7 +32,7 @@ def test_sharded_step_matches_single_device(mesh, rm):
   # The same initial weights (same seed), born sharded.
   graphdef, state = init_train_state(tiny_model("rm", mesh=mesh), rm.tx, mesh=mesh)
   # Two micro-batches, so the scan carry's sharding is exercised too.
-  sharded_step = make_train_step(graphdef, rm.tx, "rm", schedule=rm.schedule, mesh=mesh,
+  sharded_step = make_train_step(graphdef, rm.tx, RM, schedule=rm.schedule, mesh=mesh,
                                  grad_accum_steps=2, center_coef=0.01)
   sharded, m_sharded = sharded_step(state, batch)
 

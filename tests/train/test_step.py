@@ -8,6 +8,7 @@ from flax import nnx
 
 from omni_rrm_jax.train.state import init_train_state
 from omni_rrm_jax.train.step import check_nonfinite, make_eval_step
+from omni_rrm_jax.train.task_kind import SFT
 from tests.train.fixtures import rm_batch, sft_batch, tiny_model
 
 
@@ -124,7 +125,7 @@ def test_bfloat16_compute_float32_loss(sft):
   model = tiny_model("sft", dtype="bfloat16")
   graphdef, state = init_train_state(model, sft.tx)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))  # master weights
-  m = make_eval_step(graphdef, "sft")(state, sft_batch(9))
+  m = make_eval_step(graphdef, SFT)(state, sft_batch(9))
   assert m["loss"].dtype == jnp.float32
   # bf16 logits, fp32 loss: close to the fp32 model's loss at the same weights.
   ref = sft.eval_step(sft.fresh_state(), sft_batch(9))
