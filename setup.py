@@ -28,14 +28,15 @@ INSTALL_REQUIRES = [
     "pillow>=10",
     "av>=12",
     "soundfile>=0.12",
-    "scipy>=1.10",
+    # resampling as librosa / transformers / the Qwen2.5-Omni utilities do (soxr_hq)
+    "soxr>=0.3",
     # the main job's training-curve plots
     "matplotlib>=3.7",
 ]
 
 EXTRAS = {
     # torch is used only by the parity tests; this exact pin installs a CPU build.
-    "test": ["pytest>=8", "torch==2.13.0"],
+    "test": ["pytest>=8", "torch==2.13.0", "scipy>=1.10"],
     "tpu": ["jax[tpu]>=0.8"],
     "cuda": ["jax[cuda12]>=0.8"],
 }

@@ -2,9 +2,10 @@
 
 Decoding: soundfile (libsndfile: WAV, FLAC, OGG, ...) first, else PyAV (MP3,
 M4A, the audio track of an MP4, ...). Channels are averaged to mono. Other
-rates are resampled to `cfg.sampling_rate` (16 kHz) with
-`scipy.signal.resample_poly` (polyphase FIR, Kaiser window with beta 5,
-zero-padded edges): deterministic and independent of the decoder.
+rates are resampled to `cfg.sampling_rate` (16 kHz) with soxr at its high
+quality, the resampler of librosa's default (`soxr_hq`), which transformers'
+audio loading and the Qwen2.5-Omni preprocessing utilities call: a model sees
+the features here that its released preprocessing gives it.
 
 Features equal transformers' `WhisperFeatureExtractor(feature_size=128)` as
 the Qwen2.5-Omni processor calls it (`padding="max_length"`, truncation on):
@@ -41,8 +42,8 @@ from pathlib import Path
 
 import av
 import numpy as np
-import scipy.signal
 import soundfile
+import soxr
 
 from omni_rrm_jax.data.media.config import MediaConfig
 from omni_rrm_jax.data.media.errors import (check_file, check_finite, decode_error,
@@ -87,8 +88,7 @@ def load_audio(path: str | os.PathLike[str], cfg: MediaConfig, *,
   check_finite(samples_cn, "audio", name)
   mono = samples_cn.astype(np.float64).mean(axis=0)
   if rate != cfg.sampling_rate:
-    gcd = math.gcd(rate, cfg.sampling_rate)
-    mono = scipy.signal.resample_poly(mono, cfg.sampling_rate // gcd, rate // gcd)
+    mono = soxr.resample(mono, rate, cfg.sampling_rate, quality="HQ")
   return mono[:cfg.max_audio_samples].astype(np.float32)
 
 

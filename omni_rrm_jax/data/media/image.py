@@ -70,8 +70,19 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int,
   return resized_h, resized_w
 
 
+_WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
-  """RGB with any transparency composited over white (as the Qwen processors do)."""
+  """RGB with any transparency composited over white (as the Qwen processors do).
+
+  A 16-bit greyscale PNG (PIL mode "I;16", or "I") is scaled to 8 bits first:
+  PIL's own convert clips every value above 255, so all but the darkest
+  pixels would turn white.
+  """
+  if image.mode in _WIDE_GREY_MODES:
+    wide = np.asarray(image, dtype=np.float64)
+    image = Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8), "L")
   if "A" in image.getbands() or image.info.get("transparency") is not None:
     rgba = image.convert("RGBA")
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -166,3 +166,19 @@ def test_extreme_aspect_ratio_is_a_bad_record(tmp_path):
   with pytest.raises(BadRecord, match="unusable image") as e:
     process_images([path], CFG, names=["strip.png"])
   assert "aspect ratio" in str(e.value)
+
+
+def test_16_bit_greyscale_png_keeps_its_tones(tmp_path):
+  from omni_rrm_jax.data.media.image import to_rgb
+
+  wide = np.linspace(0, 65535, 56 * 84).reshape(56, 84).astype(np.uint16)
+  path = tmp_path / "wide.png"
+  Image.fromarray(wide).save(path)
+  with Image.open(path) as image:
+    assert image.mode.startswith("I")
+    rgb = np.asarray(to_rgb(image))
+  expected = np.round(wide / 257.0).astype(np.uint8)
+  assert rgb.shape == (56, 84, 3)
+  np.testing.assert_array_equal(rgb[..., 0], expected)
+  np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])
+  assert 100 < rgb.mean() < 155  # a full gradient, not white
