@@ -24,6 +24,8 @@ INSTALL_REQUIRES = [
     "rouge-score>=0.1.2",
     "nltk>=3.9",
     "regex>=2024.0",
+    # Parquet input (benchmarks are distributed in it)
+    "pyarrow>=14",
     # media decoding (images, video, audio), no torch
     "pillow>=10",
     "av>=12",

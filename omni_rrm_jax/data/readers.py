@@ -3,8 +3,9 @@
 Each format is a converter from one decoded row to a native record dict,
 registered by name in `READERS` so that configs can choose it. `read_records`
 does the rest for every format alike: opening JSONL or JSON-array files
-(gzipped or not), sniffing the format, validating, counting bad rows and
-checking media paths.
+(gzipped or not), ArrayRecord files of JSON rows and Parquet files (pyarrow,
+the format benchmarks are distributed in), sniffing the format, validating,
+counting bad rows and checking media paths.
 
 Formats and their label conventions:
 
@@ -61,7 +62,7 @@ from omni_rrm_jax.data.records import (BadRecord, PreferenceRecord, degeneracies
 
 _LOG = logging.getLogger(__name__)
 
-_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".array_record")
+_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".array_record", ".parquet")
 # How many well-formed rows to try before giving up on recognising a format.
 _SNIFF_ROWS = 20
 # Rows above this many bytes are skipped ("record too large") before they are
@@ -282,7 +283,7 @@ def _pairwise(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
 
 def _stem(path: Path) -> str:
   name = path.name
-  for suffix in (".gz", ".jsonl", ".json", ".array_record"):
+  for suffix in (".gz", ".jsonl", ".json", ".array_record", ".parquet"):
     name = name.removesuffix(suffix)
   return name
 
@@ -324,6 +325,9 @@ def _rows(path: Path, max_bytes: int) -> Iterator[tuple[int, str, Any]]:
   """
   if path.name.endswith(".array_record"):
     yield from _array_record_rows(path, max_bytes)
+    return
+  if path.name.endswith(".parquet"):
+    yield from _parquet_rows(path, max_bytes)
     return
   try:
     with _open_binary(path) as f:
@@ -400,6 +404,39 @@ def _array_record_rows(path: Path, max_bytes: int) -> Iterator[tuple[int, str, A
                              else _decode(raw, where))
   finally:
     reader.close()
+
+
+def _row_bytes(value: Any) -> int:
+  """About how many bytes a decoded row holds (its strings and byte strings)."""
+  if isinstance(value, (str, bytes, bytearray)):
+    return len(value)
+  if isinstance(value, Mapping):
+    return sum(len(str(k)) + _row_bytes(v) for k, v in value.items())
+  if isinstance(value, (list, tuple)):
+    return sum(_row_bytes(v) for v in value)
+  return 8
+
+
+def _parquet_rows(path: Path, max_bytes: int) -> Iterator[tuple[int, str, Any]]:
+  """Rows of a Parquet file, read a row group slice at a time; "file:N" names the
+  N-th row (1-based). Nested columns come back as dicts and lists, binary ones
+  (e.g. embedded images) as bytes."""
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  try:
+    table = pq.ParquetFile(str(path))
+    batches = table.iter_batches(batch_size=256)
+    index = 0
+    for batch in batches:
+      for row in batch.to_pylist():
+        where = f"{path}:{index + 1}"
+        size = _row_bytes(row)
+        yield index, where, (_too_large(size, max_bytes, where) if max_bytes and size > max_bytes
+                             else row)
+        index += 1
+  except (OSError, pa.ArrowException) as e:
+    yield 0, f"{path}:1", BadRecord("unreadable file data", str(e)[:300], f"{path}:1")
 
 
 def _json_array_rows(path: Path, max_bytes: int) -> Iterator[tuple[int, str, Any]]:
@@ -554,7 +591,8 @@ def read_records(path: str | os.PathLike[str], fmt: str = "auto", *,
 
   Args:
     path: a .jsonl / .json file (JSON lines or one JSON array; gzip allowed),
-      or a folder whose such files are read in name order.
+      an .array_record or .parquet file, or a folder whose such files are
+      read in name order.
     fmt: a name in `READERS`, or "auto" to recognise it from each file's
       field names.
     counter: receives kept / skipped / flagged counts; a fresh one if None.

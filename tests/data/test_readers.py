@@ -273,5 +273,5 @@ def test_folder_and_limit(tmp_path):
 def test_missing_path_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="no such data file"):
     read_records(tmp_path / "nope.jsonl")  # at the call, not at the first record
-  with pytest.raises(FileNotFoundError, match="no .jsonl/.json/.jsonl.gz/.json.gz/.array_record files in"):
+  with pytest.raises(FileNotFoundError, match="no .jsonl/.json/.jsonl.gz/.json.gz/.array_record/.parquet files in"):
     read_records(tmp_path)
