@@ -7,6 +7,7 @@ the same step.
 """
 
 import json
+import os
 import shutil
 
 import pytest
@@ -17,13 +18,22 @@ STEPS = 8
 
 
 def _rm_args(workdir: str, steps: int = STEPS, **extra) -> list[str]:
+  # A periodic (async) save at step 4 overlaps the steps after it; a stop saves
+  # its own step, so resuming needs no save at every step.
   args = {"config": "configs/rm.py:tiny", "workdir": workdir,
           "config.train.num_steps": steps, "config.optim.warmup_steps": 2,
           "config.train.eval_every": 4, "config.train.log_every": 1,
-          "config.checkpoint.every": 1, "config.train.progress_bar": False,
+          "config.checkpoint.every": 4, "config.train.progress_bar": False,
           "config.data.synthetic_train": 400, "config.data.synthetic_eval": 40,
           "config.data.eval_batch_size": 16, **extra}
   return [f"--{k}={v}" for k, v in args.items()]
+
+
+def _assert_resumed_from(workdir: str, step: int) -> None:
+  """The run restored the checkpoint of `step` (it did not start over)."""
+  with open(os.path.join(workdir, "log.txt"), encoding="utf-8") as f:
+    log = f.read()
+  assert f"resumed from step {step} in" in log, f"{workdir} did not resume from step {step}"
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +67,7 @@ def test_rm_preempted_on_two_resumes_on_two_and_on_one(rm_reference, tmp_path):
   harness.run_cli(2, _rm_args(workdir))
   harness.run_cli(1, _rm_args(other))
   for resumed in (workdir, other):
+    _assert_resumed_from(resumed, stopped["step"])
     assert runs.summary(resumed)["step"] == STEPS
     runs.assert_same_weights(runs.exported(resumed), runs.exported(rm_reference))
 
@@ -64,8 +75,10 @@ def test_rm_preempted_on_two_resumes_on_two_and_on_one(rm_reference, tmp_path):
 def test_rm_preempted_on_one_resumes_on_two(rm_reference, tmp_path):
   workdir = str(tmp_path / "rm_preempt1")
   runs.run_and_signal(1, _rm_args(workdir), workdir=workdir, after_step=2, signalled=0)
-  assert 2 <= runs.summary(workdir)["step"] < STEPS
+  stopped = runs.summary(workdir)["step"]
+  assert 2 <= stopped < STEPS
   harness.run_cli(2, _rm_args(workdir))
+  _assert_resumed_from(workdir, stopped)
   runs.assert_same_weights(runs.exported(workdir), runs.exported(rm_reference))
 
 
