@@ -28,18 +28,30 @@ def _run(name: str, *args: str) -> dict:
   return json.loads(lines[0])
 
 
-def test_input_pipeline_decodes_every_modality_every_way(tmp_path):
+def test_input_pipeline_decodes_every_modality_every_way(tmp_path, monkeypatch):
   bench = _load("input_pipeline")
   cfg = bench.MediaConfig(**bench.MEDIA)
+  decoded = []  # (record id, array keys) of every record a timed round decoded
+  original = bench.Decode.map
+
+  def counting_map(self, record):
+    arrays = original(self, record)
+    decoded.append((record.id, tuple(sorted(arrays))))
+    return arrays
+
+  monkeypatch.setattr(bench.Decode, "map", counting_map)
   for modality, key in (("image", "pixel_values"), ("video", "pixel_values_videos"),
                         ("audio", "input_features")):
     records = bench.write_records(str(tmp_path), modality, 2)
     arrays = bench.decode(records[0], str(tmp_path), cfg)
     assert key in arrays and "feature_attention_mask" not in arrays
-    startup_s, grain_s = bench.grain_round(records, str(tmp_path), cfg, workers=0)
-    assert startup_s == 0.0 and grain_s > 0
-    startup_s, torch_s = bench.torch_round(records, str(tmp_path), cfg, workers=0)
-    assert startup_s == 0.0 and torch_s > 0
+    # Each side times the decoding of every record, once, to the same arrays.
+    for round_fn in (bench.grain_round, bench.torch_round):
+      decoded.clear()
+      startup_s, seconds = round_fn(records, str(tmp_path), cfg, workers=0)
+      assert startup_s == 0.0 and seconds > 0
+      assert [d[0] for d in decoded] == [r.id for r in records]
+      assert all(key in keys for _, keys in decoded)
     assert bench.baseline_round(records, str(tmp_path), cfg) > 0
   # Audio keeps only the clip's frames (1-2 s at 100 frames a second).
   assert 100 <= arrays["input_features"].shape[1] <= 201
@@ -84,3 +96,19 @@ def test_compile_check_prints_memory_per_device():
   out = _run("compile_check", "--devices", "8", "--batch", "8", "--length", "64", "--layers", "1")
   assert out["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
   assert out["gib_per_device"]["arguments"] > 0 and out["peak_gib_per_device"] > 0
+
+
+def test_hostile_summary_sorts_outcomes():
+  from types import SimpleNamespace as R
+
+  sorter = _load("hostile_inputs")._Sorter()
+  for report in (R(when="setup", passed=True, failed=False, nodeid="a", longrepr=None),
+                 R(when="call", passed=True, failed=False, nodeid="a", longrepr=None),
+                 R(when="call", passed=False, failed=True, nodeid="b",
+                   longrepr="E   AssertionError: assert 'clear line' in ''"),
+                 R(when="call", passed=False, failed=True, nodeid="c",
+                   longrepr="E   RecursionError: maximum recursion depth exceeded"),
+                 R(when="setup", passed=False, failed=True, nodeid="d",
+                   longrepr="E   OSError: no such file")):
+    sorter.pytest_runtest_logreport(report)
+  assert (sorter.handled, sorter.silent, sorter.crash) == (["a"], ["b"], ["c", "d"])
