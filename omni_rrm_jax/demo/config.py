@@ -12,7 +12,9 @@ The data stage's settings are `data` (config/sections.py `omni_data`). The
 demo fills in only what depends on the workdir: data files, media root,
 tokenizer folder and the folders a stage starts from.
 
-Hardware: 2 CPU cores. Expected time: about 13 minutes (the budget is 15).
+Hardware: 2 CPU cores. Expected time: about 15 minutes (13 measured with 32
+held-out pairs per modality; the 64 held out now and the media-blind control
+add an estimated 2 minutes of evaluation).
 Expected result: see the README's results table (written from a run of this
 config) and DIR/report.json.
 
