@@ -136,8 +136,10 @@ def stage_eval(judge_stage: str) -> Callable:
     from omni_rrm_jax.eval.run import run as eval_run
 
     splits = [("", paths.eval)]
-    # Text-only data has no media to blank, and an empty file is no data set.
-    if os.path.getsize(paths.eval_blind) > 0:
+    # Text-only data has no media to blank, and an empty file is no data set; a
+    # workdir whose data stage predates the control has none (reported as not
+    # measured).
+    if os.path.exists(paths.eval_blind) and os.path.getsize(paths.eval_blind) > 0:
       splits.append(("_blind", paths.eval_blind))
     out = {}
     for name, stage in (("rm", "rm"), ("judge", judge_stage)):
