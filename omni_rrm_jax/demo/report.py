@@ -6,59 +6,114 @@ import json
 import os
 from typing import Any, Mapping
 
+from omni_rrm_jax.eval.standard_error import binomial_se, mean_se
+
 # Targets on held-out pairs (the main job's issue): scalar RM accuracy per
-# modality; the SFT judge's accuracy and strict valid-JSON rate per modality.
+# modality; the SFT judge's accuracy and strict valid-JSON rate per modality;
+# and the media-blind control: on held-out pairs whose media are blank, the RM
+# and the SFT judge must fall to (near) chance, or a task is solvable from its
+# words alone.
 RM_ACCURACY_TARGET = 0.95
 JUDGE_ACCURACY_TARGET = 0.90
 JUDGE_VALID_JSON_TARGET = 0.98
+BLIND_ACCURACY_MAX = 0.60
 
 
-def _judge_rows(judge_report: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-  """Per-modality judge accuracy, valid-JSON rate and A/B position consistency."""
+def _accuracy_row(summary: Mapping[str, Any]) -> dict[str, Any]:
+  """An accuracy with its binomial standard error over the pairs it counts."""
+  count = summary.get("count")
+  return {"accuracy": summary["accuracy"], "count": count,
+          "accuracy_se": None if count is None else binomial_se(summary["accuracy"], count)}
+
+
+def _rm_rows(rm_report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+  return {m: _accuracy_row(s) for m, s in rm_report.get("per_modality", {}).items()}
+
+
+def _judge_rows(judge_report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+  """Per-modality judge accuracy (with its standard error), valid-JSON rate and A/B
+  position consistency."""
   rows = {}
   for modality, s in judge_report.get("per_modality", {}).items():
-    rows[modality] = {"accuracy": s["accuracy"],
-                      "valid_json_rate": s.get("valid_json_rate"),
-                      "position_consistency": s.get("position_consistency")}
+    rows[modality] = dict(_accuracy_row(s), valid_json_rate=s.get("valid_json_rate"),
+                          position_consistency=s.get("position_consistency"))
   return rows
 
 
-def _grpo_rewards(summary: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-  """Held-out mean rewards (total and per function) at the start and end of GRPO."""
+def _blind_rows(eval_result: Mapping[str, Any], key: str, modalities, rows_fn
+                ) -> dict[str, dict[str, Any] | None]:
+  """The media-blind accuracies of the eval stage's `key` ("rm_blind" or
+  "judge_blind") per modality; None where not measured, as for text, which
+  has no media to blank."""
+  measured = rows_fn(eval_result[key]) if key in eval_result else {}
+  return {m: measured.get(m) for m in modalities}
+
+
+def _grpo_rewards(summary: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
+  """Held-out mean rewards (total and per function) at the start and end of GRPO,
+  each with the standard error of the mean over its samples."""
   start, end = summary.get("eval_start", {}), summary.get("eval", {})
   keys = sorted(k for k in start if k.startswith("reward/") and k.endswith("_mean"))
-  return {k[len("reward/"):-len("_mean")]: {"before": start[k], "after": end.get(k)}
+
+  def se(metrics, key):
+    std = metrics.get(key[:-len("_mean")] + "_std")
+    n = metrics.get("num_completions")
+    return None if std is None or n is None else mean_se(std, n)
+
+  return {k[len("reward/"):-len("_mean")]: {"before": start[k], "before_se": se(start, k),
+                                            "after": end.get(k), "after_se": se(end, k)}
           for k in keys}
 
 
+def _blind_ok(row: Mapping[str, Any] | None) -> bool:
+  return row is not None and row["accuracy"] <= BLIND_ACCURACY_MAX
+
+
 def build_report(results: Mapping[str, Any], seconds: Mapping[str, float], config) -> dict:
-  """Collects the stages' results into one report with the targets checked."""
-  rm = {m: s["accuracy"] for m, s in results["eval_sft"]["rm"]["per_modality"].items()}
+  """Collects the stages' results into one report with the targets checked.
+
+  Every accuracy is a row {"accuracy", "accuracy_se", "count"} (binomial
+  standard error over `count` pairs); every GRPO reward carries the standard
+  error of its mean. `blind` holds the media-blind control's rows per
+  modality, None for text (no media) and for a control not measured.
+  """
+  rm = _rm_rows(results["eval_sft"]["rm"])
   sft = _judge_rows(results["eval_sft"]["judge"])
   grpo = _judge_rows(results["eval_grpo"]["judge"])
+  media = [m for m in sorted(rm) if m != "text"]
+  blind = {"rm": _blind_rows(results["eval_sft"], "rm_blind", sorted(rm), _rm_rows),
+           "judge_sft": _blind_rows(results["eval_sft"], "judge_blind", sorted(sft),
+                                    _judge_rows),
+           "judge_grpo": _blind_rows(results["eval_grpo"], "judge_blind", sorted(grpo),
+                                     _judge_rows)}
   rewards = _grpo_rewards(results["grpo"])
   total = rewards.get("total", {})
-  acc_sft = results["eval_sft"]["judge"]["overall"]["accuracy"]
-  acc_grpo = results["eval_grpo"]["judge"]["overall"]["accuracy"]
+  overall = {stage: _accuracy_row(results[f"eval_{stage}"]["judge"]["overall"])
+             for stage in ("sft", "grpo")}
   targets = {
-      "rm_accuracy_per_modality": {m: a >= RM_ACCURACY_TARGET for m, a in rm.items()},
+      "rm_accuracy_per_modality": {m: r["accuracy"] >= RM_ACCURACY_TARGET
+                                   for m, r in rm.items()},
       "judge_accuracy_per_modality": {m: r["accuracy"] >= JUDGE_ACCURACY_TARGET
                                       for m, r in sft.items()},
       "judge_valid_json_per_modality": {
           m: (r["valid_json_rate"] or 0.0) >= JUDGE_VALID_JSON_TARGET for m, r in sft.items()},
+      "media_blind_rm_per_modality": {m: _blind_ok(blind["rm"].get(m)) for m in media},
+      "media_blind_judge_per_modality": {m: _blind_ok(blind["judge_sft"].get(m))
+                                         for m in media},
       "grpo_raises_judge_reward": (total.get("after") is not None
                                    and total["after"] > total["before"]),
-      "grpo_keeps_accuracy": acc_grpo >= acc_sft,
+      "grpo_keeps_accuracy": overall["grpo"]["accuracy"] >= overall["sft"]["accuracy"],
   }
   flat = [v for t in targets.values() for v in (t.values() if isinstance(t, dict) else [t])]
   targets["all_met"] = all(flat)
   return {
       "config": json.loads(config.to_json_best_effort()),
       "data": results["data"],
-      "rm_accuracy": rm,
+      "rm": rm,
       "judge_sft": sft,
       "judge_grpo": grpo,
-      "judge_accuracy_overall": {"sft": acc_sft, "grpo": acc_grpo},
+      "blind": blind,
+      "judge_accuracy_overall": overall,
       "grpo_rewards": rewards,
       "train": {name: {k: results[name].get(k) for k in ("step", "train_compiles",
                                                          "batch_shapes", "eval")}
@@ -74,32 +129,71 @@ def _pct(x) -> str:
   return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def _mark(ok: bool) -> str:
-  return "" if ok else " (below target)"
+def pct_se(row: Mapping[str, Any] | None) -> str:
+  """An accuracy row as "65.6% ± 8.4" (the standard error in points), "-" when absent."""
+  if row is None:
+    return "-"
+  if row.get("accuracy_se") is None:
+    return _pct(row["accuracy"])
+  return f"{_pct(row['accuracy'])} ± {100 * row['accuracy_se']:.1f}"
+
+
+def _mean_se(mean, se) -> str:
+  if mean is None:
+    return "-"
+  return f"{mean:.3f}" if se is None else f"{mean:.3f} ± {se:.3f}"
+
+
+def _mark(ok: bool, note: str = "below target") -> str:
+  return "" if ok else f" ({note})"
+
+
+def _blind_cell(report: Mapping[str, Any], who: str, m: str, target: str | None) -> str:
+  if m == "text":
+    return "n/a"
+  row = report["blind"][who].get(m)
+  if row is None:
+    return "- (not measured)"
+  if target is None:
+    return pct_se(row)
+  return pct_se(row) + _mark(report["targets"][target].get(m, False), "above control limit")
 
 
 def results_table(report: Mapping[str, Any]) -> str:
-  """The printed results: one row per modality, then GRPO rewards, time and targets."""
+  """The printed results: one row per modality, then GRPO rewards, time and targets.
+
+  Accuracies are printed with their standard errors ("65.6% ± 8.4"); the
+  media-blind columns are the same held-out pairs with blank media.
+  """
   t = report["targets"]
-  lines = ["| modality | pairs train/eval | scalar RM acc | judge acc SFT | valid JSON SFT "
-           "| A/B consistency SFT | judge acc GRPO | valid JSON GRPO | A/B consistency GRPO |",
-           "|---|---|---|---|---|---|---|---|---|"]
+  lines = ["| modality | pairs train/eval | scalar RM acc | RM media-blind | judge acc SFT "
+           "| judge media-blind SFT | valid JSON SFT | A/B consistency SFT | judge acc GRPO "
+           "| judge media-blind GRPO | valid JSON GRPO | A/B consistency GRPO |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for m in sorted(report["judge_sft"]):
-    s, g = report["judge_sft"][m], report["judge_grpo"].get(m, {})
-    rm = report["rm_accuracy"].get(m)
+    s, g = report["judge_sft"][m], report["judge_grpo"].get(m)
+    rm = report["rm"].get(m)
     lines.append(
         f"| {m} | {report['data']['train'].get(m, 0)}/{report['data']['eval'].get(m, 0)} "
-        f"| {_pct(rm)}{_mark(t['rm_accuracy_per_modality'].get(m, False))} "
-        f"| {_pct(s['accuracy'])}{_mark(t['judge_accuracy_per_modality'][m])} "
+        f"| {pct_se(rm)}{_mark(t['rm_accuracy_per_modality'].get(m, False))} "
+        f"| {_blind_cell(report, 'rm', m, 'media_blind_rm_per_modality')} "
+        f"| {pct_se(s)}{_mark(t['judge_accuracy_per_modality'][m])} "
+        f"| {_blind_cell(report, 'judge_sft', m, 'media_blind_judge_per_modality')} "
         f"| {_pct(s['valid_json_rate'])}{_mark(t['judge_valid_json_per_modality'][m])} "
-        f"| {_pct(s['position_consistency'])} | {_pct(g.get('accuracy'))} "
-        f"| {_pct(g.get('valid_json_rate'))} | {_pct(g.get('position_consistency'))} |")
+        f"| {_pct(s['position_consistency'])} | {pct_se(g)} "
+        f"| {_blind_cell(report, 'judge_grpo', m, None)} "
+        f"| {_pct((g or {}).get('valid_json_rate'))} "
+        f"| {_pct((g or {}).get('position_consistency'))} |")
+  lines.append("")
+  lines.append(f"Media-blind: the same held-out pairs with blank media of the same shape; at "
+               f"most {BLIND_ACCURACY_MAX:.0%} means the task needs its media (text has none: "
+               "n/a). ± is one standard error.")
   lines.append("")
   lines.append("| GRPO held-out reward | before | after |")
   lines.append("|---|---|---|")
   for name, r in report["grpo_rewards"].items():
-    after = "-" if r["after"] is None else f"{r['after']:.3f}"
-    lines.append(f"| {name} | {r['before']:.3f} | {after} |")
+    lines.append(f"| {name} | {_mean_se(r['before'], r.get('before_se'))} "
+                 f"| {_mean_se(r['after'], r.get('after_se'))} |")
   rec = report["data"]["reconciliation"]["train"]
   lines.append("")
   lines.append(f"Teacher reconciliation (train): {rec.get('generated')} generated, "
@@ -192,21 +286,27 @@ def _draw_panel(ax, stage: str, title: str, rows: list[dict], group) -> None:
 
 
 def _draw_modalities(ax, report: Mapping[str, Any]) -> None:
-  """Held-out accuracy per modality: RM, judge after SFT and after GRPO, with targets."""
-  modalities = sorted(report.get("rm_accuracy", {}))
-  bars = [("scalar RM", report.get("rm_accuracy", {}), RM_ACCURACY_TARGET),
-          ("judge SFT", {m: r["accuracy"] for m, r in report.get("judge_sft", {}).items()},
-           JUDGE_ACCURACY_TARGET),
-          ("judge GRPO", {m: r["accuracy"] for m, r in report.get("judge_grpo", {}).items()},
-           None)]
+  """Held-out accuracy per modality: RM, judge after SFT and after GRPO, and the
+  media-blind control of the RM and the SFT judge, with the targets."""
+  acc = lambda rows: {m: r["accuracy"] for m, r in rows.items() if r}  # noqa: E731
+  modalities = sorted(report.get("rm", {}))
+  blind = report.get("blind", {})
+  bars = [("scalar RM", acc(report.get("rm", {}))),
+          ("judge SFT", acc(report.get("judge_sft", {}))),
+          ("judge GRPO", acc(report.get("judge_grpo", {}))),
+          ("RM media-blind", acc(blind.get("rm", {}))),
+          ("judge SFT media-blind", acc(blind.get("judge_sft", {})))]
   width = 0.8 / len(bars)
-  for i, (label, values, _) in enumerate(bars):
-    xs = [j + (i - 1) * width for j in range(len(modalities))]
-    ax.bar(xs, [values.get(m, 0.0) for m in modalities], width, label=label)
+  for i, (label, values) in enumerate(bars):
+    xs = [j + (i - (len(bars) - 1) / 2) * width for j in range(len(modalities))]
+    ax.bar(xs, [values.get(m, 0.0) for m in modalities], width, label=label,
+           hatch="//" if "blind" in label else None)
   ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
   ax.axhline(RM_ACCURACY_TARGET, color="C0", linestyle="--", linewidth=1, label="RM target")
   ax.axhline(JUDGE_ACCURACY_TARGET, color="C1", linestyle="--", linewidth=1,
              label="judge target")
+  ax.axhline(BLIND_ACCURACY_MAX, color="C3", linestyle="-.", linewidth=1,
+             label="media-blind limit")
   ax.set_xticks(range(len(modalities)), modalities)
   ax.set_ylim(0, 1.05)
   ax.set_ylabel("held-out accuracy")

@@ -2,7 +2,9 @@
 
 Each stage is an ordinary task of the project (`train.loop`, `rl.grpo_loop`,
 `eval.run`) run with a config built here from `demo.config`, in its own folder
-of the workdir. A finished stage leaves `<stage>/stage.json`; running the demo
+of the workdir. The data stage also writes a media-blind copy of the held-out
+split (`synthetic/blank_media.py`: every media file blank, of the same shape),
+which the eval stages score next to the real one. A finished stage leaves `<stage>/stage.json`; running the demo
 again reuses it, and an unfinished training stage resumes from its last
 checkpoint. The report (`report.json`), the results table (printed and in
 `results.md`) and the training curves (`plots/*.png`) are written at the end.
@@ -22,6 +24,7 @@ from omni_rrm_jax.core.multihost import is_writer, written_by_one
 from omni_rrm_jax.data.records import write_jsonl
 from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
 from omni_rrm_jax.demo import report as report_lib
+from omni_rrm_jax.synthetic.blank_media import blind_records
 from omni_rrm_jax.synthetic.corpus import corpus
 from omni_rrm_jax.synthetic.omni import generate_omni_pairs
 
@@ -39,6 +42,8 @@ class Paths:
     self.media = os.path.join(self.data, "media")
     self.train = os.path.join(self.data, "train.jsonl")
     self.eval = os.path.join(self.data, "eval.jsonl")
+    # The held-out media records with blank media (the media-blind control).
+    self.eval_blind = os.path.join(self.data, "eval_blind.jsonl")
     self.tokenizer = os.path.join(workdir, "tokenizer")
 
   def stage(self, name: str) -> str:
@@ -64,8 +69,11 @@ def stage_data(cfg, paths: Paths) -> dict:
   # their media files.
   write_jsonl(train, paths.train)
   write_jsonl(evals, paths.eval)
+  blind = blind_records(evals, paths.media)
+  write_jsonl(blind, paths.eval_blind)
   count = lambda records: {k: sum(r.modality == k for r in records) for k in kinds}  # noqa: E731
   return {"train": count(train), "eval": count(evals),
+          "eval_blind": {k: n for k, n in count(blind).items() if k != "text"},
           "reconciliation": {"train": train_stats, "eval": eval_stats}}
 
 
@@ -77,8 +85,9 @@ def stage_tokenizer(cfg, paths: Paths) -> dict:
   return {"folder": paths.tokenizer, "vocab_size": cfg.data.tokenizer_vocab}
 
 
-def _stage_config(stage_cfg, paths: Paths, *, model_path: str = ""):
-  """A copy of a stage's task config with the workdir's files filled in."""
+def _stage_config(stage_cfg, paths: Paths, *, model_path: str = "", eval_path: str = ""):
+  """A copy of a stage's task config with the workdir's files filled in (an eval
+  task reads `eval_path`, default the held-out split)."""
   c = stage_cfg.copy_and_resolve_references()
   c.tokenizer = paths.tokenizer
   if model_path:
@@ -86,7 +95,7 @@ def _stage_config(stage_cfg, paths: Paths, *, model_path: str = ""):
   if "train_path" in c.data:
     c.data.update(train_path=paths.train, eval_path=paths.eval)
   else:
-    c.data.path = paths.eval
+    c.data.path = eval_path or paths.eval
   c.data.media_root = paths.media
   return c
 
@@ -121,18 +130,31 @@ def stage_grpo(cfg, paths: Paths) -> dict:
 
 
 def stage_eval(judge_stage: str) -> Callable:
-  """Held-out pairs per modality: the scalar RM (once) and the judge of `judge_stage`."""
+  """Held-out pairs per modality: the scalar RM (once) and the judge of `judge_stage`,
+  each on the real held-out split and on its media-blind copy (`<name>_blind`)."""
   def run_stage(cfg, paths: Paths) -> dict:
     from omni_rrm_jax.eval.run import run as eval_run
 
+    splits = [("", paths.eval)]
+    # Text-only data has no media to blank, and an empty file is no data set; a
+    # workdir whose data stage predates the control has none (reported as not
+    # measured).
+    if os.path.exists(paths.eval_blind) and os.path.getsize(paths.eval_blind) > 0:
+      splits.append(("_blind", paths.eval_blind))
     out = {}
     for name, stage in (("rm", "rm"), ("judge", judge_stage)):
       if name == "rm" and judge_stage != "sft":
         continue
-      folder = os.path.join(paths.stage(f"eval_{judge_stage}"), name)
-      eval_run(_stage_config(cfg.eval, paths, model_path=paths.hf(stage)), folder)
-      with open(os.path.join(folder, "eval_report.json"), encoding="utf-8") as f:
-        out[name] = json.load(f)
+      for suffix, data_path in splits:
+        folder = os.path.join(paths.stage(f"eval_{judge_stage}"), name + suffix)
+        t0 = time.perf_counter()
+        eval_run(_stage_config(cfg.eval, paths, model_path=paths.hf(stage),
+                               eval_path=data_path), folder)
+        # What the blind control costs on top of the real evaluation.
+        log.info("eval_%s: %s%s took %.1f s", judge_stage, name, suffix,
+                 time.perf_counter() - t0)
+        with open(os.path.join(folder, "eval_report.json"), encoding="utf-8") as f:
+          out[name + suffix] = json.load(f)
     return out
   return run_stage
 
@@ -193,16 +215,19 @@ def stage_header(name: str, cfg) -> str:
   return {
       "data": (f"seeded pairs with real media ({', '.join(kinds)}), kept where two simulated "
                f"teachers agree: {cfg.data.train_per_kind} train and {cfg.data.eval_per_kind} "
-               "held-out pairs per modality"),
+               "held-out pairs per modality, and a media-blind copy of the held-out media "
+               "pairs"),
       "tokenizer": f"byte-level BPE tokenizer, {cfg.data.tokenizer_vocab} tokens",
       "rm": (f"scalar Bradley-Terry RM on the Omni thinker: {cfg.rm.train.num_steps} steps x "
              f"{cfg.rm.data.batch_size} pairs"),
       "sft": (f"rubric judge SFT: {cfg.sft.train.num_steps} steps x {cfg.sft.data.batch_size} "
               "judgments"),
-      "eval_sft": "held-out accuracy per modality: the RM, and the judge in both A/B orders",
+      "eval_sft": ("held-out accuracy per modality: the RM, and the judge in both A/B orders; "
+                   "both again with blank media"),
       "grpo": (f"judge GRPO: {g.train.num_steps} steps x {g.rollout.prompts_per_step} prompts x "
                f"{g.rollout.num_generations} samples"),
-      "eval_grpo": "held-out accuracy per modality of the judge after GRPO",
+      "eval_grpo": ("held-out accuracy per modality of the judge after GRPO, and with blank "
+                    "media"),
       "export": "Hugging Face folders reloaded in transformers and compared",
   }[name]
 
@@ -222,7 +247,8 @@ def stage_result(name: str, result: dict) -> str:
     if name == "sft":
       return f"held-out judgment-token accuracy {result['eval']['token_accuracy']:.3f}"
     if name.startswith("eval_"):
-      parts = [f"{who}: {_accuracies(result[who])}" for who in ("rm", "judge") if who in result]
+      parts = [f"{who.replace('_blind', ' media-blind')}: {_accuracies(result[who])}"
+               for who in ("rm", "judge", "rm_blind", "judge_blind") if who in result]
       return "; ".join(parts)
     if name == "grpo":
       before = result.get("eval_start", {}).get("reward/total_mean")

@@ -115,9 +115,11 @@ def valid_groups(batch: dict, group_size: int, skipped: collections.Counter | No
 
 
 def reward_metrics(sampled: dict, names, group_size: int) -> dict[str, float]:
-  """Means and stds of every reward over all completions a step sampled."""
+  """Means and stds (population, ddof 0) of every reward over all completions a
+  step sampled, and their number (with the std, the standard error of a mean)."""
   out = {"reward/total_mean": float(np.mean(sampled["rewards"])),
-         "reward/total_std": float(np.std(sampled["rewards"]))}
+         "reward/total_std": float(np.std(sampled["rewards"])),
+         "num_completions": int(np.size(sampled["rewards"]))}
   for name in names:
     values = sampled[f"reward/{name}"]
     out[f"reward/{name}_mean"], out[f"reward/{name}_std"] = float(values.mean()), float(values.std())

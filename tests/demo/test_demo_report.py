@@ -11,36 +11,48 @@ from omni_rrm_jax.demo.config import get_config
 from omni_rrm_jax.main import expand_subcommand
 
 MODALITIES = ("audio", "image", "text", "video")
+MEDIA = ("audio", "image", "video")
+COUNT = 10  # held-out pairs per modality
 
 
-def _judge(acc, valid, consistency=1.0):
-  per = {m: {"accuracy": acc[m], "valid_json_rate": valid[m],
-             "position_consistency": consistency} for m in MODALITIES}
-  overall = sum(acc.values()) / len(acc)
-  return {"overall": {"accuracy": overall}, "per_modality": per}
+def _judge(acc, valid, consistency=1.0, modalities=MODALITIES):
+  per = {m: {"accuracy": acc[m], "count": COUNT, "valid_json_rate": valid[m],
+             "position_consistency": consistency} for m in modalities}
+  overall = sum(acc[m] for m in modalities) / len(modalities)
+  return {"overall": {"accuracy": overall, "count": COUNT * len(modalities)},
+          "per_modality": per}
 
 
-def _results(rm_acc, sft_acc, sft_valid, grpo_acc, reward_before, reward_after):
+def _rm(acc, modalities=MODALITIES):
+  return {"per_modality": {m: {"accuracy": acc[m], "count": COUNT} for m in modalities}}
+
+
+def _results(rm_acc, sft_acc, sft_valid, grpo_acc, reward_before, reward_after, blind_rm,
+             blind_judge):
   full = {m: 1.0 for m in MODALITIES}
   return {
       "data": {"train": {m: 100 for m in MODALITIES}, "eval": {m: 10 for m in MODALITIES},
                "reconciliation": {"train": {"generated": 500, "kept": 400}}},
       "rm": {"step": 10, "train_compiles": 3, "batch_shapes": 3},
       "sft": {"step": 10, "train_compiles": 2, "batch_shapes": 2},
-      "eval_sft": {"rm": {"per_modality": {m: {"accuracy": rm_acc[m]} for m in MODALITIES}},
-                   "judge": _judge(sft_acc, sft_valid)},
-      "grpo": {"eval_start": {"reward/total_mean": reward_before,
-                              "reward/judge_format_mean": 0.5},
-               "eval": {"reward/total_mean": reward_after, "reward/judge_format_mean": 0.6}},
-      "eval_grpo": {"judge": _judge(grpo_acc, full)},
+      "eval_sft": {"rm": _rm(rm_acc), "judge": _judge(sft_acc, sft_valid),
+                   "rm_blind": _rm(blind_rm, MEDIA),
+                   "judge_blind": _judge(blind_judge, full, modalities=MEDIA)},
+      "grpo": {"eval_start": {"reward/total_mean": reward_before, "reward/total_std": 0.3,
+                              "reward/judge_format_mean": 0.5, "num_completions": 10},
+               "eval": {"reward/total_mean": reward_after, "reward/total_std": 0.3,
+                        "reward/judge_format_mean": 0.6, "num_completions": 10}},
+      "eval_grpo": {"judge": _judge(grpo_acc, full),
+                    "judge_blind": _judge(blind_judge, full, modalities=MEDIA)},
       "export": {"judge": {"ok": True}},
   }
 
 
 def _report(**kw):
   full = {m: 1.0 for m in MODALITIES}
+  chance = {m: 0.5 for m in MODALITIES}
   args = dict(rm_acc=full, sft_acc=full, sft_valid=full, grpo_acc=full, reward_before=0.2,
-              reward_after=0.3)
+              reward_after=0.3, blind_rm=chance, blind_judge=chance)
   args.update(kw)
   return report_lib.build_report(_results(**args), {"data": 1.0, "rm": 2.0},
                                  ml_collections.ConfigDict({"seed": 0}))
@@ -65,6 +77,10 @@ def test_all_targets_met():
     (dict(reward_after=0.2), "grpo_raises_judge_reward"),
     (dict(grpo_acc={"audio": 1.0, "image": 1.0, "text": 1.0, "video": 0.9}),
      "grpo_keeps_accuracy"),
+    (dict(blind_rm={"audio": 0.5, "image": 0.7, "text": 1.0, "video": 0.6}),
+     "media_blind_rm_per_modality[image]"),
+    (dict(blind_judge={"audio": 0.8, "image": 0.5, "text": 1.0, "video": 0.5}),
+     "media_blind_judge_per_modality[audio]"),
 ])
 def test_a_missed_target_is_named(change, target):
   report = _report(**change)
@@ -72,6 +88,47 @@ def test_a_missed_target_is_named(change, target):
   table = report_lib.results_table(report)
   assert f"NOT all met: {target}" in table
   assert json.loads(json.dumps(report))  # the report is plain JSON
+
+
+def test_accuracies_and_rewards_carry_standard_errors():
+  report = _report(rm_acc={"audio": 0.8, "image": 1.0, "text": 1.0, "video": 1.0},
+                   blind_rm={"audio": 0.5, "image": 0.6, "text": 1.0, "video": 0.3})
+  # sqrt(0.8 * 0.2 / 10) = 0.12649; sqrt(0.5 * 0.5 / 10) = 0.15811.
+  assert report["rm"]["audio"] == {"accuracy": 0.8, "count": 10,
+                                   "accuracy_se": pytest.approx(0.126491, abs=1e-6)}
+  assert report["rm"]["image"]["accuracy_se"] == 0.0
+  assert report["blind"]["rm"]["audio"]["accuracy_se"] == pytest.approx(0.158114, abs=1e-6)
+  assert report["blind"]["judge_sft"]["video"]["accuracy_se"] == pytest.approx(0.158114,
+                                                                               abs=1e-6)
+  assert report["judge_accuracy_overall"]["sft"] == {"accuracy": 1.0, "count": 40,
+                                                     "accuracy_se": 0.0}
+  # Text has no media: no blind number, and no blind target.
+  assert report["blind"]["rm"]["text"] is None and report["blind"]["judge_grpo"]["text"] is None
+  assert sorted(report["targets"]["media_blind_rm_per_modality"]) == list(MEDIA)
+  # 60% is within the control's limit, 61% not.
+  assert report["targets"]["media_blind_rm_per_modality"]["image"]
+  # Population std 0.3 over 10 samples: 0.3 / sqrt(9) = 0.1.
+  total = report["grpo_rewards"]["total"]
+  assert (total["before_se"], total["after_se"]) == (pytest.approx(0.1), pytest.approx(0.1))
+  assert report["grpo_rewards"]["judge_format"]["before_se"] is None  # no std logged
+  table = report_lib.results_table(report)
+  assert "| audio | 100/10 | 80.0% ± 12.6 (below target) | 50.0% ± 15.8 | 100.0% ± 0.0 |" in table
+  assert "| text | 100/10 | 100.0% ± 0.0 | n/a | 100.0% ± 0.0 | n/a |" in table
+  assert "| total | 0.200 ± 0.100 | 0.300 ± 0.100 |" in table
+  assert "| judge_format | 0.500 | 0.600 |" in table
+
+
+def test_a_blind_control_not_measured_is_not_met():
+  results = _results(**{k: {m: 1.0 for m in MODALITIES} for k in (
+      "rm_acc", "sft_acc", "sft_valid", "grpo_acc", "blind_rm", "blind_judge")},
+      reward_before=0.2, reward_after=0.3)
+  for stage in ("eval_sft", "eval_grpo"):
+    results[stage] = {k: v for k, v in results[stage].items() if not k.endswith("_blind")}
+  report = report_lib.build_report(results, {}, ml_collections.ConfigDict())
+  assert report["blind"]["rm"] == {m: None for m in MODALITIES}
+  assert not any(report["targets"]["media_blind_judge_per_modality"].values())
+  assert "| image | 100/10 | 100.0% ± 0.0 | - (not measured) |" in (
+      report_lib.results_table(report))
 
 
 def test_curves_are_plotted_from_metrics_with_held_out_points(tmp_path):

@@ -1,8 +1,10 @@
-"""The main job end to end at smoke size: every stage runs, the export reloads in
-transformers with the same numbers, and a rerun reuses the finished stages."""
+"""The main job end to end at smoke size: every stage runs, the media-blind control
+and the standard errors are reported, the export reloads in transformers with the
+same numbers, and a rerun reuses the finished stages."""
 
 import json
 import logging
+import math
 import os
 import re
 
@@ -11,8 +13,25 @@ import pytest
 from omni_rrm_jax.core.console import configure_logging
 from omni_rrm_jax.demo import run as demo
 from omni_rrm_jax.demo.config import get_config
+from omni_rrm_jax.demo.report import pct_se
+from omni_rrm_jax.eval.standard_error import binomial_se
 
 MODALITIES = ["audio", "image", "text", "video"]
+MEDIA = ["audio", "image", "video"]
+
+
+def _check_accuracy_row(row, count):
+  """An accuracy row holds its count and the binomial standard error sqrt(p(1-p)/n)."""
+  assert row["count"] == count and 0.0 <= row["accuracy"] <= 1.0
+  p = row["accuracy"]
+  assert row["accuracy_se"] == pytest.approx(math.sqrt(p * (1 - p) / count))
+
+
+def test_the_printed_standard_error_by_hand():
+  # 21 of 32 right: sqrt(0.65625 * 0.34375 / 32) = 0.0840, printed in points.
+  assert pct_se({"accuracy": 21 / 32, "accuracy_se": binomial_se(21 / 32, 32)}) == (
+      "65.6% ± 8.4")
+  assert pct_se({"accuracy": 0.5, "accuracy_se": None}) == "50.0%" and pct_se(None) == "-"
 
 
 @pytest.fixture
@@ -59,14 +78,42 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capfd, workdir_logging):
   suffixes = {p.suffix for p in media.rglob("*") if p.is_file()}
   assert {".png", ".mp4", ".wav"} <= suffixes
 
-  # Every modality was evaluated by the RM and by the judge before and after GRPO.
-  assert sorted(report["rm_accuracy"]) == MODALITIES
+  # Every modality was evaluated by the RM and by the judge before and after GRPO,
+  # each accuracy with its standard error over the held-out pairs.
+  per_kind = config.data.eval_per_kind
+  assert report["data"]["eval"] == {m: per_kind for m in MODALITIES}
+  assert sorted(report["rm"]) == MODALITIES
   assert sorted(report["judge_sft"]) == sorted(report["judge_grpo"]) == MODALITIES
+  for rows in (report["rm"], report["judge_sft"], report["judge_grpo"]):
+    for row in rows.values():
+      _check_accuracy_row(row, per_kind)
   for rows in (report["judge_sft"], report["judge_grpo"]):
     for row in rows.values():
-      assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["valid_json_rate"] <= 1.0
-  assert set(report["grpo_rewards"]) >= {"total", "judge_format", "judge_content",
-                                         "judge_rubric"}
+      assert 0.0 <= row["valid_json_rate"] <= 1.0
+  for stage in ("sft", "grpo"):
+    _check_accuracy_row(report["judge_accuracy_overall"][stage], per_kind * len(MODALITIES))
+
+  # The media-blind control: the held-out media pairs again, with blank files of
+  # the same shape; text has none (n/a).
+  assert report["data"]["eval_blind"] == {m: per_kind for m in MEDIA}
+  blind_files = sorted(p.relative_to(media / "blind").as_posix()
+                       for p in (media / "blind").rglob("*") if p.is_file())
+  real = [json.loads(line) for line in (tmp_path / "data" / "eval.jsonl").open()]
+  assert blind_files == sorted(p for r in real for p in (r["media"]["images"] + [
+      r["media"][k] for k in ("video", "audio") if r["media"][k]]))
+  for who in ("rm", "judge_sft", "judge_grpo"):
+    rows = report["blind"][who]
+    assert sorted(rows) == MODALITIES and rows["text"] is None
+    for m in MEDIA:
+      _check_accuracy_row(rows[m], per_kind)
+  for target in ("media_blind_rm_per_modality", "media_blind_judge_per_modality"):
+    assert sorted(report["targets"][target]) == MEDIA
+
+  # GRPO's held-out rewards carry the standard error of their mean.
+  rewards = report["grpo_rewards"]
+  assert set(rewards) >= {"total", "judge_format", "judge_content", "judge_rubric"}
+  for r in rewards.values():
+    assert r["before_se"] >= 0.0 and r["after_se"] >= 0.0
 
   # The exported folders load in transformers with our numbers.
   for name in ("judge", "rm"):
@@ -76,6 +123,11 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capfd, workdir_logging):
 
   table = (tmp_path / "results.md").read_text()
   assert all(f"| {m} |" in table for m in MODALITIES)
+  assert "| RM media-blind |" in table and "| judge media-blind SFT |" in table
+  text_row = next(line for line in table.splitlines() if line.startswith("| text |"))
+  assert text_row.count("| n/a ") == 3
+  assert f"| {pct_se(report['rm']['audio'])}" in table
+  assert re.search(r"\| total \| -?\d\.\d{3} ± \d\.\d{3} \| -?\d\.\d{3} ± \d\.\d{3} \|", table)
   assert sorted(os.listdir(tmp_path / "plots")) == ["grpo.png", "rm.png", "sft.png",
                                                     "summary.png"]
 
@@ -84,5 +136,5 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capfd, workdir_logging):
   printed = capfd.readouterr().out
   assert printed.count("done before, reused") == len(demo.STAGES)
   again = json.loads((tmp_path / "report.json").read_text())
-  assert again["rm_accuracy"] == report["rm_accuracy"]
+  assert again["rm"] == report["rm"] and again["blind"] == report["blind"]
   assert again["judge_sft"] == report["judge_sft"]

@@ -22,7 +22,7 @@ def test_demo_smoke_two_processes_equal_one(tmp_path):
       reports.append(json.load(f))
     dirs.append(workdir)
   one, two = reports
-  for key in ("data", "rm_accuracy", "judge_sft", "judge_grpo", "grpo_rewards", "targets"):
+  for key in ("data", "rm", "blind", "judge_sft", "judge_grpo", "grpo_rewards", "targets"):
     assert two[key] == one[key], key
   for stage in ("rm", "sft", "grpo"):
     runs.assert_same_weights(runs.exported(f"{dirs[1]}/{stage}"),
