@@ -50,7 +50,8 @@ def test_input_pipeline_decodes_every_modality_every_way(tmp_path, monkeypatch):
       decoded.clear()
       startup_s, seconds = round_fn(records, str(tmp_path), cfg, workers=0)
       assert startup_s == 0.0 and seconds > 0
-      assert [d[0] for d in decoded] == [r.id for r in records]
+      # (Grain maps on read-ahead threads, so the order of the calls may vary.)
+      assert sorted(d[0] for d in decoded) == sorted(r.id for r in records)
       assert all(key in keys for _, keys in decoded)
     assert bench.baseline_round(records, str(tmp_path), cfg) > 0
   # Audio keeps only the clip's frames (1-2 s at 100 frames a second).
