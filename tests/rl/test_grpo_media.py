@@ -27,7 +27,7 @@ from omni_rrm_jax.synthetic.colour_media import generate_media_pairs
 from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.eval import judge_eval
-from omni_rrm_jax.rl import grpo_loop, rollout
+from omni_rrm_jax.rl import grpo_loop, rollout, rollout_step
 from omni_rrm_jax.config.tasks import grpo_config
 from omni_rrm_jax.rl.grpo_step import make_grpo_step, policy_logprobs
 from omni_rrm_jax.rl.prompt_media import PROMPT_MEDIA, PromptMedia
@@ -119,7 +119,7 @@ def test_rollout_logprobs_equal_the_update_recompute(inputs, judge):
       rng=jax.random.key(0), eos_ids=(tok.eos_token_id,), pad_id=tok.pad_token_id,
       bucket=PROMPT_LENGTH, max_prompt_length=PROMPT_LENGTH, media=media)
   skipped = collections.Counter()
-  batch = grpo_loop.valid_groups(batch, G, skipped)
+  batch = rollout_step.valid_groups(batch, G, skipped)
   assert skipped == {"bad media": 1}  # prompt 2 is the zero-byte PNG
   assert [records[i].id for i in batch["index"][::G]] == [records[i].id for i in (0, 1, 3)]
   rows = len(batch["valid"])
