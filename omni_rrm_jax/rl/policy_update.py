@@ -18,7 +18,8 @@ import numpy as np
 from omni_rrm_jax.rl.multihost_rows import process_share
 from omni_rrm_jax.rl.update_batch import UpdateBatch
 from omni_rrm_jax.sharding.batch import to_global
-from omni_rrm_jax.train.step import Step, check_nonfinite
+from omni_rrm_jax.train.nonfinite_check import check_nonfinite
+from omni_rrm_jax.train.step import Step
 
 # Train-step metrics averaged over a step's updates; the rest are taken from the last one.
 MEAN_OVER_UPDATES = ("loss", "kl_mean", "clip_frac_low", "clip_frac_high", "ratio_mean",

@@ -27,10 +27,11 @@ from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.sharding.batch import to_global
 from omni_rrm_jax.train.input_tallies import BatchShapes, InputCounts
+from omni_rrm_jax.train.nonfinite_check import NonfiniteCheck, check_nonfinite
 from omni_rrm_jax.train.optimizer import make_optimizer
 from omni_rrm_jax.train.run_scaffold import RunScaffold
 from omni_rrm_jax.train.state import init_train_state
-from omni_rrm_jax.train.step import check_nonfinite, make_eval_step, make_train_step
+from omni_rrm_jax.train.step import make_eval_step, make_train_step
 from omni_rrm_jax.train.task_kind import TaskKind, task_kind
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,8 @@ def run(config, workdir: str) -> dict:
   history = []
   postfix: dict[str, str] = {}  # the progress bar's latest loss and held-out numbers
   last_eval: tuple[int, dict] = (-1, {})
+  # Every step's non-finite streak, read one step late so the host never waits on it.
+  nonfinite = NonfiniteCheck(train_step.max_nonfinite_streak)
   t0 = time.perf_counter()
   with scaffold.guarded_steps(start, desc=f"{kind.name} train") as loop:
     for step in range(start, config.train.num_steps):
@@ -118,6 +121,7 @@ def run(config, workdir: str) -> dict:
       counts.add(batch)
       shapes.add(batch)
       state, metrics = train_step(state, to_global(batch, mesh, rules))
+      nonfinite.push(metrics)
       done = step + 1
       if done % config.train.log_every == 0 or done == config.train.num_steps:
         metrics = jax.device_get(metrics)
@@ -137,6 +141,7 @@ def run(config, workdir: str) -> dict:
           loop.progress.set_postfix(postfix)
       if loop.end_step(done, state, train_iter.get_state()):
         break
+  nonfinite.flush()
   summary = {"task": kind.name, **scaffold.finish_training(state, train_iter.get_state()),
              "inputs": counts.as_dict(),
              "bad_records": {k: c.summary() for k, c in counters.items()},
