@@ -137,13 +137,20 @@ class RunScaffold:
     every write and closes the checkpointer.
 
     Returns:
-      The run's outcome for its summary: `step` and `stopped_early`.
+      The run's outcome for its summary: `step`, `stopped_early` and
+      `nonfinite_skipped`, the updates skipped for a non-finite loss or
+      gradient norm over the whole run (resumes included; an RM/SFT step is one
+      update, a GRPO step `num_iterations * num_minibatches`).
     """
     if not self.stopped_early:
       self.ckpt.save(self.step, state, data_state, self.config_json, force=True)
     self.ckpt.wait()
     self.ckpt.close()
-    return {"step": self.step, "stopped_early": self.stopped_early}
+    skipped = int(jax.device_get(state.nonfinite_total))
+    if skipped:
+      log.warning("%d updates were skipped for a non-finite loss or gradient norm", skipped)
+    return {"step": self.step, "stopped_early": self.stopped_early,
+            "nonfinite_skipped": skipped}
 
   def export(self, graphdef, params, *, tokenizer_dir: str | None,
              processor_files: dict | None) -> str:

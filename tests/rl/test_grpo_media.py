@@ -168,6 +168,7 @@ def test_grpo_loop_trains_on_media_and_counts_bad_records(tmp_path):
   # 2 steps x 4 prompts: one epoch of the 8 records read, the zero-byte PNG once.
   assert "1 skipped" in summary["bad_records"]["train"]  # the escaping path
   assert summary["skipped_prompts"] == {"bad media": 1}
+  assert summary["nonfinite_skipped"] == 0  # updates skipped as non-finite, over the run
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   train = [r for r in rows if r["split"] == "train"]
   assert len(train) == 2 and sum(r["prompts_skipped"] for r in train) == 1

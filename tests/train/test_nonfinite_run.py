@@ -1,4 +1,4 @@
-"""A tiny RM run whose loss is never finite: stopped at the streak limit.
+"""A tiny RM run whose loss is never finite: stopped at the streak limit, skips counted.
 
 The loss is poisoned in the task kind the loop looks up, so every update is
 skipped by `guarded_update` and the streak grows by one per step.
@@ -7,6 +7,8 @@ skipped by `guarded_update` and the streak grows by one per step.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 
 import jax.numpy as jnp
 import pytest
@@ -47,3 +49,10 @@ def test_consecutive_nonfinite_steps_stop_at_the_limit_between_log_steps(nan_los
   # Stopped while step 4 ran: nothing was saved after the step that reached the limit.
   assert max(Checkpointer(str(tmp_path), save_every=1).all_steps()) == 3
 
+
+def test_summary_counts_the_updates_skipped_as_nonfinite(nan_loss, tmp_path):
+  config = _config(**{"train.num_steps": 4, "train.max_nonfinite_streak": 10})
+  summary = loop.run(config, str(tmp_path))
+  assert summary["nonfinite_skipped"] == 4 and summary["step"] == 4
+  with open(os.path.join(tmp_path, "summary.json"), encoding="utf-8") as f:
+    assert json.load(f)["nonfinite_skipped"] == 4
