@@ -2,10 +2,12 @@
 
   omni-rrm --config=configs/rm.py:tiny --workdir=DIR     (or configs/sft.py)
 
-Reads top to bottom: mesh, data, model and optimizer, shard, restore, loop
-(with periodic eval and checkpoints), final eval, export. Pointed at a workdir
-that holds a checkpoint, it resumes from it exactly (train state and input
-stream); SIGTERM saves a checkpoint and exits cleanly.
+Reads top to bottom: mesh, data, model and optimizer, restore, loop (with
+periodic eval), final eval, export. What every trainer does around its steps
+(the workdir lock, checkpoints, the preemption guard, the summary) is
+`train/run_scaffold.py`'s. Pointed at a workdir that holds a checkpoint, it
+resumes from it exactly (train state and input stream); SIGTERM saves a
+checkpoint and exits cleanly.
 """
 
 from __future__ import annotations
@@ -13,73 +15,26 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import os
 import time
 
 import jax
 import numpy as np
-import tqdm
-from flax import nnx
 
 from omni_rrm_jax.assembly.inputs import task_inputs
 from omni_rrm_jax.assembly.models import build_model
-from omni_rrm_jax.config.validate import check as check_settings
-from omni_rrm_jax.core import workdir_lock
-from omni_rrm_jax.core.batch_contract import HOST_ONLY
-from omni_rrm_jax.core.metric_writers import MetricWriter
-from omni_rrm_jax.core.multihost import agree_max, allgather, written_by_one
+from omni_rrm_jax.core.multihost import agree_max
 from omni_rrm_jax.data.pipeline import make_dataset
-from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
-from omni_rrm_jax.models.hf_save import save_pretrained
+from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.sharding.batch import to_global
-from omni_rrm_jax.sharding.mesh import make_mesh
-from omni_rrm_jax.sharding.rules import rules_from_config
-from omni_rrm_jax.train.checkpointing import Checkpointer
+from omni_rrm_jax.train.input_tallies import BatchShapes, InputCounts
+from omni_rrm_jax.train.nonfinite_check import NonfiniteCheck, check_nonfinite
 from omni_rrm_jax.train.optimizer import make_optimizer
-from omni_rrm_jax.train.preemption import PreemptionGuard
+from omni_rrm_jax.train.run_scaffold import RunScaffold
 from omni_rrm_jax.train.state import init_train_state
-from omni_rrm_jax.train.step import check_nonfinite, make_eval_step, make_train_step
+from omni_rrm_jax.train.step import make_eval_step, make_train_step
 from omni_rrm_jax.train.task_kind import TaskKind, task_kind
 
 log = logging.getLogger(__name__)
-
-
-class InputCounts:
-  """Host-side tallies of what the pipeline marked: truncations and invalid rows."""
-
-  def __init__(self):
-    self.examples = 0
-    self.truncated = 0
-    self.invalid = collections.Counter()
-
-  def add(self, batch) -> None:
-    real = batch["index"] >= 0
-    self.examples += int(real.sum())
-    self.truncated += int(batch["truncated"][real].sum())
-    for reason in batch["invalid_reason"][real & ~batch["valid"]]:
-      self.invalid[INVALID_REASONS[int(reason)]] += 1
-
-  def as_dict(self) -> dict:
-    """The tallies of all processes (collective with several)."""
-    local = [self.examples, self.truncated, *(self.invalid[r] for r in INVALID_REASONS)]
-    total = allgather(local).sum(axis=0)
-    invalid = {r: int(n) for r, n in zip(INVALID_REASONS, total[2:]) if n}
-    return {"examples": int(total[0]), "truncated": int(total[1]), "invalid": invalid}
-
-
-class BatchShapes:
-  """The distinct shapes of device batches: each is one compilation of the step,
-  so a growing count points at unbucketed inputs."""
-
-  def __init__(self):
-    self.seen: list[tuple] = []
-
-  def add(self, batch) -> None:
-    shape = tuple(sorted((k, v.shape) for k, v in batch.items() if k not in HOST_ONLY))
-    if shape not in self.seen:
-      self.seen.append(shape)
-      sizes = {k: v for k, v in shape if k.endswith(("input_ids", "vision_patches"))}
-      log.info("batch shape #%d: %s", len(self.seen), sizes)
 
 
 def evaluate(eval_step, state, dataset, kind: TaskKind, mesh, rules) -> dict:
@@ -102,21 +57,11 @@ def evaluate(eval_step, state, dataset, kind: TaskKind, mesh, rules) -> dict:
 def run(config, workdir: str) -> dict:
   """Trains per `config` in `workdir`; returns a summary dict."""
   kind = task_kind(config.task)
-  check_settings(config, process_count=jax.process_count(), device_count=jax.device_count())
-  os.makedirs(workdir, exist_ok=True)
-  is_main = jax.process_index() == 0
-  # One run per workdir; a resumed run must be the same run (up to its length,
-  # logging and evaluation) unless checkpoint.allow_config_change.
-  written_by_one("the workdir lock", lambda: workdir_lock.hold(workdir))
-  config_json = config.to_json_best_effort(sort_keys=True)
-  ckpt = Checkpointer(workdir, save_every=config.checkpoint.every,
-                      keep=config.checkpoint.keep,
-                      async_save=config.checkpoint.async_save)
-  ckpt.check_config(config_json, allow_change=config.checkpoint.allow_config_change)
+  # Settings, the workdir lock, and no resume of a checkpoint of other settings.
+  scaffold = RunScaffold(config, workdir)
 
   # --- Mesh --------------------------------------------------------------
-  mesh = make_mesh(dict(config.mesh))
-  rules = rules_from_config(dict(config.rules))
+  mesh, rules = scaffold.mesh, scaffold.rules
   n_proc = jax.process_count()  # batch sizes divide by it (config/validate.py)
 
   # --- Data --------------------------------------------------------------
@@ -158,29 +103,25 @@ def run(config, workdir: str) -> dict:
 
   # --- Restore -----------------------------------------------------------
   train_iter = iter(train_ds)
-  start = 0
-  state, latest = ckpt.resume(state, train_iter)
-  if latest is not None:
-    start = int(jax.device_get(state.step))
-    log.info("resumed from step %d in %s", start, workdir)
+  state, start = scaffold.restore(state, train_iter)
 
   # --- Loop --------------------------------------------------------------
-  writer = MetricWriter(workdir, enabled=is_main)
+  writer = scaffold.writer
   counts = InputCounts()
   shapes = BatchShapes()
   history = []
-  progress = tqdm.tqdm(total=config.train.num_steps, initial=start, desc=f"{kind.name} train",
-                       disable=not (is_main and config.train.progress_bar), dynamic_ncols=True)
   postfix: dict[str, str] = {}  # the progress bar's latest loss and held-out numbers
-  stopped_early = False
   last_eval: tuple[int, dict] = (-1, {})
+  # Every step's non-finite streak, read one step late so the host never waits on it.
+  nonfinite = NonfiniteCheck(train_step.max_nonfinite_streak)
   t0 = time.perf_counter()
-  with PreemptionGuard() as guard:
+  with scaffold.guarded_steps(start, desc=f"{kind.name} train") as loop:
     for step in range(start, config.train.num_steps):
       batch = next(train_iter)
       counts.add(batch)
       shapes.add(batch)
       state, metrics = train_step(state, to_global(batch, mesh, rules))
+      nonfinite.push(metrics)
       done = step + 1
       if done % config.train.log_every == 0 or done == config.train.num_steps:
         metrics = jax.device_get(metrics)
@@ -190,56 +131,38 @@ def run(config, workdir: str) -> dict:
         history.append({"step": done, **{k: float(v) for k, v in metrics.items()
                                          if np.ndim(v) == 0}})
         postfix["loss"] = f"{float(metrics['loss']):.4f}"
-        progress.set_postfix(postfix)
+        loop.progress.set_postfix(postfix)
       if eval_ds is not None and (done % config.train.eval_every == 0):
         last_eval = (done, evaluate(eval_step, state, eval_ds, kind, mesh, rules))
         writer.write(done, last_eval[1], "eval")
         headline = kind.headline
         if headline in last_eval[1]:
           postfix[f"eval_{headline}"] = f"{last_eval[1][headline]:.3f}"
-          progress.set_postfix(postfix)
-      ckpt.save(done, state, train_iter.get_state(), config_json)
-      progress.update(1)
-      if guard.should_stop():
-        ckpt.save(done, state, train_iter.get_state(), config_json, force=True)
-        log.info("stop requested: saved step %d, exiting", done)
-        stopped_early = True
+          loop.progress.set_postfix(postfix)
+      if loop.end_step(done, state, train_iter.get_state()):
         break
-  progress.close()
-  final_step = int(jax.device_get(state.step))
-  if not stopped_early:
-    ckpt.save(final_step, state, train_iter.get_state(), config_json, force=True)
-  ckpt.wait()
-  ckpt.close()
-
-  # --- Final eval and export ---------------------------------------------
-  summary = {"task": kind.name, "step": final_step, "stopped_early": stopped_early,
+  nonfinite.flush()
+  summary = {"task": kind.name, **scaffold.finish_training(state, train_iter.get_state()),
              "inputs": counts.as_dict(),
              "bad_records": {k: c.summary() for k, c in counters.items()},
              "batch_shapes": len(shapes.seen), "train_compiles": train_step.num_compiles()}
   log.info("input pipeline: %s", json.dumps(summary["inputs"]))
   log.info("%d distinct train batch shapes, %d train step compilations",
            summary["batch_shapes"], summary["train_compiles"])
-  if not stopped_early:
-    if eval_ds is not None:
-      if last_eval[0] == final_step:  # the loop's last step was an eval step
-        summary["eval"] = last_eval[1]
-      else:
-        summary["eval"] = evaluate(eval_step, state, eval_ds, kind, mesh, rules)
-        writer.write(final_step, summary["eval"], "eval")
-    if config.export.at_end:
-      out_dir = os.path.join(workdir, "hf")
-      # The media preprocessing trained with travels with the weights.
-      save_pretrained(nnx.merge(graphdef, state.params), out_dir, tokenizer_dir=tokenizer_dir,
-                      processor_files=media.processor_files() if media else None)
-      summary["export"] = out_dir
-  writer.close()
 
-  def write_summary():
-    with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
-      json.dump({**summary, "history": history}, f, indent=2)
+  # --- Final eval --------------------------------------------------------
+  final_step = summary["step"]
+  if not scaffold.stopped_early and eval_ds is not None:
+    if last_eval[0] == final_step:  # the loop's last step was an eval step
+      summary["eval"] = last_eval[1]
+    else:
+      summary["eval"] = evaluate(eval_step, state, eval_ds, kind, mesh, rules)
+      writer.write(final_step, summary["eval"], "eval")
 
-  # Every process returns once the export and summary are on disk.
-  written_by_one("summary.json", write_summary)
-  workdir_lock.release(workdir)
+  # --- Export ------------------------------------------------------------
+  if not scaffold.stopped_early and config.export.at_end:
+    summary["export"] = scaffold.export(
+        graphdef, state.params, tokenizer_dir=tokenizer_dir,
+        processor_files=media.processor_files() if media else None)
+  scaffold.close(summary, history)
   return summary

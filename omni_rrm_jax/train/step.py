@@ -2,7 +2,7 @@
 
   step = make_train_step(graphdef, tx, task_kind("rm"), schedule=schedule, mesh=mesh)
   state, metrics = step(state, batch)       # state is donated
-  check_nonfinite(metrics, step.max_nonfinite_streak)
+  NonfiniteCheck(step.max_nonfinite_streak).push(metrics)   # train/nonfinite_check.py
 
 Batches are dicts of [B, ...] arrays, sharded over the `batch` logical axis,
 with the keys of the kind's `batch` contract (`core/batch_contract.py`):
@@ -44,11 +44,10 @@ one process host numpy arrays are fine; with several processes pass global
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -60,25 +59,6 @@ from omni_rrm_jax.train.state import TrainState, train_state_shardings
 from omni_rrm_jax.train.task_kind import TaskKind
 
 Batch = dict[str, jax.Array]
-
-
-def check_nonfinite(metrics: dict[str, Any], limit: int) -> None:
-  """Raises once `limit` consecutive updates were skipped as non-finite.
-
-  Args:
-    metrics: a train step's metrics (reads `nonfinite_streak`, `step`).
-    limit: the largest tolerated streak; <= 0 disables the check.
-
-  Raises:
-    FloatingPointError: naming the streak, the total and the step.
-  """
-  streak = int(np.asarray(metrics["nonfinite_streak"]))
-  if limit > 0 and streak >= limit:
-    raise FloatingPointError(
-        f"{streak} consecutive train steps had a non-finite loss or gradient norm "
-        f"(limit {limit}; {int(np.asarray(metrics['nonfinite_total']))} skipped in total, "
-        f"last at step {int(np.asarray(metrics['step']))}); parameters are unchanged since the "
-        "last good step. Lower the learning rate or inspect the data around this step.")
 
 
 def _micro_loss(graphdef, kind: TaskKind, center_coef: float):
@@ -151,7 +131,7 @@ class Step:
   (unless given up front). Later calls reuse the same `jax.jit` object.
 
   Attributes:
-    max_nonfinite_streak: the limit to pass to `check_nonfinite` (train steps).
+    max_nonfinite_streak: the limit for `train.nonfinite_check` (train steps).
   """
 
   def __init__(self, fn: Callable, *, mesh: Mesh | None, rules: Rules,
@@ -207,7 +187,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ki
   (token-weighted for sft). The update goes through `guarded_update`: a
   non-finite loss or gradient norm skips it (params and optimizer state stay
   as they were), bumps `nonfinite_streak` and `nonfinite_total`, and sets
-  `skipped`; a finite step resets the streak. The caller stops via `check_nonfinite(metrics, step.max_nonfinite_streak)`.
+  `skipped`; a finite step resets the streak. The caller stops via
+  `train.nonfinite_check` with `step.max_nonfinite_streak`.
 
   Args:
     graphdef: the model's graph definition (`init_train_state`).
@@ -215,7 +196,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ki
     kind: the `TaskKind` (`train.task_kind`): its batch contract, loss,
       normalizer and metrics.
     grad_accum_steps: micro-batches per update; must divide the batch size.
-    max_nonfinite_streak: recorded on the returned step for `check_nonfinite`.
+    max_nonfinite_streak: recorded on the returned step for `train.nonfinite_check`.
     mesh: device mesh; None runs on the default device.
     rules: logical -> mesh axis rules for parameters and activations.
     schedule: the optimizer's learning-rate schedule, to log `learning_rate`.

@@ -27,7 +27,7 @@ from omni_rrm_jax.synthetic.colour_media import generate_media_pairs
 from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.eval import judge_eval
-from omni_rrm_jax.rl import grpo_loop, rollout
+from omni_rrm_jax.rl import grpo_loop, rollout, rollout_step
 from omni_rrm_jax.config.tasks import grpo_config
 from omni_rrm_jax.rl.grpo_step import make_grpo_step, policy_logprobs
 from omni_rrm_jax.rl.prompt_media import PROMPT_MEDIA, PromptMedia
@@ -119,7 +119,7 @@ def test_rollout_logprobs_equal_the_update_recompute(inputs, judge):
       rng=jax.random.key(0), eos_ids=(tok.eos_token_id,), pad_id=tok.pad_token_id,
       bucket=PROMPT_LENGTH, max_prompt_length=PROMPT_LENGTH, media=media)
   skipped = collections.Counter()
-  batch = grpo_loop.valid_groups(batch, G, skipped)
+  batch = rollout_step.valid_groups(batch, G, skipped)
   assert skipped == {"bad media": 1}  # prompt 2 is the zero-byte PNG
   assert [records[i].id for i in batch["index"][::G]] == [records[i].id for i in (0, 1, 3)]
   rows = len(batch["valid"])
@@ -168,6 +168,7 @@ def test_grpo_loop_trains_on_media_and_counts_bad_records(tmp_path):
   # 2 steps x 4 prompts: one epoch of the 8 records read, the zero-byte PNG once.
   assert "1 skipped" in summary["bad_records"]["train"]  # the escaping path
   assert summary["skipped_prompts"] == {"bad media": 1}
+  assert summary["nonfinite_skipped"] == 0  # updates skipped as non-finite, over the run
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   train = [r for r in rows if r["split"] == "train"]
   assert len(train) == 2 and sum(r["prompts_skipped"] for r in train) == 1

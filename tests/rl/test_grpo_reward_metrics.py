@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from omni_rrm_jax.rl.grpo_loop import reward_metrics
+from omni_rrm_jax.rl.rollout_step import reward_metrics
 
 
 def test_means_stds_and_the_number_of_completions():

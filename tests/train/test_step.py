@@ -7,7 +7,8 @@ import pytest
 from flax import nnx
 
 from omni_rrm_jax.train.state import init_train_state
-from omni_rrm_jax.train.step import check_nonfinite, make_eval_step
+from omni_rrm_jax.train.nonfinite_check import check_nonfinite
+from omni_rrm_jax.train.step import make_eval_step
 from omni_rrm_jax.train.task_kind import SFT
 from tests.train.fixtures import rm_batch, sft_batch, tiny_model
 

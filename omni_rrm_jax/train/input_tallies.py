@@ -1,0 +1,56 @@
+"""Host-side tallies of a training run's input: examples, truncations, invalid rows, batch shapes.
+
+  counts, shapes = InputCounts(), BatchShapes()
+  for batch in stream:                 # host batches from `data.pipeline.make_dataset`
+    counts.add(batch); shapes.add(batch)
+  summary["inputs"] = counts.as_dict() # collective with several processes
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+
+from omni_rrm_jax.core.batch_contract import HOST_ONLY
+from omni_rrm_jax.core.multihost import allgather
+from omni_rrm_jax.data.tokenize import INVALID_REASONS
+
+log = logging.getLogger(__name__)
+
+
+class InputCounts:
+  """Host-side tallies of what the pipeline marked: truncations and invalid rows."""
+
+  def __init__(self):
+    self.examples = 0
+    self.truncated = 0
+    self.invalid = collections.Counter()
+
+  def add(self, batch) -> None:
+    real = batch["index"] >= 0
+    self.examples += int(real.sum())
+    self.truncated += int(batch["truncated"][real].sum())
+    for reason in batch["invalid_reason"][real & ~batch["valid"]]:
+      self.invalid[INVALID_REASONS[int(reason)]] += 1
+
+  def as_dict(self) -> dict:
+    """The tallies of all processes (collective with several)."""
+    local = [self.examples, self.truncated, *(self.invalid[r] for r in INVALID_REASONS)]
+    total = allgather(local).sum(axis=0)
+    invalid = {r: int(n) for r, n in zip(INVALID_REASONS, total[2:]) if n}
+    return {"examples": int(total[0]), "truncated": int(total[1]), "invalid": invalid}
+
+
+class BatchShapes:
+  """The distinct shapes of device batches: each is one compilation of the step,
+  so a growing count points at unbucketed inputs."""
+
+  def __init__(self):
+    self.seen: list[tuple] = []
+
+  def add(self, batch) -> None:
+    shape = tuple(sorted((k, v.shape) for k, v in batch.items() if k not in HOST_ONLY))
+    if shape not in self.seen:
+      self.seen.append(shape)
+      sizes = {k: v for k, v in shape if k.endswith(("input_ids", "vision_patches"))}
+      log.info("batch shape #%d: %s", len(self.seen), sizes)
