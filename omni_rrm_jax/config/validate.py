@@ -99,18 +99,23 @@ def _media(p: _Problems, m) -> None:
 
 
 def problems(config, *, process_count: int, device_count: int) -> list[str]:
-  """Every problem of `config` (a task config of config/tasks.py), one line each."""
+  """Every problem of `config` (a task config of config/tasks.py), one line each.
+
+  The checks follow the sections and fragments the config has (config/tasks.py
+  composes them per task), not the task's name.
+  """
   p = _Problems()
-  task = config.task
   shards = batch_shards(config.mesh, config.rules, device_count) if "mesh" in config else 1
-  if task in ("rm", "sft", "eval"):
+  batched = "data" in config and "max_length" in config.data  # rows padded to buckets
+  trains = "train" in config and "optim" in config
+  if batched:
     d = config.data
     p.positive(d, "data", "max_length")
     p.buckets("data.buckets", d.buckets, zero_ok=False,
               cover=d.max_length if isinstance(d.max_length, int) else None)
     _batch(p, "data.batch_size", d.batch_size, process_count=process_count, shards=shards)
     _media(p, config.media)
-  if task in ("rm", "sft"):
+  if batched and trains:  # RM / SFT
     _batch(p, "data.eval_batch_size", config.data.eval_batch_size,
            process_count=process_count, shards=shards)
     o = config.optim
@@ -120,7 +125,7 @@ def problems(config, *, process_count: int, device_count: int) -> list[str]:
                   "micro-batches per step (optim.grad_accum_steps) of each process's share")
     _optim(p, o, config.train.num_steps)
     _loop(p, config)
-  if task == "grpo":
+  if "rollout" in config:  # GRPO
     d, ro = config.data, config.rollout
     p.positive(d, "data", "max_prompt_length", "prompt_bucket")
     p.positive(ro, "rollout", "num_generations", "max_new_tokens", "temperature")
