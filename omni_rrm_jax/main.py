@@ -85,13 +85,18 @@ def _main(argv):
     raise app.UsageError("--config is required, e.g. --config=configs/export.py")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
+  # absl's --verbosity=1 (or -v 1) brings the INFO lines back to the console.
+  verbose = flags.FLAGS["verbosity"].present and flags.FLAGS.verbosity >= 1
+  # Logging first: starting JAX logs at INFO (backends it probed and skipped),
+  # which belongs in the log file. The process index is known for sure only
+  # once JAX runs, so the file's tag is set again then.
+  path = configure_logging(_WORKDIR.value, verbose=verbose, process_index=_PROCESS_ID.value or 0)
   if _DISTRIBUTED.value or _COORDINATOR.value:
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   import jax
 
-  # absl's --verbosity=1 (or -v 1) brings the INFO lines back to the console.
-  verbose = flags.FLAGS["verbosity"].present and flags.FLAGS.verbosity >= 1
-  path = configure_logging(_WORKDIR.value, verbose=verbose, process_index=jax.process_index())
+  if jax.process_index() != (_PROCESS_ID.value or 0):
+    path = configure_logging(_WORKDIR.value, verbose=verbose, process_index=jax.process_index())
   if "://" in _WORKDIR.value and jax.process_index() == 0:
     print(f"omni-rrm: logs in {path}", file=sys.stderr)
   try:

@@ -215,12 +215,17 @@ def run(config, workdir: str) -> dict:
       timers["train"] += time.perf_counter() - t
       metrics.update({f"time/{k}": v for k, v in timers.items()})
       metrics["time/step"] = time.perf_counter() - t_step
+      if "num_completions" in metrics:  # sampled (completion) tokens per second of the step
+        metrics["time/sampled_tokens_per_second"] = (
+            metrics["completion_length"] * metrics["num_completions"] / metrics["time/step"])
       done = step + 1
       if done % config.train.log_every == 0 or done == config.train.num_steps:
         writer.write(done, metrics)
         history.append({"step": done, **metrics})
         if "reward/total_mean" in metrics:
-          loop.progress.set_postfix(reward=f"{metrics['reward/total_mean']:.3f}")
+          loop.progress.set_postfix({
+              "reward": f"{metrics['reward/total_mean']:.3f}",
+              "tok/s": f"{metrics['time/sampled_tokens_per_second']:.0f}"})
       if eval_batches and config.train.eval_every and done % config.train.eval_every == 0:
         writer.write(done, evaluate(state.params), "eval")
       if loop.end_step(done, state, prompt_iter.get_state()):
@@ -229,6 +234,7 @@ def run(config, workdir: str) -> dict:
   summary.update(**scaffold.finish_training(state, prompt_iter.get_state()),
                  bad_records={k: c.summary() for k, c in counters.items()},
                  skipped_prompts=dict(skipped))
+  prompt_iter.close()  # stops its worker processes and frees their shared memory
   if skipped:
     log.info("training prompts skipped (since start or resume): %s", dict(skipped))
 
