@@ -34,6 +34,8 @@ INSTALL_REQUIRES = [
     "soxr>=0.3",
     # the main job's training-curve plots
     "matplotlib>=3.7",
+    # `construct`: async HTTP/1.1 client with connection pooling and timeouts
+    "httpx>=0.27",
 ]
 
 EXTRAS = {

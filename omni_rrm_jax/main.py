@@ -41,6 +41,7 @@ TASKS.add("sft", "omni_rrm_jax.train.loop:run")
 TASKS.add("eval", "omni_rrm_jax.eval.run:run")
 TASKS.add("grpo", "omni_rrm_jax.rl.grpo_loop:run")
 TASKS.add("demo", "omni_rrm_jax.demo.run:run")
+TASKS.add("construct", "omni_rrm_jax.construct.pipeline:run")
 
 DEMO_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "config.py")
 

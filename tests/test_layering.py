@@ -23,11 +23,13 @@ ALLOWED = {
     "rl": {"sampling", "assembly", "train", *_ASSEMBLY},
     "eval": {"sampling", "assembly", "train", *_ASSEMBLY},
     "export": {"core", "sharding", "models"},
+    # preference data built from live endpoints: records, templates, judgments
+    "construct": {"core", "data", "rewards"},
     # the main job joins every stage
     "demo": {"sampling", "assembly", "train", "rl", "eval", "export", *_ASSEMBLY},
 }
 # Plain-Python packages that must not pull in JAX or torch.
-NO_JAX = {"rewards", "data", "synthetic", "config"}
+NO_JAX = {"rewards", "data", "synthetic", "config", "construct"}
 NO_JAX_EXCEPTIONS: set = set()
 
 

@@ -255,6 +255,30 @@ def omni_data() -> ml_collections.ConfigDict:
       seed=0)  # the held-out split uses seed + 1
 
 
+def endpoint() -> ml_collections.ConfigDict:
+  """One OpenAI-compatible chat endpoint (`POST {url}/chat/completions`)."""
+  return _section(
+      url="",  # e.g. http://127.0.0.1:8000/v1
+      model="",  # the request's "model" field
+      api_key_env="",  # the environment variable holding its API key; empty: no key
+      concurrency=8,  # requests in flight at once
+      requests_per_second=0.0,  # 0: no limit
+      timeout=120.0,  # seconds per request
+      max_retries=4,  # after a 429 / 5xx / timeout / broken reply, each after a backoff
+      backoff=1.0,  # seconds before the first retry, doubled for each further one
+      max_tokens=1024, temperature=0.0)
+
+
+def construct() -> ml_collections.ConfigDict:
+  """Preference pairs built from live models: responses from a strong and a weak
+  endpoint, judged with the rubric by two teacher endpoints in both A/B orders,
+  kept where the teachers agree (`construct/`)."""
+  return _section(
+      prompts_path="",  # JSONL of {"id", "prompt", "media": {...}} (media under data.media_root)
+      # Each written pair's A/B order is a coin flip seeded by data.seed and its id.
+      strong=endpoint(), weak=endpoint(), teacher_1=endpoint(), teacher_2=endpoint())
+
+
 def join(*fragments: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """One section from fragments that share no leaf (a shared one is an error)."""
   out = ml_collections.ConfigDict()
