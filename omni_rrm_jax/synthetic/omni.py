@@ -39,13 +39,20 @@ from omni_rrm_jax.data.records import PreferenceRecord, empty_media
 from omni_rrm_jax.synthetic.audio import AUDIO_TASKS
 from omni_rrm_jax.synthetic.question import Question, Task, render_rationale
 from omni_rrm_jax.synthetic.text import TEXT_TASKS
-from omni_rrm_jax.synthetic.vision import IMAGE_TASKS, VIDEO_TASKS
+from omni_rrm_jax.synthetic.vision import EASY_TASKS, IMAGE_TASKS, VIDEO_TASKS
 from omni_rrm_jax.synthetic.teachers import (ReconcileStats, TeacherNoise, reconcile_records,
                                         simulate_teacher)
 
 KINDS = ("text", "image", "video", "audio")
+# The main job's mix: every task of a kind takes its turn.
 TASKS: dict[str, dict[str, Task]] = {"text": TEXT_TASKS, "image": IMAGE_TASKS,
                                      "video": VIDEO_TASKS, "audio": AUDIO_TASKS}
+# Every task by name, with its kind (the easy colour tasks of the tiny configs too).
+TASK_KINDS: dict[str, str] = {
+    **{name: kind for kind, group in TASKS.items() for name in group},
+    **{name: name.split("-")[0] for name in EASY_TASKS}}
+_TASK_BY_NAME: dict[str, Task] = {**{n: t for g in TASKS.values() for n, t in g.items()},
+                                  **EASY_TASKS}
 MEDIA_FOLDERS = {"image": "images", "video": "videos", "audio": "audio"}
 HOLDOUT_BUCKETS = 8
 TRUE_GOOD_SCORES = (7, 10)
@@ -90,10 +97,9 @@ def _candidate(kind: str, task: Task, index: int, rng: random.Random, prefix: st
   return record, question, values
 
 
-def _generate_kind(kind: str, quota: int, seed: int, media_root: str, prefix: str,
-                   noise: TeacherNoise, held_out: bool,
+def _generate_kind(kind: str, tasks: Sequence[Task], quota: int, seed: int, media_root: str,
+                   prefix: str, noise: TeacherNoise, held_out: bool,
                    stats: ReconcileStats) -> list[PreferenceRecord]:
-  tasks = list(TASKS[kind].values())
   rng = random.Random(f"omni/{prefix}/{seed}/{kind}")
   teacher_rng = random.Random(f"omni/{prefix}/{seed}/{kind}/teachers")
   kept: list[PreferenceRecord] = []
@@ -126,6 +132,7 @@ def generate_omni_pairs(
     prefix: str = "train",
     teacher_noise: TeacherNoise | Mapping[str, float] | float | None = None,
     held_out: bool | None = None,
+    tasks: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[list[PreferenceRecord], dict]:
   """`n` teacher-reconciled preference records and their media, the same for the same seed.
 
@@ -143,6 +150,8 @@ def generate_omni_pairs(
       for the defaults.
     held_out: draw text pairs from the held-out bucket; None means
       `prefix != "train"`.
+    tasks: {kind: task names} for some kinds (names from `TASK_KINDS`, of
+      that kind); a kind not named takes turns over all of `TASKS[kind]`.
 
   Returns:
     (records, stats): stats is `ReconcileStats.as_dict()`, JSON-ready:
@@ -160,13 +169,21 @@ def generate_omni_pairs(
     raise ValueError(f"kinds must be distinct names from {', '.join(KINDS)}; got {kinds}")
   if n < 0:
     raise ValueError(f"n must be >= 0, got {n}")
+  chosen = {kind: list(TASKS[kind].values()) for kind in kinds}
+  for kind, names in (tasks or {}).items():
+    wrong = [n for n in names if TASK_KINDS.get(n) != kind]
+    if kind not in chosen or wrong or not names:
+      raise ValueError(f"tasks[{kind!r}]={list(names)}: each kind asked for takes task names "
+                       f"of that kind from {', '.join(sorted(TASK_KINDS))}")
+    chosen[kind] = [_TASK_BY_NAME[n] for n in names]
   noise = TeacherNoise.from_any(teacher_noise)
   held_out = prefix != "train" if held_out is None else held_out
   for kind in kinds:
     if kind in MEDIA_FOLDERS:
       os.makedirs(os.path.join(media_root, MEDIA_FOLDERS[kind]), exist_ok=True)
   stats = ReconcileStats()
-  per_kind = [_generate_kind(kind, quota, seed, media_root, prefix, noise, held_out, stats)
+  per_kind = [_generate_kind(kind, chosen[kind], quota, seed, media_root, prefix, noise,
+                            held_out, stats)
               for kind, quota in zip(kinds, _quotas(n, len(kinds)))]
   records = [group[i] for i in range(max(map(len, per_kind), default=0))
              for group in per_kind if i < len(group)]
@@ -176,7 +193,7 @@ def generate_omni_pairs(
 def phrasebook(subsets: Iterable[str | None], draws: int = 100) -> list[str]:
   """Prompts, answers and rationales of `draws` questions of each omni task named
   in `subsets` (others are ignored), for tokenizer training; no media is written."""
-  tasks = {name: task for group in TASKS.values() for name, task in group.items()}
+  tasks = _TASK_BY_NAME
   out = []
   for name in sorted(s for s in set(subsets) if s in tasks):
     rng = random.Random(f"phrasebook/{name}")

@@ -19,6 +19,11 @@ set, that only the pixels reveal:
   video-appear    what appears half way through     "a red circle", ... (12)
                   (the first frames are empty)
 
+Two easier colour tasks, for the tiny configs' quick runs and the tests
+(`EASY_TASKS`, not part of the main job's mix): one large square filling 3/4
+or more of the image (`image-square`) or crossing the frame left to right
+(`video-square`), "What colour is the square?".
+
 The wrong answer is another value of the same set: for counts one more or one
 fewer, for an appearing shape the same shape in another colour or the same
 colour as another shape.
@@ -29,11 +34,16 @@ from __future__ import annotations
 import functools
 import random
 
-from omni_rrm_jax.synthetic.colour_media import IMAGE_SIZES, VIDEO_FPS, VIDEO_FRAMES, VIDEO_SIZE
 from omni_rrm_jax.synthetic.question import Question, Task, answer_pair
 from omni_rrm_jax.synthetic.shapes import (BACKGROUNDS, COLOURS, SHAPES, Sprite, draw_frame,
                                                 write_mp4, write_png)
 
+# Image sides are multiples of 28, the Qwen2-VL resize factor, so the processor
+# keeps them as drawn; a few sizes, so batches mix patch grids.
+IMAGE_SIZES = ((56, 56), (56, 84), (84, 56), (84, 84), (112, 84), (84, 112), (112, 112))
+VIDEO_SIZE = (56, 56)
+VIDEO_FRAMES = 4
+VIDEO_FPS = 2
 COUNT_WORDS = ("one", "two", "three", "four")
 POSITIONS = ("left", "right", "top", "bottom")
 DIRECTIONS = ("left", "right", "up", "down")
@@ -184,8 +194,36 @@ def video_appear(rng: random.Random) -> Question:
                 f"a {wrong_colour} {wrong_shape}", "{v} appears", background, frames)
 
 
+_SQUARE_ANSWERS = ("The square is {v}.", "It is {v}.", "{V}.")
+
+
+def image_square(rng: random.Random) -> Question:
+  height, width = rng.choice(IMAGE_SIZES)
+  background, colour = rng.choice(BACKGROUNDS), rng.choice(_COLOUR_NAMES)
+  side = rng.randint(min(height, width) * 3 // 4, min(height, width))
+  sprite = Sprite("square", COLOURS[colour], rng.randint(0, height - side),
+                  rng.randint(0, width - side), side)
+  return _image(rng, "image-square",
+                ("What colour is the square?", "Which colour is the square in the picture?"),
+                _SQUARE_ANSWERS, colour, _other(rng, _COLOUR_NAMES, colour), "the square is {v}",
+                height, width, background, [sprite])
+
+
+def video_square(rng: random.Random) -> Question:
+  height, width = VIDEO_SIZE
+  background, colour = rng.choice(BACKGROUNDS), rng.choice(_COLOUR_NAMES)
+  side = min(height, width) * 3 // 4
+  frames = [[Sprite("square", COLOURS[colour], (height - side) // 2,
+                    (width - side) * i // (VIDEO_FRAMES - 1), side)] for i in range(VIDEO_FRAMES)]
+  return _video(rng, "video-square",
+                ("What colour is the moving square?", "Which colour is the square in the video?"),
+                _SQUARE_ANSWERS, colour, _other(rng, _COLOUR_NAMES, colour),
+                "the moving square is {v}", background, frames)
+
+
 IMAGE_TASKS: dict[str, Task] = {
     "image-shape": image_shape, "image-colour": image_colour, "image-count": image_count,
     "image-position": image_position,
 }
 VIDEO_TASKS: dict[str, Task] = {"video-motion": video_motion, "video-appear": video_appear}
+EASY_TASKS: dict[str, Task] = {"image-square": image_square, "video-square": video_square}

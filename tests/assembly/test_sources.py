@@ -21,7 +21,7 @@ def test_synthetic_source_writes_both_splits_into_the_workdir(tmp_path):
               synthetic_eval=8)
   train, evals, counters = data_splits(data, str(tmp_path))
   assert len(train) == 40 and len(evals) == 8
-  assert {r.subset for r in train} == {"colour", "sum"}
+  assert {r.subset for r in train} == {"text-colour", "text-sum"}
   assert os.path.exists(tmp_path / "data" / "train.jsonl")
   assert media_root(data, str(tmp_path)) == str(tmp_path / "data" / "media")
   seen = {(r.prompt, r.response_a, r.response_b) for r in train}

@@ -5,12 +5,12 @@ import json
 from omni_rrm_jax.data.bad_records import BadRecordCounter
 from omni_rrm_jax.data.readers import read_records
 from omni_rrm_jax.data.records import to_json
-from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+from omni_rrm_jax.synthetic.mixture import mixed_pairs
 
 
 def test_array_record_file_reads_like_jsonl(tmp_path):
   from array_record.python import array_record_module
-  records = generate_text_pairs(30, 7)
+  records = mixed_pairs(30, 7)
   path = tmp_path / "pairs.array_record"
   writer = array_record_module.ArrayRecordWriter(str(path), "group_size:8")
   for i, r in enumerate(records):

@@ -14,9 +14,8 @@ from omni_rrm_jax.data.media.config import MediaConfig
 from omni_rrm_jax.data.media.encode import encode_media
 from omni_rrm_jax.data.media_batching import MediaSpec, media_token_ids
 from omni_rrm_jax.data.pipeline import make_dataset
-from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+from omni_rrm_jax.synthetic.mixture import mixed_pairs
 from omni_rrm_jax.synthetic.corpus import corpus
-from omni_rrm_jax.synthetic.colour_media import generate_media_pairs
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
 from omni_rrm_jax.models.omni_config import OmniHostInputs
@@ -41,8 +40,8 @@ def world(tmp_path_factory):
   """(records by name, tokenizer, omni spec, vision-only spec)."""
   root = tmp_path_factory.mktemp("audio_media")
   clips = tone_pairs(2, 0, str(root), seconds=(0.4, 1.3))  # 40 and 130 frames
-  vision = generate_media_pairs(2, 1, str(root))
-  text = generate_text_pairs(1, 1)
+  vision = mixed_pairs(2, 1, ("image", "video"), media_root=str(root))
+  text = mixed_pairs(1, 1)
   write_audio(root / "long.wav", tone(2.5, 16000), 16000)
   truncate(write_audio(root / "full.wav", tone(1.0, 16000), 16000), root / "cut.wav", 0.5)
   (root / "audio" / "empty.wav").write_bytes(b"")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 
 import numpy as np
 import pytest
@@ -18,9 +17,8 @@ from omni_rrm_jax.data.media_batching import MediaSpec, media_token_ids
 from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.readers import read_records
 from omni_rrm_jax.data.records import to_json
-from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+from omni_rrm_jax.synthetic.mixture import mixed_pairs
 from omni_rrm_jax.synthetic.corpus import corpus
-from omni_rrm_jax.synthetic.colour_media import generate_media_pairs, write_square_png
 from omni_rrm_jax.data.templates import rm_messages
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
@@ -38,8 +36,8 @@ MERGE_UNIT = 4
 def world(tmp_path_factory):
   """(media root, records by name, tokenizer, media spec) with good and bad files."""
   root = tmp_path_factory.mktemp("media")
-  good = generate_media_pairs(6, 3, str(root))  # image, video, image, ...
-  text = generate_text_pairs(2, 3)
+  good = mixed_pairs(6, 3, ("image", "video"), media_root=str(root))  # image, video, image, ...
+  text = mixed_pairs(2, 3)
   (root / "images" / "zero.png").write_bytes(b"")
   (root / "videos" / "junk.mp4").write_bytes(np.random.default_rng(0).bytes(3000))
   wav = write_audio(root / "say.wav", tone(1.0, 16000), 16000)
@@ -236,19 +234,21 @@ def test_media_is_decoded_in_worker_processes(world):
 
 
 def test_synthetic_media_pairs_are_seeded_and_readable(tmp_path):
-  a = generate_media_pairs(4, 7, str(tmp_path / "a"), prefix="x")
-  b = generate_media_pairs(4, 7, str(tmp_path / "b"), prefix="x")
+  a = mixed_pairs(4, 7, ("image", "video"), media_root=str(tmp_path / "a"), prefix="x")
+  b = mixed_pairs(4, 7, ("image", "video"), media_root=str(tmp_path / "b"), prefix="x")
   assert [to_json(r) for r in a] == [to_json(r) for r in b]
   assert [r.modality for r in a] == ["image", "video", "image", "video"]
   for r in a:
     assert r.label in ("A", "B") and json.loads(r.rationale)["better"] == r.label
     chosen = r.response_a if r.label == "A" else r.response_b
     assert chosen.lower().rstrip(".").split()[-1] in r.rationale
-  with pytest.raises(ValueError, match="unknown synthetic media kinds"):
-    generate_media_pairs(1, 0, str(tmp_path), kinds=("audio",))
+  with pytest.raises(ValueError, match="a media_root is required"):
+    mixed_pairs(1, 0, ("image",))
   # Every image size is a multiple of the 28-pixel resize factor: drawn as decoded.
-  write_square_png(str(tmp_path / "s.png"), (255, 0, 0), (0, 0, 0), 56, 84, random.Random(0))
-  assert Image.open(tmp_path / "s.png").size == (84, 56)
+  for r in a:
+    if r.modality == "image":
+      width, height = Image.open(tmp_path / "a" / r.media["images"][0]).size
+      assert width % 28 == 0 and height % 28 == 0
 
 
 def test_records_without_media_keep_the_text_path(world):

@@ -105,9 +105,9 @@ BAD_LINES = [
 
 def _write_bad_data(folder):
   from omni_rrm_jax.data.records import to_json
-  from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
-  good = [to_json(r) for r in generate_text_pairs(60, 0)]
-  long_prompt = generate_text_pairs(1, 5)[0]
+  from omni_rrm_jax.synthetic.mixture import mixed_pairs
+  good = [to_json(r) for r in mixed_pairs(60, 0)]
+  long_prompt = mixed_pairs(1, 5)[0]
   long = json.loads(to_json(long_prompt))
   long.update(id="too-long", response_a="blue " * 400)
   lines = good[:20] + BAD_LINES[:2] + good[20:40] + [json.dumps(long)] + BAD_LINES[2:] + good[40:]

@@ -28,14 +28,14 @@ PROMPTS, G = 8, 4
 @pytest.fixture(scope="module")
 def rm_folder(tmp_path_factory) -> str:
   import omni_rrm_jax as orj
-  from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+  from omni_rrm_jax.synthetic.mixture import mixed_pairs
   from omni_rrm_jax.synthetic.corpus import corpus
   from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
   from omni_rrm_jax.models.hf_save import save_pretrained
   from transformers import AutoTokenizer
 
   root = tmp_path_factory.mktemp("rm")
-  train_tiny_tokenizer(corpus(generate_text_pairs(200, 0, ["colour"])), root / "tok",
+  train_tiny_tokenizer(corpus(mixed_pairs(200, 0, ["colour"])), root / "tok",
                        vocab_size=400)
   tok = AutoTokenizer.from_pretrained(root / "tok")
   model = orj.from_config("Qwen2ForSequenceClassification", dict(

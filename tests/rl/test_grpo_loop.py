@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+from omni_rrm_jax.synthetic.mixture import mixed_pairs
 from omni_rrm_jax.synthetic.corpus import corpus
 from omni_rrm_jax.data.records import write_jsonl
 from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
@@ -84,8 +84,8 @@ class Judge:
 @pytest.fixture(scope="module")
 def judge(tmp_path_factory) -> Judge:
   root = str(tmp_path_factory.mktemp("grpo_judge"))
-  train = [_short_judgment(r) for r in generate_text_pairs(1000, 0, ["colour"])]
-  held_out = [_short_judgment(r) for r in generate_text_pairs(64, 7, ["colour"], prefix="eval")]
+  train = [_short_judgment(r) for r in mixed_pairs(1000, 0, ["colour"])]
+  held_out = [_short_judgment(r) for r in mixed_pairs(64, 7, ["colour"], prefix="eval")]
   write_jsonl(train, os.path.join(root, "train.jsonl"))
   write_jsonl(held_out, os.path.join(root, "eval.jsonl"))
   train_tiny_tokenizer(corpus(train) + [r.rationale for r in train],

@@ -23,8 +23,7 @@ from flax import nnx
 
 from omni_rrm_jax.core.batch_contract import SFT_BATCH
 from omni_rrm_jax.data.records import write_jsonl
-from omni_rrm_jax.synthetic.colour_media import generate_media_pairs
-from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+from omni_rrm_jax.synthetic.mixture import mixed_pairs
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.eval import judge_eval
 from omni_rrm_jax.rl import grpo_loop, rollout, rollout_step
@@ -52,12 +51,12 @@ def data_dir() -> str:
   a zero-byte PNG (found when its prompt is built) and a path escaping the media
   root (refused when the data set is read)."""
   root = Path(tempfile.mkdtemp(prefix="orj_grpo_media_"))
-  media = generate_media_pairs(5, 0, str(root))
+  media = mixed_pairs(5, 0, ("image", "video"), media_root=str(root))
   (root / "images" / "zero.png").write_bytes(b"")
   broken = [dataclasses.replace(media[0], id=f"broken-{i}",
                                 media={"images": [path], "video": None, "audio": None})
             for i, path in enumerate(["images/zero.png", "../../etc/passwd"])]
-  records = media[:2] + broken[:1] + media[2:] + generate_text_pairs(2, 0) + broken[1:]
+  records = media[:2] + broken[:1] + media[2:] + mixed_pairs(2, 0) + broken[1:]
   write_jsonl(records, str(root / "train.jsonl"))
   return str(root)
 

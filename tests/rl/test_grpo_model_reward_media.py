@@ -20,8 +20,7 @@ from flax import nnx
 
 from omni_rrm_jax.core.batch_contract import MEDIA_KEYS, RM_BATCH
 from omni_rrm_jax.data.pipeline import make_dataset
-from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
-from omni_rrm_jax.synthetic.colour_media import generate_media_pairs
+from omni_rrm_jax.synthetic.mixture import mixed_pairs
 from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.models.hf_save import save_pretrained
 from omni_rrm_jax.rl.model_reward import ModelReward
@@ -71,14 +70,14 @@ def _export_rm(root, architecture: str, records) -> RM:
 @pytest.fixture(scope="module")
 def vl_rm(tmp_path_factory) -> RM:
   root = tmp_path_factory.mktemp("vl_rm")
-  records = generate_media_pairs(4, 0, str(root / "media")) + generate_text_pairs(2, 0)
+  records = mixed_pairs(4, 0, ("image", "video"), media_root=str(root / "media")) + mixed_pairs(2, 0)
   return _export_rm(root, VL, records)
 
 
 @pytest.fixture(scope="module")
 def omni_rm(tmp_path_factory) -> RM:
   root = tmp_path_factory.mktemp("omni_rm")
-  records = tone_pairs(3, 0, str(root / "media")) + generate_media_pairs(1, 1, str(root / "media"))
+  records = tone_pairs(3, 0, str(root / "media")) + mixed_pairs(1, 1, ("image", "video"), media_root=str(root / "media"))
   return _export_rm(root, OMNI, records)
 
 

@@ -97,8 +97,8 @@ def test_reward_spec_scorer_and_padding():
     parse_reward_spec("judge_format:x")
   with pytest.raises(KeyError, match="unknown reward function"):
     RewardScorer("no_such_reward:1", "judge")
-  from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
-  records = generate_text_pairs(2, 0)
+  from omni_rrm_jax.synthetic.mixture import mixed_pairs
+  records = mixed_pairs(2, 0)
   scorer = RewardScorer("judge_format:1,judge_content:1", "judge", overlong=(10, 4))
   texts = [records[0].rationale, "not a judgment"]
   out = scorer(records, texts, {"lengths": np.array([3, 9])})

@@ -183,11 +183,13 @@ def test_corpus_covers_the_templates(pairs):
   assert "Which way does the shape move?" not in joined  # no video records, no video phrases
 
 
-def test_legacy_generators_still_work(tmp_path):
-  from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
-  from omni_rrm_jax.synthetic.colour_media import generate_media_pairs
-  text = generate_text_pairs(4, 0, ("colour", "sum"))
-  media = generate_media_pairs(2, 0, str(tmp_path))
-  assert [r.subset for r in text] == ["colour", "sum", "colour", "sum"]
+def test_the_tiny_configs_kinds_are_omni_tasks(tmp_path):
+  from omni_rrm_jax.synthetic.mixture import mixed_pairs
+  text = mixed_pairs(4, 0, ("colour", "sum"))
+  media = mixed_pairs(2, 0, ("image", "video"), media_root=str(tmp_path))
+  assert [r.subset for r in text] == ["text-colour", "text-sum", "text-colour", "text-sum"]
   assert [r.modality for r in media] == ["image", "video"]
+  assert [r.subset for r in media] == ["image-square", "video-square"]
+  with pytest.raises(ValueError, match="unknown synthetic kinds"):
+    mixed_pairs(1, 0, ("smell",))
   assert {t for r in text + media for t in (r.prompt, r.rationale)} <= set(corpus(text + media))

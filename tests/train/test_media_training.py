@@ -24,9 +24,8 @@ from omni_rrm_jax.core.batch_contract import HOST_ONLY
 from omni_rrm_jax.data.media.config import MediaConfig
 from omni_rrm_jax.data.media.encode import encode_media
 from omni_rrm_jax.data.pipeline import make_dataset
-from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+from omni_rrm_jax.synthetic.mixture import mixed_pairs
 from omni_rrm_jax.data.records import write_jsonl
-from omni_rrm_jax.synthetic.colour_media import generate_media_pairs
 from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.assembly import media as media_lib
 from omni_rrm_jax.assembly import models as model_lib
@@ -50,8 +49,8 @@ def data_dir() -> str:
   """A media root with train.jsonl: 128 image / video pairs, 32 text pairs and
   4 broken rows (zero-byte PNG, corrupt MP4, truncated WAV, escaping path)."""
   root = Path(tempfile.mkdtemp(prefix="orj_vl_data_"))
-  media = generate_media_pairs(128, 0, str(root))
-  text = generate_text_pairs(32, 0)
+  media = mixed_pairs(128, 0, ("image", "video"), media_root=str(root))
+  text = mixed_pairs(32, 0)
   (root / "images" / "zero.png").write_bytes(b"")
   (root / "videos" / "junk.mp4").write_bytes(np.random.default_rng(0).bytes(3000))
   truncate(write_audio(root / "tone.wav", tone(1.0, 16000), 16000), root / "cut.wav", 0.5)

@@ -22,8 +22,7 @@ import pytest
 import omni_rrm_jax as orj
 from omni_rrm_jax.core.batch_contract import RM_BATCH
 from omni_rrm_jax.data.records import write_jsonl
-from omni_rrm_jax.synthetic.colour_media import generate_media_pairs
-from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+from omni_rrm_jax.synthetic.mixture import mixed_pairs
 from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.eval import run as eval_run
 from omni_rrm_jax.assembly import media as media_lib
@@ -49,8 +48,8 @@ def data_dir() -> str:
   0.4-1.9 s, text) and 4 broken rows: a zero-byte PNG, a corrupt MP4, a
   truncated WAV and an escaping path."""
   root = Path(tempfile.mkdtemp(prefix="orj_omni_data_"))
-  records = (generate_media_pairs(20, 0, str(root)) + tone_pairs(24, 0, str(root))
-             + generate_text_pairs(12, 0))
+  records = (mixed_pairs(20, 0, ("image", "video"), media_root=str(root)) + tone_pairs(24, 0, str(root))
+             + mixed_pairs(12, 0))
   (root / "images" / "zero.png").write_bytes(b"")
   (root / "videos" / "junk.mp4").write_bytes(np.random.default_rng(0).bytes(3000))
   truncate(write_audio(root / "tone.wav", tone(1.0, 16000), 16000), root / "cut.wav", 0.5)
