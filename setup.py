@@ -38,7 +38,8 @@ INSTALL_REQUIRES = [
 
 EXTRAS = {
     # torch is used only by the parity tests; this exact pin installs a CPU build.
-    "test": ["pytest>=8", "torch==2.13.0", "scipy>=1.10"],
+    # peft loads the exported LoRA adapters in the export tests.
+    "test": ["pytest>=8", "torch==2.13.0", "scipy>=1.10", "peft>=0.21"],
     "tpu": ["jax[tpu]>=0.8"],
     "cuda": ["jax[cuda12]>=0.8"],
 }

@@ -18,6 +18,8 @@ import ml_collections
 from omni_rrm_jax.sharding.config import mesh_config, rules_config
 
 SYNTHETIC = "synthetic"  # `data.train_path` value: generated pairs (synthetic_* leaves)
+# The text decoder's linear layers LoRA may adapt (models/lora.py:LINEAR_LAYERS).
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def _section(**leaves) -> ml_collections.ConfigDict:
@@ -60,9 +62,26 @@ def model_init() -> ml_collections.ConfigDict:
       remat=False)
 
 
+def model_training() -> ml_collections.ConfigDict:
+  """What of the model trains (the training tasks)."""
+  return _section(
+      # Module path prefixes whose parameters never train: no gradient, no
+      # optimizer state, not checkpointed (e.g. ("visual", "audio_tower")).
+      freeze=())
+
+
 def model() -> ml_collections.ConfigDict:
-  """`model_source` and `model_init` together (the training tasks)."""
-  return join(model_source(), model_init())
+  """`model_source`, `model_init` and `model_training` together (the training tasks)."""
+  return join(model_source(), model_init(), model_training())
+
+
+def lora() -> ml_collections.ConfigDict:
+  """Low-rank adapters on the text decoder; everything else but a score head frozen."""
+  return _section(
+      rank=0,  # 0: off (full training); > 0: adapters of this rank, the base frozen
+      alpha=16.0,  # the adapters' output is scaled by alpha / rank
+      dropout=0.0,  # dropout on the adapters' inputs in training
+      targets=LORA_TARGETS)  # the text decoder's linear layers to adapt
 
 
 def data_reader() -> ml_collections.ConfigDict:

@@ -50,10 +50,12 @@ import time
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from omni_rrm_jax.assembly.inputs import task_inputs
 from omni_rrm_jax.assembly.models import build_model
 from omni_rrm_jax.core.batch_contract import SFT_BATCH
+from omni_rrm_jax.models.lora import without_adapters
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.rl import rollout
 from omni_rrm_jax.rl.advantages import ADVANTAGE_ESTIMATORS
@@ -68,6 +70,7 @@ from omni_rrm_jax.sampling.params import SamplingParams
 from omni_rrm_jax.train.optimizer import make_optimizer
 from omni_rrm_jax.train.run_scaffold import RunScaffold
 from omni_rrm_jax.train.state import init_train_state
+from omni_rrm_jax.train.trainable import prepare_trainable, training_sizes
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +162,23 @@ def run(config, workdir: str) -> dict:
   updates_per_step = gr.num_iterations * gr.num_minibatches
   tx, schedule = make_optimizer(dict(config.optim),
                                 total_steps=config.train.num_steps * updates_per_step)
-  graphdef, state = init_train_state(model, tx, config.seed, mesh=mesh, rules=rules)
+  # LoRA adapters and `model.freeze`: frozen parameters get no gradient and no optimizer state.
+  trainable = prepare_trainable(model, config.lora, config.model.freeze, seed=config.seed)
+  use_lora = config.lora.rank > 0
+  graphdef, state = init_train_state(model, tx, config.seed, mesh=mesh, rules=rules,
+                                     trainable=trainable)
+  sizes = training_sizes(state)
   del model  # the state holds the only copy of the weights from here on
-  # The reference is the initial policy, rebuilt identically on resume.
-  ref_params = jax.tree.map(jnp.copy, state.params) if gr.beta > 0 else None
+  # The reference is the initial policy, rebuilt identically on resume. With
+  # LoRA it is the policy's own base, the adapters switched off (`reference`):
+  # no second copy of the weights.
+  ref_params = (jax.tree.map(jnp.copy, state.params)
+                if gr.beta > 0 and not use_lora else None)
+
+  def reference():
+    if use_lora:
+      return graphdef, without_adapters(state.model_state())
+    return graphdef, nnx.merge_state(ref_params, state.frozen)
   grpo_step = make_grpo_step(
       graphdef, tx, loss_type=gr.loss_type, epsilon_low=gr.epsilon_low,
       epsilon_high=gr.epsilon_high, delta=gr.delta or None, beta=gr.beta,
@@ -186,9 +202,9 @@ def run(config, workdir: str) -> dict:
 
   # --- Loop --------------------------------------------------------------
   writer = scaffold.writer
-  summary = {"task": "grpo", "recipe": recipe}
+  summary = {"task": "grpo", "recipe": recipe, **sizes}
   if start == 0 and eval_batches:
-    summary["eval_start"] = evaluate(state.params)
+    summary["eval_start"] = evaluate(state.model_state())
     writer.write(0, summary["eval_start"], "eval")
   history = []
   timers = rollouts.timers
@@ -197,7 +213,7 @@ def run(config, workdir: str) -> dict:
       timers.clear()
       t_step = time.perf_counter()
       # Rollout: sample, score, keep groups (and refill) on the global batch.
-      drawn = rollouts.step(state.params, jax.random.fold_in(state.rng, step), prompt_iter,
+      drawn = rollouts.step(state.model_state(), jax.random.fold_in(state.rng, step), prompt_iter,
                             train_records, prompts_per_step=ro.prompts_per_step,
                             dynamic_sampling=sh.dynamic_sampling, max_rounds=sh.max_rounds)
       metrics = drawn.metrics
@@ -205,8 +221,8 @@ def run(config, workdir: str) -> dict:
       t = time.perf_counter()
       if drawn.num_groups:
         batch = prepare_update(drawn.batch)
-        if ref_params is not None:
-          batch.add_ref_logp((graphdef, ref_params), mesh=mesh, rules=rules)
+        if gr.beta > 0:
+          batch.add_ref_logp(reference(), mesh=mesh, rules=rules)
         state, update_metrics = update_policy(
             state, grpo_step, batch, num_iterations=gr.num_iterations,
             num_minibatches=gr.num_minibatches, seed=config.seed, step=step, mesh=mesh,
@@ -222,7 +238,7 @@ def run(config, workdir: str) -> dict:
         if "reward/total_mean" in metrics:
           loop.progress.set_postfix(reward=f"{metrics['reward/total_mean']:.3f}")
       if eval_batches and config.train.eval_every and done % config.train.eval_every == 0:
-        writer.write(done, evaluate(state.params), "eval")
+        writer.write(done, evaluate(state.model_state()), "eval")
       if loop.end_step(done, state, prompt_iter.get_state()):
         break
   skipped = rollouts.skipped
@@ -234,13 +250,13 @@ def run(config, workdir: str) -> dict:
 
   # --- Final eval --------------------------------------------------------
   if not scaffold.stopped_early and eval_batches:
-    summary["eval"] = evaluate(state.params)
+    summary["eval"] = evaluate(state.model_state())
     writer.write(summary["step"], summary["eval"], "eval")
 
   # --- Export ------------------------------------------------------------
   if not scaffold.stopped_early and config.export.at_end:
     summary["export"] = scaffold.export(
-        graphdef, state.params, tokenizer_dir=tokenizer_dir,
+        graphdef, state.model_state(), tokenizer_dir=tokenizer_dir,
         processor_files=spec.processor_files() if spec else None)
   if rm is not None and rm.media is not None:
     # Prompts (train and eval, since start or resume) the multimodal RM could
