@@ -95,6 +95,18 @@ def _check_grpo_settings(config) -> None:
                      "step's rollouts with grpo.num_minibatches; set it to 1")
 
 
+def kl_reference(graphdef, state, ref_params):
+  """`(graphdef, parameters)` of the KL reference.
+
+  With `ref_params` (the initial trained parameters, copied at start) it is
+  the initial policy. Without (LoRA), it is the policy's own parameters with
+  the adapters switched off: the frozen base, shared, not copied.
+  """
+  if ref_params is None:
+    return graphdef, without_adapters(state.model_state())
+  return graphdef, nnx.merge_state(ref_params, state.frozen)
+
+
 def run(config, workdir: str) -> dict:
   """GRPO per `config` in `workdir`; returns a summary dict."""
   _check_grpo_settings(config)
@@ -174,11 +186,6 @@ def run(config, workdir: str) -> dict:
   # no second copy of the weights.
   ref_params = (jax.tree.map(jnp.copy, state.params)
                 if gr.beta > 0 and not use_lora else None)
-
-  def reference():
-    if use_lora:
-      return graphdef, without_adapters(state.model_state())
-    return graphdef, nnx.merge_state(ref_params, state.frozen)
   grpo_step = make_grpo_step(
       graphdef, tx, loss_type=gr.loss_type, epsilon_low=gr.epsilon_low,
       epsilon_high=gr.epsilon_high, delta=gr.delta or None, beta=gr.beta,
@@ -222,7 +229,7 @@ def run(config, workdir: str) -> dict:
       if drawn.num_groups:
         batch = prepare_update(drawn.batch)
         if gr.beta > 0:
-          batch.add_ref_logp(reference(), mesh=mesh, rules=rules)
+          batch.add_ref_logp(kl_reference(graphdef, state, ref_params), mesh=mesh, rules=rules)
         state, update_metrics = update_policy(
             state, grpo_step, batch, num_iterations=gr.num_iterations,
             num_minibatches=gr.num_minibatches, seed=config.seed, step=step, mesh=mesh,
