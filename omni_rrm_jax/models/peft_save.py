@@ -9,7 +9,10 @@ The folder holds `adapter_config.json` and `adapter_model.safetensors` with
 PEFT's names (`base_model.model.<module>.lora_A.weight` `[rank, in]`,
 `...lora_B.weight` `[out, rank]`). `target_modules` lists every adapted
 module by its full name, so the encoders' layers of the same short name
-(Qwen2.5-VL's vision MLP is also `gate_proj`) are never adapted on load. A
+(Qwen2.5-VL's vision MLP is also `gate_proj`) are never adapted on load.
+PEFT names modules as they are in memory, which for the multimodal models is
+not the checkpoint layout our paths follow: their text decoder
+`model.layers.*` lives at `model.language_model.layers.*`. A
 scalar RM's score head trains fully, so it travels as a module to save.
 """
 
@@ -24,10 +27,14 @@ from flax import nnx
 from safetensors.numpy import save_file
 
 from omni_rrm_jax.models import hf_weights
+from omni_rrm_jax.models import omni_config
 from omni_rrm_jax.models.architectures import get_architecture
 from omni_rrm_jax.models.hf_save import _to_host
 from omni_rrm_jax.models.lora import adapted_layers
 
+# model_type -> (our text-decoder prefix, transformers' in-memory one).
+IN_MEMORY_PREFIX = {"qwen2_5_vl": ("model.layers.", "model.language_model.layers."),
+                    omni_config.MODEL_TYPE: ("model.layers.", "model.language_model.layers.")}
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PREFIX = "base_model.model."
@@ -40,10 +47,14 @@ def peft_tensors(model: nnx.Module) -> tuple[dict[str, np.ndarray], list[str], d
   layers = adapted_layers(model)
   if not layers:
     raise ValueError("the model has no LoRA adapters to write (lora.rank is 0)")
+  ours, in_memory = IN_MEMORY_PREFIX.get(get_architecture(model.cfg.architecture).model_type,
+                                         ("", ""))
   tensors, targets, settings = {}, [], None
   for path, layer in sorted(layers.items(), key=lambda kv: str(kv[0])):
     adapter = layer.lora
     name = ".".join(str(p) for p in path)
+    if ours and name.startswith(ours):
+      name = in_memory + name[len(ours):]
     a = _to_host(adapter.a.get_value())
     b = _to_host(adapter.b.get_value())
     rank = a.shape[-1]
