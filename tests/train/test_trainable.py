@@ -18,7 +18,7 @@ from omni_rrm_jax.train.state import init_train_state
 from omni_rrm_jax.train.step import make_train_step
 from omni_rrm_jax.train.task_kind import task_kind
 from omni_rrm_jax.train.trainable import prepare_trainable, tree_size
-from tests.train.fixtures import rm_batch, tiny_model
+from tests.train.fixtures import rm_batch, saved_arrays, tiny_model
 
 
 def _lora(rank=4, **kw):
@@ -108,14 +108,8 @@ def test_checkpoint_holds_the_trained_part_and_resume_restores_the_base(tmp_path
   state, _ = make_train_step(graphdef, optax.adam(1e-3), task_kind("rm"))(state, rm_batch(0))
   with Checkpointer(str(tmp_path), save_every=1, async_save=False) as ckpt:
     ckpt.save(1, state, None, "{}")
-  saved = list((tmp_path / "checkpoints" / "1" / "state").rglob("*"))
-  assert saved
   # The checkpoint's tree has the adapters and the head, no base weight.
-  import orbax.checkpoint as ocp
-  meta = ocp.StandardCheckpointer().metadata(tmp_path / "checkpoints" / "1" / "state")
-  tree = getattr(meta, "item_metadata", meta)
-  names = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(
-      tree.tree if hasattr(tree, "tree") else tree)[0]}
+  names = saved_arrays(tmp_path / "checkpoints" / "1" / "state")
   assert any("lora" in n for n in names) and any("score" in n for n in names)
   assert not any("embed_tokens" in n or "'kernel'" in n and "score" not in n for n in names)
   # Resume into a fresh state: trained part from disk, base from the model.
@@ -146,3 +140,15 @@ def test_lora_settings_are_validated():
 
 def test_config_targets_are_the_model_linear_layers():
   assert sections.LORA_TARGETS == lora.LINEAR_LAYERS
+
+
+def test_frozen_encoders_have_no_optimizer_state():
+  from tests.models import test_qwen2_5_omni as omni
+  model = omni.flax_model()
+  trainable = prepare_trainable(model, _lora(rank=0), ("visual", "audio_tower"))
+  _, state = init_train_state(model, optax.adam(1e-3), trainable=trainable)
+  encoders = {p for p, _ in nnx.to_flat_state(state.frozen)}
+  assert {p[0] for p in encoders} == {"visual", "audio_tower"}
+  assert not any(p[0] in ("visual", "audio_tower") for p, _ in nnx.to_flat_state(state.params))
+  count, _ = tree_size(state.opt_state)
+  assert count == 2 * tree_size(state.params)[0] + 1
