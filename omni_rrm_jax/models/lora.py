@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from omni_rrm_jax.models.layers import DenseGeneral
+
 # The text decoder's linear layers, by their transformers names (attention, then MLP).
 LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Top-level modules that are not the text decoder (the encoders of the multimodal models).
@@ -85,7 +87,6 @@ class LoraAdapter(nnx.Module):
 
 
 def _dense_layers(model: nnx.Module):
-  from omni_rrm_jax.models.layers import DenseGeneral  # layers imports nothing of ours but sharding
   for path, module in nnx.iter_graph(model):
     if isinstance(module, DenseGeneral):
       yield tuple(path), module
@@ -114,10 +115,13 @@ def apply_lora(model: nnx.Module, *, rank: int, alpha: float, dropout: float = 0
     The adapted module paths.
 
   Raises:
-    ValueError: a bad rank, or a target that names no linear layer of the model.
+    ValueError: a bad rank, a target that names no linear layer of the model,
+      or a model that already has adapters.
   """
   if rank < 1:
     raise ValueError(f"lora.rank must be >= 1, got {rank}")
+  if adapted_layers(model):
+    raise ValueError("the model already has LoRA adapters; merge them first (merge_lora)")
   layers = text_linear_layers(model)
   present = sorted({str(p[-1]) for p in layers})
   unknown = [t for t in targets if t not in present]

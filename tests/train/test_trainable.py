@@ -152,3 +152,29 @@ def test_frozen_encoders_have_no_optimizer_state():
   assert not any(p[0] in ("visual", "audio_tower") for p, _ in nnx.to_flat_state(state.params))
   count, _ = tree_size(state.opt_state)
   assert count == 2 * tree_size(state.params)[0] + 1
+
+
+def test_lora_state_on_a_mesh_shards_adapters_like_their_layers_and_steps_the_same():
+  from omni_rrm_jax.sharding.mesh import make_mesh
+  mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  states = {}
+  for name, m in (("mesh", mesh), ("single", None)):
+    model = tiny_model("rm", mesh=m)
+    trainable = prepare_trainable(model, _lora(), ())
+    for _, layer in lora.adapted_layers(model).items():
+      layer.lora.b.set_value(0.1 * np.ones(layer.lora.b.get_value().shape, np.float32))
+    graphdef, state = init_train_state(model, optax.adam(1e-2), mesh=m, trainable=trainable)
+    if m is not None:
+      layer = lora.adapted_layers(model)[("model", "layers", 0, "self_attn", "q_proj")]
+      spec = lambda p: tuple(p.sharding.spec) + (None,) * (p.ndim - len(p.sharding.spec))  # noqa: E731
+      kernel = spec(state.frozen["model"]["layers"][0]["self_attn"]["q_proj"]["kernel"][...])
+      a = spec(state.params["model"]["layers"][0]["self_attn"]["q_proj"]["lora"]["a"][...])
+      b = spec(state.params["model"]["layers"][0]["self_attn"]["q_proj"]["lora"]["b"][...])
+      assert any(kernel), kernel  # the rules do shard this kernel
+      assert a == (*kernel[:layer.in_ndim], None) and b == (None, *kernel[layer.in_ndim:])
+    step = make_train_step(graphdef, optax.adam(1e-2), task_kind("rm"), mesh=m)
+    states[name], _ = step(state, rm_batch(5))
+  for (p, x), y in zip(jax.tree_util.tree_flatten_with_path(states["mesh"].params)[0],
+                       jax.tree.leaves(states["single"].params)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6, rtol=0,
+                               err_msg=jax.tree_util.keystr(p))
