@@ -125,3 +125,19 @@ def test_merge_leaves_the_adapted_model_as_it_was():
   np.testing.assert_array_equal(np.asarray(model(ids, attention_mask=mask).logits), before)
   np.testing.assert_allclose(np.asarray(merged(ids, attention_mask=jnp.asarray(mask)).logits),
                              before, atol=TOL, rtol=0)
+
+
+def test_dropout_only_inside_its_block_and_per_key():
+  _, model = _adapted("qwen2_lm")
+  ids, mask = padded_batch()
+  plain = np.asarray(model(ids, attention_mask=mask).logits)
+  for _, layer in lora.adapted_layers(model).items():
+    layer.lora.dropout = 0.5
+  np.testing.assert_array_equal(np.asarray(model(ids, attention_mask=mask).logits), plain)
+  with lora.lora_dropout(jax.random.key(0)):
+    a = np.asarray(model(ids, attention_mask=mask).logits)
+    a_again = np.asarray(model(ids, attention_mask=mask).logits)
+  with lora.lora_dropout(jax.random.key(1)):
+    b = np.asarray(model(ids, attention_mask=mask).logits)
+  np.testing.assert_array_equal(a, a_again)
+  assert np.abs(a - plain).max() > 1e-3 and np.abs(a - b).max() > 1e-3
