@@ -11,6 +11,7 @@ import os
 import shutil
 
 import pytest
+from safetensors.numpy import load_file
 
 from tests.multihost import harness, runs
 
@@ -54,6 +55,22 @@ def test_rm_two_processes_equal_one(rm_reference, tmp_path):
   assert two["eval"]["num_pairs"] == pytest.approx(one["eval"]["num_pairs"])
   # Both processes return the same summary; only process 0 wrote files.
   assert all('"step": 8' in out for out in outputs)
+
+
+@pytest.mark.slow  # ~90 s
+def test_lora_rm_two_processes_equal_one(tmp_path):
+  """Adapters (born on one device, then sharded), frozen base, both exports."""
+  lora = {"config.lora.rank": 4, "config.lora.alpha": 8, "config.lora.dropout": 0.1}
+  one, two = str(tmp_path / "one"), str(tmp_path / "two")
+  harness.run_cli(1, _rm_args(one, steps=4, **lora))
+  harness.run_cli(2, _rm_args(two, steps=4, **lora))
+  runs.assert_same_weights(runs.exported(two), runs.exported(one))
+  adapter = lambda w: load_file(os.path.join(w, "hf_adapter", "adapter_model.safetensors"))  # noqa: E731
+  runs.assert_same_weights(adapter(two), adapter(one))
+  runs.assert_same_rows(runs.metric_rows(two), runs.metric_rows(one))
+  s1, s2 = runs.summary(one), runs.summary(two)
+  for key in ("trainable_params", "frozen_params", "optimizer_state_bytes"):
+    assert s2[key] == s1[key], key
 
 
 def test_rm_preempted_on_two_resumes_on_two_and_on_one(rm_reference, tmp_path):
