@@ -28,7 +28,8 @@ TASK_SECTIONS: dict[str, dict[str, tuple[Callable[[], ml_collections.ConfigDict]
                  checkpoint=(s.checkpoint,), eval=(s.rl_eval,), export=(s.export,),
                  mesh=(s.mesh,), rules=(s.rules,)),
     "eval": dict(model=(s.model_source,), data=(s.data_reader, s.data_file, s.data_batches),
-                 media=(s.media,), judge=(s.judge,), mesh=(s.mesh,), rules=(s.rules,)),
+                 media=(s.media,), judge=(s.judge,), report=(s.report,), mesh=(s.mesh,),
+                 rules=(s.rules,)),
     "export": dict(mesh=(s.mesh,), rules=(s.rules,)),
 }
 TASK_SECTIONS["sft"] = TASK_SECTIONS["rm"]
