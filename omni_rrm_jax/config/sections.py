@@ -238,7 +238,7 @@ def judge() -> ml_collections.ConfigDict:
 def report() -> ml_collections.ConfigDict:
   """What an evaluation report adds to the accuracies (eval/metrics.py)."""
   return _section(
-      tie_margin=0.0,  # a scalar RM predicts a tie when |reward A - reward B| <= this
+      tie_margin=0.0,  # a scalar RM predicts a tie when |reward A - reward B| < this
       ci_samples=1000,  # bootstrap resamples for the 95% intervals (0: no intervals)
       ci_seed=0)
 

@@ -41,8 +41,9 @@ from omni_rrm_jax.core.registry import Registry
 from omni_rrm_jax.eval.bootstrap import DEFAULT_SAMPLES, bootstrap_interval
 from omni_rrm_jax.eval.metrics import Outcome
 
-# (score of the units picked by indices, parts of the score on all units)
-Scorer = Callable[[Sequence[Outcome]], tuple[Callable[[np.ndarray], float], dict]]
+# outcomes -> (the score of the units picked by an index array, the score's parts
+# on all units, the number of units)
+Scorer = Callable[[Sequence[Outcome]], tuple[Callable[[np.ndarray], float], dict, int]]
 BENCHMARKS: Registry[Scorer] = Registry("benchmark score")
 
 

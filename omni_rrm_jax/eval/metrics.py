@@ -63,9 +63,9 @@ class Outcome:
 
 
 def predict(reward_a: float, reward_b: float, tie_margin: float = 0.0) -> str:
-  """A scalar RM's verdict: "equal" when |reward_a - reward_b| <= tie_margin
-  (with margin 0: only an exact tie), else the higher one's side."""
-  if abs(reward_a - reward_b) <= tie_margin:
+  """A scalar RM's verdict: "equal" when |reward_a - reward_b| < tie_margin or
+  the rewards are equal, else the higher one's side."""
+  if reward_a == reward_b or abs(reward_a - reward_b) < tie_margin:
     return "equal"
   return "A" if reward_a > reward_b else "B"
 

@@ -56,7 +56,7 @@ def evaluate_rm(model, encoder: ExampleEncoder, records, *, batch_size: int, buc
                 ci_samples: int = DEFAULT_SAMPLES, ci_seed: int = 0) -> dict:
   """Pairwise accuracy of a scalar RM, with and without ties.
 
-  A pair is predicted a tie when |reward A - reward B| <= `tie_margin`
+  A pair is predicted a tie when |reward A - reward B| < `tie_margin`
   (`metrics.predict`); the accuracy without ties uses the sign alone. Records
   it cannot score (a response longer than `max_length`, bad or too long
   media) count as wrong in `accuracy` and are dropped from
