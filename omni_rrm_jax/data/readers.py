@@ -19,6 +19,10 @@ Formats and their label conventions:
                means answer_a (response_a) is better and 1 means answer_b is;
                optional `image` / `images` / `video` / `audio` media and
                `modality` (inferred from the media when absent).
+  chat         `prompt` / `chosen` / `rejected` as strings or message lists
+               (`chat_rows.py`); hh_rlhf and rewardbench read message lists too.
+  rewardbench2, vl_rewardbench, mm_rewardbench, omni_rewardbench, pandalm:
+               the published benchmarks (`benchmark_readers.py`).
 
 For the chosen/rejected formats the chosen response lands in A or B by a coin
 flip seeded by (seed, record id), so a judge that always says "A" scores 50%
