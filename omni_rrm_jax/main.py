@@ -39,6 +39,7 @@ TASKS.add("export", "omni_rrm_jax.export.convert:run")
 TASKS.add("rm", "omni_rrm_jax.train.loop:run")
 TASKS.add("sft", "omni_rrm_jax.train.loop:run")
 TASKS.add("eval", "omni_rrm_jax.eval.run:run")
+TASKS.add("bon", "omni_rrm_jax.eval.bon_task:run")
 TASKS.add("grpo", "omni_rrm_jax.rl.grpo_loop:run")
 TASKS.add("demo", "omni_rrm_jax.demo.run:run")
 

@@ -21,7 +21,7 @@ ALLOWED = {
     "sampling": {"core", "sharding", "models"},
     "train": {"sampling", "assembly", *_ASSEMBLY},
     "rl": {"sampling", "assembly", "train", *_ASSEMBLY},
-    "eval": {"sampling", "assembly", "train", *_ASSEMBLY},
+    "eval": {"sampling", "assembly", "train", "rl", *_ASSEMBLY},  # rl: the model reward (BoN)
     "export": {"core", "sharding", "models"},
     # the main job joins every stage
     "demo": {"sampling", "assembly", "train", "rl", "eval", "export", *_ASSEMBLY},

@@ -615,6 +615,15 @@ def _sniffed(path: Path, rows: Iterator[tuple[int, str, Any]]) -> tuple[str, lis
       f"{', '.join(READERS.names())} (pass one by name instead of 'auto')")
 
 
+def file_rows(path: str | os.PathLike[str], max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+              ) -> Iterator[tuple[Path, int, str, Any]]:
+  """(file, index, "file:line", decoded row or BadRecord) of every row of a file
+  or folder, for readers of other record kinds (Best-of-N items)."""
+  for file in _files(Path(path)):
+    for index, where, row in _rows(file, max_record_bytes or 0):
+      yield file, index, where, row
+
+
 def resolve_format(path: str | os.PathLike[str], fmt: str = "auto") -> str:
   """`fmt`, or for "auto" the format recognised from the first file's rows
   (what `read_records` reads that file as)."""

@@ -171,7 +171,7 @@ def generate_judgments(model, encoder: ExampleEncoder, records: Sequence[Prefere
   return texts
 
 
-def _verdict(text: str | None) -> tuple[str | None, bool]:
+def verdict(text: str | None) -> tuple[str | None, bool]:
   """(preference or None, strictly valid JSON) of one judgment text."""
   if text is None:
     return None, False
@@ -200,8 +200,8 @@ def evaluate_judge(model, encoder: ExampleEncoder, records: Sequence[PreferenceR
   outcomes = []
   valid_json, judged = collections.Counter(), collections.Counter()  # per modality
   for record, text, text_swapped in zip(records, forward, swapped):
-    pred, strict_ok = _verdict(text)
-    pred_swapped, strict_ok_swapped = _verdict(text_swapped)
+    pred, strict_ok = verdict(text)
+    pred_swapped, strict_ok_swapped = verdict(text_swapped)
     valid_json[record.modality] += strict_ok + strict_ok_swapped
     judged[record.modality] += 2
     back = _SWAP[pred_swapped] if pred_swapped is not None else None
