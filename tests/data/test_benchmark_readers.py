@@ -12,6 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from omni_rrm_jax.data.bad_records import BadRecordCounter
+from omni_rrm_jax.data.media.audio import load_audio
+from omni_rrm_jax.data.media.config import MediaConfig
+from omni_rrm_jax.data.media.image import load_image
+from omni_rrm_jax.data.media.video import process_video
 from omni_rrm_jax.data.readers import read_records, resolve_format, sniff_format
 
 FIXTURES = Path(__file__).parent / "benchmarks"
@@ -162,16 +166,21 @@ def test_mm_rewardbench_better_and_split_categories():
       "images/red_square.png"]
 
 
+OMNI_FILES = ("text_to_text_preferences.json", "text_image_to_text_preferences.json",
+              "text_audio_to_text_preferences.json", "text_video_to_text_preferences.json",
+              "text_to_image_preferences.json")
+
+
 def test_omni_rewardbench_ties_criteria_and_media_answers(tmp_path):
-  for name in ("text_to_text_preferences.json", "text_image_to_text_preferences.json",
-               "text_to_image_preferences.json"):
+  for name in OMNI_FILES:
     (tmp_path / name).write_bytes((FIXTURES / name).read_bytes())
-  (tmp_path / "images").mkdir()
-  for image in (FIXTURES / "images").iterdir():
-    (tmp_path / "images" / image.name).write_bytes(image.read_bytes())
+  for folder in ("images", "audio", "video"):
+    (tmp_path / folder).mkdir()
+    for media in (FIXTURES / folder).iterdir():
+      (tmp_path / folder / media.name).write_bytes(media.read_bytes())
   records, counter = _read(tmp_path, "omni_rewardbench", media_root=tmp_path)
   # The text-to-image item is counted, not dropped silently.
-  assert counter.kept == 4 and counter.skipped == {"unsupported: answers are media": 1}
+  assert counter.kept == 6 and counter.skipped == {"unsupported: answers are media": 1}
   by_task = {}
   for r in records:
     by_task.setdefault(r.subset, []).append(r)
@@ -182,6 +191,22 @@ def test_omni_rewardbench_ties_criteria_and_media_answers(tmp_path):
   (image_record,) = by_task["text_image_to_text"]
   assert image_record.modality == "image"
   assert image_record.media["images"] == ["images/red_square.png"]
+  (audio_record,) = by_task["text_audio_to_text"]
+  assert (audio_record.modality, audio_record.media["audio"]) == ("audio", "audio/tone_440.wav")
+  (video_record,) = by_task["text_video_to_text"]
+  assert (video_record.modality, video_record.label) == ("video", "B")
+  # The committed media are real files the project's decoders read.
+  cfg = MediaConfig()
+  assert load_audio(tmp_path / audio_record.media["audio"], cfg).shape == (4000,)
+  assert process_video(tmp_path / video_record.media["video"], cfg)["video_grid_thw"][0, 0] >= 1
+  assert load_image(tmp_path / image_record.media["images"][0], cfg)[0].size == (28, 28)
+
+
+def test_omni_rewardbench_missing_media_is_a_counted_skip(tmp_path):
+  name = "text_audio_to_text_preferences.json"
+  (tmp_path / name).write_bytes((FIXTURES / name).read_bytes())
+  records, counter = _read(tmp_path / name, "omni_rewardbench", media_root=tmp_path)
+  assert records == [] and counter.skipped == {"media file not found": 1}
 
 
 def test_pandalm_majority_label_keeps_ties_and_nan_input():
