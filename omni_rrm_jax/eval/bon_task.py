@@ -8,7 +8,8 @@ every match (`best_of_n.knockout`, greedy judgments as in `judge_eval.py`).
 Writes `WORKDIR/bon_picks.jsonl` (per item: the candidates with their quality
 and score, the pick, the picked / random / oracle quality) and
 `WORKDIR/bon_report.json` (`best_of_n.bon_report`, the bad-row count,
-latency).
+latency). Text only: prompts and candidates are read as text (the `media`
+section is not used yet).
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ def run(config, workdir: str) -> dict:
     raise ValueError("config.model.path is empty: set --config.model.path=HF_FOLDER")
   if not config.data.path:
     raise ValueError("config.data.path is empty: set --config.data.path=FILE_OR_FOLDER")
+  if config.data.format not in ("auto", "rewardbench2"):
+    raise ValueError(f"data.format={config.data.format!r}: Best-of-N reads rows with "
+                     "candidates (optional quality) or RewardBench 2's rows; use 'auto'")
   check_settings(config, process_count=jax.process_count(), device_count=jax.device_count())
   mesh = make_mesh(dict(config.mesh))
   rules = rules_from_config(dict(config.rules))

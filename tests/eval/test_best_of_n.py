@@ -133,3 +133,39 @@ def test_bon_task_picks_the_rm_argmax(rm_folder, tmp_path):
     np.testing.assert_allclose([c["score"] for c in row["candidates"]], scores, atol=1e-4)
   expected = bon_report(items, [row["picked"] for row in picks], ci_samples=200)
   assert report["overall"] == expected["overall"]
+
+
+def test_bon_task_runs_a_judge_knockout(rm_folder, tmp_path):
+  """A tiny random causal LM as the judge: every match is judged in both orders
+  (its judgments are unusable, so each match keeps its first candidate)."""
+  import omni_rrm_jax as orj
+  from omni_rrm_jax.models.hf_save import save_pretrained
+  from transformers import AutoTokenizer
+
+  tok_dir = Path(rm_folder)  # the tiny tokenizer saved with the RM
+  tok = AutoTokenizer.from_pretrained(tok_dir)
+  judge = orj.from_config("Qwen2ForCausalLM", dict(
+      vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+      num_attention_heads=4, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
+      eos_token_id=tok.eos_token_id), seed=1)
+  folder = save_pretrained(judge, str(tmp_path / "judge"), tokenizer_dir=str(tok_dir))
+  config = load_config("bon", "", **{
+      "model.path": folder,
+      "data.path": str(FIXTURES / "bon_items.jsonl"), "data.max_length": 64,
+      "data.buckets": (64,), "data.batch_size": 8, "judge.max_new_tokens": 4,
+      "report.ci_samples": 50})
+  bon_task.run(config, str(tmp_path / "out"))
+  report = json.loads((tmp_path / "out" / "bon_report.json").read_text())
+  picks = [json.loads(line) for line in (tmp_path / "out" / "bon_picks.jsonl").read_text()
+           .splitlines()]
+  assert report["picker"] == "judge"
+  assert report["matches"] == (4 - 1) + (3 - 1) + (5 - 1) + (2 - 1)
+  assert [row["picked"] for row in picks] == [0, 0, 0, 0]
+  assert report["latency_per_match"]["compile_calls"] >= 1
+
+
+def test_bon_rejects_a_preference_format():
+  config = load_config("bon", "", **{"model.path": "x", "data.path": "y",
+                                     "data.format": "pandalm"})
+  with pytest.raises(ValueError, match="data.format='pandalm': Best-of-N reads rows"):
+    bon_task.run(config, "unused")
