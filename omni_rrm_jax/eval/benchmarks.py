@@ -12,12 +12,14 @@ prompts) and the parts it is made of:
                     then the mean over the sections present.
   rewardbench2      per item, 1 when the chosen answer outscores every
                     rejected one (1/k when it shares the top score with k - 1
-                    of them), averaged per subset; the Ties subset's own score
+                    of them; a judge: when it prefers the chosen answer in
+                    every pair), averaged per subset; the Ties subset's own score
                     (0.3 accuracy on the tied prompts + 0.3 on their
                     reference prompts + 0.2 each for the correct-vs-incorrect
                     gap beating the spread among correct answers, alone and
                     with the reference prompt's gap, + 0.01 for that margin's
-                    tanh); the score is the mean over the subsets.
+                    tanh; scalar RMs only: it needs rewards); the score is
+                    the mean over the subsets.
   vl_rewardbench    overall accuracy and the macro mean over its three groups
                     (general, hallucination, reasoning); the macro mean is the
                     headline.
@@ -135,19 +137,28 @@ def _rewardbench(outcomes):
 
 
 def item_scores(outcomes: Sequence[Outcome]) -> dict[str, dict]:
-  """Item id -> {"subset", "scores": {candidate name: reward}} from its pairs."""
+  """Item id -> {"subset", "scores": {candidate name: reward}, "wins": [bool]}
+  from its pairs; "wins" are the verdicts on pairs of chosen/0 (a judge has no
+  scores: its item is right when it prefers chosen/0 in every such pair)."""
   items: dict[str, dict] = {}
   for o in outcomes:
-    if o.group is None or o.rewards is None:
+    if o.group is None:
       continue
-    item = items.setdefault(o.group["id"], {"subset": o.subset, "scores": {}})
-    item["scores"][o.group["a"]] = o.rewards[0]
-    item["scores"][o.group["b"]] = o.rewards[1]
+    item = items.setdefault(o.group["id"], {"subset": o.subset, "scores": {}, "wins": []})
+    if "chosen/0" in (o.group["a"], o.group["b"]):
+      item["wins"].append(o.correct_no_tie)
+    if o.rewards is not None:
+      item["scores"][o.group["a"]] = o.rewards[0]
+      item["scores"][o.group["b"]] = o.rewards[1]
   return items
 
 
-def best_of_n_result(scores: dict[str, float]) -> float:
-  """1 / (number sharing the top score) when chosen/0 has the top score, else 0."""
+def best_of_n_result(item: dict) -> float:
+  """1 / (number sharing the top score) when chosen/0 has the top score, else 0;
+  without scores, 1 when every pair of chosen/0 was won."""
+  scores = item["scores"]
+  if not scores:
+    return float(all(item["wins"]))
   top = max(scores.values())
   chosen = scores["chosen/0"]
   return 1.0 / sum(s == top for s in scores.values()) if chosen == top else 0.0
@@ -180,12 +191,13 @@ def ties_score(ref: np.ndarray, tied: np.ndarray) -> float:
 @BENCHMARKS.register("rewardbench2")
 def _rewardbench2(outcomes):
   items = item_scores(outcomes)
-  plain = [(i["subset"] or "", best_of_n_result(i["scores"])) for k, i in items.items()
+  plain = [(i["subset"] or "", best_of_n_result(i)) for k, i in items.items()
            if (i["subset"] or "").lower() != "ties"]
-  # Ties items are "ref:<prompt>" / "tied:<prompt>": one unit per prompt.
+  # Ties items are "ref:<prompt>" / "tied:<prompt>": one unit per prompt. Its
+  # score needs rewards (margins), so a judge's report leaves it out.
   ties: dict[str, dict] = collections.defaultdict(dict)
   for key, item in items.items():
-    if (item["subset"] or "").lower() == "ties":
+    if (item["subset"] or "").lower() == "ties" and item["scores"]:
       kind, _, prompt = key.partition(":")
       ties[prompt][kind] = _ties_stats(item["scores"])
   nan3 = (np.nan, np.nan, np.nan)

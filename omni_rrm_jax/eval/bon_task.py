@@ -123,7 +123,9 @@ def run(config, workdir: str) -> dict:
                 data=config.data.path, bad_records=counter.summary(),
                 seconds=seconds, matches=matches,
                 candidates=int(sum(len(item.candidates) for item in items)))
-  if not classifier:
+  if classifier:  # one scoring pass over every candidate (compilations included)
+    result["seconds_per_candidate"] = seconds / result["candidates"]
+  else:
     result["latency_per_match"] = latency.summary()
 
   def write():

@@ -120,3 +120,15 @@ def test_pandalm_accuracy_and_macro_f1_count_ties_as_a_class():
 def test_formats_without_an_own_score_give_none():
   assert official_score("native", [_right("A", True, None)]) is None
   assert official_score("rewardbench", []) is None
+
+
+def test_rewardbench2_for_a_judge_needs_every_pair_of_the_chosen_answer():
+  records = [r for r in read_records(FIXTURES / "rewardbench2.jsonl") if r.subset != "Ties"]
+  # A judge (no rewards) that is right on every pair except one of item f-2.
+  wrong = next(r.id for r in records if r.group["id"] == "f-2")
+  outcomes = [_right(r.label, r.id != wrong, r.subset) for r in records]
+  outcomes = [Outcome(o.label, o.predicted, subset=o.subset, group=r.group)
+              for o, r in zip(outcomes, records)]
+  result = official_score("rewardbench2", outcomes, ci_samples=0)
+  assert result["parts"]["subsets"] == {"Factuality": 0.5, "Math": 1.0}
+  assert result["score"] == pytest.approx(0.75)
