@@ -50,15 +50,8 @@ import re
 from typing import Any, Mapping
 
 from omni_rrm_jax.data.chat_rows import prompt_text
-from omni_rrm_jax.data.readers import READERS, Reader, RowContext, chosen_goes_first
+from omni_rrm_jax.data.readers import RowContext, chosen_goes_first, register_format
 from omni_rrm_jax.data.records import BadRecord
-
-
-def _register(name: str, *fields: str):
-  def decorator(convert):
-    READERS.add(name, Reader(convert=convert, fields=frozenset(fields)))
-    return convert
-  return decorator
 
 
 def _text(row: Mapping[str, Any], key: str) -> str:
@@ -92,7 +85,7 @@ def candidate_pairs(num_chosen: int, num_rejected: int) -> list[tuple[int, int]]
   return [(i, 0) for i in range(num_chosen)] + [(0, j) for j in range(1, num_rejected)]
 
 
-@_register("rewardbench2", "prompt", "chosen", "rejected", "num_correct")
+@register_format("rewardbench2", "prompt", "chosen", "rejected", "num_correct")
 def _rewardbench2(row: Mapping[str, Any], ctx: RowContext) -> list[dict[str, Any]]:
   item = ctx.record_id(row)
   prompt = prompt_text(row.get("prompt"), "prompt")
@@ -168,7 +161,7 @@ def _rank_label(ranking: Any) -> str:
   return "A" if ranking[0] < ranking[1] else "B" if ranking[0] > ranking[1] else "equal"
 
 
-@_register("vl_rewardbench", "query", "response", "human_ranking")
+@register_format("vl_rewardbench", "query", "response", "human_ranking")
 def _vl_rewardbench(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
   record_id = ctx.record_id(row)
   response_a, response_b = _strings(row, "response", count=2)
@@ -194,7 +187,7 @@ def mm_rewardbench_category(category: str, record_id: str) -> str:
   return category
 
 
-@_register("mm_rewardbench", "Text", "Output1", "Output2", "Better")
+@register_format("mm_rewardbench", "Text", "Output1", "Output2", "Better")
 def _mm_rewardbench(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
   record_id = str(row["ID"]) if isinstance(row.get("ID"), (str, int)) else ctx.record_id(row)
   better = row.get("Better")
@@ -234,7 +227,7 @@ def criteria_prompt(prompt: str, criteria: str) -> str:
   return f"{prompt}\n\nEvaluation criteria: {criteria}" if criteria.strip() else prompt
 
 
-@_register("omni_rewardbench", "prompt", "response1", "response2", "criteria")
+@register_format("omni_rewardbench", "prompt", "response1", "response2", "criteria")
 def _omni_rewardbench(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
   task = omni_task(row, ctx)
   response_a, response_b = _text(row, "response1"), _text(row, "response2")
@@ -270,7 +263,7 @@ def majority_vote(votes: list[int]) -> int:
   return collections.Counter(votes).most_common(1)[0][0]
 
 
-@_register("pandalm", "instruction", "response1", "response2", "annotator1")
+@register_format("pandalm", "instruction", "response1", "response2", "annotator1")
 def _pandalm(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
   votes = []
   for key in ("annotator1", "annotator2", "annotator3"):
@@ -279,11 +272,11 @@ def _pandalm(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
       raise BadRecord(f"{key} must be 0 (tie), 1 or 2", f"got {vote!r}")
     votes.append(vote)
   extra = row.get("input")
-  # The published file writes a missing input as NaN.
-  has_input = isinstance(extra, str) and extra.strip()
-  if extra is not None and not has_input and not (isinstance(extra, (str, float)) and (
-      isinstance(extra, str) or math.isnan(extra))):
+  if isinstance(extra, float) and math.isnan(extra):
+    extra = None  # the published file writes a missing input as NaN
+  if extra is not None and not isinstance(extra, str):
     raise BadRecord("input must be a string, null or NaN", f"got {type(extra).__name__}")
+  has_input = bool(extra and extra.strip())
   instruction = _text(row, "instruction")
   record_id = str(row["idx"]) if isinstance(row.get("idx"), int) else ctx.record_id(row)
   app = row.get("motivation_app")

@@ -155,7 +155,8 @@ class Reader:
 READERS: Registry[Reader] = Registry("record format")
 
 
-def _reader(name: str, *fields: str):
+def register_format(name: str, *fields: str):
+  """Registers a converter under `name`, recognised by the presence of `fields`."""
   def decorator(convert):
     READERS.add(name, Reader(convert=convert, fields=frozenset(fields)))
     return convert
@@ -209,7 +210,7 @@ def _chosen_rejected(ctx: RowContext, record_id: str, prompt: str, chosen: str,
   }
 
 
-@_reader("native", "response_a", "response_b", "label")
+@register_format("native", "response_a", "response_b", "label")
 def _native(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
   del ctx  # Native rows carry everything themselves.
   return dict(row)
@@ -255,7 +256,7 @@ def split_hh_transcripts(chosen: str, rejected: str) -> tuple[str, str, str, boo
   return prompt, chosen[cut:].strip(), rejected[cut:].strip(), realigned
 
 
-@_reader("hh_rlhf", "chosen", "rejected")
+@register_format("hh_rlhf", "chosen", "rejected")
 def _hh_rlhf(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
   if isinstance(row.get("chosen"), list):  # HH-RLHF re-exported as chat messages
     return _chat(row, ctx)
@@ -266,7 +267,7 @@ def _hh_rlhf(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
   return _chosen_rejected(ctx, ctx.record_id(row), prompt, chosen, rejected, _subset(row))
 
 
-@_reader("chat", "prompt", "chosen", "rejected", "messages")
+@register_format("chat", "prompt", "chosen", "rejected", "messages")
 def _chat(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
   """Chat-format rows: prompt / chosen / rejected as strings or message lists
   (`chat_rows.py`), e.g. UltraFeedback's test_prefs."""
@@ -279,7 +280,7 @@ def _chat(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
 READERS.add("rewardbench", Reader(convert=_chat, fields=frozenset({"prompt", "chosen", "rejected"})))
 
 
-@_reader("llmbar", "input", "output_1", "output_2")
+@register_format("llmbar", "input", "output_1", "output_2")
 def _llmbar(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
   label = _int_label(row, "llmbar", (1, 2))
   return {
@@ -300,7 +301,7 @@ def _pairwise_media(row: Mapping[str, Any]) -> dict[str, Any]:
   return {"images": images or [], "video": row.get("video"), "audio": row.get("audio")}
 
 
-@_reader("pairwise", "text_prompt", "answer_a", "answer_b")
+@register_format("pairwise", "text_prompt", "answer_a", "answer_b")
 def _pairwise(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
   label = _int_label(row, "pairwise", (0, 1))
   media = _pairwise_media(row)
