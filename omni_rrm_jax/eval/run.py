@@ -117,12 +117,14 @@ def evaluate_rm(model, encoder: ExampleEncoder, records, *, batch_size: int, buc
         reason = INVALID_REASONS[int(reason)]
         unscored[reason] = unscored.get(reason, 0) + 1
         # Counted as wrong in the headline accuracy, like an unparseable judgment.
-        outcomes.append(Outcome(record.label, None, **common))
+        outcomes.append((int(index), Outcome(record.label, None, **common)))
         continue
       reward_a, reward_b = _side_rewards(record.label, float(reward_c), float(reward_r))
-      outcomes.append(Outcome(record.label, predict(reward_a, reward_b, tie_margin),
-                              predicted_no_tie=predict(reward_a, reward_b),
-                              rewards=(reward_a, reward_b), **common))
+      outcomes.append((int(index), Outcome(record.label, predict(reward_a, reward_b, tie_margin),
+                                           predicted_no_tie=predict(reward_a, reward_b),
+                                           rewards=(reward_a, reward_b), **common)))
+  # In record order, so the bootstrap draws the same records whatever the process count.
+  outcomes = [o for _, o in sorted(outcomes, key=lambda io: io[0])]
   result = report(outcomes, ci_samples=ci_samples, ci_seed=ci_seed)
   result["unscored"] = unscored
   result["truncated"] = truncated
