@@ -96,13 +96,14 @@ def evaluate_rm(model, encoder: ExampleEncoder, records, *, batch_size: int, buc
     seconds = time.perf_counter() - start
     r_c, r_r = (host_rows(x) for x in rewards)
     # Every process sees every row's outcome, so each writes the same report.
-    # (allgather moves int64: the rewards travel as the bits of their float64.)
-    rewards_r2 = np.stack([r_c, r_r], 1).astype(np.float64).view(np.int64)
+    # (allgather moves integers, 32-bit ones between processes: the float32
+    # rewards travel as their bits.)
+    rewards_r2 = np.stack([r_c, r_r], 1).astype(np.float32).view(np.int32).astype(np.int64)
     rows_r6 = allgather(np.concatenate([
         np.stack([batch["index"], batch["valid"], batch["truncated"],
                   batch["invalid_reason"]], 1).astype(np.int64), rewards_r2], 1)).reshape(-1, 6)
     rows_r6 = np.concatenate([rows_r6[:, :4].astype(np.float64),
-                              rows_r6[:, 4:].copy().view(np.float64)], 1)
+                              rows_r6[:, 4:].astype(np.int32).view(np.float32)], 1)
     latency.add(seconds, int(((rows_r6[:, 0] >= 0) & (rows_r6[:, 1] > 0)).sum()),
                 compiled=shapes not in shapes_seen)
     shapes_seen.add(shapes)
