@@ -21,7 +21,7 @@ ALLOWED = {
     "sampling": {"core", "sharding", "models"},
     "train": {"sampling", "assembly", *_ASSEMBLY},
     "rl": {"sampling", "assembly", "train", *_ASSEMBLY},
-    "eval": {"sampling", "assembly", "train", *_ASSEMBLY},
+    "eval": {"sampling", "assembly", "train", "rl", *_ASSEMBLY},  # rl: the model reward (BoN)
     "export": {"core", "sharding", "models"},
     # preference data built from live endpoints: records, templates, judgments
     "construct": {"core", "data", "rewards"},

@@ -235,6 +235,14 @@ def judge() -> ml_collections.ConfigDict:
   return _section(max_new_tokens=384)
 
 
+def report() -> ml_collections.ConfigDict:
+  """What an evaluation report adds to the accuracies (eval/metrics.py)."""
+  return _section(
+      tie_margin=0.0,  # a scalar RM predicts a tie when |reward A - reward B| < this
+      ci_samples=1000,  # bootstrap resamples for the 95% intervals (0: no intervals)
+      ci_seed=0)
+
+
 def mesh() -> ml_collections.ConfigDict:
   return mesh_config()
 

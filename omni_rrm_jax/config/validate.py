@@ -140,6 +140,11 @@ def problems(config, *, process_count: int, device_count: int) -> list[str]:
     updates = config.train.num_steps * gr.num_iterations * gr.num_minibatches
     _optim(p, config.optim, updates if isinstance(updates, int) else 0)
     _loop(p, config)
+  if "report" in config:  # evaluation reports
+    p.non_negative(config.report, "report", "tie_margin")
+    samples = config.report.ci_samples
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+      p.add("report.ci_samples", samples, "must be an integer >= 0 (0: no intervals)")
   return p.lines
 
 

@@ -15,6 +15,7 @@ counts as unparseable, and `unscored` says why.
 from __future__ import annotations
 
 import collections
+import time
 from typing import Sequence
 
 import jax
@@ -27,6 +28,8 @@ from omni_rrm_jax.data.prompt_fit import fit_prompt
 from omni_rrm_jax.data.records import PreferenceRecord
 from omni_rrm_jax.data.templates import judge_messages
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
+from omni_rrm_jax.eval.bootstrap import DEFAULT_SAMPLES
+from omni_rrm_jax.eval.latency import LatencyLog
 from omni_rrm_jax.eval.metrics import Outcome, report
 from omni_rrm_jax.rewards.judgment import parse_judgment
 from omni_rrm_jax.sampling.params import SamplingParams
@@ -83,7 +86,8 @@ def generate_judgments(model, encoder: ExampleEncoder, records: Sequence[Prefere
                        swap: bool, max_prompt_length: int, max_new_tokens: int,
                        batch_size: int, eos_ids: Sequence[int], pad_id: int,
                        mesh=None, patch_buckets: Sequence[int] = (),
-                       skipped: collections.Counter | None = None) -> list[str | None]:
+                       skipped: collections.Counter | None = None,
+                       latency: LatencyLog | None = None) -> list[str | None]:
   """Greedy judgments for `records` (in one A/B order), as decoded text.
 
   Every process passes all `records`. Each call of the sampler judges one
@@ -107,6 +111,8 @@ def generate_judgments(model, encoder: ExampleEncoder, records: Sequence[Prefere
     patch_buckets: padded patch counts per prompt (default: 0 and the
       encoder's `max_patches`); each distinct one compiles once.
     skipped: counts, by reason, the records whose media could not be used.
+    latency: receives each sampler call's wall time over its judged records
+      (the first call of a prompt width counted as compiling).
 
   Returns:
     One text per record; None for a record whose media could not be used.
@@ -119,6 +125,7 @@ def generate_judgments(model, encoder: ExampleEncoder, records: Sequence[Prefere
   share = batch_size // n_proc
   params = SamplingParams(greedy=True, max_new_tokens=max_new_tokens)
   texts: list[str | None] = []
+  widths_seen = set()
   for start in range(0, len(records), batch_size):
     chunk = records[start:start + batch_size]
     mine = [judge_prompt(encoder, r, swap, max_prompt_length)
@@ -150,16 +157,21 @@ def generate_judgments(model, encoder: ExampleEncoder, records: Sequence[Prefere
     if mesh is not None:
       batch = to_global(batch, mesh)
     media = {k: v for k, v in batch.items() if k not in ("ids", "mask")}
+    began = time.perf_counter()
     out = generate(model, batch["ids"], batch["mask"], params, 0, eos_ids=tuple(eos_ids),
                    pad_id=pad_id, mesh=mesh, media=media or None)
     tokens, mask = _all_rows(out.tokens_bn), _all_rows(out.mask_bn).astype(bool)
+    if latency is not None:
+      latency.add(time.perf_counter() - began, int((codes == 0).sum()),
+                  compiled=ids_bt.shape[1] not in widths_seen)
+      widths_seen.add(ids_bt.shape[1])
     for row, code in enumerate(codes):
       texts.append(encoder.tokenizer.decode(tokens[row][mask[row]].tolist(),
                                             skip_special_tokens=True) if code == 0 else None)
   return texts
 
 
-def _verdict(text: str | None) -> tuple[str | None, bool]:
+def verdict(text: str | None) -> tuple[str | None, bool]:
   """(preference or None, strictly valid JSON) of one judgment text."""
   if text is None:
     return None, False
@@ -171,33 +183,44 @@ def _verdict(text: str | None) -> tuple[str | None, bool]:
 def evaluate_judge(model, encoder: ExampleEncoder, records: Sequence[PreferenceRecord], *,
                    max_prompt_length: int, max_new_tokens: int, batch_size: int,
                    eos_ids: Sequence[int], pad_id: int, mesh=None,
-                   keep_examples: int = 3, patch_buckets: Sequence[int] = ()) -> dict:
-  """Accuracy (overall and per modality), ties, unparseable outputs, valid-JSON
-  rate and position consistency; `unscored` counts records whose media could
-  not be used (they count as unparseable)."""
+                   keep_examples: int = 3, patch_buckets: Sequence[int] = (),
+                   ci_samples: int = DEFAULT_SAMPLES, ci_seed: int = 0) -> dict:
+  """Accuracy (overall and per modality, with and without ties), ties,
+  unparseable outputs, valid-JSON rate and position consistency; `unscored`
+  counts records whose media could not be used (they count as unparseable).
+  "latency" is per record, both orders together; "outcomes" are the
+  per-record `Outcome`s (not JSON)."""
+  latency = LatencyLog()
   kw = dict(max_prompt_length=max_prompt_length, max_new_tokens=max_new_tokens,
             batch_size=batch_size, eos_ids=eos_ids, pad_id=pad_id, mesh=mesh,
-            patch_buckets=patch_buckets)
+            patch_buckets=patch_buckets, latency=latency)
   unscored = collections.Counter()
   forward = generate_judgments(model, encoder, records, swap=False, skipped=unscored, **kw)
   swapped = generate_judgments(model, encoder, records, swap=True, **kw)
   outcomes = []
   valid_json, judged = collections.Counter(), collections.Counter()  # per modality
   for record, text, text_swapped in zip(records, forward, swapped):
-    pred, strict_ok = _verdict(text)
-    pred_swapped, strict_ok_swapped = _verdict(text_swapped)
+    pred, strict_ok = verdict(text)
+    pred_swapped, strict_ok_swapped = verdict(text_swapped)
     valid_json[record.modality] += strict_ok + strict_ok_swapped
     judged[record.modality] += 2
     back = _SWAP[pred_swapped] if pred_swapped is not None else None
     consistent = pred is not None and back is not None and pred == back
-    outcomes.append(Outcome(record.label, pred, record.modality, record.subset, consistent))
-  result = report(outcomes)
+    outcomes.append(Outcome(record.label, pred, record.modality, record.subset, consistent,
+                            record_id=record.id, group=record.group))
+  result = report(outcomes, ci_samples=ci_samples, ci_seed=ci_seed)
   # Strict valid-JSON rate over both orders' judgments, overall and per modality.
   result["overall"]["valid_json_rate"] = (sum(valid_json.values()) / sum(judged.values())
                                           if records else 0.0)
   for modality, summary in result["per_modality"].items():
     summary["valid_json_rate"] = valid_json[modality] / judged[modality]
   result["unscored"] = dict(unscored)
+  # Each record was judged in two calls (both orders): its latency is their sum.
+  timing = latency.summary()
+  result["latency"] = {**timing, "pairs": timing["pairs"] // 2,
+                       **{k: None if timing[k] is None else 2 * timing[k]
+                          for k in ("p50_ms", "p95_ms")}}
+  result["outcomes"] = outcomes
   result["examples"] = [{"id": r.id, "label": r.label, "judgment": t}
                         for r, t in list(zip(records, forward))[:keep_examples]]
   return result

@@ -82,3 +82,15 @@ def test_check_raises_one_line_per_problem():
     check(c, process_count=1, device_count=8)
   lines = str(e.value).splitlines()
   assert lines[0] == "bad settings:" and len(lines) == 3
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("tie_margin", -0.1, "report.tie_margin=-0.1: must be a finite number >= 0"),
+    ("tie_margin", math.nan, "report.tie_margin=nan"),
+    ("ci_samples", -1, "report.ci_samples=-1: must be an integer >= 0"),
+])
+def test_bad_report_setting_is_one_line(key, value, needle):
+  c = tasks.eval_config()
+  c.report[key] = value
+  found = _problems(c)
+  assert len(found) == 1 and needle in found[0], found
