@@ -23,6 +23,8 @@ ALLOWED = {
     "rl": {"sampling", "assembly", "train", *_ASSEMBLY},
     "eval": {"sampling", "assembly", "train", *_ASSEMBLY},
     "export": {"core", "sharding", "models"},
+    # HTTP serving with the in-process scorers: GRPO's model reward, the judge evaluation
+    "serve": {"sampling", "assembly", "rl", "eval", *_ASSEMBLY},
     # the main job joins every stage
     "demo": {"sampling", "assembly", "train", "rl", "eval", "export", *_ASSEMBLY},
 }

@@ -30,6 +30,8 @@ TASK_SECTIONS: dict[str, dict[str, tuple[Callable[[], ml_collections.ConfigDict]
     "eval": dict(model=(s.model_source,), data=(s.data_reader, s.data_file, s.data_batches),
                  media=(s.media,), judge=(s.judge,), mesh=(s.mesh,), rules=(s.rules,)),
     "export": dict(mesh=(s.mesh,), rules=(s.rules,)),
+    "serve": dict(model=(s.model_source,), media=(s.media,), judge=(s.judge,),
+                  serve=(s.serve,), mesh=(s.mesh,), rules=(s.rules,)),
 }
 TASK_SECTIONS["sft"] = TASK_SECTIONS["rm"]
 
@@ -41,6 +43,7 @@ TOP_LEVEL = {
     "eval": dict(tokenizer=""),
     # export: the folder to load, the dtype written, the largest safetensors shard
     "export": dict(model_path="", param_dtype="float32", max_shard_gb=5.0),
+    "serve": dict(tokenizer=""),
 }
 
 
@@ -99,6 +102,11 @@ def export_config() -> ml_collections.ConfigDict:
   return compose("export")
 
 
+def serve_config() -> ml_collections.ConfigDict:
+  """An exported scalar RM or judge behind HTTP (`omni-rrm serve`)."""
+  return compose("serve")
+
+
 TASK_CONFIGS: dict[str, Callable[[], ml_collections.ConfigDict]] = {
     "rm": rm_config, "sft": sft_config, "grpo": grpo_config, "eval": eval_config,
-    "export": export_config}
+    "export": export_config, "serve": serve_config}

@@ -41,11 +41,19 @@ def judge_prompt(encoder: ExampleEncoder, record: PreferenceRecord, swap: bool,
                  max_prompt_length: int) -> dict | str:
   """The judge prompt's `{"prompt_ids"}` (plus its media arrays with a `MediaSpec`),
   or why the record's media cannot be used."""
+  return messages_prompt(encoder, record, judge_messages(record, swap=swap), max_prompt_length)
+
+
+def messages_prompt(encoder: ExampleEncoder, record: PreferenceRecord,
+                    messages: list[dict], max_prompt_length: int) -> dict | str:
+  """A generation prompt of chat `messages` whose media `record` holds:
+  `{"prompt_ids"}` (plus its media arrays with a `MediaSpec`), or why it cannot
+  be used (an `INVALID_REASONS` name)."""
   if encoder.media is None:
-    ids = encoder.judge_prompt_ids(record, swap, max_prompt_length)
-    return "prompt too long" if ids is None else {"prompt_ids": ids}
+    fitted = fit_prompt(encoder.prompt_pieces(messages), max_prompt_length)
+    return "prompt too long" if fitted is None else {"prompt_ids": fitted[0]}
   # The encoder's own media checks and placeholder expansion (as in training).
-  pieces, media, reason = encoder.prepare_prompt(record, judge_messages(record, swap=swap))
+  pieces, media, reason = encoder.prepare_prompt(record, messages)
   if reason != "ok":
     return reason
   fitted = fit_prompt(pieces, max_prompt_length)
@@ -142,24 +150,39 @@ def generate_judgments(model, encoder: ExampleEncoder, records: Sequence[Prefere
     filler = examples[0] if examples else _filler(encoder, pad_id)
     rows = [p if not isinstance(p, str) else filler for p in mine]
     rows += [filler] * (share - len(rows))
-    ids_bt, mask_bt = left_pad([ex["prompt_ids"] for ex in rows], pad_id, multiple=64,
-                               min_length=int(needs[0]))
-    batch = {"ids": ids_bt, "mask": mask_bt}
-    if encoder.media is not None:
-      batch.update(_media_batch(encoder, rows, ids_bt.shape[1], patch_buckets, needs[1:]))
-    if mesh is not None:
-      batch = to_global(batch, mesh)
-    media = {k: v for k, v in batch.items() if k not in ("ids", "mask")}
-    out = generate(model, batch["ids"], batch["mask"], params, 0, eos_ids=tuple(eos_ids),
-                   pad_id=pad_id, mesh=mesh, media=media or None)
-    tokens, mask = _all_rows(out.tokens_bn), _all_rows(out.mask_bn).astype(bool)
-    for row, code in enumerate(codes):
-      texts.append(encoder.tokenizer.decode(tokens[row][mask[row]].tolist(),
-                                            skip_special_tokens=True) if code == 0 else None)
+    tokens = generate_rows(model, encoder, rows, params, needs=needs, eos_ids=eos_ids,
+                           pad_id=pad_id, mesh=mesh, patch_buckets=patch_buckets)
+    texts += [encoder.tokenizer.decode(t, skip_special_tokens=True) if code == 0 else None
+              for t, code in zip(tokens, codes)]
   return texts
 
 
-def _verdict(text: str | None) -> tuple[str | None, bool]:
+def generate_rows(model, encoder: ExampleEncoder, rows: Sequence[dict], params: SamplingParams,
+                  *, needs: Sequence[int], eos_ids: Sequence[int], pad_id: int, mesh=None,
+                  patch_buckets: Sequence[int] = ()) -> list[list[int]]:
+  """One sampler call on this process's encoded prompts (`messages_prompt`'s
+  dicts): the completion tokens of every row of the global batch (without
+  padding; a completion ends at its first EOS token).
+
+  Args:
+    needs: the (length, patches, audio frames) the batch is padded to at least
+      (the maximum over processes).
+  """
+  ids_bt, mask_bt = left_pad([ex["prompt_ids"] for ex in rows], pad_id, multiple=64,
+                             min_length=int(needs[0]))
+  batch = {"ids": ids_bt, "mask": mask_bt}
+  if encoder.media is not None:
+    batch.update(_media_batch(encoder, rows, ids_bt.shape[1], patch_buckets, needs[1:]))
+  if mesh is not None:
+    batch = to_global(batch, mesh)
+  media = {k: v for k, v in batch.items() if k not in ("ids", "mask")}
+  out = generate(model, batch["ids"], batch["mask"], params, 0, eos_ids=tuple(eos_ids),
+                 pad_id=pad_id, mesh=mesh, media=media or None)
+  tokens, mask = _all_rows(out.tokens_bn), _all_rows(out.mask_bn).astype(bool)
+  return [tokens[row][mask[row]].tolist() for row in range(len(tokens))]
+
+
+def verdict(text: str | None) -> tuple[str | None, bool]:
   """(preference or None, strictly valid JSON) of one judgment text."""
   if text is None:
     return None, False
@@ -184,8 +207,8 @@ def evaluate_judge(model, encoder: ExampleEncoder, records: Sequence[PreferenceR
   outcomes = []
   valid_json, judged = collections.Counter(), collections.Counter()  # per modality
   for record, text, text_swapped in zip(records, forward, swapped):
-    pred, strict_ok = _verdict(text)
-    pred_swapped, strict_ok_swapped = _verdict(text_swapped)
+    pred, strict_ok = verdict(text)
+    pred_swapped, strict_ok_swapped = verdict(text_swapped)
     valid_json[record.modality] += strict_ok + strict_ok_swapped
     judged[record.modality] += 2
     back = _SWAP[pred_swapped] if pred_swapped is not None else None

@@ -98,7 +98,7 @@ def _text_only(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
   return out
 
 
-def _ending_in_text(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def ending_in_text(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
   """The messages with a text part ending the last turn (where the encoder reads its text)."""
   content = messages[-1]["content"]
   if isinstance(content, str) or (content and content[-1].get("type") == "text"):
@@ -252,7 +252,7 @@ class ModelReward:
       completion: the completion (see `rewards.contract.as_text`).
       prepared: a cache of prepared prompts (one decode per distinct prompt).
     """
-    messages = _ending_in_text(_user_messages(prompt))
+    messages = ending_in_text(_user_messages(prompt))
     key = json.dumps(messages, sort_keys=True, default=str)
     prepared = {} if prepared is None else prepared
     if key not in prepared:

@@ -14,7 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 VARIANTS = {"rm": ("tiny", "tiny_vl", "tiny_omni", "7b"),
             "sft": ("tiny", "tiny_vl", "tiny_omni", "7b"),
             "grpo": ("tiny", "judge", "policy", "judge_7b", "policy_7b"),
-            "eval": ("",), "export": ("",)}
+            "eval": ("",), "export": ("",), "serve": ("", "tiny")}
 
 
 def _leaves(c, prefix=""):
