@@ -141,6 +141,10 @@ class ScoreServer:
     return endpoint
 
   def _encode(self, items: list[Item]) -> list[Any]:
+    if self.scorer.kind == "judge":
+      for i, item in enumerate(items):
+        if not item.pairwise:
+          raise BadRequest(f"items[{i}]: a judge compares pairs: give response_a and response_b")
     return [self.scorer.encode(item, f"items[{i}]") for i, item in enumerate(items)]
 
   def _parse_and_encode(self, body: Any) -> tuple[list[Any], str]:
@@ -154,8 +158,6 @@ class ScoreServer:
     results = await self.batcher.submit(rows)
     if self.scorer.kind == "rm":
       return JSONResponse({"rewards": results})
-    if shape == "openrlhf":
-      raise BadRequest("a judge compares pairs: send native items with response_a / response_b")
     judged = [_judgment(self.scorer.decode(tokens)) for tokens in results]
     return JSONResponse({"preferences": [j["preference"] for j in judged], "items": judged})
 

@@ -200,3 +200,70 @@ def test_remote_reward_scores_like_the_server_and_counts_failures(served):
     port = free.getsockname()[1]
   refused = RemoteReward(f"http://127.0.0.1:{port}", timeout_s=2)
   assert refused(prompts, ["a", "b"]) == [0.0, 0.0] and refused.failed == {"connection": 2}
+
+
+def _grpo(rm, workdir, **reward) -> tuple[dict, dict]:
+  """One GRPO step of a random VL policy on the RM's media records; (summary, train metrics)."""
+  from omni_rrm_jax.config.tasks import grpo_config
+  from omni_rrm_jax.data.records import write_jsonl
+  from omni_rrm_jax.rl import grpo_loop
+
+  write_jsonl(rm.records[:4], str(workdir / "train.jsonl"))  # image, video, image, video
+  c = grpo_config("policy")
+  c.model.architecture = VL
+  c.tokenizer = rm.folder
+  c.data.update(train_path=str(workdir / "train.jsonl"), media_root=rm.media_root,
+                max_prompt_length=64, prompt_bucket=64)
+  c.media.update(patch_buckets=rm.config.media.patch_buckets,
+                 audio_frame_buckets=rm.config.media.audio_frame_buckets)
+  c.rollout.update(prompts_per_step=4, num_generations=2, max_new_tokens=4)
+  c.reward.update(functions="", **reward)
+  c.train.update(num_steps=1, progress_bar=False)
+  c.checkpoint.async_save = False
+  c.eval.num_prompts = 0
+  c.export.at_end = False
+  summary = grpo_loop.run(c, str(workdir / "run"))
+  with open(workdir / "run" / "metrics.jsonl", encoding="utf-8") as f:
+    train = [r for r in map(json.loads, f) if r["split"] == "train"]
+  assert len(train) == 1 and np.isfinite(train[0]["loss"])
+  return summary, train[0]
+
+
+def _remote_grpo(rm, url, tmp_path) -> dict:
+  (tmp_path / "key").write_text(KEY)
+  (tmp_path / "remote").mkdir()
+  summary, remote = _grpo(rm, tmp_path / "remote", remote_url=url,
+                          remote_api_key_file=str(tmp_path / "key"))
+  assert summary["remote_reward_failed"] == {}
+  assert remote["reward/remote_reward_std"] > 0
+  return remote
+
+
+def test_grpo_with_a_remote_reward(served, tmp_path):
+  rm, url, _ = served
+  _remote_grpo(rm, url, tmp_path)
+
+
+@pytest.mark.slow
+def test_grpo_with_a_remote_reward_gets_the_in_process_rewards(served, tmp_path):
+  rm, url, _ = served
+  remote = _remote_grpo(rm, url, tmp_path)
+  # The same step with the RM in process: the same sampled completions, the same rewards.
+  (tmp_path / "local").mkdir()
+  _, local = _grpo(rm, tmp_path / "local", model_path=rm.folder, model_max_length=MAX_LENGTH,
+                   model_bucket=BUCKET, model_batch_size=ROWS)
+  for stat in ("mean", "std"):
+    assert remote[f"reward/remote_reward_{stat}"] == pytest.approx(
+        local[f"reward/model_reward_{stat}"], abs=TOL)
+
+
+@pytest.mark.slow
+def test_grpo_survives_a_server_that_times_out(served, tmp_path):
+  rm, _, _ = served
+  with socket.socket() as silent:
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    summary, train = _grpo(rm, tmp_path, remote_url=f"http://127.0.0.1:{silent.getsockname()[1]}",
+                           remote_timeout_s=0.5)
+  assert summary["remote_reward_failed"] == {"timeout": 8}  # 4 prompts x 2 samples
+  assert train["reward/remote_reward_mean"] == 0.0
