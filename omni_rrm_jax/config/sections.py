@@ -200,8 +200,10 @@ def reward() -> ml_collections.ConfigDict:
       # the `media` section (set it as the RM was trained).
       model_path="",
       model_weight=1.0, model_batch_size=16, model_max_length=1024, model_bucket=128,
-      # An `omni-rrm serve` URL (http://host:port) scoring each step's completions with
-      # one POST /score per process; a failed or timed-out call scores 0 and is counted.
+      # An `omni-rrm serve` URL (http://host:port) scoring each round's completions with
+      # one POST /score per process: a served RM's rewards, or a served judge's preference
+      # for the completion over the record's reference (policy recipe); a failed or
+      # timed-out call scores 0 and is counted.
       remote_url="",
       remote_weight=1.0, remote_timeout_s=60.0,
       remote_api_key_file="")  # a file holding the server's API key; empty: none

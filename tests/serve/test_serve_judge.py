@@ -149,3 +149,23 @@ def test_chat_completions_equal_in_process_generation(served):
                       ({"messages": []}, "non-empty")):
     answer = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
     assert answer.status_code == 400 and words in answer.json()["error"], (body, answer.text)
+
+
+def test_remote_reward_from_a_served_judge_compares_with_the_reference(served):
+  from omni_rrm_jax.rewards.remote_reward import JUDGE_REWARDS, RemoteReward
+  from omni_rrm_jax.rl.rollout import policy_messages
+
+  _, _, records, _, url = served
+  completions = ["It is red.", "Blue.", "Green, I think."]
+  references = [r.response_a for r in records[:3]]
+  remote = RemoteReward(url, timeout_s=120)
+  rewards = remote([policy_messages(r) for r in records[:3]], completions, reference=references)
+  assert remote.kind == "judge" and not remote.failed
+  # What the server prefers for (completion as A, reference as B), as a reward.
+  judged = httpx.post(f"{url}/score", json={"items": [
+      {**_item(r), "response_a": c, "response_b": ref}
+      for r, c, ref in zip(records[:3], completions, references)]}, timeout=120).json()
+  assert rewards == [JUDGE_REWARDS[p] for p in judged["preferences"]]
+  # Without a reference column a judge has nothing to compare with: counted, scored 0.
+  assert remote([records[0].prompt], ["Red."]) == [0.0]
+  assert remote.failed == {"no_reference": 1}
