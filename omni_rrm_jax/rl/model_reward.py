@@ -273,16 +273,18 @@ class ModelReward:
       return {"ids": [self.pad_id]}
     return {"ids": [0], **media_batching.invalid_arrays(self.media)}
 
-  def score_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+  def score_rows(self, rows: Sequence[Mapping[str, Any]],
+                 batch_size: int | None = None) -> np.ndarray:
     """RM scores [n] of encoded rows (`{"ids"}`, plus media arrays for a
-    multimodal RM: `encode_example`), in batches of `batch_size`.
+    multimodal RM: `encode_example`), in batches of `batch_size` (default:
+    the constructor's; each distinct one compiles apart).
 
     With several processes each passes its own rows, any number of them, and
     fills its share of every pass: they agree on the number of passes and on
     each pass's length, patch and frame buckets (small collectives).
     """
     out = []
-    share = self.batch_size // jax.process_count()
+    share = (batch_size or self.batch_size) // jax.process_count()
     num_batches = int(agree_max([-(-len(rows) // share)])[0])
     for start in range(0, num_batches * share, share):
       chunk = list(rows[start:start + share])

@@ -27,7 +27,7 @@ from starlette.routing import Route
 from omni_rrm_jax.eval.judge_eval import verdict
 from omni_rrm_jax.rewards.judgment import parse_judgment
 from omni_rrm_jax.serve.bad_request import BadRequest
-from omni_rrm_jax.serve.batcher import DynamicBatcher
+from omni_rrm_jax.serve.batcher import DynamicBatcher, ModelCallFailed
 from omni_rrm_jax.serve.items import Item, parse_messages, parse_score_request
 from omni_rrm_jax.serve.media_refs import MediaStager
 from omni_rrm_jax.serve.metrics import ServerMetrics
@@ -65,11 +65,11 @@ def _judgment(text: str) -> dict[str, Any]:
   return {"preference": preference,
           "parse": "strict" if strict else ("lenient" if parsed.ok else "invalid"),
           "error": None if parsed.ok else parsed.error,
-          "judgment": dataclass_dict(parsed.judgment) if parsed.ok else None,
+          "judgment": _judgment_fields(parsed.judgment) if parsed.ok else None,
           "text": text}
 
 
-def dataclass_dict(judgment) -> dict[str, Any]:
+def _judgment_fields(judgment) -> dict[str, Any]:
   return {k: getattr(judgment, k) for k in ("score_a", "score_b", "better", "reasoning",
                                              "final_verdict")}
 
@@ -130,6 +130,8 @@ class ScoreServer:
       except asyncio.TimeoutError:
         response = _error(504, f"not answered within {self.sv.request_timeout_s:g} s "
                                "(serve.request_timeout_s)")
+      except ModelCallFailed as e:
+        response = _error(500, str(e))
       except ClientDisconnect:
         response = _error(499, "client disconnected")
       except Exception as e:  # noqa: BLE001 -- one request's failure, not the server's.

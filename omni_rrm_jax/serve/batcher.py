@@ -20,6 +20,10 @@ from typing import Any, Callable, Sequence
 log = logging.getLogger(__name__)
 
 
+class ModelCallFailed(RuntimeError):
+  """The model call holding a request's rows raised (the server goes on)."""
+
+
 @dataclasses.dataclass
 class _Row:
   row: Any
@@ -112,7 +116,7 @@ class DynamicBatcher:
         log.exception("model call on %d rows failed", len(batch))
         for r in batch:
           if not r.future.done():
-            r.future.set_exception(RuntimeError(f"model call failed: {type(e).__name__}"))
+            r.future.set_exception(ModelCallFailed(f"model call failed: {type(e).__name__}"))
         continue
       if self._on_batch is not None:
         self._on_batch(len(batch), time.perf_counter() - t)

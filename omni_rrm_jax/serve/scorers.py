@@ -13,7 +13,11 @@ from __future__ import annotations
 import threading
 from typing import Any, Sequence
 
+import jax
+
+from omni_rrm_jax.config.validate import batch_shards
 from omni_rrm_jax.core.batch_contract import SFT_BATCH
+from omni_rrm_jax.core.buckets import bucket_size
 from omni_rrm_jax.data.records import PreferenceRecord
 from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.eval.judge_eval import generate_rows, judge_prompt, messages_prompt
@@ -25,6 +29,19 @@ from omni_rrm_jax.sampling.prompts import media_needs
 from omni_rrm_jax.assembly.media import make_media_spec
 from omni_rrm_jax.serve.bad_request import BadRequest
 from omni_rrm_jax.serve.items import Item
+
+def row_buckets(max_rows: int, shards: int) -> tuple[int, ...]:
+  """Rows a model call is padded to: `shards`·2^k below `max_rows`, and `max_rows`.
+
+  Padding every call to `max_rows` would cost a full batch for one row (on a
+  CPU, compute grows with the rows); a few row buckets cost a few compilations.
+  """
+  out, b = [], max(shards, 1)
+  while b < max_rows:
+    out.append(b)
+    b *= 2
+  return (*out, max_rows)
+
 
 # Request media arrive as absolute paths the server resolved itself
 # (serve/media_refs.py checks the media root), so the encoders' root is "/".
@@ -61,6 +78,8 @@ class RewardModelScorer:
                           audio_frame_buckets=m.audio_frame_buckets,
                           media_overrides=m.preprocess)
     self._lock = threading.Lock()  # the encoder's counters are not thread-safe
+    self.row_buckets = row_buckets(sv.max_batch_rows, batch_shards(
+        config.mesh, config.rules, jax.device_count()))
 
   def encode(self, item: Item, where: str) -> dict[str, Any]:
     if item.pairwise:
@@ -81,7 +100,9 @@ class RewardModelScorer:
     return len(row["ids"])
 
   def run(self, rows: Sequence[dict[str, Any]]) -> list[float]:
-    return [float(x) for x in self.rm.score_rows(rows)]
+    """Rewards of `rows` (one forward pass, padded to a row bucket)."""
+    rows_per_pass = bucket_size(len(rows), self.row_buckets, "row")
+    return [float(x) for x in self.rm.score_rows(rows, rows_per_pass)]
 
 
 class JudgeScorer:
@@ -103,7 +124,9 @@ class JudgeScorer:
                            audio_frame_buckets=m.audio_frame_buckets)
     self.encoder = ExampleEncoder(tok, sv.max_length, SFT_BATCH, media=spec)
     self.tokenizer, self.mesh = tok, mesh
-    self.max_prompt_length, self.rows = sv.max_length, sv.max_batch_rows
+    self.max_prompt_length = sv.max_length
+    self.row_buckets = row_buckets(sv.max_batch_rows, batch_shards(
+        config.mesh, config.rules, jax.device_count()))
     self.patch_buckets = tuple(m.patch_buckets)
     self.max_new_tokens = config.judge.max_new_tokens
     self.params = SamplingParams(greedy=True, max_new_tokens=self.max_new_tokens)
@@ -141,9 +164,9 @@ class JudgeScorer:
     return len(row["prompt_ids"])  # prompt tokens; the generation is bounded apart
 
   def run(self, rows: Sequence[dict[str, Any]]) -> list[list[int]]:
-    """Completion tokens of each row (one sampler call, padded to `max_batch_rows`)."""
+    """Completion tokens of each row (one sampler call, padded to a row bucket)."""
     n = len(rows)
-    padded = list(rows) + [rows[0]] * (self.rows - n)
+    padded = list(rows) + [rows[0]] * (bucket_size(n, self.row_buckets, "row") - n)
     needs = [max(len(r["prompt_ids"]) for r in padded),
              *(media_needs(padded) if self.encoder.media is not None else (0, 0))]
     tokens = generate_rows(self.model, self.encoder, padded, self.params, needs=needs,

@@ -69,3 +69,11 @@ def test_rows_of_a_request_that_gave_up_are_not_scored():
 
   assert asyncio.run(main()) == [30]
   assert calls == [[3]]
+
+
+def test_row_buckets_are_shard_multiples_doubling_up_to_the_maximum():
+  from omni_rrm_jax.serve.scorers import row_buckets
+
+  assert row_buckets(16, 1) == (1, 2, 4, 8, 16)
+  assert row_buckets(12, 4) == (4, 8, 12)
+  assert row_buckets(8, 8) == (8,)
