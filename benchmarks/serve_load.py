@@ -2,8 +2,8 @@
 
 Builds a random tiny text RM (Qwen2ForSequenceClassification, a byte-level BPE
 trained on the synthetic colour texts), then for each `--batch_rows` value
-starts `omni-rrm serve` on 127.0.0.1 (a free port), warms it up (the length
-bucket compiles once), and drives it with `--clients` concurrent clients, each
+starts `omni-rrm serve` on 127.0.0.1 (a free port), warms it up (each row
+bucket compiles once, for the one length bucket), and drives it with `--clients` concurrent clients, each
 sending `--requests` requests of `--items` (prompt, response) items one after
 another. Reports, per setting, items per second over the whole run and the
 p50 / p99 request latency; `load_avg` tells how busy the machine was. Every
@@ -32,6 +32,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from omni_rrm_jax.serve.scorers import row_buckets  # noqa: E402
 from tests.serve.server_process import running_server  # noqa: E402
 
 
@@ -108,7 +109,9 @@ def main():
       overrides = {"model.path": folder, "serve.max_batch_rows": rows,
                    "serve.max_wait_ms": args.max_wait_ms}
       with running_server(tmp / f"server{rows}", overrides) as (url, _):
-        drive(url, min(args.clients, rows) or 1, 2, args.items, args.timeout_s)  # compile
+        for k in row_buckets(rows, 1):  # one request of k items: the call of k rows compiles
+          httpx.post(f"{url}/score", json={"items": items(0, k, k)},
+                     timeout=args.timeout_s).raise_for_status()
         result = drive(url, args.clients, args.requests, args.items, args.timeout_s)
         results.append({"max_batch_rows": rows, "mean_rows_per_call": batch_sizes(url),
                         **result})

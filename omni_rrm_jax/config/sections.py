@@ -248,8 +248,9 @@ def serve() -> ml_collections.ConfigDict:
       host="127.0.0.1", port=8000,  # port 0: any free port (WORKDIR/serve.json names it)
       media_root="",  # media paths in requests resolve under it; empty: no path media
       # Dynamic batching: rows of concurrent requests share one forward pass / sampler
-      # call of max_batch_rows rows (padded to it: one compilation per length bucket),
-      # holding at most max_batch_tokens tokens, after waiting at most max_wait_ms.
+      # call of at most max_batch_rows rows and max_batch_tokens tokens, gathered for at
+      # most max_wait_ms; a call is padded to a row bucket (the mesh's batch shards x
+      # 2^k, up to max_batch_rows): one compilation per row and length bucket.
       max_batch_rows=8, max_batch_tokens=8192, max_wait_ms=5.0,
       max_length=1024,  # an RM's longest sequence; a judge's longest prompt
       bucket=128,  # an RM's sequences are right-padded to a multiple of this

@@ -43,6 +43,9 @@ def build_server(config, workdir: str) -> ScoreServer:
   """The app of `config` (model loaded, not yet listening)."""
   if not config.model.path:
     raise ValueError("config.model.path is empty: set --config.model.path=HF_FOLDER")
+  if not os.path.isfile(os.path.join(config.model.path, "config.json")):
+    raise FileNotFoundError(f"config.model.path={config.model.path!r}: no config.json there "
+                            "(an exported Hugging Face folder)")
   if jax.process_count() > 1:
     raise ValueError("omni-rrm serve runs as one process (it shards the model over its "
                      "devices); start one server per host behind a load balancer")
