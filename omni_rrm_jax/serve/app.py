@@ -89,7 +89,7 @@ class ScoreServer:
                model_name: str = "omni-rrm"):
     self.scorer, self.sv, self.staging_dir = scorer, serve, staging_dir
     self.api_key, self.model_name = api_key, model_name
-    self.metrics = ServerMetrics()
+    self.metrics = ServerMetrics(scorer.compiled)
     self.batcher = DynamicBatcher(scorer.run, size_of=scorer.size, max_rows=serve.max_batch_rows,
                                   max_tokens=serve.max_batch_tokens,
                                   max_wait_s=serve.max_wait_ms / 1000,

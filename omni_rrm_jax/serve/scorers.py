@@ -26,6 +26,7 @@ from omni_rrm_jax.models.pretrained import from_pretrained
 from omni_rrm_jax.rl.model_reward import ModelReward, ending_in_text, prompt_record
 from omni_rrm_jax.sampling.params import SamplingParams
 from omni_rrm_jax.sampling.prompts import media_needs
+from omni_rrm_jax.sampling.sampler import compile_count
 from omni_rrm_jax.assembly.media import make_media_spec
 from omni_rrm_jax.serve.bad_request import BadRequest
 from omni_rrm_jax.serve.items import Item
@@ -99,6 +100,11 @@ class RewardModelScorer:
   def size(row: dict[str, Any]) -> int:
     return len(row["ids"])
 
+  def compiled(self) -> int:
+    """Programs the forward pass has compiled (one per row / length / media bucket;
+    jit's private cache size, for diagnostics)."""
+    return self.rm._score._cache_size()  # pylint: disable=protected-access
+
   def run(self, rows: Sequence[dict[str, Any]]) -> list[float]:
     """Rewards of `rows` (one forward pass, padded to a row bucket)."""
     rows_per_pass = bucket_size(len(rows), self.row_buckets, "row")
@@ -162,6 +168,11 @@ class JudgeScorer:
   @staticmethod
   def size(row: dict[str, Any]) -> int:
     return len(row["prompt_ids"])  # prompt tokens; the generation is bounded apart
+
+  @staticmethod
+  def compiled() -> int:
+    """Programs the sampler has compiled (one per row / length / media bucket)."""
+    return compile_count()
 
   def run(self, rows: Sequence[dict[str, Any]]) -> list[list[int]]:
     """Completion tokens of each row (one sampler call, padded to a row bucket)."""
