@@ -25,6 +25,8 @@ ALLOWED = {
     "export": {"core", "sharding", "models"},
     # preference data built from live endpoints: records, templates, judgments
     "construct": {"core", "data", "rewards"},
+    # HTTP serving with the in-process scorers: GRPO's model reward, the judge evaluation
+    "serve": {"sampling", "assembly", "rl", "eval", *_ASSEMBLY},
     # the main job joins every stage
     "demo": {"sampling", "assembly", "train", "rl", "eval", "export", *_ASSEMBLY},
 }

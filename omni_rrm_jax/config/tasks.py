@@ -32,6 +32,8 @@ TASK_SECTIONS: dict[str, dict[str, tuple[Callable[[], ml_collections.ConfigDict]
                  rules=(s.rules,)),
     "export": dict(mesh=(s.mesh,), rules=(s.rules,)),
     "construct": dict(construct=(s.construct,), data=(s.data_reader,)),
+    "serve": dict(model=(s.model_source,), media=(s.media,), judge=(s.judge,),
+                  serve=(s.serve,), mesh=(s.mesh,), rules=(s.rules,)),
 }
 TASK_SECTIONS["bon"] = TASK_SECTIONS["eval"]
 TASK_SECTIONS["sft"] = TASK_SECTIONS["rm"]
@@ -46,6 +48,7 @@ TOP_LEVEL = {
     # export: the folder to load, the dtype written, the largest safetensors shard
     "export": dict(model_path="", param_dtype="float32", max_shard_gb=5.0),
     "construct": dict(),
+    "serve": dict(tokenizer=""),
 }
 
 
@@ -116,6 +119,12 @@ def construct_config() -> ml_collections.ConfigDict:
   return compose("construct")
 
 
+def serve_config() -> ml_collections.ConfigDict:
+  """An exported scalar RM or judge behind HTTP (`omni-rrm serve`)."""
+  return compose("serve")
+
+
 TASK_CONFIGS: dict[str, Callable[[], ml_collections.ConfigDict]] = {
     "rm": rm_config, "sft": sft_config, "grpo": grpo_config, "eval": eval_config,
-    "bon": bon_config, "export": export_config, "construct": construct_config}
+    "bon": bon_config, "export": export_config, "construct": construct_config,
+    "serve": serve_config}

@@ -44,11 +44,19 @@ def judge_prompt(encoder: ExampleEncoder, record: PreferenceRecord, swap: bool,
                  max_prompt_length: int) -> dict | str:
   """The judge prompt's `{"prompt_ids"}` (plus its media arrays with a `MediaSpec`),
   or why the record's media cannot be used."""
+  return messages_prompt(encoder, record, judge_messages(record, swap=swap), max_prompt_length)
+
+
+def messages_prompt(encoder: ExampleEncoder, record: PreferenceRecord,
+                    messages: list[dict], max_prompt_length: int) -> dict | str:
+  """A generation prompt of chat `messages` whose media `record` holds:
+  `{"prompt_ids"}` (plus its media arrays with a `MediaSpec`), or why it cannot
+  be used (an `INVALID_REASONS` name)."""
   if encoder.media is None:
-    ids = encoder.judge_prompt_ids(record, swap, max_prompt_length)
-    return "prompt too long" if ids is None else {"prompt_ids": ids}
+    fitted = fit_prompt(encoder.prompt_pieces(messages), max_prompt_length)
+    return "prompt too long" if fitted is None else {"prompt_ids": fitted[0]}
   # The encoder's own media checks and placeholder expansion (as in training).
-  pieces, media, reason = encoder.prepare_prompt(record, judge_messages(record, swap=swap))
+  pieces, media, reason = encoder.prepare_prompt(record, messages)
   if reason != "ok":
     return reason
   fitted = fit_prompt(pieces, max_prompt_length)
@@ -149,26 +157,42 @@ def generate_judgments(model, encoder: ExampleEncoder, records: Sequence[Prefere
     filler = examples[0] if examples else _filler(encoder, pad_id)
     rows = [p if not isinstance(p, str) else filler for p in mine]
     rows += [filler] * (share - len(rows))
-    ids_bt, mask_bt = left_pad([ex["prompt_ids"] for ex in rows], pad_id, multiple=64,
-                               min_length=int(needs[0]))
-    batch = {"ids": ids_bt, "mask": mask_bt}
-    if encoder.media is not None:
-      batch.update(_media_batch(encoder, rows, ids_bt.shape[1], patch_buckets, needs[1:]))
-    if mesh is not None:
-      batch = to_global(batch, mesh)
-    media = {k: v for k, v in batch.items() if k not in ("ids", "mask")}
     began = time.perf_counter()
-    out = generate(model, batch["ids"], batch["mask"], params, 0, eos_ids=tuple(eos_ids),
-                   pad_id=pad_id, mesh=mesh, media=media or None)
-    tokens, mask = _all_rows(out.tokens_bn), _all_rows(out.mask_bn).astype(bool)
+    tokens = generate_rows(model, encoder, rows, params, needs=needs, eos_ids=eos_ids,
+                           pad_id=pad_id, mesh=mesh, patch_buckets=patch_buckets)
     if latency is not None:
+      width = -(-int(needs[0]) // 64) * 64  # the prompt width generate_rows pads to
       latency.add(time.perf_counter() - began, int((codes == 0).sum()),
-                  compiled=ids_bt.shape[1] not in widths_seen)
-      widths_seen.add(ids_bt.shape[1])
-    for row, code in enumerate(codes):
-      texts.append(encoder.tokenizer.decode(tokens[row][mask[row]].tolist(),
-                                            skip_special_tokens=True) if code == 0 else None)
+                  compiled=width not in widths_seen)
+      widths_seen.add(width)
+    texts += [encoder.tokenizer.decode(t, skip_special_tokens=True) if code == 0 else None
+              for t, code in zip(tokens, codes)]
   return texts
+
+
+def generate_rows(model, encoder: ExampleEncoder, rows: Sequence[dict], params: SamplingParams,
+                  *, needs: Sequence[int], eos_ids: Sequence[int], pad_id: int, mesh=None,
+                  patch_buckets: Sequence[int] = ()) -> list[list[int]]:
+  """One sampler call on this process's encoded prompts (`messages_prompt`'s
+  dicts): the completion tokens of every row of the global batch (without
+  padding; a completion ends at its first EOS token).
+
+  Args:
+    needs: the (length, patches, audio frames) the batch is padded to at least
+      (the maximum over processes).
+  """
+  ids_bt, mask_bt = left_pad([ex["prompt_ids"] for ex in rows], pad_id, multiple=64,
+                             min_length=int(needs[0]))
+  batch = {"ids": ids_bt, "mask": mask_bt}
+  if encoder.media is not None:
+    batch.update(_media_batch(encoder, rows, ids_bt.shape[1], patch_buckets, needs[1:]))
+  if mesh is not None:
+    batch = to_global(batch, mesh)
+  media = {k: v for k, v in batch.items() if k not in ("ids", "mask")}
+  out = generate(model, batch["ids"], batch["mask"], params, 0, eos_ids=tuple(eos_ids),
+                 pad_id=pad_id, mesh=mesh, media=media or None)
+  tokens, mask = _all_rows(out.tokens_bn), _all_rows(out.mask_bn).astype(bool)
+  return [tokens[row][mask[row]].tolist() for row in range(len(tokens))]
 
 
 def verdict(text: str | None) -> tuple[str | None, bool]:

@@ -28,7 +28,10 @@ skipped and counted per reason (`prompts_skipped`, `skipped_prompts`). A text
 policy leaves media records out. A multimodal scalar RM (`reward.model_path`)
 scores each completion with its prompt's media (`rl/model_reward.py`); prompts
 whose media it cannot use score its minimum and are counted
-(`model_reward_unscored`).
+(`model_reward_unscored`). A served RM (`reward.remote_url`, `omni-rrm serve`)
+scores them over HTTP instead (`rewards/remote_reward.py`), each process posting
+its own rows; a failed or timed-out call scores 0 and is counted
+(`remote_reward_failed`).
 
 On several processes (one per host) each samples, decodes and scores its rows
 of every global prompt batch; the rows are then gathered to every process
@@ -59,6 +62,8 @@ from omni_rrm_jax.rl import rollout
 from omni_rrm_jax.rl.advantages import ADVANTAGE_ESTIMATORS
 from omni_rrm_jax.rl.grpo_step import make_grpo_step
 from omni_rrm_jax.rl.model_reward import ModelReward
+from omni_rrm_jax.rewards.remote_reward import FAILURE_REASONS, RemoteReward
+from omni_rrm_jax.core.api_key import read_api_key
 from omni_rrm_jax.rl.multihost_rows import total_counts
 from omni_rrm_jax.rl.policy_update import update_policy
 from omni_rrm_jax.rl.prompt_media import PromptMedia
@@ -144,6 +149,12 @@ def run(config, workdir: str) -> dict:
                      audio_frame_buckets=config.media.audio_frame_buckets,
                      media_overrides=config.media.preprocess)
     extra["model_reward"] = (rm, config.reward.model_weight)
+  remote = None
+  if config.reward.remote_url:
+    # Each process posts its own rows (as the model reward scores its own rows).
+    remote = RemoteReward(config.reward.remote_url, timeout_s=config.reward.remote_timeout_s,
+                          api_key=read_api_key(config.reward.remote_api_key_file))
+    extra["remote_reward"] = (remote, config.reward.remote_weight)
   scorer = rollout.RewardScorer(
       config.reward.functions, recipe, extra=extra,
       overlong=(ro.max_new_tokens, sh.overlong_cache) if sh.overlong_penalty else None)
@@ -255,5 +266,9 @@ def run(config, workdir: str) -> dict:
     summary["model_reward_unscored"] = total_counts(rm.unscored, INVALID_REASONS)
     summary["model_reward_stripped"] = total_counts({"stripped": rm.stripped},
                                                     ["stripped"]).get("stripped", 0)
+  if remote is not None:
+    # Completions whose server call failed (scored 0), by reason, over processes.
+    summary["remote_reward_failed"] = total_counts(remote.failed, FAILURE_REASONS)
+    remote.close()
   scaffold.close(summary, history)
   return summary

@@ -16,7 +16,7 @@ VARIANTS = {"rm": ("tiny", "tiny_vl", "tiny_omni", "7b"),
             "grpo": ("tiny", "judge", "policy", "judge_7b", "policy_7b"),
             "eval": ("", "rewardbench", "rewardbench2", "vl_rewardbench", "mm_rewardbench",
                      "omni_rewardbench", "pandalm"),
-            "bon": ("",), "export": ("",), "construct": ("",)}
+            "bon": ("",), "export": ("",), "construct": ("",), "serve": ("", "tiny")}
 
 
 def _leaves(c, prefix=""):
