@@ -33,8 +33,10 @@ from omni_rrm_jax.serve.media_refs import MediaStager
 from omni_rrm_jax.serve.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
+# OpenAI's request fields a judge can honour or safely ignore (it decodes greedily,
+# so temperature, top_p and seed change nothing).
 _CHAT_KEYS = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature",
-              "n", "stream", "user", "top_p"}
+              "n", "stream", "user", "top_p", "seed"}
 
 
 def _error(status: int, reason: str) -> JSONResponse:
