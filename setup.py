@@ -34,6 +34,13 @@ INSTALL_REQUIRES = [
     "soxr>=0.3",
     # the main job's training-curve plots
     "matplotlib>=3.7",
+    # `omni-rrm serve` (an ASGI app under uvicorn, Prometheus metrics) and GRPO's
+    # remote reward and `construct` (httpx): small pure-Python packages, so a runtime dependency
+    # rather than an extra that a GRPO run with reward.remote_url could miss
+    "starlette>=0.40",
+    "uvicorn>=0.30",
+    "httpx>=0.27",
+    "prometheus-client>=0.20",
 ]
 
 EXTRAS = {

@@ -21,13 +21,17 @@ ALLOWED = {
     "sampling": {"core", "sharding", "models"},
     "train": {"sampling", "assembly", *_ASSEMBLY},
     "rl": {"sampling", "assembly", "train", *_ASSEMBLY},
-    "eval": {"sampling", "assembly", "train", *_ASSEMBLY},
+    "eval": {"sampling", "assembly", "train", "rl", *_ASSEMBLY},  # rl: the model reward (BoN)
     "export": {"core", "sharding", "models"},
+    # preference data built from live endpoints: records, templates, judgments
+    "construct": {"core", "data", "rewards"},
+    # HTTP serving with the in-process scorers: GRPO's model reward, the judge evaluation
+    "serve": {"sampling", "assembly", "rl", "eval", *_ASSEMBLY},
     # the main job joins every stage
     "demo": {"sampling", "assembly", "train", "rl", "eval", "export", *_ASSEMBLY},
 }
 # Plain-Python packages that must not pull in JAX or torch.
-NO_JAX = {"rewards", "data", "synthetic", "config"}
+NO_JAX = {"rewards", "data", "synthetic", "config", "construct"}
 NO_JAX_EXCEPTIONS: set = set()
 
 

@@ -218,7 +218,14 @@ def reward() -> ml_collections.ConfigDict:
       # multimodal one sees the prompt's media, decoded with `data.media_root` and
       # the `media` section (set it as the RM was trained).
       model_path="",
-      model_weight=1.0, model_batch_size=16, model_max_length=1024, model_bucket=128)
+      model_weight=1.0, model_batch_size=16, model_max_length=1024, model_bucket=128,
+      # An `omni-rrm serve` URL (http://host:port) scoring each round's completions with
+      # one POST /score per process: a served RM's rewards, or a served judge's preference
+      # for the completion over the record's reference (policy recipe); a failed or
+      # timed-out call scores 0 and is counted.
+      remote_url="",
+      remote_weight=1.0, remote_timeout_s=60.0,
+      remote_api_key_file="")  # a file holding the server's API key; empty: none
 
 
 def grpo() -> ml_collections.ConfigDict:
@@ -254,6 +261,31 @@ def judge() -> ml_collections.ConfigDict:
   return _section(max_new_tokens=384)
 
 
+def report() -> ml_collections.ConfigDict:
+  """What an evaluation report adds to the accuracies (eval/metrics.py)."""
+  return _section(
+      tie_margin=0.0,  # a scalar RM predicts a tie when |reward A - reward B| < this
+      ci_samples=1000,  # bootstrap resamples for the 95% intervals (0: no intervals)
+      ci_seed=0)
+
+
+def serve() -> ml_collections.ConfigDict:
+  """The HTTP reward server (`omni-rrm serve`, omni_rrm_jax/serve)."""
+  return _section(
+      host="127.0.0.1", port=8000,  # port 0: any free port (WORKDIR/serve.json names it)
+      media_root="",  # media paths in requests resolve under it; empty: no path media
+      # Dynamic batching: rows of concurrent requests share one forward pass / sampler
+      # call of at most max_batch_rows rows and max_batch_tokens tokens, gathered for at
+      # most max_wait_ms; a call is padded to a row bucket (the mesh's batch shards x
+      # 2^k, up to max_batch_rows): one compilation per row and length bucket.
+      max_batch_rows=8, max_batch_tokens=8192, max_wait_ms=5.0,
+      max_length=1024,  # an RM's longest sequence; a judge's longest prompt
+      bucket=128,  # an RM's sequences are right-padded to a multiple of this
+      max_request_bytes=16 * 2**20, max_items=256,  # larger requests: 413
+      request_timeout_s=60.0,  # a request not answered by then: 504
+      api_key_file="")  # a file holding the API key clients send as a Bearer token
+
+
 def mesh() -> ml_collections.ConfigDict:
   return mesh_config()
 
@@ -272,6 +304,30 @@ def omni_data() -> ml_collections.ConfigDict:
       teacher_noise=0.15,  # chance that a simulated teacher misjudges a pair
       tokenizer_vocab=1024,  # the byte-level BPE trained on the generated texts
       seed=0)  # the held-out split uses seed + 1
+
+
+def endpoint() -> ml_collections.ConfigDict:
+  """One OpenAI-compatible chat endpoint (`POST {url}/chat/completions`)."""
+  return _section(
+      url="",  # e.g. http://127.0.0.1:8000/v1
+      model="",  # the request's "model" field
+      api_key_env="",  # the environment variable holding its API key; empty: no key
+      concurrency=8,  # requests in flight at once
+      requests_per_second=0.0,  # 0: no limit
+      timeout=120.0,  # seconds per request
+      max_retries=4,  # after a 429 / 5xx / timeout / broken reply, each after a backoff
+      backoff=1.0,  # seconds before the first retry, doubled for each further one
+      max_tokens=1024, temperature=0.0)
+
+
+def construct() -> ml_collections.ConfigDict:
+  """Preference pairs built from live models: responses from a strong and a weak
+  endpoint, judged with the rubric by two teacher endpoints in both A/B orders,
+  kept where the teachers agree (`construct/`)."""
+  return _section(
+      prompts_path="",  # JSONL of {"id", "prompt", "media": {...}} (media under data.media_root)
+      # Each written pair's A/B order is a coin flip seeded by data.seed and its id.
+      strong=endpoint(), weak=endpoint(), teacher_1=endpoint(), teacher_2=endpoint())
 
 
 def join(*fragments: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

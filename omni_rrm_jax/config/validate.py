@@ -164,7 +164,32 @@ def problems(config, *, process_count: int, device_count: int) -> list[str]:
     _optim(p, config.optim, updates if isinstance(updates, int) else 0)
     _loop(p, config)
     _trainable(p, config)
+  if "report" in config:  # evaluation reports
+    p.non_negative(config.report, "report", "tie_margin")
+    samples = config.report.ci_samples
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+      p.add("report.ci_samples", samples, "must be an integer >= 0 (0: no intervals)")
+  if "serve" in config:
+    _serve(p, config.serve, shards=shards)
+    _media(p, config.media)
+    p.positive(config.judge, "judge", "max_new_tokens")
+  if "reward" in config:
+    p.positive(config.reward, "reward", "remote_timeout_s")
+    if config.reward.remote_url and not config.reward.remote_url.startswith(("http://",
+                                                                              "https://")):
+      p.add("reward.remote_url", config.reward.remote_url, "must start with http:// or https://")
   return p.lines
+
+
+def _serve(p: _Problems, sv, *, shards: int) -> None:
+  p.positive(sv, "serve", "max_batch_rows", "max_batch_tokens", "max_length", "bucket",
+             "max_request_bytes", "max_items", "request_timeout_s")
+  p.non_negative(sv, "serve", "max_wait_ms")
+  if not isinstance(sv.port, int) or not 0 <= sv.port <= 65535:
+    p.add("serve.port", sv.port, "must be an integer in [0, 65535]")
+  if isinstance(sv.max_batch_rows, int) and sv.max_batch_rows >= shards:
+    p.divisible("serve.max_batch_rows", sv.max_batch_rows, shards,
+                "batch shards of the mesh (mesh.data x mesh.fsdp)")
 
 
 def check(config, *, process_count: int, device_count: int) -> None:

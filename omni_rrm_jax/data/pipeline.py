@@ -97,12 +97,19 @@ class _Collate(grain.transforms.Map):
     return collate(examples, global_needs=needs, **self.collate_kw)
 
 
-def _ensure_absl_flags_parsed() -> None:
+def prefetch_in_workers(it: grain.IterDataset, worker_count: int,
+                        buffer_size: int | None = None) -> grain.IterDataset:
+  """`it.mp_prefetch` over `worker_count` processes (none: `it` itself)."""
+  if worker_count <= 0:
+    return it
   # Grain's worker processes read absl flags; outside `main` (tests, notebooks)
   # nobody parsed them, so take the defaults.
   from absl import flags
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
+  buffer = {} if buffer_size is None else {"per_worker_buffer_size": buffer_size}
+  options = grain.multiprocessing.MultiprocessingOptions(num_workers=worker_count, **buffer)
+  return it.mp_prefetch(options)
 
 
 def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *,
@@ -191,10 +198,7 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
   ds = ds.map(_Share(process_index, batch_size)).map(_Encode(encoder))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
                                              prefetch_buffer_size=read_buffer_size))
-  if worker_count > 0:
-    _ensure_absl_flags_parsed()
-    it = it.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(
-        num_workers=worker_count, per_worker_buffer_size=worker_buffer_size))
+  it = prefetch_in_workers(it, worker_count, worker_buffer_size)
   return it.map(_Collate(agree, kind=encoder.kind, batch_size=batch_size, buckets=tuple(buckets),
                          pad_id=pad_id, patch_buckets=tuple(patch_buckets),
                          merge_unit=merge_unit, audio_frame_buckets=tuple(audio_frame_buckets)))

@@ -28,7 +28,10 @@ skipped and counted per reason (`prompts_skipped`, `skipped_prompts`). A text
 policy leaves media records out. A multimodal scalar RM (`reward.model_path`)
 scores each completion with its prompt's media (`rl/model_reward.py`); prompts
 whose media it cannot use score its minimum and are counted
-(`model_reward_unscored`).
+(`model_reward_unscored`). A served RM (`reward.remote_url`, `omni-rrm serve`)
+scores them over HTTP instead (`rewards/remote_reward.py`), each process posting
+its own rows; a failed or timed-out call scores 0 and is counted
+(`remote_reward_failed`).
 
 On several processes (one per host) each samples, decodes and scores its rows
 of every global prompt batch; the rows are then gathered to every process
@@ -61,6 +64,8 @@ from omni_rrm_jax.rl import rollout
 from omni_rrm_jax.rl.advantages import ADVANTAGE_ESTIMATORS
 from omni_rrm_jax.rl.grpo_step import make_grpo_step
 from omni_rrm_jax.rl.model_reward import ModelReward
+from omni_rrm_jax.rewards.remote_reward import FAILURE_REASONS, RemoteReward
+from omni_rrm_jax.core.api_key import read_api_key
 from omni_rrm_jax.rl.multihost_rows import total_counts
 from omni_rrm_jax.rl.policy_update import update_policy
 from omni_rrm_jax.rl.prompt_media import PromptMedia
@@ -159,6 +164,12 @@ def run(config, workdir: str) -> dict:
                      audio_frame_buckets=config.media.audio_frame_buckets,
                      media_overrides=config.media.preprocess)
     extra["model_reward"] = (rm, config.reward.model_weight)
+  remote = None
+  if config.reward.remote_url:
+    # Each process posts its own rows (as the model reward scores its own rows).
+    remote = RemoteReward(config.reward.remote_url, timeout_s=config.reward.remote_timeout_s,
+                          api_key=read_api_key(config.reward.remote_api_key_file))
+    extra["remote_reward"] = (remote, config.reward.remote_weight)
   scorer = rollout.RewardScorer(
       config.reward.functions, recipe, extra=extra,
       overlong=(ro.max_new_tokens, sh.overlong_cache) if sh.overlong_penalty else None)
@@ -238,12 +249,17 @@ def run(config, workdir: str) -> dict:
       timers["train"] += time.perf_counter() - t
       metrics.update({f"time/{k}": v for k, v in timers.items()})
       metrics["time/step"] = time.perf_counter() - t_step
+      if "num_completions" in metrics:  # sampled (completion) tokens per second of the step
+        metrics["time/sampled_tokens_per_second"] = (
+            metrics["completion_length"] * metrics["num_completions"] / metrics["time/step"])
       done = step + 1
       if done % config.train.log_every == 0 or done == config.train.num_steps:
         writer.write(done, metrics)
         history.append({"step": done, **metrics})
         if "reward/total_mean" in metrics:
-          loop.progress.set_postfix(reward=f"{metrics['reward/total_mean']:.3f}")
+          loop.progress.set_postfix({
+              "reward": f"{metrics['reward/total_mean']:.3f}",
+              "tok/s": f"{metrics['time/sampled_tokens_per_second']:.0f}"})
       if eval_batches and config.train.eval_every and done % config.train.eval_every == 0:
         writer.write(done, evaluate(state.model_state()), "eval")
       if loop.end_step(done, state, prompt_iter.get_state()):
@@ -252,6 +268,7 @@ def run(config, workdir: str) -> dict:
   summary.update(**scaffold.finish_training(state, prompt_iter.get_state()),
                  bad_records={k: c.summary() for k, c in counters.items()},
                  skipped_prompts=dict(skipped))
+  prompt_iter.close()  # stops its worker processes and frees their shared memory
   if skipped:
     log.info("training prompts skipped (since start or resume): %s", dict(skipped))
 
@@ -272,5 +289,9 @@ def run(config, workdir: str) -> dict:
     summary["model_reward_unscored"] = total_counts(rm.unscored, INVALID_REASONS)
     summary["model_reward_stripped"] = total_counts({"stripped": rm.stripped},
                                                     ["stripped"]).get("stripped", 0)
+  if remote is not None:
+    # Completions whose server call failed (scored 0), by reason, over processes.
+    summary["remote_reward_failed"] = total_counts(remote.failed, FAILURE_REASONS)
+    remote.close()
   scaffold.close(summary, history)
   return summary

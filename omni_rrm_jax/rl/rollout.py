@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 from omni_rrm_jax.core.multihost import agree_max
+from omni_rrm_jax.data.pipeline import prefetch_in_workers
 from omni_rrm_jax.data.prompt_fit import fit_prompt
 from omni_rrm_jax.data.records import PreferenceRecord
 from omni_rrm_jax.data.templates import judge_messages, media_parts
@@ -180,12 +181,7 @@ def make_prompt_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEnc
   if process_count > 1:
     ds = ds.map(_Share(process_index, batch_size))
   it = ds.map(_EncodePrompts(encoder, recipe, max_prompt_length)).to_iter_dataset()
-  if worker_count > 0:
-    from absl import flags
-    if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags
-      flags.FLAGS.mark_as_parsed()
-    it = it.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(num_workers=worker_count))
-  return it
+  return prefetch_in_workers(it, worker_count)
 
 
 def generate_round(policy, prompts: Sequence[Mapping[str, Any]], *, sampling: SamplingParams,

@@ -10,13 +10,8 @@ synthetic pair and reports a noisy `Verdict`:
   `better` = what the scores imply, except that with `inconsistent_prob` it
   names the other response (or, on tied scores, A or B at random).
 
-`reconcile` keeps a pair only when both verdicts are consistent with their own
-scores, neither is a tie, and both prefer the same response. Reasons for
-dropping a pair are checked in that order ("inconsistent", "tie",
-"disagreement"), so each dropped pair counts under exactly one. A kept pair
-gets each response's mean score rounded half up; two strict preferences for
-the same side differ by at least 1 on average, and half-up rounding keeps
-that gap, so the reconciled scores imply the agreed preference.
+`reconcile` (`rewards/agreement.py`, shared with the pipeline that asks real
+models) keeps a pair only when both verdicts agree; see there for the rules.
 
 Both teachers share the truth they perturb, so they can both be wrong in the
 same way (both flip): such pairs are kept (a real pipeline cannot tell) and
@@ -30,14 +25,14 @@ import random
 from typing import Callable, Mapping, Sequence
 
 from omni_rrm_jax.data.records import MAX_SCORE, PreferenceRecord
+from omni_rrm_jax.rewards.agreement import (DISAGREEMENT, FILTER_REASONS, INCONSISTENT, KEPT,
+                                            TIE, ReconcileStats, Verdict, half_up, reconcile)
 from omni_rrm_jax.rewards.judgment import (BETTER_A, BETTER_B, BETTER_EQUAL,
                                            preference_from_scores)
 
-KEPT = "kept"
-INCONSISTENT = "inconsistent"
-TIE = "tie"
-DISAGREEMENT = "disagreement"
-FILTER_REASONS = (INCONSISTENT, TIE, DISAGREEMENT)
+__all__ = ["DISAGREEMENT", "FILTER_REASONS", "INCONSISTENT", "KEPT", "TIE", "ReconcileStats",
+           "TeacherNoise", "Verdict", "reconcile", "reconcile_records", "simulate_teacher"]
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,25 +81,6 @@ class TeacherNoise:
     return cls(**dict(value))
 
 
-@dataclasses.dataclass(frozen=True)
-class Verdict:
-  """One teacher's scores for a pair and the response it says is better."""
-
-  score_a: int
-  score_b: int
-  better: str
-
-  @property
-  def consistent(self) -> bool:
-    """Whether `better` is what the scores imply (ties <-> "equal")."""
-    return preference_from_scores(self.score_a, self.score_b) == self.better
-
-
-def _half_up(total: int) -> int:
-  """round(total / 2) with halves rounded up (Python's round() goes to even)."""
-  return (total + 1) // 2
-
-
 def _clip(score: float) -> int:
   return int(min(MAX_SCORE, max(0, round(score))))
 
@@ -122,63 +98,11 @@ def simulate_teacher(true_scores: Mapping[str, int], noise: TeacherNoise,
   if draw < noise.flip_prob:
     score_a, score_b = score_b, score_a
   elif draw < noise.flip_prob + noise.tie_prob:
-    score_a = score_b = _half_up(score_a + score_b)
+    score_a = score_b = half_up(score_a + score_b)
   better = preference_from_scores(score_a, score_b)
   if contradict < noise.inconsistent_prob:
     better = {BETTER_A: BETTER_B, BETTER_B: BETTER_A, BETTER_EQUAL: side}[better]
   return Verdict(score_a, score_b, better)
-
-
-def reconcile(first: Verdict, second: Verdict) -> tuple[dict[str, int] | None, str]:
-  """(reconciled scores, "kept"), or (None, the reason the pair is dropped)."""
-  if not (first.consistent and second.consistent):
-    return None, INCONSISTENT
-  if BETTER_EQUAL in (first.better, second.better):
-    return None, TIE
-  if first.better != second.better:
-    return None, DISAGREEMENT
-  scores = {"A": _half_up(first.score_a + second.score_a),
-            "B": _half_up(first.score_b + second.score_b)}
-  assert preference_from_scores(scores["A"], scores["B"]) == first.better, (first, second)
-  return scores, KEPT
-
-
-@dataclasses.dataclass
-class ReconcileStats:
-  """Counts of one reconciliation run; `generated == kept + sum(filtered)`.
-
-  Attributes:
-    generated: pairs the teachers scored.
-    kept: pairs kept.
-    filtered: dropped pairs by reason, every reason in `FILTER_REASONS` present.
-    kept_against_truth: kept pairs whose agreed preference is the wrong answer.
-    by_kind: {modality: {"generated": n, "kept": n}}.
-  """
-
-  generated: int = 0
-  kept: int = 0
-  filtered: dict[str, int] = dataclasses.field(
-      default_factory=lambda: dict.fromkeys(FILTER_REASONS, 0))
-  kept_against_truth: int = 0
-  by_kind: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
-
-  def add(self, outcome: str, kind: str, against_truth: bool = False) -> None:
-    """Counts one pair: `outcome` is "kept" or one of `FILTER_REASONS`."""
-    if outcome != KEPT and outcome not in FILTER_REASONS:
-      raise ValueError(f"unknown outcome {outcome!r}; known: {KEPT}, {', '.join(FILTER_REASONS)}")
-    counts = self.by_kind.setdefault(kind, {"generated": 0, "kept": 0})
-    self.generated += 1
-    counts["generated"] += 1
-    if outcome == KEPT:
-      self.kept += 1
-      counts["kept"] += 1
-      self.kept_against_truth += int(against_truth)
-    else:
-      self.filtered[outcome] += 1
-
-  def as_dict(self) -> dict:
-    """A JSON-ready copy."""
-    return dataclasses.asdict(self)
 
 
 def reconcile_records(

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 
-from omni_rrm_jax.core.batch_contract import HOST_ONLY
+from omni_rrm_jax.core.batch_contract import AUDIO_KEYS, HOST_ONLY
 from omni_rrm_jax.core.multihost import allgather
 from omni_rrm_jax.data.tokenize import INVALID_REASONS
 
@@ -24,10 +25,13 @@ class InputCounts:
   def __init__(self):
     self.examples = 0
     self.truncated = 0
+    self.tokens = 0  # this process's non-padding tokens (every sequence of a row)
     self.invalid = collections.Counter()
 
   def add(self, batch) -> None:
     real = batch["index"] >= 0
+    self.tokens += sum(int(v[real].sum()) for k, v in batch.items()
+                       if k.endswith("attention_mask") and k not in AUDIO_KEYS)
     self.examples += int(real.sum())
     self.truncated += int(batch["truncated"][real].sum())
     for reason in batch["invalid_reason"][real & ~batch["valid"]]:
@@ -54,3 +58,22 @@ class BatchShapes:
       self.seen.append(shape)
       sizes = {k: v for k, v in shape if k.endswith(("input_ids", "vision_patches"))}
       log.info("batch shape #%d: %s", len(self.seen), sizes)
+
+
+class TokenRate:
+  """Tokens per second of the whole run between two readings of a token count.
+
+  Only this process's batches are counted; as every process feeds batches of
+  one shape, that count times the number of processes estimates the run's.
+  """
+
+  def __init__(self, num_processes: int = 1):
+    self.num_processes = num_processes
+    self._last = (time.perf_counter(), 0)
+
+  def rate(self, tokens: int) -> float:
+    """Tokens per second since the previous call (or since construction)."""
+    now = time.perf_counter()
+    then, before = self._last
+    self._last = (now, tokens)
+    return (tokens - before) * self.num_processes / max(now - then, 1e-9)

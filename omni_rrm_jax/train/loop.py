@@ -26,7 +26,7 @@ from omni_rrm_jax.core.multihost import agree_max
 from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.sharding.batch import to_global
-from omni_rrm_jax.train.input_tallies import BatchShapes, InputCounts
+from omni_rrm_jax.train.input_tallies import BatchShapes, InputCounts, TokenRate
 from omni_rrm_jax.train.nonfinite_check import NonfiniteCheck, check_nonfinite
 from omni_rrm_jax.train.optimizer import make_optimizer
 from omni_rrm_jax.train.run_scaffold import RunScaffold
@@ -120,6 +120,8 @@ def run(config, workdir: str) -> dict:
   # Every step's non-finite streak, read one step late so the host never waits on it.
   nonfinite = NonfiniteCheck(train_step.max_nonfinite_streak)
   t0 = time.perf_counter()
+  # Tokens per second between log lines; every process feeds batches of one shape.
+  throughput = TokenRate(jax.process_count())
   with scaffold.guarded_steps(start, desc=f"{kind.name} train") as loop:
     for step in range(start, config.train.num_steps):
       batch = next(train_iter)
@@ -132,10 +134,12 @@ def run(config, workdir: str) -> dict:
         metrics = jax.device_get(metrics)
         check_nonfinite(metrics, train_step.max_nonfinite_streak)
         metrics["steps_per_second"] = (done - start) / (time.perf_counter() - t0)
+        metrics["tokens_per_second"] = throughput.rate(counts.tokens)
         writer.write(done, metrics)
         history.append({"step": done, **{k: float(v) for k, v in metrics.items()
                                          if np.ndim(v) == 0}})
         postfix["loss"] = f"{float(metrics['loss']):.4f}"
+        postfix["tok/s"] = f"{metrics['tokens_per_second']:.0f}"
         loop.progress.set_postfix(postfix)
       if eval_ds is not None and (done % config.train.eval_every == 0):
         last_eval = (done, evaluate(eval_step, state, eval_ds, kind, mesh, rules))
@@ -152,6 +156,7 @@ def run(config, workdir: str) -> dict:
              "bad_records": {k: c.summary() for k, c in counters.items()},
              "batch_shapes": len(shapes.seen), "train_compiles": train_step.num_compiles(),
              **sizes}
+  train_iter.close()  # stops its worker processes and frees their shared memory
   log.info("input pipeline: %s", json.dumps(summary["inputs"]))
   log.info("%d distinct train batch shapes, %d train step compilations",
            summary["batch_shapes"], summary["train_compiles"])

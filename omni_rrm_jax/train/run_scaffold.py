@@ -9,7 +9,7 @@
         break                          # a stop was requested: saved, leave the loop
   summary = {"task": ..., **run.finish_training(state, data_iter.get_state())}
   if not run.stopped_early:            # final eval, export
-    summary["export"] = run.export(graphdef, state.params, tokenizer_dir=...)
+    summary["export"] = run.export(graphdef, state.model_state(), tokenizer_dir=...)
   run.close(summary, history)          # summary.json by one process, lock released
 
 The RM/SFT loop (`train/loop.py`) and the GRPO loop (`rl/grpo_loop.py`) differ in

@@ -135,3 +135,11 @@ def test_lora_train_state_prints_one_line():
              "--rounds", "1", "--steps_per_round", "1")
   assert out["step"]["sizes"]["lora"]["trained_params"] < out["step"]["sizes"]["full"][
       "trained_params"]
+
+
+@pytest.mark.slow
+def test_serve_load_prints_one_line():
+  out = _run("serve_load", "--batch_rows=1,2", "--clients=2", "--requests=2", "--hidden=32")
+  assert [r["max_batch_rows"] for r in out["results"]] == [1, 2]
+  assert all(r["items_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in out["results"])
+  assert out["results"][0]["mean_rows_per_call"] == 1.0

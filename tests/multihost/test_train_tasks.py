@@ -144,3 +144,29 @@ def test_eval_and_export_two_processes_equal_one(rm_reference, tmp_path):
   harness.run_cli(2, ["--config=configs/export.py", f"--workdir={workdir}",
                       f"--config.model_path={rm_reference}/hf"])
   runs.assert_same_weights(runs.exported(workdir), runs.exported(rm_reference), tol=0)
+
+
+@pytest.mark.slow  # four CLI runs, about 40 s besides the shared reference RM
+def test_benchmark_eval_and_bon_two_processes_equal_one(rm_reference, tmp_path):
+  """A benchmark's own score (RewardBench 2 rows) and Best-of-N picks do not
+  depend on the process count."""
+  data = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "benchmarks",
+                      "rewardbench2.jsonl")
+  common = [f"--config.model.path={rm_reference}/hf", f"--config.data.path={data}",
+            "--config.data.batch_size=8", "--config.data.max_length=128",
+            "--config.data.buckets=(64,128)"]
+  evals, bons = [], []
+  for n in (1, 2):
+    workdir = str(tmp_path / f"eval{n}")
+    harness.run_cli(n, ["--config=configs/eval.py:rewardbench2", f"--workdir={workdir}",
+                        *common])
+    evals.append(json.load(open(f"{workdir}/eval_report.json", encoding="utf-8")))
+    workdir = str(tmp_path / f"bon{n}")
+    harness.run_cli(n, ["--config=configs/bon.py", f"--workdir={workdir}", *common])
+    with open(f"{workdir}/bon_picks.jsonl", encoding="utf-8") as f:
+      bons.append([json.loads(line)["picked"] for line in f])
+  assert evals[0]["records"] == 15
+  assert evals[1]["per_subset"] == evals[0]["per_subset"]
+  assert evals[1]["benchmark"]["score"] == pytest.approx(evals[0]["benchmark"]["score"],
+                                                         abs=1e-6)
+  assert bons[1] == bons[0] and len(bons[0]) == 5

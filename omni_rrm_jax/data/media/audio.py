@@ -114,6 +114,10 @@ def _decode_soundfile(path: Path, cfg: MediaConfig, name: str) -> tuple[np.ndarr
     raise BadRecord("unreadable audio", f"{name}: truncated (data chunk shorter than its header)")
   limit = _input_limit(info.samplerate, cfg)
   known_length = 0 < info.frames < 2**62  # libsndfile reports a huge count when unknown
+  if info.format == "MP3" and not _mp3_states_length(path):
+    # Without a Xing / Info / VBRI frame the count is a guess from the file size
+    # and the first frame's bitrate, wrong for variable-bitrate files: read to the end.
+    known_length = False
   wanted = min(info.frames, limit) if known_length else limit
   try:
     data_nc, rate = soundfile.read(str(path), frames=wanted, dtype="float32", always_2d=True)
@@ -147,6 +151,21 @@ def _riff_is_truncated(path: Path) -> bool:
       offset += chunk_size + (chunk_size & 1)  # chunks are word aligned
       f.seek(offset)
   return False
+
+
+def _mp3_states_length(path: Path) -> bool:
+  """Whether an MP3's first frame is a Xing, Info or VBRI header (which state
+  the stream's frame count), after any ID3v2 tag."""
+  with open(path, "rb") as f:
+    head = f.read(10)
+    start = 0
+    if len(head) == 10 and head[:3] == b"ID3":
+      # The tag size is four 7-bit bytes ("syncsafe"), plus a footer when flagged.
+      start = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10]))
+      start += 10 if head[5] & 0x10 else 0
+    f.seek(start)
+    frame = f.read(192)  # the tags sit within the first frame's side information
+  return any(tag in frame for tag in (b"Xing", b"Info", b"VBRI"))
 
 
 def _decode_pyav(path: Path, cfg: MediaConfig) -> tuple[np.ndarray, int]:

@@ -124,6 +124,14 @@ def probe_video(container: av.container.InputContainer, path: str) -> VideoInfo:
     # packets, which costs no decoding.
     with av.open(path) as counter:
       total = sum(1 for packet in counter.demux(counter.streams.video[0]) if packet.size)
+    # Such a container still states its duration up front; a file cut short
+    # (an interrupted download) holds fewer frames than it says, and would
+    # otherwise pass as a shorter video.
+    if container.duration:
+      stated = container.duration / av.time_base * float(rate)
+      if total < 0.9 * stated - 1:
+        raise ValueError(f"truncated: {total} frames where the container states "
+                         f"{container.duration / av.time_base:.2f} s (~{stated:.0f} frames)")
   return VideoInfo(total_frames=int(total), fps=float(rate), height=stream.height,
                    width=stream.width)
 

@@ -76,3 +76,36 @@ def truncate(src: Path, dst: Path, fraction: float) -> Path:
   data = src.read_bytes()
   dst.write_bytes(data[:int(len(data) * fraction)])
   return dst
+
+
+def write_vbr_mp3(path: Path, samples: np.ndarray, rate: int, *, xing: bool) -> Path:
+  """A variable-bitrate mono MP3 (LAME, quality 4), with or without its Xing
+  header frame (the frame that states the stream's length)."""
+  with av.open(str(path), "w", format="mp3", options={"write_xing": "1" if xing else "0"}) as c:
+    stream = c.add_stream("libmp3lame", rate=rate, layout="mono")
+    stream.codec_context.flags |= 2  # QSCALE: a quality target, so the bitrate varies
+    stream.codec_context.global_quality = 4 * 118  # FF_QP2LAMBDA * quality 4
+    for start in range(0, len(samples), 4608):
+      frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[None, start:start + 4608]),
+                                         format="fltp", layout="mono")
+      frame.sample_rate = rate
+      for packet in stream.encode(frame):
+        c.mux(packet)
+    for packet in stream.encode(None):
+      c.mux(packet)
+  return path
+
+
+def write_webm(path: Path, *, num_frames: int = 32, fps: int = 8, size: int = 64) -> Path:
+  """A VP8 WebM of noise frames (its container states a duration, not a frame count)."""
+  with av.open(str(path), "w", format="webm") as c:
+    stream = c.add_stream("libvpx", rate=fps)
+    stream.width = stream.height = size
+    stream.pix_fmt = "yuv420p"
+    for i in range(num_frames):
+      pixels = np.random.default_rng(i).integers(0, 255, (size, size, 3), dtype=np.uint8)
+      for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+        c.mux(packet)
+    for packet in stream.encode(None):
+      c.mux(packet)
+  return path

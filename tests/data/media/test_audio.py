@@ -13,7 +13,7 @@ from omni_rrm_jax.data.media import audio as media_audio
 from omni_rrm_jax.data.media.audio import load_audio, log_mel_features, process_audio
 from omni_rrm_jax.data.media.config import MediaConfig
 from omni_rrm_jax.data.records import BadRecord
-from tests.data.media.media_files import tone, truncate, write_audio, write_mp4
+from tests.data.media.media_files import tone, truncate, write_audio, write_mp4, write_vbr_mp3
 
 # torch float32 STFT (transformers' path when torch is installed) against our
 # float64 one: differences come from float32 rounding in low-energy bins.
@@ -190,3 +190,22 @@ def test_resampled_features_match_the_reference_pipeline(tmp_path, rate, channel
   # differed from this reference by up to 0.55-0.81 in log-mel on these clips).
   assert diff.mean() < 1e-3 and diff.max() < 2e-2, (diff.mean(), diff.max())
 
+
+
+def test_vbr_mp3_without_a_length_header_is_read_to_its_end(tmp_path):
+  rate = 22050
+  # Silence, noise, a tone: three bitrates in one file.
+  noise = 0.5 * np.random.default_rng(0).standard_normal(rate * 15)
+  samples = np.concatenate([np.zeros(rate * 15), noise, tone(15, rate)]).astype(np.float32)
+  bare = write_vbr_mp3(tmp_path / "bare.mp3", samples, rate, xing=False)
+  headed = write_vbr_mp3(tmp_path / "headed.mp3", samples, rate, xing=True)
+  # libsndfile guesses the bare file's length from its size: the guess is off.
+  assert abs(soundfile.info(str(bare)).frames / rate - 45) > 5
+  cfg = MediaConfig(sampling_rate=16000, audio_chunk_seconds=90)
+  for path in (bare, headed):
+    audio = load_audio(path, cfg)
+    assert abs(len(audio) / 16000 - 45.0) < 0.2, path.name  # all 45 s, and no more
+  # With a Xing frame the length is stated, so a cut file is still caught.
+  truncate(headed, tmp_path / "cut.mp3", 0.5)
+  with pytest.raises(BadRecord, match="truncated"):
+    load_audio(tmp_path / "cut.mp3", cfg)

@@ -19,7 +19,7 @@ from transformers.models.qwen2_vl import image_processing_pil_qwen2_vl as hf_ima
 from omni_rrm_jax.data.media.config import MediaConfig
 from omni_rrm_jax.data.media.video import frame_pixel_range, process_video, sample_frame_indices
 from omni_rrm_jax.data.records import BadRecord
-from tests.data.media.media_files import truncate, write_mp4
+from tests.data.media.media_files import truncate, write_mp4, write_webm
 
 # Keeps frames small: the resize and patch code is the same at any size.
 CFG = MediaConfig(video_min_pixels=28 * 28 * 16, video_max_pixels=28 * 28 * 40)
@@ -142,3 +142,14 @@ def test_bad_video_files_raise_bad_record(tmp_path, mp4):
     assert f"vids/{file}: " in text and "\n" not in text and str(tmp_path) not in text
   with pytest.raises(BadRecord, match="media file not found"):
     process_video(tmp_path / "missing.mp4", CFG, name="vids/missing.mp4")
+
+
+def test_a_webm_cut_short_is_refused_not_read_as_a_shorter_video(tmp_path):
+  # WebM stores a duration but no frame count, so frames are counted by demuxing.
+  whole = write_webm(tmp_path / "whole.webm", num_frames=32, fps=8)
+  out = process_video(whole, CFG)
+  assert out["video_grid_thw"][0, 0] >= 1
+  truncate(whole, tmp_path / "half.webm", 0.5)
+  with pytest.raises(BadRecord, match=r"vids/half.webm: truncated: \d+ frames where the "
+                                      r"container states 4.00 s"):
+    process_video(tmp_path / "half.webm", CFG, name="vids/half.webm")
