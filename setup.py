@@ -34,13 +34,19 @@ INSTALL_REQUIRES = [
     "soxr>=0.3",
     # the main job's training-curve plots
     "matplotlib>=3.7",
-    # `construct`: async HTTP/1.1 client with connection pooling and timeouts
+    # `omni-rrm serve` (an ASGI app under uvicorn, Prometheus metrics) and GRPO's
+    # remote reward and `construct` (httpx): small pure-Python packages, so a runtime dependency
+    # rather than an extra that a GRPO run with reward.remote_url could miss
+    "starlette>=0.40",
+    "uvicorn>=0.30",
     "httpx>=0.27",
+    "prometheus-client>=0.20",
 ]
 
 EXTRAS = {
     # torch is used only by the parity tests; this exact pin installs a CPU build.
-    "test": ["pytest>=8", "torch==2.13.0", "scipy>=1.10"],
+    # peft loads the exported LoRA adapters in the export tests.
+    "test": ["pytest>=8", "torch==2.13.0", "scipy>=1.10", "peft>=0.21"],
     "tpu": ["jax[tpu]>=0.8"],
     "cuda": ["jax[cuda12]>=0.8"],
 }

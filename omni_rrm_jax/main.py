@@ -1,6 +1,8 @@
 """The command line: `omni-rrm --config=configs/TASK.py[:VARIANT] --workdir=DIR [--config.a.b=v]`.
 
-`omni-rrm demo --workdir=DIR [--config.a.b=v]` is the main job (`demo/config.py`).
+`omni-rrm demo --workdir=DIR [--config.a.b=v]` is the main job (`demo/config.py`);
+`omni-rrm serve[:VARIANT] --workdir=DIR --config.model.path=HF_DIR` serves an
+exported RM or judge over HTTP (`serve/config.py`).
 
 This is the only module that defines flags. It initialises multi-host JAX once,
 then hands `(config, workdir)` to the task named by `config.task`.
@@ -39,17 +41,25 @@ TASKS.add("export", "omni_rrm_jax.export.convert:run")
 TASKS.add("rm", "omni_rrm_jax.train.loop:run")
 TASKS.add("sft", "omni_rrm_jax.train.loop:run")
 TASKS.add("eval", "omni_rrm_jax.eval.run:run")
+TASKS.add("bon", "omni_rrm_jax.eval.bon_task:run")
 TASKS.add("grpo", "omni_rrm_jax.rl.grpo_loop:run")
 TASKS.add("demo", "omni_rrm_jax.demo.run:run")
 TASKS.add("construct", "omni_rrm_jax.construct.pipeline:run")
+TASKS.add("serve", "omni_rrm_jax.serve.run:run")
 
-DEMO_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "config.py")
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+DEMO_CONFIG = os.path.join(_PACKAGE, "demo", "config.py")
+SERVE_CONFIG = os.path.join(_PACKAGE, "serve", "config.py")
 
 
 def expand_subcommand(argv: list[str]) -> list[str]:
-  """`omni-rrm demo ...` -> `omni-rrm --config=<package>/demo/config.py ...`."""
+  """`omni-rrm demo ...` -> `omni-rrm --config=<package>/demo/config.py ...`;
+  `omni-rrm serve[:VARIANT] ...` -> `omni-rrm --config=<package>/serve/config.py[:VARIANT] ...`."""
   if len(argv) > 1 and argv[1] == "demo":
     return [argv[0], f"--config={DEMO_CONFIG}", *argv[2:]]
+  if len(argv) > 1 and argv[1].partition(":")[0] == "serve":
+    variant = argv[1].partition(":")[2]
+    return [argv[0], f"--config={SERVE_CONFIG}" + (f":{variant}" if variant else ""), *argv[2:]]
   return argv
 
 

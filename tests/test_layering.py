@@ -21,10 +21,12 @@ ALLOWED = {
     "sampling": {"core", "sharding", "models"},
     "train": {"sampling", "assembly", *_ASSEMBLY},
     "rl": {"sampling", "assembly", "train", *_ASSEMBLY},
-    "eval": {"sampling", "assembly", "train", *_ASSEMBLY},
+    "eval": {"sampling", "assembly", "train", "rl", *_ASSEMBLY},  # rl: the model reward (BoN)
     "export": {"core", "sharding", "models"},
     # preference data built from live endpoints: records, templates, judgments
     "construct": {"core", "data", "rewards"},
+    # HTTP serving with the in-process scorers: GRPO's model reward, the judge evaluation
+    "serve": {"sampling", "assembly", "rl", "eval", *_ASSEMBLY},
     # the main job joins every stage
     "demo": {"sampling", "assembly", "train", "rl", "eval", "export", *_ASSEMBLY},
 }

@@ -18,6 +18,8 @@ import ml_collections
 from omni_rrm_jax.sharding.config import mesh_config, rules_config
 
 SYNTHETIC = "synthetic"  # `data.train_path` value: generated pairs (synthetic_* leaves)
+# The text decoder's linear layers LoRA may adapt (models/lora.py:LINEAR_LAYERS).
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def _section(**leaves) -> ml_collections.ConfigDict:
@@ -60,9 +62,26 @@ def model_init() -> ml_collections.ConfigDict:
       remat=False)
 
 
+def model_training() -> ml_collections.ConfigDict:
+  """What of the model trains (the training tasks)."""
+  return _section(
+      # Module path prefixes whose parameters never train: no gradient, no
+      # optimizer state, not checkpointed (e.g. ("visual", "audio_tower")).
+      freeze=())
+
+
 def model() -> ml_collections.ConfigDict:
-  """`model_source` and `model_init` together (the training tasks)."""
-  return join(model_source(), model_init())
+  """`model_source`, `model_init` and `model_training` together (the training tasks)."""
+  return join(model_source(), model_init(), model_training())
+
+
+def lora() -> ml_collections.ConfigDict:
+  """Low-rank adapters on the text decoder; everything else but a score head frozen."""
+  return _section(
+      rank=0,  # 0: off (full training); > 0: adapters of this rank, the base frozen
+      alpha=16.0,  # the adapters' output is scaled by alpha / rank
+      dropout=0.0,  # dropout on the adapters' inputs in training
+      targets=LORA_TARGETS)  # the text decoder's linear layers to adapt
 
 
 def data_reader() -> ml_collections.ConfigDict:
@@ -199,7 +218,14 @@ def reward() -> ml_collections.ConfigDict:
       # multimodal one sees the prompt's media, decoded with `data.media_root` and
       # the `media` section (set it as the RM was trained).
       model_path="",
-      model_weight=1.0, model_batch_size=16, model_max_length=1024, model_bucket=128)
+      model_weight=1.0, model_batch_size=16, model_max_length=1024, model_bucket=128,
+      # An `omni-rrm serve` URL (http://host:port) scoring each round's completions with
+      # one POST /score per process: a served RM's rewards, or a served judge's preference
+      # for the completion over the record's reference (policy recipe); a failed or
+      # timed-out call scores 0 and is counted.
+      remote_url="",
+      remote_weight=1.0, remote_timeout_s=60.0,
+      remote_api_key_file="")  # a file holding the server's API key; empty: none
 
 
 def grpo() -> ml_collections.ConfigDict:
@@ -233,6 +259,31 @@ def rl_eval() -> ml_collections.ConfigDict:
 def judge() -> ml_collections.ConfigDict:
   """How an evaluation decodes a judge's verdicts."""
   return _section(max_new_tokens=384)
+
+
+def report() -> ml_collections.ConfigDict:
+  """What an evaluation report adds to the accuracies (eval/metrics.py)."""
+  return _section(
+      tie_margin=0.0,  # a scalar RM predicts a tie when |reward A - reward B| < this
+      ci_samples=1000,  # bootstrap resamples for the 95% intervals (0: no intervals)
+      ci_seed=0)
+
+
+def serve() -> ml_collections.ConfigDict:
+  """The HTTP reward server (`omni-rrm serve`, omni_rrm_jax/serve)."""
+  return _section(
+      host="127.0.0.1", port=8000,  # port 0: any free port (WORKDIR/serve.json names it)
+      media_root="",  # media paths in requests resolve under it; empty: no path media
+      # Dynamic batching: rows of concurrent requests share one forward pass / sampler
+      # call of at most max_batch_rows rows and max_batch_tokens tokens, gathered for at
+      # most max_wait_ms; a call is padded to a row bucket (the mesh's batch shards x
+      # 2^k, up to max_batch_rows): one compilation per row and length bucket.
+      max_batch_rows=8, max_batch_tokens=8192, max_wait_ms=5.0,
+      max_length=1024,  # an RM's longest sequence; a judge's longest prompt
+      bucket=128,  # an RM's sequences are right-padded to a multiple of this
+      max_request_bytes=16 * 2**20, max_items=256,  # larger requests: 413
+      request_timeout_s=60.0,  # a request not answered by then: 504
+      api_key_file="")  # a file holding the API key clients send as a Bearer token
 
 
 def mesh() -> ml_collections.ConfigDict:

@@ -19,19 +19,24 @@ RECIPES = ("judge", "policy")  # GRPO: a rubric judge, or a policy answering pro
 TASK_SECTIONS: dict[str, dict[str, tuple[Callable[[], ml_collections.ConfigDict], ...]]] = {
     "rm": dict(model=(s.model,),
                data=(s.data_reader, s.data_sources, s.data_batches, s.data_train_batches),
-               media=(s.media,), loss=(s.loss,), optim=(s.optim,), train=(s.train,),
+               media=(s.media,), loss=(s.loss,), lora=(s.lora,), optim=(s.optim,),
+               train=(s.train,),
                checkpoint=(s.checkpoint,), export=(s.export,), mesh=(s.mesh,),
                rules=(s.rules,)),
     "grpo": dict(model=(s.model,), data=(s.data_reader, s.data_sources, s.data_prompts),
                  media=(s.media,), rollout=(s.rollout,), reward=(s.reward,), grpo=(s.grpo,),
-                 shaping=(s.shaping,), optim=(s.optim,), train=(s.train,),
+                 shaping=(s.shaping,), lora=(s.lora,), optim=(s.optim,), train=(s.train,),
                  checkpoint=(s.checkpoint,), eval=(s.rl_eval,), export=(s.export,),
                  mesh=(s.mesh,), rules=(s.rules,)),
     "eval": dict(model=(s.model_source,), data=(s.data_reader, s.data_file, s.data_batches),
-                 media=(s.media,), judge=(s.judge,), mesh=(s.mesh,), rules=(s.rules,)),
+                 media=(s.media,), judge=(s.judge,), report=(s.report,), mesh=(s.mesh,),
+                 rules=(s.rules,)),
     "export": dict(mesh=(s.mesh,), rules=(s.rules,)),
     "construct": dict(construct=(s.construct,), data=(s.data_reader,)),
+    "serve": dict(model=(s.model_source,), media=(s.media,), judge=(s.judge,),
+                  serve=(s.serve,), mesh=(s.mesh,), rules=(s.rules,)),
 }
+TASK_SECTIONS["bon"] = TASK_SECTIONS["eval"]
 TASK_SECTIONS["sft"] = TASK_SECTIONS["rm"]
 
 # task -> its top-level leaves (besides `task`) with their defaults.
@@ -40,9 +45,11 @@ TOP_LEVEL = {
     "sft": dict(seed=0, tokenizer=""),
     "grpo": dict(seed=0, tokenizer=""),
     "eval": dict(tokenizer=""),
+    "bon": dict(tokenizer=""),
     # export: the folder to load, the dtype written, the largest safetensors shard
     "export": dict(model_path="", param_dtype="float32", max_shard_gb=5.0),
     "construct": dict(),
+    "serve": dict(tokenizer=""),
 }
 
 
@@ -96,6 +103,13 @@ def eval_config() -> ml_collections.ConfigDict:
   return c
 
 
+def bon_config() -> ml_collections.ConfigDict:
+  """Best-of-N picking with an exported RM or judge on one file of items."""
+  c = compose("bon")
+  c.data.update(max_length=2048, buckets=(256, 512, 1024, 2048))
+  return c
+
+
 def export_config() -> ml_collections.ConfigDict:
   """A Hugging Face folder loaded onto the mesh and written back."""
   return compose("export")
@@ -106,6 +120,12 @@ def construct_config() -> ml_collections.ConfigDict:
   return compose("construct")
 
 
+def serve_config() -> ml_collections.ConfigDict:
+  """An exported scalar RM or judge behind HTTP (`omni-rrm serve`)."""
+  return compose("serve")
+
+
 TASK_CONFIGS: dict[str, Callable[[], ml_collections.ConfigDict]] = {
     "rm": rm_config, "sft": sft_config, "grpo": grpo_config, "eval": eval_config,
-    "export": export_config, "construct": construct_config}
+    "bon": bon_config, "export": export_config, "construct": construct_config,
+    "serve": serve_config}

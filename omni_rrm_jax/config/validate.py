@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from omni_rrm_jax.config.sections import LORA_TARGETS
 from omni_rrm_jax.sharding.mesh import MESH_AXES, mesh_shape
 
 
@@ -87,6 +88,27 @@ def _optim(p: _Problems, o, num_updates: int) -> None:
     p.add("optim.grad_accum_steps", o.grad_accum_steps, "must be an integer >= 1")
 
 
+def _trainable(p: _Problems, c) -> None:
+  """`lora.*` and `model.freeze`: what trains."""
+  freeze = c.model.freeze
+  if not isinstance(freeze, (tuple, list)) or not all(isinstance(f, str) and f for f in freeze):
+    p.add("model.freeze", freeze, "must be a tuple of module names, e.g. ('visual', 'audio_tower')")
+  lo = c.lora
+  if not isinstance(lo.rank, int) or lo.rank < 0:
+    p.add("lora.rank", lo.rank, "must be an integer >= 0 (0: LoRA off)")
+    return
+  if lo.rank == 0:
+    return
+  p.positive(lo, "lora", "alpha")
+  if not isinstance(lo.dropout, (int, float)) or not 0 <= lo.dropout < 1:
+    p.add("lora.dropout", lo.dropout, "must be in [0, 1)")
+  targets = tuple(lo.targets) if isinstance(lo.targets, (tuple, list)) else ()
+  unknown = [t for t in targets if t not in LORA_TARGETS]
+  if not targets or unknown:
+    p.add("lora.targets", lo.targets, "must name linear layers of the text decoder; known: "
+          + ", ".join(LORA_TARGETS))
+
+
 def _loop(p: _Problems, c) -> None:
   p.positive(c.train, "train", "num_steps", "log_every", "max_nonfinite_streak")
   p.non_negative(c.train, "train", "eval_every")
@@ -125,6 +147,7 @@ def problems(config, *, process_count: int, device_count: int) -> list[str]:
                   "micro-batches per step (optim.grad_accum_steps) of each process's share")
     _optim(p, o, config.train.num_steps)
     _loop(p, config)
+    _trainable(p, config)
   if "rollout" in config:  # GRPO
     d, ro = config.data, config.rollout
     p.positive(d, "data", "max_prompt_length", "prompt_bucket")
@@ -140,7 +163,33 @@ def problems(config, *, process_count: int, device_count: int) -> list[str]:
     updates = config.train.num_steps * gr.num_iterations * gr.num_minibatches
     _optim(p, config.optim, updates if isinstance(updates, int) else 0)
     _loop(p, config)
+    _trainable(p, config)
+  if "report" in config:  # evaluation reports
+    p.non_negative(config.report, "report", "tie_margin")
+    samples = config.report.ci_samples
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+      p.add("report.ci_samples", samples, "must be an integer >= 0 (0: no intervals)")
+  if "serve" in config:
+    _serve(p, config.serve, shards=shards)
+    _media(p, config.media)
+    p.positive(config.judge, "judge", "max_new_tokens")
+  if "reward" in config:
+    p.positive(config.reward, "reward", "remote_timeout_s")
+    if config.reward.remote_url and not config.reward.remote_url.startswith(("http://",
+                                                                              "https://")):
+      p.add("reward.remote_url", config.reward.remote_url, "must start with http:// or https://")
   return p.lines
+
+
+def _serve(p: _Problems, sv, *, shards: int) -> None:
+  p.positive(sv, "serve", "max_batch_rows", "max_batch_tokens", "max_length", "bucket",
+             "max_request_bytes", "max_items", "request_timeout_s")
+  p.non_negative(sv, "serve", "max_wait_ms")
+  if not isinstance(sv.port, int) or not 0 <= sv.port <= 65535:
+    p.add("serve.port", sv.port, "must be an integer in [0, 65535]")
+  if isinstance(sv.max_batch_rows, int) and sv.max_batch_rows >= shards:
+    p.divisible("serve.max_batch_rows", sv.max_batch_rows, shards,
+                "batch shards of the mesh (mesh.data x mesh.fsdp)")
 
 
 def check(config, *, process_count: int, device_count: int) -> None:

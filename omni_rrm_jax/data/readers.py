@@ -19,6 +19,10 @@ Formats and their label conventions:
                means answer_a (response_a) is better and 1 means answer_b is;
                optional `image` / `images` / `video` / `audio` media and
                `modality` (inferred from the media when absent).
+  chat         `prompt` / `chosen` / `rejected` as strings or message lists
+               (`chat_rows.py`); hh_rlhf and rewardbench read message lists too.
+  rewardbench2, vl_rewardbench, mm_rewardbench, omni_rewardbench, pandalm:
+               the published benchmarks (`benchmark_readers.py`).
 
 For the chosen/rejected formats the chosen response lands in A or B by a coin
 flip seeded by (seed, record id), so a judge that always says "A" scores 50%
@@ -57,6 +61,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from omni_rrm_jax.core.registry import Registry
 from omni_rrm_jax.data.bad_records import BadRecordCounter
+from omni_rrm_jax.data.chat_rows import chat_pair
 from omni_rrm_jax.data.records import (BadRecord, PreferenceRecord, degeneracies,
                                        resolve_media_path, validate_record)
 
@@ -70,6 +75,8 @@ _SNIFF_ROWS = 20
 # pipeline. 4 MiB is about a million tokens of text, far more than any model
 # here reads in one example.
 DEFAULT_MAX_RECORD_BYTES = 4 * 2**20
+# Where media carried inside rows as bytes are written, under the media root.
+EMBEDDED_MEDIA_DIR = "embedded_media"
 
 
 @dataclasses.dataclass
@@ -91,6 +98,30 @@ class RowContext:
   seed: int = 0
   chosen_as_a: bool = False
   flags: list[str] = dataclasses.field(default_factory=list)
+  media_root: Path | None = None
+
+  def embedded_media(self, data: bytes, suffix: str) -> str:
+    """Writes media a row carries as bytes (a Parquet image column) to a file.
+
+    Records refer to media by path, so embedded bytes land in
+    `<media root>/embedded_media/<sha256 of the bytes><suffix>` (the media
+    root defaults to the data file's folder); the name depends on the bytes
+    only, so a rerun rewrites nothing.
+
+    Returns:
+      The path relative to the media root, for the record's `media`.
+    """
+    if not isinstance(data, (bytes, bytearray)) or not data:
+      raise BadRecord("embedded media must be non-empty bytes")
+    root = self.media_root if self.media_root is not None else self.source.parent
+    name = f"{EMBEDDED_MEDIA_DIR}/{hashlib.sha256(data).hexdigest()}{suffix}"
+    path = root / name
+    if not path.is_file():
+      path.parent.mkdir(parents=True, exist_ok=True)
+      tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+      tmp.write_bytes(bytes(data))
+      os.replace(tmp, path)  # atomic: concurrent readers never see half a file
+    return name
 
   @property
   def stem(self) -> str:
@@ -110,19 +141,22 @@ class Reader:
   """A registered format.
 
   Attributes:
-    convert: (row, context) -> a native record dict for `validate_record`;
-      raises BadRecord for a row it cannot convert.
+    convert: (row, context) -> a native record dict for `validate_record`, or
+      a list of them for a row that holds several pairs (a best-of-4 item);
+      raises BadRecord for a row it cannot convert. A row's records are kept
+      or skipped together.
     fields: keys whose presence identifies the format when sniffing.
   """
 
-  convert: Callable[[Mapping[str, Any], RowContext], dict[str, Any]]
+  convert: Callable[[Mapping[str, Any], RowContext], dict[str, Any] | list[dict[str, Any]]]
   fields: frozenset[str]
 
 
 READERS: Registry[Reader] = Registry("record format")
 
 
-def _reader(name: str, *fields: str):
+def register_format(name: str, *fields: str):
+  """Registers a converter under `name`, recognised by the presence of `fields`."""
   def decorator(convert):
     READERS.add(name, Reader(convert=convert, fields=frozenset(fields)))
     return convert
@@ -176,7 +210,7 @@ def _chosen_rejected(ctx: RowContext, record_id: str, prompt: str, chosen: str,
   }
 
 
-@_reader("native", "response_a", "response_b", "label")
+@register_format("native", "response_a", "response_b", "label")
 def _native(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
   del ctx  # Native rows carry everything themselves.
   return dict(row)
@@ -222,8 +256,10 @@ def split_hh_transcripts(chosen: str, rejected: str) -> tuple[str, str, str, boo
   return prompt, chosen[cut:].strip(), rejected[cut:].strip(), realigned
 
 
-@_reader("hh_rlhf", "chosen", "rejected")
+@register_format("hh_rlhf", "chosen", "rejected")
 def _hh_rlhf(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
+  if isinstance(row.get("chosen"), list):  # HH-RLHF re-exported as chat messages
+    return _chat(row, ctx)
   prompt, chosen, rejected, realigned = split_hh_transcripts(
       _field(row, "chosen"), _field(row, "rejected"))
   if realigned:
@@ -231,13 +267,20 @@ def _hh_rlhf(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
   return _chosen_rejected(ctx, ctx.record_id(row), prompt, chosen, rejected, _subset(row))
 
 
-@_reader("rewardbench", "prompt", "chosen", "rejected")
-def _rewardbench(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
-  return _chosen_rejected(ctx, ctx.record_id(row), _field(row, "prompt"),
-                          _field(row, "chosen"), _field(row, "rejected"), _subset(row))
+@register_format("chat", "prompt", "chosen", "rejected", "messages")
+def _chat(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
+  """Chat-format rows: prompt / chosen / rejected as strings or message lists
+  (`chat_rows.py`), e.g. UltraFeedback's test_prefs."""
+  prompt, chosen, rejected = chat_pair(row)
+  return _chosen_rejected(ctx, ctx.record_id(row), prompt, chosen, rejected, _subset(row))
 
 
-@_reader("llmbar", "input", "output_1", "output_2")
+# RewardBench's own rows are strings; the same fields as message lists (as some
+# frameworks re-export it) read alike.
+READERS.add("rewardbench", Reader(convert=_chat, fields=frozenset({"prompt", "chosen", "rejected"})))
+
+
+@register_format("llmbar", "input", "output_1", "output_2")
 def _llmbar(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
   label = _int_label(row, "llmbar", (1, 2))
   return {
@@ -258,7 +301,7 @@ def _pairwise_media(row: Mapping[str, Any]) -> dict[str, Any]:
   return {"images": images or [], "video": row.get("video"), "audio": row.get("audio")}
 
 
-@_reader("pairwise", "text_prompt", "answer_a", "answer_b")
+@register_format("pairwise", "text_prompt", "answer_a", "answer_b")
 def _pairwise(row: Mapping[str, Any], ctx: RowContext) -> dict[str, Any]:
   label = _int_label(row, "pairwise", (0, 1))
   media = _pairwise_media(row)
@@ -573,6 +616,24 @@ def _sniffed(path: Path, rows: Iterator[tuple[int, str, Any]]) -> tuple[str, lis
       f"{', '.join(READERS.names())} (pass one by name instead of 'auto')")
 
 
+def file_rows(path: str | os.PathLike[str], max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+              ) -> Iterator[tuple[Path, int, str, Any]]:
+  """(file, index, "file:line", decoded row or BadRecord) of every row of a file
+  or folder, for readers of other record kinds (Best-of-N items)."""
+  for file in _files(Path(path)):
+    for index, where, row in _rows(file, max_record_bytes or 0):
+      yield file, index, where, row
+
+
+def resolve_format(path: str | os.PathLike[str], fmt: str = "auto") -> str:
+  """`fmt`, or for "auto" the format recognised from the first file's rows
+  (what `read_records` reads that file as)."""
+  if fmt != "auto":
+    return fmt
+  first = _files(Path(path))[0]
+  return _sniffed(first, _rows(first, DEFAULT_MAX_RECORD_BYTES))[0]
+
+
 # ---------------------------------------------------------------------------
 # The entry point.
 
@@ -643,20 +704,22 @@ def _generate(path: str | os.PathLike[str], files: list[Path], fmt: str,
       rows = _chain(head, rows)
     reader = READERS.get(file_fmt)
     for index, where, row in rows:
-      ctx = RowContext(source=file, index=index, where=where, seed=seed, chosen_as_a=chosen_as_a)
+      ctx = RowContext(source=file, index=index, where=where, seed=seed, chosen_as_a=chosen_as_a,
+                       media_root=Path(media_root) if media_root is not None else None)
       try:
-        record = _to_record(row, reader, ctx, media_root)
+        records = _to_records(row, reader, ctx, media_root)
       except BadRecord as e:
         e.where = e.where or where
         if strict:
           raise ValueError(f"{e} (strict mode: bad records are fatal)") from e
         counter.skip(e)
         continue
-      for reason in ctx.flags + degeneracies(record):
-        counter.flag(reason, where)
-      counter.keep()
-      produced += 1
-      yield record
+      for record in records:
+        for reason in ctx.flags + degeneracies(record):
+          counter.flag(reason, where)
+        counter.keep()
+        produced += 1
+        yield record
       if limit is not None and produced >= limit:
         break
   _LOG.info("read %s: %s", path, counter.summary())
@@ -667,8 +730,8 @@ def _chain(head: list, rest: Iterable) -> Iterator:
   yield from rest
 
 
-def _to_record(row: Any, reader: Reader, ctx: RowContext,
-               media_root: str | os.PathLike[str] | None) -> PreferenceRecord:
+def _to_records(row: Any, reader: Reader, ctx: RowContext,
+                media_root: str | os.PathLike[str] | None) -> list[PreferenceRecord]:
   if isinstance(row, BadRecord):
     raise row
   if not isinstance(row, Mapping):
@@ -682,8 +745,16 @@ def _to_record(row: Any, reader: Reader, ctx: RowContext,
     # the row, not the run.
     detail = (str(e).splitlines() or [""])[0][:200]
     raise BadRecord(f"row could not be converted ({type(e).__name__})", detail) from None
-  record = validate_record(native, ctx.where)
+  records = [validate_record(one, ctx.where)
+             for one in (native if isinstance(native, list) else [native])]
+  if not records:
+    raise BadRecord("row holds no pairs")
   if media_root is not None:
-    for media_path in record.media_paths():
-      resolve_media_path(media_root, media_path, must_exist=True)
-  return record
+    for record in records:
+      for media_path in record.media_paths():
+        resolve_media_path(media_root, media_path, must_exist=True)
+  return records
+
+
+# The published benchmarks' formats register themselves in READERS.
+from omni_rrm_jax.data import benchmark_readers  # noqa: E402,F401  pylint: disable=wrong-import-position

@@ -9,10 +9,15 @@ Native JSONL format, one object per line (`to_json` / `from_json`):
   {"id": "ex-1", "prompt": "...", "response_a": "...", "response_b": "...",
    "label": "A", "modality": "image",
    "media": {"images": ["imgs/1.jpg"], "video": null, "audio": null},
-   "scores": {"A": 8, "B": 3}, "rationale": "...", "subset": "chat"}
+   "scores": {"A": 8, "B": 3}, "rationale": "...", "subset": "chat",
+   "group": {"id": "item-7", "a": "chosen/0", "b": "rejected/2"}}
 
 `label` says which response is better: "A" (response_a), "B" (response_b) or
-"equal". `media`, `scores`, `rationale` and `subset` may be omitted. Extra
+"equal". `media`, `scores`, `rationale`, `subset` and `group` may be omitted.
+`group` ties together the pairs read from one benchmark item that ranks more
+than two candidates (RewardBench 2's best-of-4): the item's id and the names
+of the candidates shown as A and B ("chosen/<i>" or "rejected/<j>"), so the
+item's score can be rebuilt from its pairs. Extra
 top-level keys are ignored so that files can carry their own metadata; an
 unknown key inside `media` is an error, since a misspelt one would silently
 drop an image.
@@ -94,6 +99,8 @@ class PreferenceRecord:
       None.
     rationale: a written justification of the verdict, or None.
     subset: the source split (for per-subset accuracy), or None.
+    group: {"id", "a", "b"} for a pair that is one of several from a
+      many-candidate item (see the module docstring), else None.
   """
 
   id: str
@@ -106,6 +113,7 @@ class PreferenceRecord:
   scores: dict[str, int] | None = None
   rationale: str | None = None
   subset: str | None = None
+  group: dict[str, str] | None = None
 
   def media_paths(self) -> list[str]:
     """Every media path the record refers to, images first."""
@@ -174,6 +182,19 @@ def _scores(raw: Any) -> dict[str, int] | None:
   return scores
 
 
+_GROUP_KEYS = ("id", "a", "b")
+
+
+def _group(raw: Any) -> dict[str, str] | None:
+  if raw is None:
+    return None
+  if not isinstance(raw, Mapping) or set(raw) != set(_GROUP_KEYS):
+    raise BadRecord("group must be an object with keys id, a and b")
+  if not all(isinstance(raw[k], str) and raw[k] for k in _GROUP_KEYS):
+    raise BadRecord("group.id, group.a and group.b must be non-empty strings")
+  return {k: _encodable(f"group.{k}", raw[k]) for k in _GROUP_KEYS}
+
+
 def validate_record(raw: Any, where: str | None = None) -> PreferenceRecord:
   """Checks a native-format dict and builds the record.
 
@@ -234,6 +255,7 @@ def _validate(raw: Any) -> PreferenceRecord:
       scores=_scores(raw.get("scores")),
       rationale=_string(raw, "rationale", optional=True),
       subset=_string(raw, "subset", optional=True),
+      group=_group(raw.get("group")),
   )
 
 

@@ -58,10 +58,12 @@ class ExampleEncoder:
       score_rejected)` when a record has teacher scores, else 0.
     media: decode media and expand placeholders for a multimodal model;
       None keeps placeholders as single tokens (text models).
+    score_ties: encode a tie-labelled record (response A as "chosen") instead
+      of marking it invalid; evaluation scores ties, training cannot use them.
   """
 
   def __init__(self, tokenizer, max_length: int, kind: BatchContract, margin_scale: float = 0.0,
-               media: MediaSpec | None = None):
+               media: MediaSpec | None = None, score_ties: bool = False):
     if not isinstance(kind, BatchContract) or not kind.token_fields:
       raise ValueError(f"an example encoder needs a batch contract with token fields "
                        f"(core.batch_contract.RM_BATCH or SFT_BATCH), got {kind!r}")
@@ -70,6 +72,7 @@ class ExampleEncoder:
     self.kind = kind
     self.margin_scale = margin_scale
     self.media = media
+    self.score_ties = score_ties
     self._media_warnings = 0
     if media is not None:
       self._check_placeholders()
@@ -208,9 +211,9 @@ class ExampleEncoder:
 
   def _encode_pair(self, record: PreferenceRecord) -> dict[str, Any]:
     empty = {"chosen": [0], "rejected": [0], "margin": 0.0}
-    if record.label == "equal":
+    if record.label == "equal" and not self.score_ties:
       return self._invalid(record, empty, "tie label")
-    chosen, rejected = ((record.response_a, record.response_b) if record.label == "A"
+    chosen, rejected = ((record.response_a, record.response_b) if record.label != "B"
                         else (record.response_b, record.response_a))
     prompt_messages = rm_messages(record, "")[:-1]
     c_ids = self.response_ids(prompt_messages, chosen)

@@ -15,6 +15,7 @@ counts as unparseable, and `unscored` says why.
 from __future__ import annotations
 
 import collections
+import time
 from typing import Sequence
 
 import jax
@@ -27,6 +28,8 @@ from omni_rrm_jax.data.prompt_fit import fit_prompt
 from omni_rrm_jax.data.records import PreferenceRecord
 from omni_rrm_jax.data.templates import judge_messages
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
+from omni_rrm_jax.eval.bootstrap import DEFAULT_SAMPLES
+from omni_rrm_jax.eval.latency import LatencyLog
 from omni_rrm_jax.eval.metrics import Outcome, report
 from omni_rrm_jax.rewards.judgment import parse_judgment
 from omni_rrm_jax.sampling.params import SamplingParams
@@ -41,11 +44,19 @@ def judge_prompt(encoder: ExampleEncoder, record: PreferenceRecord, swap: bool,
                  max_prompt_length: int) -> dict | str:
   """The judge prompt's `{"prompt_ids"}` (plus its media arrays with a `MediaSpec`),
   or why the record's media cannot be used."""
+  return messages_prompt(encoder, record, judge_messages(record, swap=swap), max_prompt_length)
+
+
+def messages_prompt(encoder: ExampleEncoder, record: PreferenceRecord,
+                    messages: list[dict], max_prompt_length: int) -> dict | str:
+  """A generation prompt of chat `messages` whose media `record` holds:
+  `{"prompt_ids"}` (plus its media arrays with a `MediaSpec`), or why it cannot
+  be used (an `INVALID_REASONS` name)."""
   if encoder.media is None:
-    ids = encoder.judge_prompt_ids(record, swap, max_prompt_length)
-    return "prompt too long" if ids is None else {"prompt_ids": ids}
+    fitted = fit_prompt(encoder.prompt_pieces(messages), max_prompt_length)
+    return "prompt too long" if fitted is None else {"prompt_ids": fitted[0]}
   # The encoder's own media checks and placeholder expansion (as in training).
-  pieces, media, reason = encoder.prepare_prompt(record, judge_messages(record, swap=swap))
+  pieces, media, reason = encoder.prepare_prompt(record, messages)
   if reason != "ok":
     return reason
   fitted = fit_prompt(pieces, max_prompt_length)
@@ -83,7 +94,8 @@ def generate_judgments(model, encoder: ExampleEncoder, records: Sequence[Prefere
                        swap: bool, max_prompt_length: int, max_new_tokens: int,
                        batch_size: int, eos_ids: Sequence[int], pad_id: int,
                        mesh=None, patch_buckets: Sequence[int] = (),
-                       skipped: collections.Counter | None = None) -> list[str | None]:
+                       skipped: collections.Counter | None = None,
+                       latency: LatencyLog | None = None) -> list[str | None]:
   """Greedy judgments for `records` (in one A/B order), as decoded text.
 
   Every process passes all `records`. Each call of the sampler judges one
@@ -107,6 +119,8 @@ def generate_judgments(model, encoder: ExampleEncoder, records: Sequence[Prefere
     patch_buckets: padded patch counts per prompt (default: 0 and the
       encoder's `max_patches`); each distinct one compiles once.
     skipped: counts, by reason, the records whose media could not be used.
+    latency: receives each sampler call's wall time over its judged records
+      (the first call of a prompt width counted as compiling).
 
   Returns:
     One text per record; None for a record whose media could not be used.
@@ -119,6 +133,7 @@ def generate_judgments(model, encoder: ExampleEncoder, records: Sequence[Prefere
   share = batch_size // n_proc
   params = SamplingParams(greedy=True, max_new_tokens=max_new_tokens)
   texts: list[str | None] = []
+  widths_seen = set()
   for start in range(0, len(records), batch_size):
     chunk = records[start:start + batch_size]
     mine = [judge_prompt(encoder, r, swap, max_prompt_length)
@@ -142,24 +157,45 @@ def generate_judgments(model, encoder: ExampleEncoder, records: Sequence[Prefere
     filler = examples[0] if examples else _filler(encoder, pad_id)
     rows = [p if not isinstance(p, str) else filler for p in mine]
     rows += [filler] * (share - len(rows))
-    ids_bt, mask_bt = left_pad([ex["prompt_ids"] for ex in rows], pad_id, multiple=64,
-                               min_length=int(needs[0]))
-    batch = {"ids": ids_bt, "mask": mask_bt}
-    if encoder.media is not None:
-      batch.update(_media_batch(encoder, rows, ids_bt.shape[1], patch_buckets, needs[1:]))
-    if mesh is not None:
-      batch = to_global(batch, mesh)
-    media = {k: v for k, v in batch.items() if k not in ("ids", "mask")}
-    out = generate(model, batch["ids"], batch["mask"], params, 0, eos_ids=tuple(eos_ids),
-                   pad_id=pad_id, mesh=mesh, media=media or None)
-    tokens, mask = _all_rows(out.tokens_bn), _all_rows(out.mask_bn).astype(bool)
-    for row, code in enumerate(codes):
-      texts.append(encoder.tokenizer.decode(tokens[row][mask[row]].tolist(),
-                                            skip_special_tokens=True) if code == 0 else None)
+    began = time.perf_counter()
+    tokens = generate_rows(model, encoder, rows, params, needs=needs, eos_ids=eos_ids,
+                           pad_id=pad_id, mesh=mesh, patch_buckets=patch_buckets)
+    if latency is not None:
+      width = -(-int(needs[0]) // 64) * 64  # the prompt width generate_rows pads to
+      latency.add(time.perf_counter() - began, int((codes == 0).sum()),
+                  compiled=width not in widths_seen)
+      widths_seen.add(width)
+    texts += [encoder.tokenizer.decode(t, skip_special_tokens=True) if code == 0 else None
+              for t, code in zip(tokens, codes)]
   return texts
 
 
-def _verdict(text: str | None) -> tuple[str | None, bool]:
+def generate_rows(model, encoder: ExampleEncoder, rows: Sequence[dict], params: SamplingParams,
+                  *, needs: Sequence[int], eos_ids: Sequence[int], pad_id: int, mesh=None,
+                  patch_buckets: Sequence[int] = ()) -> list[list[int]]:
+  """One sampler call on this process's encoded prompts (`messages_prompt`'s
+  dicts): the completion tokens of every row of the global batch (without
+  padding; a completion ends at its first EOS token).
+
+  Args:
+    needs: the (length, patches, audio frames) the batch is padded to at least
+      (the maximum over processes).
+  """
+  ids_bt, mask_bt = left_pad([ex["prompt_ids"] for ex in rows], pad_id, multiple=64,
+                             min_length=int(needs[0]))
+  batch = {"ids": ids_bt, "mask": mask_bt}
+  if encoder.media is not None:
+    batch.update(_media_batch(encoder, rows, ids_bt.shape[1], patch_buckets, needs[1:]))
+  if mesh is not None:
+    batch = to_global(batch, mesh)
+  media = {k: v for k, v in batch.items() if k not in ("ids", "mask")}
+  out = generate(model, batch["ids"], batch["mask"], params, 0, eos_ids=tuple(eos_ids),
+                 pad_id=pad_id, mesh=mesh, media=media or None)
+  tokens, mask = _all_rows(out.tokens_bn), _all_rows(out.mask_bn).astype(bool)
+  return [tokens[row][mask[row]].tolist() for row in range(len(tokens))]
+
+
+def verdict(text: str | None) -> tuple[str | None, bool]:
   """(preference or None, strictly valid JSON) of one judgment text."""
   if text is None:
     return None, False
@@ -171,33 +207,44 @@ def _verdict(text: str | None) -> tuple[str | None, bool]:
 def evaluate_judge(model, encoder: ExampleEncoder, records: Sequence[PreferenceRecord], *,
                    max_prompt_length: int, max_new_tokens: int, batch_size: int,
                    eos_ids: Sequence[int], pad_id: int, mesh=None,
-                   keep_examples: int = 3, patch_buckets: Sequence[int] = ()) -> dict:
-  """Accuracy (overall and per modality), ties, unparseable outputs, valid-JSON
-  rate and position consistency; `unscored` counts records whose media could
-  not be used (they count as unparseable)."""
+                   keep_examples: int = 3, patch_buckets: Sequence[int] = (),
+                   ci_samples: int = DEFAULT_SAMPLES, ci_seed: int = 0) -> dict:
+  """Accuracy (overall and per modality, with and without ties), ties,
+  unparseable outputs, valid-JSON rate and position consistency; `unscored`
+  counts records whose media could not be used (they count as unparseable).
+  "latency" is per record, both orders together; "outcomes" are the
+  per-record `Outcome`s (not JSON)."""
+  latency = LatencyLog()
   kw = dict(max_prompt_length=max_prompt_length, max_new_tokens=max_new_tokens,
             batch_size=batch_size, eos_ids=eos_ids, pad_id=pad_id, mesh=mesh,
-            patch_buckets=patch_buckets)
+            patch_buckets=patch_buckets, latency=latency)
   unscored = collections.Counter()
   forward = generate_judgments(model, encoder, records, swap=False, skipped=unscored, **kw)
   swapped = generate_judgments(model, encoder, records, swap=True, **kw)
   outcomes = []
   valid_json, judged = collections.Counter(), collections.Counter()  # per modality
   for record, text, text_swapped in zip(records, forward, swapped):
-    pred, strict_ok = _verdict(text)
-    pred_swapped, strict_ok_swapped = _verdict(text_swapped)
+    pred, strict_ok = verdict(text)
+    pred_swapped, strict_ok_swapped = verdict(text_swapped)
     valid_json[record.modality] += strict_ok + strict_ok_swapped
     judged[record.modality] += 2
     back = _SWAP[pred_swapped] if pred_swapped is not None else None
     consistent = pred is not None and back is not None and pred == back
-    outcomes.append(Outcome(record.label, pred, record.modality, record.subset, consistent))
-  result = report(outcomes)
+    outcomes.append(Outcome(record.label, pred, record.modality, record.subset, consistent,
+                            record_id=record.id, group=record.group))
+  result = report(outcomes, ci_samples=ci_samples, ci_seed=ci_seed)
   # Strict valid-JSON rate over both orders' judgments, overall and per modality.
   result["overall"]["valid_json_rate"] = (sum(valid_json.values()) / sum(judged.values())
                                           if records else 0.0)
   for modality, summary in result["per_modality"].items():
     summary["valid_json_rate"] = valid_json[modality] / judged[modality]
   result["unscored"] = dict(unscored)
+  # Each record was judged in two calls (both orders): its latency is their sum.
+  timing = latency.summary()
+  result["latency"] = {**timing, "pairs": timing["pairs"] // 2,
+                       **{k: None if timing[k] is None else 2 * timing[k]
+                          for k in ("p50_ms", "p95_ms")}}
+  result["outcomes"] = outcomes
   result["examples"] = [{"id": r.id, "label": r.label, "judgment": t}
                         for r, t in list(zip(records, forward))[:keep_examples]]
   return result

@@ -20,6 +20,7 @@ from safetensors.numpy import save_file
 
 from omni_rrm_jax.models import hf_weights
 from omni_rrm_jax.models.architectures import get_architecture
+from omni_rrm_jax.models.lora import adapted_layers, merge_lora
 from omni_rrm_jax.models.pretrained import TOKENIZER_FILES
 from omni_rrm_jax.models.safetensors_io import INDEX_FILE, SINGLE_FILE
 
@@ -63,10 +64,15 @@ def save_pretrained(model: nnx.Module, out_dir: str, *,
   `MediaConfig.to_preprocessor_configs()`) are written last, so the media
   preprocessing a model was trained with travels with it.
   Only process 0 writes; every process must call this (for the gathers).
+  A model with LoRA adapters is written merged (`W + scale·A·B`), as the
+  plain architecture transformers knows (`models/peft_save.py` writes the
+  adapters on their own).
 
   Returns:
     `out_dir`.
   """
+  if adapted_layers(model):
+    model = merge_lora(model)
   cfg = model.cfg
   state = nnx.state(model, nnx.Param)
   entries = []

@@ -28,7 +28,7 @@ class DenseGeneral(nnx.Module):
 
   The kernel has shape `in_shape + out_shape` and records `in_ndim`, so the
   Hugging Face bridge can map it to and from a 2-D `[out, in]` weight without a
-  per-layer table.
+  per-layer table. A low-rank adapter (`models/lora.py`) adds its delta when set.
   """
 
   def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], *,
@@ -44,12 +44,15 @@ class DenseGeneral(nnx.Module):
                         bias_axes or kernel_axes[len(in_shape):])
     else:
       self.bias = None
+    self.lora = nnx.data(None)  # a `models.lora.LoraAdapter` once `apply_lora` adapts this layer
 
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.kernel[...].astype(self.dtype)
     y = jnp.tensordot(x.astype(self.dtype), kernel, axes=self.in_ndim)
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
+    if self.lora is not None:
+      y = y + self.lora(x)
     return y
 
 

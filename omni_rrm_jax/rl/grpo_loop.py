@@ -28,7 +28,10 @@ skipped and counted per reason (`prompts_skipped`, `skipped_prompts`). A text
 policy leaves media records out. A multimodal scalar RM (`reward.model_path`)
 scores each completion with its prompt's media (`rl/model_reward.py`); prompts
 whose media it cannot use score its minimum and are counted
-(`model_reward_unscored`).
+(`model_reward_unscored`). A served RM (`reward.remote_url`, `omni-rrm serve`)
+scores them over HTTP instead (`rewards/remote_reward.py`), each process posting
+its own rows; a failed or timed-out call scores 0 and is counted
+(`remote_reward_failed`).
 
 On several processes (one per host) each samples, decodes and scores its rows
 of every global prompt batch; the rows are then gathered to every process
@@ -50,15 +53,19 @@ import time
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from omni_rrm_jax.assembly.inputs import task_inputs
 from omni_rrm_jax.assembly.models import build_model
 from omni_rrm_jax.core.batch_contract import SFT_BATCH
+from omni_rrm_jax.models.lora import without_adapters
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
 from omni_rrm_jax.rl import rollout
 from omni_rrm_jax.rl.advantages import ADVANTAGE_ESTIMATORS
 from omni_rrm_jax.rl.grpo_step import make_grpo_step
 from omni_rrm_jax.rl.model_reward import ModelReward
+from omni_rrm_jax.rewards.remote_reward import FAILURE_REASONS, RemoteReward
+from omni_rrm_jax.core.api_key import read_api_key
 from omni_rrm_jax.rl.multihost_rows import total_counts
 from omni_rrm_jax.rl.policy_update import update_policy
 from omni_rrm_jax.rl.prompt_media import PromptMedia
@@ -68,6 +75,7 @@ from omni_rrm_jax.sampling.params import SamplingParams
 from omni_rrm_jax.train.optimizer import make_optimizer
 from omni_rrm_jax.train.run_scaffold import RunScaffold
 from omni_rrm_jax.train.state import init_train_state
+from omni_rrm_jax.train.trainable import prepare_trainable, training_sizes
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +98,18 @@ def _check_grpo_settings(config) -> None:
   if config.optim.grad_accum_steps != 1:
     raise ValueError(f"optim.grad_accum_steps={config.optim.grad_accum_steps}: GRPO splits a "
                      "step's rollouts with grpo.num_minibatches; set it to 1")
+
+
+def kl_reference(graphdef, state, ref_params):
+  """`(graphdef, parameters)` of the KL reference.
+
+  With `ref_params` (the initial trained parameters, copied at start) it is
+  the initial policy. Without (LoRA), it is the policy's own parameters with
+  the adapters switched off: the frozen base, shared, not copied.
+  """
+  if ref_params is None:
+    return graphdef, without_adapters(state.model_state())
+  return graphdef, nnx.merge_state(ref_params, state.frozen)
 
 
 def run(config, workdir: str) -> dict:
@@ -144,6 +164,12 @@ def run(config, workdir: str) -> dict:
                      audio_frame_buckets=config.media.audio_frame_buckets,
                      media_overrides=config.media.preprocess)
     extra["model_reward"] = (rm, config.reward.model_weight)
+  remote = None
+  if config.reward.remote_url:
+    # Each process posts its own rows (as the model reward scores its own rows).
+    remote = RemoteReward(config.reward.remote_url, timeout_s=config.reward.remote_timeout_s,
+                          api_key=read_api_key(config.reward.remote_api_key_file))
+    extra["remote_reward"] = (remote, config.reward.remote_weight)
   scorer = rollout.RewardScorer(
       config.reward.functions, recipe, extra=extra,
       overlong=(ro.max_new_tokens, sh.overlong_cache) if sh.overlong_penalty else None)
@@ -159,10 +185,18 @@ def run(config, workdir: str) -> dict:
   updates_per_step = gr.num_iterations * gr.num_minibatches
   tx, schedule = make_optimizer(dict(config.optim),
                                 total_steps=config.train.num_steps * updates_per_step)
-  graphdef, state = init_train_state(model, tx, config.seed, mesh=mesh, rules=rules)
+  # LoRA adapters and `model.freeze`: frozen parameters get no gradient and no optimizer state.
+  trainable = prepare_trainable(model, config.lora, config.model.freeze, seed=config.seed)
+  use_lora = config.lora.rank > 0
+  graphdef, state = init_train_state(model, tx, config.seed, mesh=mesh, rules=rules,
+                                     trainable=trainable)
+  sizes = training_sizes(state)
   del model  # the state holds the only copy of the weights from here on
-  # The reference is the initial policy, rebuilt identically on resume.
-  ref_params = jax.tree.map(jnp.copy, state.params) if gr.beta > 0 else None
+  # The reference is the initial policy, rebuilt identically on resume. With
+  # LoRA it is the policy's own base, the adapters switched off (`reference`):
+  # no second copy of the weights.
+  ref_params = (jax.tree.map(jnp.copy, state.params)
+                if gr.beta > 0 and not use_lora else None)
   grpo_step = make_grpo_step(
       graphdef, tx, loss_type=gr.loss_type, epsilon_low=gr.epsilon_low,
       epsilon_high=gr.epsilon_high, delta=gr.delta or None, beta=gr.beta,
@@ -186,9 +220,9 @@ def run(config, workdir: str) -> dict:
 
   # --- Loop --------------------------------------------------------------
   writer = scaffold.writer
-  summary = {"task": "grpo", "recipe": recipe}
+  summary = {"task": "grpo", "recipe": recipe, **sizes}
   if start == 0 and eval_batches:
-    summary["eval_start"] = evaluate(state.params)
+    summary["eval_start"] = evaluate(state.model_state())
     writer.write(0, summary["eval_start"], "eval")
   history = []
   timers = rollouts.timers
@@ -197,7 +231,7 @@ def run(config, workdir: str) -> dict:
       timers.clear()
       t_step = time.perf_counter()
       # Rollout: sample, score, keep groups (and refill) on the global batch.
-      drawn = rollouts.step(state.params, jax.random.fold_in(state.rng, step), prompt_iter,
+      drawn = rollouts.step(state.model_state(), jax.random.fold_in(state.rng, step), prompt_iter,
                             train_records, prompts_per_step=ro.prompts_per_step,
                             dynamic_sampling=sh.dynamic_sampling, max_rounds=sh.max_rounds)
       metrics = drawn.metrics
@@ -205,8 +239,8 @@ def run(config, workdir: str) -> dict:
       t = time.perf_counter()
       if drawn.num_groups:
         batch = prepare_update(drawn.batch)
-        if ref_params is not None:
-          batch.add_ref_logp((graphdef, ref_params), mesh=mesh, rules=rules)
+        if gr.beta > 0:
+          batch.add_ref_logp(kl_reference(graphdef, state, ref_params), mesh=mesh, rules=rules)
         state, update_metrics = update_policy(
             state, grpo_step, batch, num_iterations=gr.num_iterations,
             num_minibatches=gr.num_minibatches, seed=config.seed, step=step, mesh=mesh,
@@ -227,7 +261,7 @@ def run(config, workdir: str) -> dict:
               "reward": f"{metrics['reward/total_mean']:.3f}",
               "tok/s": f"{metrics['time/sampled_tokens_per_second']:.0f}"})
       if eval_batches and config.train.eval_every and done % config.train.eval_every == 0:
-        writer.write(done, evaluate(state.params), "eval")
+        writer.write(done, evaluate(state.model_state()), "eval")
       if loop.end_step(done, state, prompt_iter.get_state()):
         break
   skipped = rollouts.skipped
@@ -240,13 +274,13 @@ def run(config, workdir: str) -> dict:
 
   # --- Final eval --------------------------------------------------------
   if not scaffold.stopped_early and eval_batches:
-    summary["eval"] = evaluate(state.params)
+    summary["eval"] = evaluate(state.model_state())
     writer.write(summary["step"], summary["eval"], "eval")
 
   # --- Export ------------------------------------------------------------
   if not scaffold.stopped_early and config.export.at_end:
     summary["export"] = scaffold.export(
-        graphdef, state.params, tokenizer_dir=tokenizer_dir,
+        graphdef, state.model_state(), tokenizer_dir=tokenizer_dir,
         processor_files=spec.processor_files() if spec else None)
   if rm is not None and rm.media is not None:
     # Prompts (train and eval, since start or resume) the multimodal RM could
@@ -255,5 +289,9 @@ def run(config, workdir: str) -> dict:
     summary["model_reward_unscored"] = total_counts(rm.unscored, INVALID_REASONS)
     summary["model_reward_stripped"] = total_counts({"stripped": rm.stripped},
                                                     ["stripped"]).get("stripped", 0)
+  if remote is not None:
+    # Completions whose server call failed (scored 0), by reason, over processes.
+    summary["remote_reward_failed"] = total_counts(remote.failed, FAILURE_REASONS)
+    remote.close()
   scaffold.close(summary, history)
   return summary

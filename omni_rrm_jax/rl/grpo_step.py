@@ -39,6 +39,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from omni_rrm_jax.core.batch_contract import GRPO_BATCH, MEDIA_KEYS
+from omni_rrm_jax.models.lora import lora_dropout
 from omni_rrm_jax.rl.losses import POLICY_LOSSES
 from omni_rrm_jax.sampling.scoring import sequence_logprobs
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding
@@ -94,8 +95,9 @@ def make_grpo_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
   if loss_type == "dr_grpo":
     loss_kw["max_completion_length"] = max_completion_length
 
-  def loss_fn(params, batch):
-    logp_bn = policy_logprobs(nnx.merge(graphdef, params), batch)
+  def loss_fn(params, frozen, batch, rng):
+    with lora_dropout(rng):
+      logp_bn = policy_logprobs(nnx.merge(graphdef, params, frozen), batch)
     old_bn = jax.lax.stop_gradient(logp_bn) if on_policy else batch["old_logp"]
     ref_bn = batch.get("ref_logp") if beta > 0 else None
     return loss_fn_by_type(logp_bn, old_bn, batch["adv"], batch["loss_mask"],
@@ -108,7 +110,8 @@ def make_grpo_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
     if beta > 0 and "ref_logp" not in batch:
       raise KeyError("grpo batch: missing ['ref_logp'], which beta > 0 needs")
     with activation_sharding(mesh, rules):
-      (loss, metrics), grads = grad_fn(state.params, batch)
+      rng = jax.random.fold_in(state.rng, state.step)
+      (loss, metrics), grads = grad_fn(state.params, state.frozen, batch, rng)
     num_tokens = jnp.sum(batch["loss_mask"].astype(jnp.float32))
     new_state, update_metrics = guarded_update(state, grads, loss, tx, schedule=schedule,
                                                has_work=num_tokens > 0)

@@ -98,7 +98,7 @@ def _text_only(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
   return out
 
 
-def _ending_in_text(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def ending_in_text(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
   """The messages with a text part ending the last turn (where the encoder reads its text)."""
   content = messages[-1]["content"]
   if isinstance(content, str) or (content and content[-1].get("type") == "text"):
@@ -252,7 +252,7 @@ class ModelReward:
       completion: the completion (see `rewards.contract.as_text`).
       prepared: a cache of prepared prompts (one decode per distinct prompt).
     """
-    messages = _ending_in_text(_user_messages(prompt))
+    messages = ending_in_text(_user_messages(prompt))
     key = json.dumps(messages, sort_keys=True, default=str)
     prepared = {} if prepared is None else prepared
     if key not in prepared:
@@ -273,16 +273,18 @@ class ModelReward:
       return {"ids": [self.pad_id]}
     return {"ids": [0], **media_batching.invalid_arrays(self.media)}
 
-  def score_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+  def score_rows(self, rows: Sequence[Mapping[str, Any]],
+                 batch_size: int | None = None) -> np.ndarray:
     """RM scores [n] of encoded rows (`{"ids"}`, plus media arrays for a
-    multimodal RM: `encode_example`), in batches of `batch_size`.
+    multimodal RM: `encode_example`), in batches of `batch_size` (default:
+    the constructor's; each distinct one compiles apart).
 
     With several processes each passes its own rows, any number of them, and
     fills its share of every pass: they agree on the number of passes and on
     each pass's length, patch and frame buckets (small collectives).
     """
     out = []
-    share = self.batch_size // jax.process_count()
+    share = (batch_size or self.batch_size) // jax.process_count()
     num_batches = int(agree_max([-(-len(rows) // share)])[0])
     for start in range(0, num_batches * share, share):
       chunk = list(rows[start:start + share])

@@ -9,8 +9,10 @@
   ckpt.close()
 
 Each step folder `<workdir>/checkpoints/<step>/` holds three items: `state`
-(the `TrainState` pytree, `StandardSave`), `data` and `config` (both
-`JsonSave`). The iterator state is a Grain `DatasetIterator.get_state()` dict
+(the `TrainState` pytree without its frozen parameters, `StandardSave`), `data`
+and `config` (both `JsonSave`). Frozen parameters (a LoRA base, frozen
+encoders) are not saved: the config is the pointer to them (`model.path`, or
+`model.*` and the seed of a random init), and a resume rebuilds them from it. The iterator state is a Grain `DatasetIterator.get_state()` dict
 or a `DataLoader` iterator's bytes, stored with a tag so it comes back as the
 same type.
 """
@@ -82,6 +84,11 @@ def _decode_data_state(item: dict) -> dict | bytes | None:
   raise ValueError(f"unrecognised data iterator state in checkpoint: kind={kind!r}")
 
 
+def _trained(state: Any) -> Any:
+  """What is saved of `state`: a `TrainState` without its frozen parameters."""
+  return state.trained() if hasattr(state, "trained") else state
+
+
 class Checkpointer:
   """Saves and restores train checkpoints under `<workdir>/checkpoints`.
 
@@ -127,7 +134,7 @@ class Checkpointer:
     if force and step in self.all_steps():
       return False
     args = ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
+        state=ocp.args.StandardSave(_trained(state)),
         data=ocp.args.JsonSave(_encode_data_state(data_iter_state)),
         config=ocp.args.JsonSave({"config_json": config_json}),
     )
@@ -207,7 +214,7 @@ class Checkpointer:
     if not steps:
       return state, None
     abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), _trained(state))
     failures = []
     for step in reversed(steps):
       try:
@@ -219,6 +226,8 @@ class Checkpointer:
         continue
       if data_state is not None:
         data_iter.set_state(data_state)
+      if hasattr(state, "frozen"):
+        restored = restored.replace(frozen=state.frozen)
       return restored, step
     raise ValueError(f"no readable checkpoint in {self.directory}: " + "; ".join(failures))
 

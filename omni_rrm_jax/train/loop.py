@@ -33,6 +33,7 @@ from omni_rrm_jax.train.run_scaffold import RunScaffold
 from omni_rrm_jax.train.state import init_train_state
 from omni_rrm_jax.train.step import make_eval_step, make_train_step
 from omni_rrm_jax.train.task_kind import TaskKind, task_kind
+from omni_rrm_jax.train.trainable import prepare_trainable, training_sizes
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,11 @@ def run(config, workdir: str) -> dict:
   tx, schedule = make_optimizer(
       {k: v for k, v in config.optim.items() if k != "grad_accum_steps"},
       total_steps=config.train.num_steps)
-  graphdef, state = init_train_state(model, tx, config.seed, mesh=mesh, rules=rules)
+  # LoRA adapters and `model.freeze`: frozen parameters get no gradient and no optimizer state.
+  trainable = prepare_trainable(model, config.lora, config.model.freeze, seed=config.seed)
+  graphdef, state = init_train_state(model, tx, config.seed, mesh=mesh, rules=rules,
+                                     trainable=trainable)
+  sizes = training_sizes(state)
   del model  # the state holds the only copy of the weights from here on
   train_step = make_train_step(
       graphdef, tx, kind, grad_accum_steps=config.optim.grad_accum_steps,
@@ -149,7 +154,8 @@ def run(config, workdir: str) -> dict:
   summary = {"task": kind.name, **scaffold.finish_training(state, train_iter.get_state()),
              "inputs": counts.as_dict(),
              "bad_records": {k: c.summary() for k, c in counters.items()},
-             "batch_shapes": len(shapes.seen), "train_compiles": train_step.num_compiles()}
+             "batch_shapes": len(shapes.seen), "train_compiles": train_step.num_compiles(),
+             **sizes}
   train_iter.close()  # stops its worker processes and frees their shared memory
   log.info("input pipeline: %s", json.dumps(summary["inputs"]))
   log.info("%d distinct train batch shapes, %d train step compilations",
@@ -167,7 +173,7 @@ def run(config, workdir: str) -> dict:
   # --- Export ------------------------------------------------------------
   if not scaffold.stopped_early and config.export.at_end:
     summary["export"] = scaffold.export(
-        graphdef, state.params, tokenizer_dir=tokenizer_dir,
+        graphdef, state.model_state(), tokenizer_dir=tokenizer_dir,
         processor_files=media.processor_files() if media else None)
   scaffold.close(summary, history)
   return summary

@@ -9,7 +9,7 @@
         break                          # a stop was requested: saved, leave the loop
   summary = {"task": ..., **run.finish_training(state, data_iter.get_state())}
   if not run.stopped_early:            # final eval, export
-    summary["export"] = run.export(graphdef, state.params, tokenizer_dir=...)
+    summary["export"] = run.export(graphdef, state.model_state(), tokenizer_dir=...)
   run.close(summary, history)          # summary.json by one process, lock released
 
 The RM/SFT loop (`train/loop.py`) and the GRPO loop (`rl/grpo_loop.py`) differ in
@@ -37,6 +37,8 @@ from omni_rrm_jax.core import workdir_lock
 from omni_rrm_jax.core.metric_writers import MetricWriter
 from omni_rrm_jax.core.multihost import is_writer, written_by_one
 from omni_rrm_jax.models.hf_save import save_pretrained
+from omni_rrm_jax.models.lora import adapted_layers
+from omni_rrm_jax.models.peft_save import save_peft_adapter
 from omni_rrm_jax.sharding.mesh import make_mesh
 from omni_rrm_jax.sharding.rules import rules_from_config
 from omni_rrm_jax.train.checkpointing import Checkpointer
@@ -156,12 +158,19 @@ class RunScaffold:
              processor_files: dict | None) -> str:
     """Writes the trained model as a Hugging Face folder, `WORKDIR/hf`; returns it.
 
+    `params`: every parameter (`TrainState.model_state()`). A LoRA model is
+    written merged there, and its adapters as a PEFT folder,
+    `WORKDIR/hf_adapter`, for the base `model.path`.
     `processor_files`: the media preprocessing trained with, which travels
     with the weights (None for a text model).
     """
     out_dir = os.path.join(self.workdir, "hf")
-    save_pretrained(nnx.merge(graphdef, params), out_dir, tokenizer_dir=tokenizer_dir,
+    model = nnx.merge(graphdef, params)
+    save_pretrained(model, out_dir, tokenizer_dir=tokenizer_dir,
                     processor_files=processor_files)
+    if adapted_layers(model):
+      save_peft_adapter(model, os.path.join(self.workdir, "hf_adapter"),
+                        base_model_path=self.config.model.path)
     return out_dir
 
   def close(self, summary: dict, history: list[dict]) -> None:

@@ -3,8 +3,13 @@
 What is jitted, donated and checkpointed is a `TrainState` of plain arrays;
 the model's structure travels separately as an NNX `GraphDef`:
 
-  graphdef, state = init_train_state(model, tx, seed=0, mesh=mesh)
-  model = nnx.merge(graphdef, state.params)   # inside a jitted step
+  graphdef, state = init_train_state(model, tx, seed=0, mesh=mesh, trainable=trainable)
+  model = nnx.merge(graphdef, state.params, state.frozen)   # inside a jitted step
+
+`trainable` (an NNX filter, `train/trainable.py`) splits the parameters into
+those that train (`params`: gradients, optimizer state, checkpoints) and the
+frozen rest (`frozen`: a LoRA base, frozen encoders), which no gradient and no
+optimizer state ever covers.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ class TrainState:
 
   Attributes:
     step: int32 scalar, number of batches consumed (skipped updates included).
-    params: `nnx.State` of the model's `nnx.Param`s.
+    params: `nnx.State` of the model's trained `nnx.Param`s.
     opt_state: the optax state for `params`.
+    frozen: `nnx.State` of the parameters that do not train (empty when all
+      do); not checkpointed, rebuilt from the model on resume.
     rng: a typed PRNG key; a step draws from `fold_in(rng, step)`.
     nonfinite_streak: int32, consecutive updates skipped for a non-finite loss
       or gradient norm.
@@ -44,31 +51,43 @@ class TrainState:
   rng: jax.Array
   nonfinite_streak: jax.Array
   nonfinite_total: jax.Array
+  frozen: nnx.State = flax.struct.field(default_factory=lambda: nnx.State({}))
+
+  def model_state(self) -> nnx.State:
+    """Every parameter, trained and frozen: what `nnx.merge(graphdef, ...)` needs."""
+    return nnx.merge_state(self.params, self.frozen)
+
+  def trained(self) -> TrainState:
+    """The state without its frozen parameters: what a checkpoint holds."""
+    return self.replace(frozen=nnx.State({}))
 
 
-def split_params(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State]:
-  """`(graphdef, params)`; a model with non-parameter state is rejected, since
-  the train state would silently drop it."""
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+def split_params(model: nnx.Module, trainable=nnx.Param
+                 ) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+  """`(graphdef, trained params, frozen params)`; a model with non-parameter
+  state is rejected, since the train state would silently drop it."""
+  graphdef, params, frozen, rest = nnx.split(model, nnx.All(nnx.Param, trainable), nnx.Param,
+                                             ...)
   others = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(rest)[0]]
   if others:
     raise ValueError("TrainState holds nnx.Param state only, but the model also has "
                      f"other state at {others[:3]}")
-  return graphdef, params
+  return graphdef, params, frozen
 
 
-def _build(tx: optax.GradientTransformation, params: nnx.State, rng: jax.Array) -> TrainState:
+def _build(tx: optax.GradientTransformation, params: nnx.State, frozen: nnx.State,
+           rng: jax.Array) -> TrainState:
   # Copy so the state owns its buffers: donating it to a step must not
   # invalidate the model the caller still holds.
-  params = jax.tree.map(jnp.copy, params)
+  params, frozen = jax.tree.map(jnp.copy, (params, frozen))
   zero = jnp.zeros((), jnp.int32)
   return TrainState(step=zero, params=params, opt_state=tx.init(params), rng=rng,
-                    nonfinite_streak=zero, nonfinite_total=zero)
+                    nonfinite_streak=zero, nonfinite_total=zero, frozen=frozen)
 
 
-def _build_from_seed(tx: optax.GradientTransformation, params: nnx.State,
+def _build_from_seed(tx: optax.GradientTransformation, params: nnx.State, frozen: nnx.State,
                      seed: jax.Array) -> TrainState:
-  return _build(tx, params, jax.random.key(seed))
+  return _build(tx, params, frozen, jax.random.key(seed))
 
 
 def _path_tuple(path) -> tuple:
@@ -121,12 +140,13 @@ def train_state_shardings(state: TrainState, mesh: Mesh,
   return TrainState(
       step=replicated, params=params_sh,
       opt_state=opt_state_shardings(state.opt_state, state.params, params_sh, mesh),
-      rng=replicated, nonfinite_streak=replicated, nonfinite_total=replicated)
+      rng=replicated, nonfinite_streak=replicated, nonfinite_total=replicated,
+      frozen=state_shardings(state.frozen, mesh, rules))
 
 
 def init_train_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int = 0, *,
-                     mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES
-                     ) -> tuple[nnx.GraphDef, TrainState]:
+                     mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES,
+                     trainable=nnx.Param) -> tuple[nnx.GraphDef, TrainState]:
   """Splits a model and creates its train state, born sharded on `mesh`.
 
   The optimizer state is created by a jitted init whose `out_shardings` are
@@ -139,11 +159,13 @@ def init_train_state(model: nnx.Module, tx: optax.GradientTransformation, seed: 
     seed: seeds `TrainState.rng`.
     mesh: the device mesh, or None for the default device.
     rules: logical -> mesh axis rules.
+    trainable: an NNX filter of the parameters that train (default: all);
+      the others go to `state.frozen`, with no optimizer state.
 
   Returns:
     `(graphdef, state)`; the state owns fresh buffers (safe to donate).
   """
-  graphdef, params = split_params(model)
+  graphdef, params, frozen = split_params(model, trainable)
   # The key is made inside the jitted init from a traced seed: a key made on
   # the host would live on one local device, which a multi-process jit
   # cannot take as an input.
@@ -151,24 +173,25 @@ def init_train_state(model: nnx.Module, tx: optax.GradientTransformation, seed: 
   # `tx` is static (hashable), so repeated inits with one optimizer hit the
   # jit cache.
   if mesh is None:
-    return graphdef, jax.jit(_build_from_seed, static_argnums=0)(tx, params, seed)
-  abstract = jax.eval_shape(functools.partial(_build_from_seed, tx), params, seed)
+    return graphdef, jax.jit(_build_from_seed, static_argnums=0)(tx, params, frozen, seed)
+  abstract = jax.eval_shape(functools.partial(_build_from_seed, tx), params, frozen, seed)
   shardings = train_state_shardings(abstract, mesh, rules)
   params = jax.device_put(params, shardings.params)
+  frozen = jax.device_put(frozen, shardings.frozen)
   init = jax.jit(_build_from_seed, static_argnums=0, out_shardings=shardings)
-  return graphdef, init(tx, params, seed)
+  return graphdef, init(tx, params, frozen, seed)
 
 
 def abstract_train_state(model: nnx.Module, tx: optax.GradientTransformation, *,
-                         mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES
-                         ) -> tuple[nnx.GraphDef, TrainState]:
+                         mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES,
+                         trainable=nnx.Param) -> tuple[nnx.GraphDef, TrainState]:
   """The state's shapes, dtypes and target shardings, without allocating it.
 
   `model` may be abstract (`nnx.eval_shape(lambda: ...)`). The result is what
   `Checkpointer.restore` needs to read a checkpoint straight into its shards.
   """
-  graphdef, params = split_params(model)
-  shapes = jax.eval_shape(functools.partial(_build, tx), params, jax.random.key(0))
+  graphdef, params, frozen = split_params(model, trainable)
+  shapes = jax.eval_shape(functools.partial(_build, tx), params, frozen, jax.random.key(0))
   if mesh is None:
     single = SingleDeviceSharding(jax.devices()[0])
     shardings = jax.tree.map(lambda _: single, shapes)

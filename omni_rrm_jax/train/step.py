@@ -52,6 +52,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from omni_rrm_jax.models.lora import lora_dropout
 from omni_rrm_jax.sharding.params import state_shardings as param_shardings
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding, spec_for
 from omni_rrm_jax.train.guarded_update import guarded_update
@@ -62,16 +63,17 @@ Batch = dict[str, jax.Array]
 
 
 def _micro_loss(graphdef, kind: TaskKind, center_coef: float):
-  """loss(params, micro, normalizer) -> (sum of micro losses / normalizer, aux).
+  """loss(params, frozen, micro, normalizer, rng) -> (sum of micro losses / normalizer, aux).
 
   Dividing by the whole batch's normalizer (not the micro-batch's) makes the
-  micro-batch gradients add up to exactly the big-batch gradient.
+  micro-batch gradients add up to exactly the big-batch gradient. Gradients
+  are taken with respect to `params` only; `frozen` is read, never differentiated.
   """
 
-  def loss_fn(params, micro: Batch, normalizer: jax.Array, rng: jax.Array):
-    # The decoders are deterministic; stochastic layers (dropout) would draw here.
-    del rng
-    loss_sum, aux = kind.loss(nnx.merge(graphdef, params), micro, center_coef)
+  def loss_fn(params, frozen, micro: Batch, normalizer: jax.Array, rng: jax.Array):
+    # LoRA dropout (the only stochastic layer) draws from the micro-batch's key.
+    with lora_dropout(rng):
+      loss_sum, aux = kind.loss(nnx.merge(graphdef, params, frozen), micro, center_coef)
     return loss_sum / normalizer, aux
 
   return loss_fn
@@ -223,7 +225,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ki
 
       def accumulate(grads_acc, micro_and_rng):
         micro, rng = micro_and_rng
-        (loss_k, aux_k), grads_k = grad_fn(state.params, micro, normalizer, rng)
+        (loss_k, aux_k), grads_k = grad_fn(state.params, state.frozen, micro, normalizer, rng)
         grads_acc = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grads_acc, grads_k)
         return grads_acc, (loss_k, aux_k)
 
@@ -257,7 +259,7 @@ def make_eval_step(graphdef: nnx.GraphDef, kind: TaskKind, *, mesh: Mesh | None 
   def eval_step(state: TrainState, batch: Batch):
     kind.batch.check(batch)
     with activation_sharding(mesh, rules):
-      return kind.evaluate(nnx.merge(graphdef, state.params), batch, center_coef)
+      return kind.evaluate(nnx.merge(graphdef, state.params, state.frozen), batch, center_coef)
 
   return Step(eval_step, mesh=mesh, rules=rules, state_shardings=state_shardings,
               donate=False, returns_state=False)

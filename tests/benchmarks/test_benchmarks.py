@@ -113,3 +113,33 @@ def test_hostile_summary_sorts_outcomes():
                    longrepr="E   OSError: no such file")):
     sorter.pytest_runtest_logreport(report)
   assert (sorter.handled, sorter.silent, sorter.crash) == (["a"], ["b"], ["c", "d"])
+
+
+@pytest.mark.slow
+def test_lora_7b_state_counts_match_peft():
+  # PEFT's count for rank-8 LoRA on every linear layer of Qwen2.5-7B is 20,185,088
+  # (28 layers x 8 x (3584+3584 + 3584+512 + 3584+512 + 3584+3584 + 3 x (3584+18944)));
+  # the scalar RM's 3584 x 1 head trains too.
+  sizes = _load("lora_train_state").state_7b()
+  assert sizes["lora"]["trained_params"] == 20_185_088 + 3584
+  assert sizes["full"]["trained_params"] == (sizes["lora"]["frozen_params"]
+                                             + sizes["lora"]["trained_params"] - 20_185_088)
+  # AdamW's mu and nu in fp32 plus scalar counters.
+  assert 8 * sizes["lora"]["trained_params"] <= sizes["lora"]["optimizer_state_bytes"] < (
+      8 * sizes["lora"]["trained_params"] + 64)
+
+
+@pytest.mark.slow
+def test_lora_train_state_prints_one_line():
+  out = _run("lora_train_state", "--hidden", "64", "--layers", "1", "--length", "32",
+             "--rounds", "1", "--steps_per_round", "1")
+  assert out["step"]["sizes"]["lora"]["trained_params"] < out["step"]["sizes"]["full"][
+      "trained_params"]
+
+
+@pytest.mark.slow
+def test_serve_load_prints_one_line():
+  out = _run("serve_load", "--batch_rows=1,2", "--clients=2", "--requests=2", "--hidden=32")
+  assert [r["max_batch_rows"] for r in out["results"]] == [1, 2]
+  assert all(r["items_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in out["results"])
+  assert out["results"][0]["mean_rows_per_call"] == 1.0

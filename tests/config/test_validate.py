@@ -12,7 +12,7 @@ def _problems(config, processes=1, devices=8):
   return problems(config, process_count=processes, device_count=devices)
 
 
-@pytest.mark.parametrize("task", ["rm", "sft", "grpo", "eval"])
+@pytest.mark.parametrize("task", ["rm", "sft", "grpo", "eval", "serve"])
 def test_defaults_are_valid_for_one_and_two_processes(task):
   for processes in (1, 2):
     assert _problems(tasks.TASK_CONFIGS[task](), processes) == []
@@ -82,3 +82,34 @@ def test_check_raises_one_line_per_problem():
     check(c, process_count=1, device_count=8)
   lines = str(e.value).splitlines()
   assert lines[0] == "bad settings:" and len(lines) == 3
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("tie_margin", -0.1, "report.tie_margin=-0.1: must be a finite number >= 0"),
+    ("tie_margin", math.nan, "report.tie_margin=nan"),
+    ("ci_samples", -1, "report.ci_samples=-1: must be an integer >= 0"),
+])
+def test_bad_report_setting_is_one_line(key, value, needle):
+  c = tasks.eval_config()
+  c.report[key] = value
+  found = _problems(c)
+  assert len(found) == 1 and needle in found[0], found
+
+
+@pytest.mark.parametrize("task,key,value,needle", [
+    ("serve", "serve.max_batch_rows", 12,
+     "serve.max_batch_rows=12: must be a multiple of the 8 batch shards"),
+    ("serve", "serve.port", 70000, "serve.port=70000: must be an integer in [0, 65535]"),
+    ("serve", "serve.max_wait_ms", -1.0, "serve.max_wait_ms=-1.0: must be a finite number >= 0"),
+    ("serve", "serve.request_timeout_s", 0.0, "serve.request_timeout_s=0.0"),
+    ("serve", "judge.max_new_tokens", 0, "judge.max_new_tokens=0"),
+    ("grpo", "reward.remote_url", "localhost:8000",
+     "reward.remote_url='localhost:8000': must start with http:// or https://"),
+    ("grpo", "reward.remote_timeout_s", 0.0, "reward.remote_timeout_s=0.0"),
+])
+def test_each_bad_serving_setting_is_one_line_naming_its_key(task, key, value, needle):
+  c = tasks.TASK_CONFIGS[task]()
+  section, leaf = key.split(".")
+  c[section][leaf] = value
+  found = _problems(c)
+  assert len(found) == 1 and needle in found[0], found

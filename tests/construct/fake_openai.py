@@ -11,7 +11,9 @@ other 3, as a strict judgment:
 
 Faults are injected by a plan: `fail_first[model] = n` answers the first n
 requests for that model with HTTP 500, `malformed` ids get one reply that is
-not JSON, `slow` request bodies sleep before the reply. Every reply and the
+not JSON, `slow` request bodies sleep before the reply, and `die_after = n`
+shuts the server down once n replies went out (the next request's connection
+drops, later ones are refused). Every reply and the
 request that got it are logged in order.
 """
 
@@ -78,8 +80,10 @@ class FakeOpenAI:
     self.delay = 0.0  # seconds before every reply
     self.answered: list[dict] = []  # request bodies that got a 200 chat completion
     self.faults = 0  # requests answered with a fault (500, not JSON, or too late)
+    self.die_after: int | None = None  # stop serving once this many replies went out
     self.media_seen: list[dict] = []
     self._lock = threading.Lock()
+    self._closed = False
     fake = self
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -126,14 +130,26 @@ class FakeOpenAI:
       return self._reply(handler, 200, b"<html>bad gateway</html>")
     content = _answer(model, text) if model in ("strong", "weak") else _judgment(model, text)
     with self._lock:
-      self.answered.append(body)
-      self.media_seen.extend(media)
+      if self.die_after is not None and len(self.answered) >= self.die_after:
+        dead = True
+      else:
+        dead = False
+        self.answered.append(body)
+        self.media_seen.extend(media)
+    if dead:  # the server goes away: this connection drops, new ones are refused
+      threading.Thread(target=self.close, daemon=True).start()
+      handler.close_connection = True
+      return None
     reply = {"id": "x", "object": "chat.completion", "model": model,
              "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                           "finish_reason": "stop"}]}
     self._reply(handler, 200, json.dumps(reply).encode())
 
   def close(self) -> None:
+    with self._lock:
+      if self._closed:
+        return
+      self._closed = True
     self.server.shutdown()
     self.server.server_close()
 

@@ -143,6 +143,29 @@ def test_a_dead_endpoint_fails_its_prompts_and_a_rerun_fills_them(tmp_path, serv
   assert second["endpoints"]["strong"].get("requests", 0) == 0
 
 
+def test_a_server_killed_mid_run_then_restarted_gives_the_same_records(tmp_path, server):
+  prompts = _write_prompts(tmp_path)
+  pipeline.run(_config(_overrides(prompts, server.url)), str(tmp_path / "straight"))
+  total = len(server.answered)
+  port = server.server.server_address[1]
+  server.close()
+
+  dying = FakeOpenAI(port=port)  # the same address, so the same cache keys
+  dying.die_after = total // 2
+  first = pipeline.run(_config(_overrides(prompts, dying.url, max_retries=1)),
+                       str(tmp_path / "w"))
+  assert first["failed"] and first["kept"] < 6  # the rest could not be asked
+  assert len(dying.answered) == total // 2
+  revived = FakeOpenAI(port=port)
+  try:
+    second = pipeline.run(_config(_overrides(prompts, revived.url)), str(tmp_path / "w"))
+  finally:
+    revived.close()
+  assert second["failed"] == {} and second["kept"] == 6
+  assert len(revived.answered) == total - total // 2  # nothing answered before is asked again
+  assert _records(tmp_path / "w") == _records(tmp_path / "straight")
+
+
 def _cli(prompts, url, workdir):
   args = [sys.executable, "-m", "omni_rrm_jax.main", f"--config={ROOT}/configs/construct.py",
           f"--workdir={workdir}"]

@@ -41,8 +41,10 @@ def _hh(chosen_reply, rejected_reply, prefix=_TURNS):
 
 
 def test_registry_lists_the_formats():
-  assert READERS.names() == ["hh_rlhf", "llmbar", "native", "pairwise", "rewardbench"]
-  with pytest.raises(KeyError, match="unknown record format 'csv'; known: hh_rlhf, llmbar"):
+  assert READERS.names() == ["chat", "hh_rlhf", "llmbar", "mm_rewardbench", "native",
+                             "omni_rewardbench", "pairwise", "pandalm", "rewardbench",
+                             "rewardbench2", "vl_rewardbench"]
+  with pytest.raises(KeyError, match="unknown record format .csv.; known: chat, hh_rlhf, llmbar"):
     read_records("unused.jsonl", "csv")
 
 

@@ -11,6 +11,7 @@ import os
 import shutil
 
 import pytest
+from safetensors.numpy import load_file
 
 from tests.multihost import harness, runs
 
@@ -54,6 +55,22 @@ def test_rm_two_processes_equal_one(rm_reference, tmp_path):
   assert two["eval"]["num_pairs"] == pytest.approx(one["eval"]["num_pairs"])
   # Both processes return the same summary; only process 0 wrote files.
   assert all('"step": 8' in out for out in outputs)
+
+
+@pytest.mark.slow  # ~90 s
+def test_lora_rm_two_processes_equal_one(tmp_path):
+  """Adapters (born on one device, then sharded), frozen base, both exports."""
+  lora = {"config.lora.rank": 4, "config.lora.alpha": 8, "config.lora.dropout": 0.1}
+  one, two = str(tmp_path / "one"), str(tmp_path / "two")
+  harness.run_cli(1, _rm_args(one, steps=4, **lora))
+  harness.run_cli(2, _rm_args(two, steps=4, **lora))
+  runs.assert_same_weights(runs.exported(two), runs.exported(one))
+  adapter = lambda w: load_file(os.path.join(w, "hf_adapter", "adapter_model.safetensors"))  # noqa: E731
+  runs.assert_same_weights(adapter(two), adapter(one))
+  runs.assert_same_rows(runs.metric_rows(two), runs.metric_rows(one))
+  s1, s2 = runs.summary(one), runs.summary(two)
+  for key in ("trainable_params", "frozen_params", "optimizer_state_bytes"):
+    assert s2[key] == s1[key], key
 
 
 def test_rm_preempted_on_two_resumes_on_two_and_on_one(rm_reference, tmp_path):
@@ -127,3 +144,29 @@ def test_eval_and_export_two_processes_equal_one(rm_reference, tmp_path):
   harness.run_cli(2, ["--config=configs/export.py", f"--workdir={workdir}",
                       f"--config.model_path={rm_reference}/hf"])
   runs.assert_same_weights(runs.exported(workdir), runs.exported(rm_reference), tol=0)
+
+
+@pytest.mark.slow  # four CLI runs, about 40 s besides the shared reference RM
+def test_benchmark_eval_and_bon_two_processes_equal_one(rm_reference, tmp_path):
+  """A benchmark's own score (RewardBench 2 rows) and Best-of-N picks do not
+  depend on the process count."""
+  data = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "benchmarks",
+                      "rewardbench2.jsonl")
+  common = [f"--config.model.path={rm_reference}/hf", f"--config.data.path={data}",
+            "--config.data.batch_size=8", "--config.data.max_length=128",
+            "--config.data.buckets=(64,128)"]
+  evals, bons = [], []
+  for n in (1, 2):
+    workdir = str(tmp_path / f"eval{n}")
+    harness.run_cli(n, ["--config=configs/eval.py:rewardbench2", f"--workdir={workdir}",
+                        *common])
+    evals.append(json.load(open(f"{workdir}/eval_report.json", encoding="utf-8")))
+    workdir = str(tmp_path / f"bon{n}")
+    harness.run_cli(n, ["--config=configs/bon.py", f"--workdir={workdir}", *common])
+    with open(f"{workdir}/bon_picks.jsonl", encoding="utf-8") as f:
+      bons.append([json.loads(line)["picked"] for line in f])
+  assert evals[0]["records"] == 15
+  assert evals[1]["per_subset"] == evals[0]["per_subset"]
+  assert evals[1]["benchmark"]["score"] == pytest.approx(evals[0]["benchmark"]["score"],
+                                                         abs=1e-6)
+  assert bons[1] == bons[0] and len(bons[0]) == 5

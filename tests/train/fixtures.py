@@ -87,3 +87,13 @@ class Setup:
   def fresh_state(self):
     """A new state with the same initial values (the steps donate theirs)."""
     return init_train_state(self.model, self.tx, seed=0)[1]
+
+
+def saved_arrays(folder) -> list[str]:
+  """The key paths of the arrays in a checkpoint's `state` item (`<step>/state`)."""
+  import jax
+  import orbax.checkpoint as ocp
+  meta = ocp.StandardCheckpointer().metadata(folder)
+  tree = getattr(meta, "item_metadata", meta)
+  tree = tree.tree if hasattr(tree, "tree") else tree
+  return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]

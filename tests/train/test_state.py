@@ -21,7 +21,7 @@ class Toy(nnx.Module):
 
 def test_opt_state_mirrors_params_through_masks_and_nesting():
   mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-  _, params = split_params(Toy())
+  _, params, _ = split_params(Toy())
   params_sh = state_shardings(params, mesh)
   only_matrices = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)  # noqa: E731
   tx = optax.chain(optax.clip_by_global_norm(1.0),

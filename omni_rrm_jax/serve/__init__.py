@@ -1,0 +1,1 @@
+"""HTTP serving of an exported scalar RM or rubric judge (`omni-rrm serve`)."""
