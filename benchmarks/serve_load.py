@@ -40,11 +40,11 @@ def build_rm(folder: pathlib.Path, hidden: int, layers: int) -> str:
   import omni_rrm_jax as orj
   from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
   from omni_rrm_jax.models.hf_save import save_pretrained
-  from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+  from omni_rrm_jax.synthetic.mixture import mixed_pairs
   from omni_rrm_jax.synthetic.corpus import corpus
   from transformers import AutoTokenizer
 
-  train_tiny_tokenizer(corpus(generate_text_pairs(200, 0, ["colour", "sum"])), folder / "tok",
+  train_tiny_tokenizer(corpus(mixed_pairs(200, 0, ["colour", "sum"])), folder / "tok",
                        vocab_size=400)
   tok = AutoTokenizer.from_pretrained(folder / "tok")
   model = orj.from_config("Qwen2ForSequenceClassification", dict(

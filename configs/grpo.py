@@ -10,7 +10,8 @@ Variants:
                omni-rrm --config=configs/grpo.py:tiny --workdir=/tmp/grpo_tiny \
                    --config.model.path=/tmp/sft_tiny/hf --config.tokenizer=/tmp/sft_tiny/tokenizer
              Expected (measured from a 1000-step SFT judge, 32 held-out prompts x 8
-             samples): total reward 0.122 -> 0.206, judge_format 0.769 -> 0.804,
+             samples, before the tiny data became the omni generator's colour task
+             with its rationale template; not re-measured since): total reward 0.122 -> 0.206, judge_format 0.769 -> 0.804,
              judge_content -0.616 -> -0.454, judge_rubric 0.305 -> 0.329, parse
              failures 0.59 -> 0.25; ~5 minutes on a loaded 2-core CPU. From the default
              300-step SFT judge format starts at ~0 and GRPO only learns to emit a short
@@ -79,7 +80,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c = grpo_config(recipe)
   if arg == "tiny":
     c.data.train_path = "synthetic"
-    # configs/sft.py:tiny's judge prompts are 323-349 tokens, its judgments 146-169.
+    # configs/sft.py:tiny's judge prompts are 319-340 tokens, its judgments 136-143.
     c.reward.functions = "judge_format:0.4,judge_content:0.4,judge_rubric:0.2"
     c.data.max_prompt_length = 352
     c.data.prompt_bucket = 352

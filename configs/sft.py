@@ -5,9 +5,10 @@ prompt is masked), token-averaged.
 
 Variants:
   tiny  CPU, ~3 minutes: a 2-layer Qwen2 LM from scratch on generated
-        colour-fact pairs with rubric rationales.
-        Expected: eval token accuracy on judgment tokens ~0.88 at step 300
-        (measured: 0.884; ~4 minutes on a loaded 2-core CPU).
+        colour-fact pairs (the omni generator's text-colour task) with rubric
+        rationales.
+        Expected: eval token accuracy on judgment tokens ~0.93 at step 300
+        (measured: 0.936; 6 minutes on a heavily loaded 2-core CPU).
           omni-rrm --config=configs/sft.py:tiny --workdir=/tmp/sft_tiny
   tiny_vl  CPU, ~3 minutes: a 2-layer Qwen2.5-VL judge from scratch on colour
         facts plus image and video colour pairs.
@@ -19,7 +20,8 @@ Variants:
         pairs, one compilation per (length, patch, audio frame) bucket (5 of
         the 8 here).
         Expected: eval token accuracy on judgment tokens ~0.79 at step 200
-        (measured 0.789; 472 s on a loaded 2-core CPU).
+        (measured 0.789, 472 s on a loaded 2-core CPU, before the tiny data
+        became the omni generator's tasks; not re-measured since).
           omni-rrm --config=configs/sft.py:tiny_omni --workdir=/tmp/sft_tiny_omni
   7b    TPU v5e-64 / v5p-32, hours: Qwen2.5-7B-Instruct (or Qwen2.5-Omni-7B's
         thinker once supported) on judgment data with rationales.

@@ -7,7 +7,7 @@ import pytest
 import omni_rrm_jax as orj
 from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
 from omni_rrm_jax.models.hf_save import save_pretrained
-from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+from omni_rrm_jax.synthetic.mixture import mixed_pairs
 from omni_rrm_jax.synthetic.corpus import corpus
 
 MAX_LENGTH = 128
@@ -18,7 +18,7 @@ def rm_folder(tmp_path_factory) -> str:
   from transformers import AutoTokenizer
 
   root = tmp_path_factory.mktemp("bench_rm")
-  train_tiny_tokenizer(corpus(generate_text_pairs(200, 0, ["colour", "sum"])), root / "tok",
+  train_tiny_tokenizer(corpus(mixed_pairs(200, 0, ["colour", "sum"])), root / "tok",
                        vocab_size=400)
   tok = AutoTokenizer.from_pretrained(root / "tok")
   model = orj.from_config("Qwen2ForSequenceClassification", dict(

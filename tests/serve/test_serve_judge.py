@@ -31,8 +31,7 @@ from omni_rrm_jax.rl.model_reward import prompt_record
 from omni_rrm_jax.sampling.params import SamplingParams
 from omni_rrm_jax.sampling.prompts import media_needs
 from omni_rrm_jax.sharding.mesh import make_mesh
-from omni_rrm_jax.synthetic.colour_media import generate_media_pairs
-from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+from omni_rrm_jax.synthetic.mixture import mixed_pairs
 from omni_rrm_jax.synthetic.corpus import corpus
 from tests.serve.server_process import running_server
 
@@ -43,7 +42,7 @@ MAX_LENGTH, ROWS, NEW_TOKENS = 256, 8, 32  # configs/serve.py:tiny
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
   root = tmp_path_factory.mktemp("serve_judge")
-  records = generate_media_pairs(3, 0, str(root / "media")) + generate_text_pairs(2, 0)
+  records = mixed_pairs(3, 0, ("image", "video"), media_root=str(root / "media")) + mixed_pairs(2, 0)
   config = TASK_CONFIGS["sft"]()
   config.model.architecture = VL
   # Wide random weights, so that greedy text follows the prompt and its media.

@@ -26,8 +26,7 @@ from omni_rrm_jax.rewards.remote_reward import RemoteReward
 from omni_rrm_jax.rl.model_reward import ModelReward
 from omni_rrm_jax.rl.rollout import policy_messages
 from omni_rrm_jax.sharding.mesh import make_mesh
-from omni_rrm_jax.synthetic.colour_media import generate_media_pairs
-from omni_rrm_jax.synthetic.colour_text import generate_text_pairs
+from omni_rrm_jax.synthetic.mixture import mixed_pairs
 from tests.rl.test_grpo_model_reward_media import VL, _export_rm
 from tests.serve.server_process import running_server
 
@@ -42,7 +41,7 @@ COMPLETIONS = ["It is red.", "The square is blue.", "", "Green, I think.", "It i
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
   root = tmp_path_factory.mktemp("serve_rm")
-  records = generate_media_pairs(4, 0, str(root / "media")) + generate_text_pairs(2, 0)
+  records = mixed_pairs(4, 0, ("image", "video"), media_root=str(root / "media")) + mixed_pairs(2, 0)
   rm = _export_rm(root, VL, records)
   (root / "key").write_text(KEY + "\n")
   overrides = {"model.path": rm.folder, "serve.media_root": rm.media_root,
