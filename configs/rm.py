@@ -17,8 +17,8 @@ Variants:
         vision and audio towers) from scratch on colour facts, image and video
         colour pairs and audio tone pairs (count, direction, pitch), one
         compilation per (length, patch, audio frame) bucket (2 here).
-        Expected: held-out pairwise accuracy ~0.7 at step 200 (measured 0.69,
-        280 s on a loaded 2-core CPU; images and pitch are learnt first, tone
+        Expected: held-out pairwise accuracy ~0.7 at step 200 (measured 0.73,
+        301 s on a loaded 2-core CPU; images and pitch are learnt first, tone
         counting stays near chance at this size).
           omni-rrm --config=configs/rm.py:tiny_omni --workdir=/tmp/rm_tiny_omni
   7b    TPU v5e-64 / v5p-32 (or 8x H100), hours: a Qwen2.5-7B-Instruct checkpoint

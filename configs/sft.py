@@ -12,8 +12,8 @@ Variants:
           omni-rrm --config=configs/sft.py:tiny --workdir=/tmp/sft_tiny
   tiny_vl  CPU, ~3 minutes: a 2-layer Qwen2.5-VL judge from scratch on colour
         facts plus image and video colour pairs.
-        Expected: eval token accuracy on judgment tokens ~0.8 at step 200
-        (measured 0.81; 152 s on a loaded 2-core CPU).
+        Expected: eval token accuracy on judgment tokens ~0.87 at step 200
+        (measured 0.873; 309 s on a heavily loaded 2-core CPU).
           omni-rrm --config=configs/sft.py:tiny_vl --workdir=/tmp/sft_tiny_vl
   tiny_omni  CPU, ~8 minutes: a 2-layer Qwen2.5-Omni thinker judge from
         scratch on colour facts, image and video colour pairs and audio tone
