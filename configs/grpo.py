@@ -42,6 +42,16 @@ Variants:
              Expected: not measured yet; valid-JSON rate and pairwise accuracy
              (configs/eval.py) should rise over the SFT judge.
   policy_7b  the same pod, recipe b on a 7B policy (optionally with a 7B scalar RM).
+  omni7b     the same pod, hours: the released omni judge's GRPO stage after
+             configs/sft.py:omni7b: the rank-8, alpha-32 LoRA on the Qwen2.5-Omni-7B
+             thinker's text decoder, lr 1e-5 for 1 epoch, 2 generations per prompt,
+             up to 2,048 prompt and 1,024 completion tokens, KL to the base with the
+             adapters off (no second copy of the weights).
+               omni-rrm --config=configs/grpo.py:omni7b --workdir=gs://BUCKET/omni_grpo \
+                   --config.model.path=gs://BUCKET/omni_judge/hf \
+                   --config.data.train_path=prompts.jsonl --config.data.media_root=MEDIA
+             Expected memory per device: not measured yet (the compile check does
+             not cover the Omni thinker at these lengths yet).
 
 Multimodal judges and policies: every variant takes a Qwen2.5-VL or Qwen2.5-Omni
 thinker (`model.path` to its export, or `model.architecture` for a random init)
@@ -61,7 +71,7 @@ import ml_collections
 
 from omni_rrm_jax.config.tasks import grpo_config
 
-VARIANTS = ("tiny", "judge", "policy", "judge_7b", "policy_7b")
+VARIANTS = ("tiny", "judge", "policy", "judge_7b", "policy_7b", "omni7b")
 
 
 def _pod(c: ml_collections.ConfigDict) -> None:
@@ -111,6 +121,24 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.checkpoint.every = 25
     c.eval.num_prompts = 128
     c.train.eval_every = 50
+    return c
+  if arg == "omni7b":
+    # The released omni judge's GRPO: the same LoRA, lr 1e-5, 2 generations per
+    # prompt, up to 1,024 completion tokens; the KL reference is the base with
+    # the adapters off (no second copy of the weights).
+    _pod(c)
+    c.model.architecture = "Qwen2_5OmniThinkerForConditionalGeneration"
+    c.lora.update(rank=8, alpha=32.0)
+    c.reward.functions = "judge_format:0.4,judge_content:0.4,judge_rubric:0.2"
+    c.data.max_prompt_length = 2048
+    c.data.prompt_bucket = 512
+    c.rollout.max_new_tokens = 1024
+    c.rollout.prompts_per_step = 64
+    c.rollout.num_generations = 2
+    c.grpo.beta = 0.04
+    c.grpo.num_minibatches = 4
+    c.optim.learning_rate = 1e-5
+    c.train.num_steps = 1000  # 1 epoch of 64,000 prompts; set records / prompts_per_step
     return c
   if arg in ("judge_7b", "policy_7b"):
     _pod(c)

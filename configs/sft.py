@@ -23,8 +23,17 @@ Variants:
         (measured 0.789, 472 s on a loaded 2-core CPU, before the tiny data
         became the omni generator's tasks; not re-measured since).
           omni-rrm --config=configs/sft.py:tiny_omni --workdir=/tmp/sft_tiny_omni
-  7b    TPU v5e-64 / v5p-32, hours: Qwen2.5-7B-Instruct (or Qwen2.5-Omni-7B's
-        thinker once supported) on judgment data with rationales.
+  omni7b  TPU v5e-64 / v5p-32 (or 8x H100), hours: the released omni judge's
+        SFT, a LoRA of rank 8, alpha 32 on every linear layer of the
+        Qwen2.5-Omni-7B thinker's text decoder (vision and audio towers frozen),
+        lr 5e-6 for 2 epochs (set train.num_steps to 2 * records / 64).
+          omni-rrm --config=configs/sft.py:omni7b --workdir=gs://BUCKET/omni_judge \
+              --config.model.path=/path/to/Qwen2.5-Omni-7B \
+              --config.data.train_path=judge_train.jsonl --config.data.media_root=MEDIA
+        Expected memory per device: not measured yet (the compile check does not
+        cover the Omni thinker at these lengths yet).
+  7b    TPU v5e-64 / v5p-32, hours: Qwen2.5-7B-Instruct on judgment data with
+        rationales.
           omni-rrm --config=configs/sft.py:7b --workdir=gs://BUCKET/judge7b \
               --config.model.path=/path/to/Qwen2.5-7B-Instruct \
               --config.data.train_path=judge_train.jsonl
@@ -57,6 +66,25 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.media.audio_frame_buckets = (0, 200)
     c.train.num_steps = 200
     c.train.eval_every = 100
+    return c
+  if arg == "omni7b":
+    # The released omni judge's SFT: a rank-8, alpha-32 LoRA on every linear layer
+    # of the Qwen2.5-Omni-7B thinker's text decoder, encoders frozen, lr 5e-6.
+    c.model.architecture = "Qwen2_5OmniThinkerForConditionalGeneration"
+    c.model.dtype = "bfloat16"
+    c.model.remat = True
+    c.lora.update(rank=8, alpha=32.0)
+    c.data.max_length = 3072  # 2,048 prompt + 1,024 judgment tokens
+    c.data.buckets = (1024, 2048, 3072)
+    c.data.batch_size = 64
+    c.data.worker_count = 8
+    c.optim.learning_rate = 5e-6
+    c.optim.warmup_steps = 50
+    c.optim.weight_decay = 0.0
+    c.train.num_steps = 2000  # 2 epochs of 64,000 judgments; set 2 * records / batch_size
+    c.train.eval_every = 250
+    c.checkpoint.every = 250
+    c.mesh.update(data=1, fsdp=-1, tensor=1)
     return c
   if arg == "7b":
     c.model.dtype = "bfloat16"
