@@ -52,7 +52,12 @@ def written_by_one(name: str, write: Callable[[], T]) -> T | None:
 
 
 def allgather(values) -> np.ndarray:
-  """`values` (a small int64 vector) of every process, one row per process."""
+  """`values` (a small integer vector) of every process, one row per process.
+
+  Between processes the values travel as 32-bit integers (JAX without x64),
+  so larger ones wrap the same way on every process: fine for equality
+  checks, not for magnitudes past 2**31 (send float bits or split them).
+  """
   values = np.asarray(values, np.int64).reshape(-1)
   if jax.process_count() == 1:
     return values[None]
