@@ -55,6 +55,14 @@ class BadRecordCounter:
     self.skipped[error.reason] += 1
     self._remember(error.reason, str(error))
 
+  def skip_or_raise(self, error: BadRecord, where: str | None, strict: bool) -> None:
+    """Skips a bad row at `where` (unless the error already locates it), or with
+    `strict` raises the one-line `ValueError` that stops the run."""
+    error.where = error.where or where
+    if strict:
+      raise ValueError(f"{error} (strict mode: bad records are fatal)") from error
+    self.skip(error)
+
   def flag(self, reason: str, where: str | None) -> None:
     """Records a degeneracy of a row that is kept (call `keep` as well)."""
     self.flagged[reason] += 1

@@ -110,10 +110,7 @@ def read_bon_items(path: str | os.PathLike[str], *, seed: int = 0,
           f"{name}/{index}")
       item = bon_item(row, item_id, seed)
     except BadRecord as e:
-      e.where = e.where or where
-      if strict:
-        raise ValueError(f"{e} (strict mode: bad records are fatal)") from e
-      counter.skip(e)
+      counter.skip_or_raise(e, where, strict)
       continue
     counter.keep()
     produced += 1

@@ -709,10 +709,7 @@ def _generate(path: str | os.PathLike[str], files: list[Path], fmt: str,
       try:
         records = _to_records(row, reader, ctx, media_root)
       except BadRecord as e:
-        e.where = e.where or where
-        if strict:
-          raise ValueError(f"{e} (strict mode: bad records are fatal)") from e
-        counter.skip(e)
+        counter.skip_or_raise(e, where, strict)
         continue
       for record in records:
         for reason in ctx.flags + degeneracies(record):
