@@ -97,7 +97,7 @@ def make_grpo_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
 
   def loss_fn(params, frozen, batch, rng):
     with lora_dropout(rng):
-      logp_bn = policy_logprobs(nnx.merge(graphdef, params, frozen), batch)
+      logp_bn = policy_logprobs(nnx.merge(graphdef, params, frozen, copy=True), batch)
     old_bn = jax.lax.stop_gradient(logp_bn) if on_policy else batch["old_logp"]
     ref_bn = batch.get("ref_logp") if beta > 0 else None
     return loss_fn_by_type(logp_bn, old_bn, batch["adv"], batch["loss_mask"],

@@ -68,12 +68,16 @@ def _micro_loss(graphdef, kind: TaskKind, center_coef: float):
   Dividing by the whole batch's normalizer (not the micro-batch's) makes the
   micro-batch gradients add up to exactly the big-batch gradient. Gradients
   are taken with respect to `params` only; `frozen` is read, never differentiated.
+  The merge copies the variables, so the model's frozen ones belong to this
+  trace too (an `nnx.vmap` inside the model, as the encoders' per-row call,
+  refuses variables of an enclosing trace).
   """
 
   def loss_fn(params, frozen, micro: Batch, normalizer: jax.Array, rng: jax.Array):
     # LoRA dropout (the only stochastic layer) draws from the micro-batch's key.
     with lora_dropout(rng):
-      loss_sum, aux = kind.loss(nnx.merge(graphdef, params, frozen), micro, center_coef)
+      loss_sum, aux = kind.loss(nnx.merge(graphdef, params, frozen, copy=True), micro,
+                                center_coef)
     return loss_sum / normalizer, aux
 
   return loss_fn
