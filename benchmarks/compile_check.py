@@ -87,6 +87,8 @@ def parse_args(argv=None):
   parser.add_argument("--lora", type=int, default=0, help="LoRA rank (0: full fine-tuning)")
   parser.add_argument("--train_encoders", type=int, default=0,
                       help="omni7b full fine-tuning: also train the vision and audio towers")
+  parser.add_argument("--frozen_dtype", default="bfloat16",
+                      help="storage dtype of frozen matrices (model.frozen_dtype; '' keeps fp32)")
   parser.add_argument("--beta", type=float, default=0.04, help="grpo: KL coefficient")
   parser.add_argument("--layers", type=int, default=28)
   parser.add_argument("--remat", type=int, default=1)
@@ -273,7 +275,8 @@ def main(argv=None):
   tx, schedule = make_optimizer(dict(learning_rate=2e-6, warmup_steps=10, weight_decay=0.0),
                                 total_steps=1000)
   graphdef, state = abstract_train_state(model, tx, mesh=mesh, rules=DEFAULT_RULES,
-                                         trainable=trainable)
+                                         trainable=trainable,
+                                         frozen_dtype=args.frozen_dtype or None)
   count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))  # noqa: E731
   if args.task == "grpo":
     step = make_grpo_step(graphdef, tx, loss_type="grpo", beta=args.beta, on_policy=True,
@@ -299,6 +302,7 @@ def main(argv=None):
       "model": ("Qwen2.5-7B-shaped RM" if args.model == "qwen2_7b"
                 else "Qwen2.5-Omni-7B thinker" + (" RM" if args.task == "rm" else "")),
       "task": args.task, "lora_rank": args.lora, "frozen": list(frozen_prefixes),
+      "frozen_dtype": args.frozen_dtype or "float32",
       "preset": args.preset, "trained_params": int(count(state.params)),
       "frozen_params": int(count(state.frozen)),
       "layers": args.layers, "mesh": dict(mesh.shape), "batch_rows": args.batch, **lengths,

@@ -71,7 +71,7 @@ import ml_collections
 
 from omni_rrm_jax.config.tasks import grpo_config
 
-VARIANTS = ("tiny", "judge", "policy", "judge_7b", "policy_7b", "omni7b")
+VARIANTS = ("tiny", "judge", "policy", "judge_7b", "policy_7b", "omni7b", "omni3b")
 
 
 def _pod(c: ml_collections.ConfigDict) -> None:
@@ -122,13 +122,14 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.eval.num_prompts = 128
     c.train.eval_every = 50
     return c
-  if arg == "omni7b":
+  if arg in ("omni7b", "omni3b"):
     # The released omni judge's GRPO: the same LoRA, lr 1e-5, 2 generations per
     # prompt, up to 1,024 completion tokens; the KL reference is the base with
     # the adapters off (no second copy of the weights).
     _pod(c)
     c.model.architecture = "Qwen2_5OmniThinkerForConditionalGeneration"
     c.lora.update(rank=8, alpha=32.0)
+    c.model.frozen_dtype = "bfloat16"  # the frozen base in the compute dtype
     c.reward.functions = "judge_format:0.4,judge_content:0.4,judge_rubric:0.2"
     c.data.max_prompt_length = 2048
     c.data.prompt_bucket = 512

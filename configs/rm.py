@@ -71,7 +71,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.train.num_steps = 200
     c.train.eval_every = 100
     return c
-  if arg in ("7b", "omni_7b_lora"):
+  if arg in ("7b", "omni7b", "omni3b"):
     c.model.path = ""  # must be set on the command line
     c.model.dtype = "bfloat16"
     c.model.remat = True
@@ -89,10 +89,15 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.train.eval_every = 250
     c.checkpoint.every = 250
     c.mesh.update(data=1, fsdp=-1, tensor=1)
-    if arg == "omni_7b_lora":
+    if arg != "7b":
       c.model.architecture = "Qwen2_5OmniThinkerForConditionalGeneration"
       c.lora.update(rank=8, alpha=32.0)
+      # The frozen base in the compute dtype: half the bytes, the same forward.
+      c.model.frozen_dtype = "bfloat16"
       c.optim.learning_rate = 1e-4  # adapters train at LoRA's usual rate
+      # The recipe's lengths: 2,048 prompt (with its media) + 1,024 response tokens.
+      c.data.max_length = 3072
+      c.data.buckets = (1024, 2048, 3072)
     return c
   raise ValueError(f"unknown variant {arg!r} of configs/rm.py; choose tiny, tiny_vl, tiny_omni, "
-                   "7b or omni_7b_lora")
+                   "7b, omni7b or omni3b")

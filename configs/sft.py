@@ -67,13 +67,14 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.train.num_steps = 200
     c.train.eval_every = 100
     return c
-  if arg == "omni7b":
+  if arg in ("omni7b", "omni3b"):
     # The released omni judge's SFT: a rank-8, alpha-32 LoRA on every linear layer
     # of the Qwen2.5-Omni-7B thinker's text decoder, encoders frozen, lr 5e-6.
     c.model.architecture = "Qwen2_5OmniThinkerForConditionalGeneration"
     c.model.dtype = "bfloat16"
     c.model.remat = True
     c.lora.update(rank=8, alpha=32.0)
+    c.model.frozen_dtype = "bfloat16"  # the frozen base in the compute dtype
     c.data.max_length = 3072  # 2,048 prompt + 1,024 judgment tokens
     c.data.buckets = (1024, 2048, 3072)
     c.data.batch_size = 64
@@ -102,4 +103,4 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.mesh.update(data=1, fsdp=-1, tensor=1)
     return c
   raise ValueError(f"unknown variant {arg!r} of configs/sft.py; choose tiny, tiny_vl, "
-                   "tiny_omni or 7b")
+                   "tiny_omni, 7b, omni7b or omni3b")

@@ -67,7 +67,10 @@ def model_training() -> ml_collections.ConfigDict:
   return _section(
       # Module path prefixes whose parameters never train: no gradient, no
       # optimizer state, not checkpointed (e.g. ("visual", "audio_tower")).
-      freeze=())
+      freeze=(),
+      # Storage dtype of frozen matrices (the LoRA base, frozen towers), e.g.
+      # "bfloat16" with a bfloat16 compute dtype; "": the parameter dtype.
+      frozen_dtype="")
 
 
 def model() -> ml_collections.ConfigDict:

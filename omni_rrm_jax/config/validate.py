@@ -88,11 +88,18 @@ def _optim(p: _Problems, o, num_updates: int) -> None:
     p.add("optim.grad_accum_steps", o.grad_accum_steps, "must be an integer >= 1")
 
 
+# "": the parameter dtype.
+FROZEN_DTYPES = ("", "float32", "bfloat16", "float16")
+
+
 def _trainable(p: _Problems, c) -> None:
   """`lora.*` and `model.freeze`: what trains."""
   freeze = c.model.freeze
   if not isinstance(freeze, (tuple, list)) or not all(isinstance(f, str) and f for f in freeze):
     p.add("model.freeze", freeze, "must be a tuple of module names, e.g. ('visual', 'audio_tower')")
+  if c.model.frozen_dtype not in FROZEN_DTYPES:
+    p.add("model.frozen_dtype", c.model.frozen_dtype,
+          "must be one of " + ", ".join(repr(d) for d in FROZEN_DTYPES))
   lo = c.lora
   if not isinstance(lo.rank, int) or lo.rank < 0:
     p.add("lora.rank", lo.rank, "must be an integer >= 0 (0: LoRA off)")

@@ -189,7 +189,8 @@ def run(config, workdir: str) -> dict:
   trainable = prepare_trainable(model, config.lora, config.model.freeze, seed=config.seed)
   use_lora = config.lora.rank > 0
   graphdef, state = init_train_state(model, tx, config.seed, mesh=mesh, rules=rules,
-                                     trainable=trainable)
+                                     trainable=trainable,
+                                     frozen_dtype=config.model.frozen_dtype or None)
   sizes = training_sizes(state)
   del model  # the state holds the only copy of the weights from here on
   # The reference is the initial policy, rebuilt identically on resume. With

@@ -32,6 +32,14 @@ DEFAULT_RULES: tuple[tuple[str, MeshAxes], ...] = (
     ("head_dim", None),
     ("labels", None),
     ("norm", None),
+    # The vision and audio towers shard like the text decoder (about 1.3B
+    # parameters in a 7B thinker: replicated, they would take 5 GiB a device).
+    ("vision_embed", "fsdp"),
+    ("vision_mlp", "tensor"),
+    ("vision_heads", "tensor"),
+    ("audio_embed", "fsdp"),
+    ("audio_mlp", "tensor"),
+    ("audio_heads", "tensor"),
 )
 
 

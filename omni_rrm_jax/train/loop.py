@@ -96,7 +96,8 @@ def run(config, workdir: str) -> dict:
   # LoRA adapters and `model.freeze`: frozen parameters get no gradient and no optimizer state.
   trainable = prepare_trainable(model, config.lora, config.model.freeze, seed=config.seed)
   graphdef, state = init_train_state(model, tx, config.seed, mesh=mesh, rules=rules,
-                                     trainable=trainable)
+                                     trainable=trainable,
+                                     frozen_dtype=config.model.frozen_dtype or None)
   sizes = training_sizes(state)
   del model  # the state holds the only copy of the weights from here on
   train_step = make_train_step(

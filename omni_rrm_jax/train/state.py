@@ -75,19 +75,40 @@ def split_params(model: nnx.Module, trainable=nnx.Param
   return graphdef, params, frozen
 
 
+def cast_frozen(frozen: nnx.State, dtype: Any) -> nnx.State:
+  """Frozen floating matrices (ndim >= 2) stored in `dtype`; None keeps them.
+
+  Every layer casts its kernels and tables to the compute dtype before use,
+  so with `dtype` equal to the compute dtype the forward pass is unchanged
+  while the frozen base (the bulk of a LoRA run's memory) takes half the
+  bytes of float32. Vectors (norm scales, biases) keep their dtype.
+  """
+  if dtype is None:
+    return frozen
+  dtype = jnp.dtype(dtype)
+
+  def one(x):
+    if jnp.issubdtype(x.dtype, jnp.floating) and x.ndim >= 2:
+      return x.astype(dtype)
+    return x
+
+  return jax.tree.map(one, frozen)
+
+
 def _build(tx: optax.GradientTransformation, params: nnx.State, frozen: nnx.State,
-           rng: jax.Array) -> TrainState:
+           rng: jax.Array, frozen_dtype: Any = None) -> TrainState:
   # Copy so the state owns its buffers: donating it to a step must not
   # invalidate the model the caller still holds.
   params, frozen = jax.tree.map(jnp.copy, (params, frozen))
+  frozen = cast_frozen(frozen, frozen_dtype)
   zero = jnp.zeros((), jnp.int32)
   return TrainState(step=zero, params=params, opt_state=tx.init(params), rng=rng,
                     nonfinite_streak=zero, nonfinite_total=zero, frozen=frozen)
 
 
-def _build_from_seed(tx: optax.GradientTransformation, params: nnx.State, frozen: nnx.State,
-                     seed: jax.Array) -> TrainState:
-  return _build(tx, params, frozen, jax.random.key(seed))
+def _build_from_seed(tx: optax.GradientTransformation, frozen_dtype: Any, params: nnx.State,
+                     frozen: nnx.State, seed: jax.Array) -> TrainState:
+  return _build(tx, params, frozen, jax.random.key(seed), frozen_dtype)
 
 
 def _path_tuple(path) -> tuple:
@@ -146,7 +167,8 @@ def train_state_shardings(state: TrainState, mesh: Mesh,
 
 def init_train_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int = 0, *,
                      mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES,
-                     trainable=nnx.Param) -> tuple[nnx.GraphDef, TrainState]:
+                     trainable=nnx.Param, frozen_dtype: Any = None
+                     ) -> tuple[nnx.GraphDef, TrainState]:
   """Splits a model and creates its train state, born sharded on `mesh`.
 
   The optimizer state is created by a jitted init whose `out_shardings` are
@@ -161,6 +183,8 @@ def init_train_state(model: nnx.Module, tx: optax.GradientTransformation, seed: 
     rules: logical -> mesh axis rules.
     trainable: an NNX filter of the parameters that train (default: all);
       the others go to `state.frozen`, with no optimizer state.
+    frozen_dtype: storage dtype of the frozen matrices (`cast_frozen`); None
+      keeps the parameter dtype.
 
   Returns:
     `(graphdef, state)`; the state owns fresh buffers (safe to donate).
@@ -173,25 +197,29 @@ def init_train_state(model: nnx.Module, tx: optax.GradientTransformation, seed: 
   # `tx` is static (hashable), so repeated inits with one optimizer hit the
   # jit cache.
   if mesh is None:
-    return graphdef, jax.jit(_build_from_seed, static_argnums=0)(tx, params, frozen, seed)
-  abstract = jax.eval_shape(functools.partial(_build_from_seed, tx), params, frozen, seed)
+    return graphdef, jax.jit(_build_from_seed, static_argnums=(0, 1))(
+        tx, frozen_dtype, params, frozen, seed)
+  abstract = jax.eval_shape(functools.partial(_build_from_seed, tx, frozen_dtype), params,
+                            frozen, seed)
   shardings = train_state_shardings(abstract, mesh, rules)
   params = jax.device_put(params, shardings.params)
   frozen = jax.device_put(frozen, shardings.frozen)
-  init = jax.jit(_build_from_seed, static_argnums=0, out_shardings=shardings)
-  return graphdef, init(tx, params, frozen, seed)
+  init = jax.jit(_build_from_seed, static_argnums=(0, 1), out_shardings=shardings)
+  return graphdef, init(tx, frozen_dtype, params, frozen, seed)
 
 
 def abstract_train_state(model: nnx.Module, tx: optax.GradientTransformation, *,
                          mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES,
-                         trainable=nnx.Param) -> tuple[nnx.GraphDef, TrainState]:
+                         trainable=nnx.Param, frozen_dtype: Any = None
+                         ) -> tuple[nnx.GraphDef, TrainState]:
   """The state's shapes, dtypes and target shardings, without allocating it.
 
   `model` may be abstract (`nnx.eval_shape(lambda: ...)`). The result is what
   `Checkpointer.restore` needs to read a checkpoint straight into its shards.
   """
   graphdef, params, frozen = split_params(model, trainable)
-  shapes = jax.eval_shape(functools.partial(_build, tx), params, frozen, jax.random.key(0))
+  shapes = jax.eval_shape(functools.partial(_build, tx, frozen_dtype=frozen_dtype), params,
+                          frozen, jax.random.key(0))
   if mesh is None:
     single = SingleDeviceSharding(jax.devices()[0])
     shardings = jax.tree.map(lambda _: single, shapes)

@@ -11,9 +11,9 @@ from omni_rrm_jax.config import sections, tasks
 from omni_rrm_jax.demo.config import get_config as demo_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-VARIANTS = {"rm": ("tiny", "tiny_vl", "tiny_omni", "7b", "omni_7b_lora"),
-            "sft": ("tiny", "tiny_vl", "tiny_omni", "7b", "omni7b"),
-            "grpo": ("tiny", "judge", "policy", "judge_7b", "policy_7b", "omni7b"),
+VARIANTS = {"rm": ("tiny", "tiny_vl", "tiny_omni", "7b", "omni7b", "omni3b"),
+            "sft": ("tiny", "tiny_vl", "tiny_omni", "7b", "omni7b", "omni3b"),
+            "grpo": ("tiny", "judge", "policy", "judge_7b", "policy_7b", "omni7b", "omni3b"),
             "eval": ("", "rewardbench", "rewardbench2", "vl_rewardbench", "mm_rewardbench",
                      "omni_rewardbench", "pandalm"),
             "bon": ("",), "export": ("",), "construct": ("",), "serve": ("", "tiny")}

@@ -68,3 +68,18 @@ def test_sft_and_grpo_steps_take_media_with_frozen_encoders():
   assert np.isfinite(float(metrics["loss"])) and int(metrics["skipped"]) == 0
   assert _changed(params1, jax.device_get(state.params))
   assert not _changed(frozen0, jax.device_get(state.frozen))
+
+
+def test_towers_shard_over_fsdp_like_the_text_decoder():
+  from omni_rrm_jax.sharding.mesh import make_mesh
+  from omni_rrm_jax.sharding.rules import DEFAULT_RULES
+  from omni_rrm_jax.train.state import abstract_train_state
+
+  mesh = make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
+  tx, _ = make_optimizer(dict(learning_rate=1e-2, warmup_steps=0), total_steps=10)
+  _, state = abstract_train_state(flax_model(), tx, mesh=mesh, rules=DEFAULT_RULES)
+  specs = {".".join(map(str, p)): v.get_value().sharding.spec
+           for p, v in nnx.to_flat_state(state.params)}
+  for tower in FREEZE:
+    kernels = [s for p, s in specs.items() if p.startswith(tower) and p.endswith("kernel")]
+    assert kernels and all("fsdp" in tuple(s) for s in kernels), tower

@@ -178,3 +178,36 @@ def test_lora_state_on_a_mesh_shards_adapters_like_their_layers_and_steps_the_sa
                        jax.tree.leaves(states["single"].params)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6, rtol=0,
                                err_msg=jax.tree_util.keystr(p))
+
+
+def test_frozen_matrices_in_bfloat16_leave_a_bfloat16_step_unchanged():
+  # With a bfloat16 compute dtype every kernel is cast before use, so storing
+  # the frozen base in bfloat16 halves its bytes and changes no number.
+  kind = task_kind("rm")
+  batch = rm_batch(5)
+  out = {}
+  for frozen_dtype in (None, "bfloat16"):
+    model = tiny_model("rm", dtype="bfloat16")
+    trainable = prepare_trainable(model, _lora(), ())
+    tx = optax.adam(1e-2)
+    graphdef, state = init_train_state(model, tx, trainable=trainable, frozen_dtype=frozen_dtype)
+    frozen = _flat(state.frozen)
+    dtypes = {str(p[-2]) + "." + str(p[-1]): v.dtype for p, v in frozen.items()}
+    out[frozen_dtype] = (make_train_step(graphdef, tx, kind)(state, batch), frozen, dtypes)
+  (_, m32), frozen32, _ = out[None]
+  (state16, m16), frozen16, dtypes16 = out["bfloat16"]
+  matrices = [p for p, v in frozen32.items() if v.ndim >= 2]
+  vectors = [p for p, v in frozen32.items() if v.ndim < 2]
+  assert matrices and vectors
+  assert all(frozen16[p].dtype == np.dtype("bfloat16") for p in matrices)
+  assert all(frozen16[p].dtype == np.float32 for p in vectors)
+  assert float(m16["loss"]) == float(m32["loss"])
+  assert float(m16["grad_norm"]) == float(m32["grad_norm"])
+  assert all(v.dtype == np.dtype("bfloat16") for p, v in _flat(state16.frozen).items()
+             if p in matrices)
+
+
+def test_frozen_dtype_is_validated():
+  c = rm_config()
+  c.model.frozen_dtype = "bf16"
+  assert any("model.frozen_dtype" in line for line in problems(c, process_count=1, device_count=1))
