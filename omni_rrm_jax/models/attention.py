@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import PartitionSpec
 
 from omni_rrm_jax.core.attention_impl import ATTENTION_IMPLEMENTATIONS
 from omni_rrm_jax.models.flash_attention import flash_attention
 from omni_rrm_jax.models.layers import DenseGeneral, RMSNorm
 from omni_rrm_jax.models.rotary import apply_rotary
-from omni_rrm_jax.sharding.rules import constrain
+from omni_rrm_jax.sharding.rules import active_sharding, constrain, spec_for
 
 
 def causal_mask(q_positions_t: jax.Array, k_positions_s: jax.Array,
@@ -62,7 +64,7 @@ def dot_product_attention(q_bthd: jax.Array, k_bskd: jax.Array, v_bskd: jax.Arra
   if implementation == "flash":
     b, t, s = q_bthd.shape[0], q_bthd.shape[1], k_bskd.shape[1]
     mask_bts = jnp.ones((1, t, s), bool) if mask_b1ts is None else mask_b1ts[:, 0]
-    out_bthd = flash_attention(q_bthd, k_bskd, v_bskd, mask_bts, scale)
+    out_bthd = _sharded_flash_attention(q_bthd, k_bskd, v_bskd, mask_bts, scale)
   else:
     out_bthd = jax.nn.dot_product_attention(q_bthd, k_bskd, v_bskd, mask=mask_b1ts,
                                             scale=scale, implementation=implementation)
@@ -71,6 +73,27 @@ def dot_product_attention(q_bthd: jax.Array, k_bskd: jax.Array, v_bskd: jax.Arra
   if mask_b1ts is None:
     return out_bthd
   return _empty_rows_as_reference(out_bthd, v_bskd, mask_b1ts)
+
+
+def _sharded_flash_attention(q_bthd, k_bskd, v_bskd, mask_bts, scale):
+  """The flash kernel on each device's shard of rows and heads.
+
+  A Pallas call is not partitioned by XLA, so under an active mesh it runs in
+  `shard_map` over the batch and head axes (whole sequences per device).
+  """
+  active = active_sharding()
+  if active is None:
+    return flash_attention(q_bthd, k_bskd, v_bskd, mask_bts, scale)
+  mesh, rules = active
+  q_spec = spec_for(("batch", None, "q_heads", None), rules, q_bthd.shape, mesh)
+  kv_spec = spec_for(("batch", None, "kv_heads", None), rules, k_bskd.shape, mesh)
+  if q_spec[2] != kv_spec[2]:  # e.g. key/value heads too few to split: keep groups whole
+    q_spec = PartitionSpec(q_spec[0], None, None, None)
+    kv_spec = PartitionSpec(kv_spec[0], None, None, None)
+  mask_spec = spec_for(("batch", None, None), rules, mask_bts.shape, mesh)
+  attend = functools.partial(flash_attention, scale=scale)
+  return jax.shard_map(attend, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec, mask_spec),
+                       out_specs=q_spec, check_vma=False)(q_bthd, k_bskd, v_bskd, mask_bts)
 
 
 def _reference_attention(q_bthd, k_bskd, v_bskd, mask_b1ts, scale):

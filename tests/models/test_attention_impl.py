@@ -7,6 +7,8 @@ import pytest
 
 from omni_rrm_jax.models.attention import causal_mask, dot_product_attention
 from omni_rrm_jax.models.flash_attention import flash_attention
+from omni_rrm_jax.sharding.mesh import make_mesh
+from omni_rrm_jax.sharding.rules import DEFAULT_RULES, activation_sharding
 
 # (name, B, T, S, H, K, start, key_valid, sliding_window): T queries at cache
 # slots [start, start + T) over S key slots.
@@ -118,3 +120,23 @@ def test_unknown_implementation_is_an_error():
   q, keys, values, mask, _ = _inputs(1, 4, 4, 2, 2, 0, None, None, jnp.float32)
   with pytest.raises(ValueError, match="unknown attention implementation 'fast'"):
     dot_product_attention(q, keys, values, mask, 1.0, "fast")
+
+
+def test_flash_under_a_mesh_runs_per_shard_and_matches_reference():
+  """Under an active mesh the kernel runs in shard_map over rows and heads."""
+  mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  case = ("sharded", 4, 8, 8, 4, 2, 0, "left4", None)
+  _, b, t, s, h, k, start, _, window = case
+  q, keys, values, _, cot = _inputs(b, t, s, h, k, start, None, window, jnp.float32)
+  valid_bs = jnp.arange(s)[None, :] >= jnp.array([5, 0, 2, 0])[:, None]
+  mask = causal_mask(jnp.arange(t), jnp.arange(s), valid_bs)
+  scale = q.shape[-1] ** -0.5
+  flash = lambda q, k, v: dot_product_attention(q, k, v, mask, scale, "flash")  # noqa: E731
+  with activation_sharding(mesh, DEFAULT_RULES):
+    assert "shard_map" in str(jax.make_jaxpr(flash)(q, keys, values))
+    out, grads = _value_and_grads(flash, q, keys, values, cot)
+  out_ref, grads_ref = _value_and_grads(
+      lambda q, k, v: dot_product_attention(q, k, v, mask, scale), q, keys, values, cot)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(out_ref), atol=1e-5, rtol=0)
+  for g, g_ref in zip(grads, grads_ref):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), atol=1e-5, rtol=0)
