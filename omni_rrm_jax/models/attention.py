@@ -48,10 +48,11 @@ def dot_product_attention(q_bthd: jax.Array, k_bskd: jax.Array, v_bskd: jax.Arra
     implementation: one of `ATTENTION_IMPLEMENTATIONS`. "reference" computes
       float32 logits [B, K, G, T, S] and softmax, then casts the
       probabilities back to the compute dtype before weighting the values (as
-      transformers does). The others never keep the logits (see
-      `core/attention_impl.py`); they agree with it to rounding, and a query
-      row without any allowed key (left padding) gets what the reference
-      gives it, the mean of all values.
+      transformers does). The others are there not to keep the logits (the
+      flash kernel never does; "xla" leaves that to the compiler, and XLA:CPU
+      does build them); see `core/attention_impl.py`. They agree with the
+      reference to rounding, and a query row without any allowed key (left
+      padding) gets what the reference gives it, the mean of all values.
 
   Returns:
     [B, T, H, D] in the compute dtype.
@@ -62,7 +63,7 @@ def dot_product_attention(q_bthd: jax.Array, k_bskd: jax.Array, v_bskd: jax.Arra
     raise ValueError(f"unknown attention implementation {implementation!r}; choose one of "
                      f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
   if implementation == "flash":
-    b, t, s = q_bthd.shape[0], q_bthd.shape[1], k_bskd.shape[1]
+    t, s = q_bthd.shape[1], k_bskd.shape[1]
     mask_bts = jnp.ones((1, t, s), bool) if mask_b1ts is None else mask_b1ts[:, 0]
     out_bthd = _sharded_flash_attention(q_bthd, k_bskd, v_bskd, mask_bts, scale)
   else:
