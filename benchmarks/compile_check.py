@@ -26,6 +26,7 @@ not done here, brings them to 6 GiB.) Prints one JSON line.
 
     python benchmarks/compile_check.py                    # 64 devices, fsdp over all
     python benchmarks/compile_check.py --devices 16 --batch 16 --layers 4
+    python benchmarks/compile_check.py --attention flash  # models/flash_attention.py
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ def parse_args(argv=None):
   parser.add_argument("--beta", type=float, default=0.04, help="grpo: KL coefficient")
   parser.add_argument("--layers", type=int, default=28)
   parser.add_argument("--remat", type=int, default=1)
+  parser.add_argument("--attention", default="reference",
+                      help="model.attention: reference, xla, cudnn or flash")
   parser.add_argument("--hbm_gib", type=float, default=16.0, help="per-device memory to compare")
   args = parser.parse_args(argv)
   if args.preset:
@@ -116,7 +119,7 @@ def qwen2_7b(args):
       num_labels=1, pad_token_id=151643))
   arch = get_architecture(name)
   return arch, arch.make_config(hf, dtype="bfloat16", param_dtype="float32",
-                                remat=bool(args.remat))
+                                remat=bool(args.remat), attention=args.attention)
 
 
 def omni7b(args):
@@ -138,7 +141,7 @@ def omni7b(args):
     hf.num_labels, hf.pad_token_id = 1, 151643
   arch = get_architecture(name)
   return arch, arch.make_config(hf, dtype="bfloat16", param_dtype="float32",
-                                remat=bool(args.remat),
+                                remat=bool(args.remat), attention=args.attention,
                                 freeze_encoders=not args.train_encoders)
 
 
@@ -306,7 +309,8 @@ def main(argv=None):
       "preset": args.preset, "trained_params": int(count(state.params)),
       "frozen_params": int(count(state.frozen)),
       "layers": args.layers, "mesh": dict(mesh.shape), "batch_rows": args.batch, **lengths,
-      "remat": bool(args.remat), "backend": "cpu (faked devices)",
+      "remat": bool(args.remat), "attention": args.attention,
+      "backend": "cpu (faked devices)",
       "lower_s": round(lower_s, 1), "compile_s": round(compile_s, 1),
       "bytes_per_device": per_device,
       "gib_per_device": {

@@ -178,7 +178,8 @@ def model_config(m, tokenizer, *, classifier: bool):
 def build_model(m, tokenizer, mesh, rules, *, classifier: bool, seed: int):
   """The `model` section `m`'s model: a Hugging Face checkpoint (with a fresh
   score head for a `classifier`), or a random init."""
-  kw = dict(mesh=mesh, rules=rules, dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat)
+  kw = dict(mesh=mesh, rules=rules, dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat,
+            attention=m.attention)
   is_rm = classifier
   architecture = architecture_for(m.architecture, classifier)
   if m.path:

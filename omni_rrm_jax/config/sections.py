@@ -59,7 +59,11 @@ def model_init() -> ml_collections.ConfigDict:
                      encoder_ffn_dim=64, num_mel_bins=128, n_window=50,
                      max_source_positions=1500, initializer_range=0.02),
       param_dtype="float32",
-      remat=False)
+      remat=False,
+      # How the text decoder computes attention: "reference" (float32 logits,
+      # parity with transformers), "xla" / "cudnn" (jax.nn.dot_product_attention),
+      # "flash" (the Pallas kernel, for TPU); see core/attention_impl.py.
+      attention="reference")
 
 
 def model_training() -> ml_collections.ConfigDict:

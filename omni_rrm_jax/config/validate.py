@@ -12,6 +12,7 @@ import math
 from typing import Any, Sequence
 
 from omni_rrm_jax.config.sections import LORA_TARGETS
+from omni_rrm_jax.core.attention_impl import ATTENTION_IMPLEMENTATIONS
 from omni_rrm_jax.sharding.mesh import MESH_AXES, mesh_shape
 
 
@@ -137,6 +138,10 @@ def problems(config, *, process_count: int, device_count: int) -> list[str]:
   shards = batch_shards(config.mesh, config.rules, device_count) if "mesh" in config else 1
   batched = "data" in config and "max_length" in config.data  # rows padded to buckets
   trains = "train" in config and "optim" in config
+  if "model" in config and "attention" in config.model:
+    if config.model.attention not in ATTENTION_IMPLEMENTATIONS:
+      p.add("model.attention", config.model.attention,
+            f"must be one of {', '.join(ATTENTION_IMPLEMENTATIONS)}")
   if batched:
     d = config.data
     p.positive(d, "data", "max_length")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import PartitionSpec
 
+from omni_rrm_jax.core.attention_impl import ATTENTION_IMPLEMENTATIONS
+from omni_rrm_jax.models.flash_attention import flash_attention
 from omni_rrm_jax.models.layers import DenseGeneral, RMSNorm
 from omni_rrm_jax.models.rotary import apply_rotary
-from omni_rrm_jax.sharding.rules import constrain
+from omni_rrm_jax.sharding.rules import active_sharding, constrain, spec_for
 
 
 def causal_mask(q_positions_t: jax.Array, k_positions_s: jax.Array,
@@ -30,12 +34,70 @@ def causal_mask(q_positions_t: jax.Array, k_positions_s: jax.Array,
 
 
 def dot_product_attention(q_bthd: jax.Array, k_bskd: jax.Array, v_bskd: jax.Array,
-                          mask_b1ts: jax.Array | None, scale: float) -> jax.Array:
+                          mask_b1ts: jax.Array | None, scale: float,
+                          implementation: str = "reference") -> jax.Array:
   """Softmax attention with `K` key/value heads shared by groups of query heads.
 
-  Logits and softmax are computed in float32; the probabilities are cast back
-  to the compute dtype before weighting the values (as transformers does).
+  Args:
+    q_bthd: queries [B, T, H, D].
+    k_bskd: keys [B, S, K, D], H a multiple of K.
+    v_bskd: values [B, S, K, D].
+    mask_b1ts: bool [B or 1, 1, T, S], True where query t may attend to key
+      s; None attends everywhere.
+    scale: the logits' scale.
+    implementation: one of `ATTENTION_IMPLEMENTATIONS`. "reference" computes
+      float32 logits [B, K, G, T, S] and softmax, then casts the
+      probabilities back to the compute dtype before weighting the values (as
+      transformers does). The others are there not to keep the logits (the
+      flash kernel never does; "xla" leaves that to the compiler, and XLA:CPU
+      does build them); see `core/attention_impl.py`. They agree with the
+      reference to rounding, and a query row without any allowed key (left
+      padding) gets what the reference gives it, the mean of all values.
+
+  Returns:
+    [B, T, H, D] in the compute dtype.
   """
+  if implementation == "reference":
+    return _reference_attention(q_bthd, k_bskd, v_bskd, mask_b1ts, scale)
+  if implementation not in ATTENTION_IMPLEMENTATIONS:
+    raise ValueError(f"unknown attention implementation {implementation!r}; choose one of "
+                     f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
+  if implementation == "flash":
+    t, s = q_bthd.shape[1], k_bskd.shape[1]
+    mask_bts = jnp.ones((1, t, s), bool) if mask_b1ts is None else mask_b1ts[:, 0]
+    out_bthd = _sharded_flash_attention(q_bthd, k_bskd, v_bskd, mask_bts, scale)
+  else:
+    out_bthd = jax.nn.dot_product_attention(q_bthd, k_bskd, v_bskd, mask=mask_b1ts,
+                                            scale=scale, implementation=implementation)
+    if implementation == "xla":  # the reference's own arithmetic: empty rows agree already
+      return out_bthd
+  if mask_b1ts is None:
+    return out_bthd
+  return _empty_rows_as_reference(out_bthd, v_bskd, mask_b1ts)
+
+
+def _sharded_flash_attention(q_bthd, k_bskd, v_bskd, mask_bts, scale):
+  """The flash kernel on each device's shard of rows and heads.
+
+  A Pallas call is not partitioned by XLA, so under an active mesh it runs in
+  `shard_map` over the batch and head axes (whole sequences per device).
+  """
+  active = active_sharding()
+  if active is None:
+    return flash_attention(q_bthd, k_bskd, v_bskd, mask_bts, scale)
+  mesh, rules = active
+  q_spec = spec_for(("batch", None, "q_heads", None), rules, q_bthd.shape, mesh)
+  kv_spec = spec_for(("batch", None, "kv_heads", None), rules, k_bskd.shape, mesh)
+  if q_spec[2] != kv_spec[2]:  # e.g. key/value heads too few to split: keep groups whole
+    q_spec = PartitionSpec(q_spec[0], None, None, None)
+    kv_spec = PartitionSpec(kv_spec[0], None, None, None)
+  mask_spec = spec_for(("batch", None, None), rules, mask_bts.shape, mesh)
+  attend = functools.partial(flash_attention, scale=scale)
+  return jax.shard_map(attend, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec, mask_spec),
+                       out_specs=q_spec, check_vma=False)(q_bthd, k_bskd, v_bskd, mask_bts)
+
+
+def _reference_attention(q_bthd, k_bskd, v_bskd, mask_b1ts, scale):
   b, t, h, d = q_bthd.shape
   k = k_bskd.shape[2]
   q_btkgd = q_bthd.reshape(b, t, k, h // k, d)
@@ -49,6 +111,22 @@ def dot_product_attention(q_bthd: jax.Array, k_bskd: jax.Array, v_bskd: jax.Arra
   return out_btkgd.reshape(b, t, h, d)
 
 
+def _empty_rows_as_reference(out_bthd, v_bskd, mask_b1ts):
+  """Rows without any allowed key become the mean of all values, as the
+  reference's softmax over equal (all masked) logits makes them.
+
+  Such rows are padded queries: no real token reads them, but their values
+  flow on through the layers (and into gradients), so they must stay finite
+  and are best kept identical.
+  """
+  b, t, h, d = out_bthd.shape
+  kv = v_bskd.shape[2]
+  mean_bkd = jnp.mean(v_bskd.astype(jnp.float32), axis=1).astype(v_bskd.dtype)
+  mean_b1hd = jnp.repeat(mean_bkd, h // kv, axis=1)[:, None]
+  empty_bt11 = ~jnp.any(mask_b1ts[:, 0], axis=-1)[:, :, None, None]
+  return jnp.where(empty_bt11, mean_b1hd, out_bthd)
+
+
 def write_slots(cache_bskd: jax.Array, new_btkd: jax.Array, start: jax.Array) -> jax.Array:
   """Writes T new key (or value) vectors into cache slots [start, start + T)."""
   zero = jnp.zeros((), jnp.int32)
@@ -58,13 +136,16 @@ def write_slots(cache_bskd: jax.Array, new_btkd: jax.Array, start: jax.Array) ->
 
 
 class Attention(nnx.Module):
-  """Multi-head attention with optional q/k/v bias and per-head q/k RMSNorm."""
+  """Multi-head attention with optional q/k/v bias and per-head q/k RMSNorm;
+  `implementation` picks how `dot_product_attention` computes it."""
 
   def __init__(self, hidden: int, num_heads: int, num_kv_heads: int, head_dim: int, *,
                qkv_bias: bool, o_bias: bool, qk_norm: bool, norm_eps: float,
-               dtype: Any, param_dtype: Any, init_std: float, rngs: nnx.Rngs | None):
+               dtype: Any, param_dtype: Any, init_std: float, rngs: nnx.Rngs | None,
+               implementation: str = "reference"):
     kw = dict(dtype=dtype, param_dtype=param_dtype, init_std=init_std, rngs=rngs)
     self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+    self.implementation = implementation
     self.q_proj = DenseGeneral((hidden,), (num_heads, head_dim), use_bias=qkv_bias,
                                kernel_axes=("embed", "q_heads", "head_dim"), **kw)
     self.k_proj = DenseGeneral((hidden,), (num_kv_heads, head_dim), use_bias=qkv_bias,
@@ -98,7 +179,8 @@ class Attention(nnx.Module):
   def __call__(self, x_bte: jax.Array, cos_btd: jax.Array, sin_btd: jax.Array,
                mask_b1ts: jax.Array | None) -> jax.Array:
     q, k, v = self._project(x_bte, cos_btd, sin_btd)
-    out_bthd = dot_product_attention(q, k, v, mask_b1ts, self.head_dim ** -0.5)
+    out_bthd = dot_product_attention(q, k, v, mask_b1ts, self.head_dim ** -0.5,
+                                     self.implementation)
     return self.o_proj(out_bthd)
 
   def call_cached(self, x_bte: jax.Array, cos_btd: jax.Array, sin_btd: jax.Array,
@@ -124,5 +206,5 @@ class Attention(nnx.Module):
     cache_k_bskd = write_slots(cache_k_bskd, k, start)
     cache_v_bskd = write_slots(cache_v_bskd, v, start)
     out_bthd = dot_product_attention(q, cache_k_bskd, cache_v_bskd, mask_b1ts,
-                                     self.head_dim ** -0.5)
+                                     self.head_dim ** -0.5, self.implementation)
     return self.o_proj(out_bthd), cache_k_bskd, cache_v_bskd

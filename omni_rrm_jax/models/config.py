@@ -7,6 +7,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from omni_rrm_jax.core.attention_impl import ATTENTION_IMPLEMENTATIONS
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -53,6 +55,9 @@ class DecoderConfig:
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: bool = False
+  # How attention is computed (core/attention_impl.py); not part of the
+  # transformers config, so never exported.
+  attention: str = "reference"
   # The architecture name and the Hugging Face config it came from (as JSON),
   # so that an export writes back the same config.
   architecture: str = ""
@@ -67,6 +72,9 @@ class DecoderConfig:
       raise ValueError(
           f"num_attention_heads={self.num_attention_heads} is not a multiple of "
           f"num_key_value_heads={self.num_key_value_heads}")
+    if self.attention not in ATTENTION_IMPLEMENTATIONS:
+      raise ValueError(f"attention {self.attention!r} is not one of "
+                       f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
     if self.hidden_act not in ("silu", "swish"):
       raise ValueError(f"hidden_act {self.hidden_act!r} is not supported (silu only)")
 
@@ -83,7 +91,7 @@ def decoder_config_from_hf(hf, family: str, **overrides) -> DecoderConfig:
     hf: a transformers `PretrainedConfig` (Qwen2, Qwen3 or Llama).
     family: "qwen2", "qwen3" or "llama": decides the bias / norm layout the
       transformers implementation hard-codes for that family.
-    **overrides: `dtype`, `param_dtype`, `remat`, `architecture`.
+    **overrides: `dtype`, `param_dtype`, `remat`, `attention`, `architecture`.
   """
   heads = hf.num_attention_heads
   head_dim = _get(hf, "head_dim") or hf.hidden_size // heads

@@ -96,7 +96,7 @@ class DecoderLayer(nnx.Module):
     self.self_attn = Attention(
         cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
         qkv_bias=cfg.qkv_bias, o_bias=cfg.o_bias, qk_norm=cfg.qk_norm,
-        norm_eps=cfg.rms_norm_eps, **common)
+        norm_eps=cfg.rms_norm_eps, implementation=cfg.attention, **common)
     self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size, use_bias=cfg.mlp_bias, **common)
     self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps,
                                    param_dtype=cfg.param_dtype, rngs=rngs)

@@ -25,7 +25,8 @@ def hf_config_for(architecture: str, config: Mapping[str, Any] | Any):
 
 def from_config(architecture: str, config: Mapping[str, Any] | Any, *, mesh: Mesh | None = None,
                 rules: Rules = DEFAULT_RULES, seed: int = 0, dtype: Any = "float32",
-                param_dtype: Any = "float32", remat: bool = False) -> nnx.Module:
+                param_dtype: Any = "float32", remat: bool = False,
+                attention: str = "reference") -> nnx.Module:
   """A randomly initialised model of a supported architecture.
 
   Args:
@@ -38,8 +39,11 @@ def from_config(architecture: str, config: Mapping[str, Any] | Any, *, mesh: Mes
     dtype: compute dtype.
     param_dtype: parameter storage dtype.
     remat: rematerialise decoder layers in the backward pass.
+    attention: the text decoder's attention implementation
+      (`core/attention_impl.py`).
   """
   arch = get_architecture(architecture)
   hf = hf_config_for(architecture, config)
-  cfg = arch.make_config(hf, dtype=dtype, param_dtype=param_dtype, remat=remat)
+  cfg = arch.make_config(hf, dtype=dtype, param_dtype=param_dtype, remat=remat,
+                         attention=attention)
   return create_sharded(lambda: arch.module(cfg, rngs=nnx.Rngs(params=seed)), mesh, rules)

@@ -118,7 +118,8 @@ def _place(array: np.ndarray, sharding: NamedSharding | None) -> jax.Array:
 def from_pretrained(path: str, *, architecture: str | None = None, mesh: Mesh | None = None,
                     rules: Rules = DEFAULT_RULES, dtype: Any = "float32",
                     param_dtype: Any = "float32", remat: bool = False,
-                    init_missing: Sequence[str] = (), ignore_unused: Sequence[str] = (),
+                    attention: str = "reference", init_missing: Sequence[str] = (),
+                    ignore_unused: Sequence[str] = (),
                     seed: int = 0, **config_overrides):
   """Loads a Hugging Face model folder (config.json + safetensors) into Flax.
 
@@ -135,6 +136,8 @@ def from_pretrained(path: str, *, architecture: str | None = None, mesh: Mesh | 
     dtype: compute dtype ("float32" or "bfloat16").
     param_dtype: storage dtype of the parameters.
     remat: rematerialise each decoder layer in the backward pass.
+    attention: the text decoder's attention implementation
+      (`core/attention_impl.py`).
     init_missing: parameter-name prefixes (e.g. "score") that may be absent
       from the checkpoint; they are initialised from N(0, initializer_range).
       Checkpoint tensors no parameter asks for are then ignored too.
@@ -155,7 +158,8 @@ def from_pretrained(path: str, *, architecture: str | None = None, mesh: Mesh | 
   prefix, other = (container.prefix, container.ignored) if container else ("", ())
   for key, value in config_overrides.items():
     setattr(hf_config, key, value)
-  cfg = arch.make_config(hf_config, dtype=dtype, param_dtype=param_dtype, remat=remat)
+  cfg = arch.make_config(hf_config, dtype=dtype, param_dtype=param_dtype, remat=remat,
+                         attention=attention)
   model = abstract_model(arch, cfg)
   graphdef, abstract_state = nnx.split(model)
   rng = np.random.default_rng(seed)

@@ -103,10 +103,11 @@ def qwen2_5_vl_config_from_hf(hf, **overrides) -> Qwen2_5_VLConfig:
 
   Args:
     hf: the transformers config (with `text_config` and `vision_config`).
-    **overrides: `dtype`, `param_dtype`, `remat` (applied to both towers) and
-      `architecture`.
+    **overrides: `dtype`, `param_dtype`, `remat` (applied to both towers),
+      `attention` (the text decoder's) and `architecture`.
   """
   architecture = overrides.pop("architecture", ARCHITECTURE)
+  attention = overrides.pop("attention", "reference")
   shared = {k: (resolve_dtype(v) if k.endswith("dtype") else v) for k, v in overrides.items()}
   unknown = set(shared) - {"dtype", "param_dtype", "remat"}
   if unknown:
@@ -119,7 +120,7 @@ def qwen2_5_vl_config_from_hf(hf, **overrides) -> Qwen2_5_VLConfig:
       # The top-level flag decides (transformers ties when either is set).
       tie_word_embeddings=bool(hf.tie_word_embeddings
                                or getattr(t, "tie_word_embeddings", False)),
-      **shared)
+      attention=attention, **shared)
   if "mrope_section" not in text.rope_dict:
     raise ValueError("text_config.rope_parameters has no mrope_section")
   return Qwen2_5_VLConfig(

@@ -90,6 +90,11 @@ def activation_sharding(mesh: Mesh | None, rules: Rules = DEFAULT_RULES) -> Iter
     _ACTIVE.reset(token)
 
 
+def active_sharding() -> tuple[Mesh, Rules] | None:
+  """The (mesh, rules) of the enclosing `activation_sharding`, or None."""
+  return _ACTIVE.get()
+
+
 def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
   """`with_sharding_constraint` by logical names; a no-op without a mesh."""
   active = _ACTIVE.get()

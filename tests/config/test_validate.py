@@ -32,6 +32,8 @@ def test_defaults_are_valid_for_one_and_two_processes(task):
     ("media.patch_buckets", (64, 0), "media.patch_buckets=(64, 0): must be strictly increasing"),
     ("checkpoint.every", 0, "checkpoint.every=0"),
     ("train.max_nonfinite_streak", 0, "train.max_nonfinite_streak=0"),
+    ("model.attention", "splash", "model.attention='splash': must be one of reference, xla, "
+     "cudnn, flash"),
 ])
 def test_each_bad_training_setting_is_one_line_naming_its_key(key, value, needle):
   c = tasks.rm_config()
