@@ -44,6 +44,11 @@ def sft_examples(seed: int, n: int = 10) -> list[dict]:
   return out
 
 
+@pytest.fixture(scope="module")
+def rm_model():
+  return tiny_model("rm")
+
+
 def _device(kind, batch):
   return {k: jnp.asarray(v) for k, v in kind.batch.select(batch).items()}
 
@@ -61,11 +66,12 @@ def _both(name: str, examples: list[dict]):
 def _loss_and_grads(model, kind, batch):
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
-  def f(p):
+  @jax.jit
+  def f(p, rest, batch):
     loss_sum, _ = kind.loss(nnx.merge(graphdef, p, rest), batch, CENTER)
     return loss_sum / kind.normalizer(batch)
 
-  return jax.value_and_grad(f)(params)
+  return jax.value_and_grad(f)(params, rest, batch)
 
 
 def _assert_same_loss_and_grads(model, kind, padded, packed):
@@ -76,8 +82,8 @@ def _assert_same_loss_and_grads(model, kind, padded, packed):
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
 
 
-def test_packed_rm_pairs_score_and_train_as_padded_ones():
-  model = tiny_model("rm")
+def test_packed_rm_pairs_score_and_train_as_padded_ones(rm_model):
+  model = rm_model
   kind, padded, packed = _both("rm", rm_examples(0))
   r_c, r_r = rm_rewards(model, _device(kind, padded))
   loss_b = losses.bradley_terry_per_example(r_c, r_r, margin_b=jnp.asarray(padded["margin"]),
@@ -96,8 +102,8 @@ def test_packed_rm_pairs_score_and_train_as_padded_ones():
 
 
 def _per_example_nll(logits, batch, targets_bt, example_of_bt):
-  nll_bs, _, w_bs = losses.causal_lm_token_losses(logits, jnp.asarray(batch["input_ids"]),
-                                                   targets_bt)
+  nll_bs, _, w_bs = (np.asarray(x) for x in losses.causal_lm_token_losses(
+      logits, jnp.asarray(batch["input_ids"]), targets_bt))
   out = {}
   for (r, c), ex in np.ndenumerate(example_of_bt[:, 1:]):
     if w_bs[r, c] > 0:
@@ -139,8 +145,8 @@ def test_a_segments_first_token_is_never_a_target():
 
 
 @pytest.mark.parametrize("num_segments", [2, 3])
-def test_classifier_pools_each_segment_at_its_last_token(num_segments):
-  model = tiny_model("rm")
+def test_classifier_pools_each_segment_at_its_last_token(rm_model, num_segments):
+  model = rm_model
   ids = jnp.asarray([[4, 5, 6, 9, 10, 0], [11, 12, 13, 14, 0, 0]], jnp.int32)
   seg = jnp.asarray([[1, 1, 1, 2, 2, 0], [1, 1, 1, 1, 0, 0]], jnp.int32)
   out = model(ids, attention_mask=(seg > 0).astype(jnp.int32), segment_ids=seg,
