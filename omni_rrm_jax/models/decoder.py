@@ -76,7 +76,8 @@ class ModelOutput:
   """What a model call returns.
 
   Attributes:
-    logits: [B, T, V] for a causal LM, [B, num_labels] for a score head.
+    logits: [B, T, V] for a causal LM, [B, num_labels] for a score head
+      ([B, S, num_labels] over packed rows: one score per segment).
     hidden_states: the final normed hidden states [B, T, E].
     cache: the updated `KVCache` when the call was given one, else None.
   """

@@ -49,3 +49,16 @@ def test_a_packed_run_trains_and_resumes_exactly(tmp_path, config, pack_length):
   for step in range(1, 9):
     assert la[step] == pytest.approx(lb[step], abs=1e-6), step
   assert la[8] < la[1]
+
+
+@pytest.mark.slow
+def test_a_packed_rm_trains_sharded_over_8_devices_with_micro_batches(tmp_path):
+  # Packed rows are a multiple of the 8 batch shards and the 2 micro-batches.
+  from omni_rrm_jax.train.loop import run
+  config = load_config("rm", **{
+      "data.pack": True, "optim.grad_accum_steps": 2, "train.num_steps": 6,
+      "optim.warmup_steps": 1, "train.progress_bar": False, "train.eval_every": 1000,
+      "data.synthetic_train": 64, "data.synthetic_eval": 32, "export.at_end": False})
+  summary = run(config, str(tmp_path))
+  assert summary["step"] == 6 and summary["inputs"]["examples"] == 6 * 16
+  assert summary["eval"]["num_pairs"] == 32 and summary["nonfinite_skipped"] == 0
