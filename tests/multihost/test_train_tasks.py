@@ -76,8 +76,10 @@ def test_lora_rm_two_processes_equal_one(tmp_path):
 @pytest.mark.slow  # ~2 min
 def test_packed_rm_two_processes_equal_one(tmp_path):
   """Packed rows: each process packs its share, the row count agreed; the same
-  pairs per step, so the same training (rows laid out differently)."""
-  pack = {"config.data.pack": True}
+  pairs per step, so the same training (rows laid out differently). Two batch
+  shards leave each process any row count, so the processes' needs differ."""
+  pack = {"config.data.pack": True, "config.data.pack_segments": 3,
+          "config.mesh.data": 2, "config.mesh.tensor": 4}
   one, two = str(tmp_path / "one"), str(tmp_path / "two")
   harness.run_cli(1, _rm_args(one, steps=4, **pack))
   harness.run_cli(2, _rm_args(two, steps=4, **pack))
