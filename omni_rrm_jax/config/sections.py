@@ -18,6 +18,13 @@ import ml_collections
 from omni_rrm_jax.sharding.config import mesh_config, rules_config
 
 SYNTHETIC = "synthetic"  # `data.train_path` value: generated pairs (synthetic_* leaves)
+# The multimodal architectures (models/qwen2_5_vl.py, models/omni_config.py): their
+# rows are not packed (data.pack), as their M-RoPE positions follow each row's media.
+MULTIMODAL_ARCHITECTURES = ("Qwen2_5_VLForConditionalGeneration",
+                            "Qwen2_5_VLForSequenceClassification",
+                            "Qwen2_5OmniThinkerForConditionalGeneration",
+                            "Qwen2_5OmniThinkerForSequenceClassification",
+                            "Qwen2_5OmniForConditionalGeneration")
 # The text decoder's linear layers LoRA may adapt (models/lora.py:LINEAR_LAYERS).
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -133,7 +140,15 @@ def data_train_batches() -> ml_collections.ConfigDict:
       # audio), so it pads to that modality's length bucket and runs only the
       # encoders it needs (data/grouped_shuffle.py). Costs one compilation per
       # modality's bucket shape.
-      group_by_modality=False)
+      group_by_modality=False,
+      # True: several examples share each row (text models only), each a
+      # segment with its own positions and attention (data/packing.py); a
+      # batch of batch_size examples takes the fewest rows of pack_length
+      # tokens that hold it (a multiple of the mesh's batch shards and of
+      # optim.grad_accum_steps).
+      pack=False,
+      pack_length=0,  # tokens per packed row; 0: the largest of data.buckets
+      pack_segments=8)  # most examples in one packed row
 
 
 def data_prompts() -> ml_collections.ConfigDict:

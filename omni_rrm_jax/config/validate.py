@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from omni_rrm_jax.config.sections import LORA_TARGETS
+from omni_rrm_jax.config.sections import LORA_TARGETS, MULTIMODAL_ARCHITECTURES
 from omni_rrm_jax.core.attention_impl import ATTENTION_IMPLEMENTATIONS
 from omni_rrm_jax.sharding.mesh import MESH_AXES, mesh_shape
 
@@ -123,6 +123,31 @@ def _loop(p: _Problems, c) -> None:
   p.positive(c.checkpoint, "checkpoint", "every", "keep")
 
 
+def pack_length(data) -> int:
+  """Tokens per packed row: `data.pack_length`, or the largest of `data.buckets` when 0."""
+  return data.pack_length or max(data.buckets)
+
+
+def _packing(p: _Problems, c) -> None:
+  """`data.pack*`: rows packed with several examples (text models only)."""
+  d = c.data
+  if not isinstance(d.pack, bool):
+    p.add("data.pack", d.pack, "must be True or False")
+  if not isinstance(d.pack_segments, int) or d.pack_segments < 1:
+    p.add("data.pack_segments", d.pack_segments, "must be an integer >= 1")
+  if not isinstance(d.pack_length, int) or d.pack_length < 0:
+    p.add("data.pack_length", d.pack_length, "must be an integer >= 0 (0: the largest bucket)")
+    return
+  if not d.pack:
+    return
+  if isinstance(d.max_length, int) and d.buckets and pack_length(d) < d.max_length:
+    p.add("data.pack_length", d.pack_length,
+          f"packed rows must hold an example of max_length={d.max_length}")
+  if not c.model.path and c.model.architecture in MULTIMODAL_ARCHITECTURES:
+    p.add("data.pack", d.pack, f"packing is for text models; {c.model.architecture} "
+          "positions follow each row's media (set data.pack=False)")
+
+
 def _media(p: _Problems, m) -> None:
   p.buckets("media.patch_buckets", m.patch_buckets, zero_ok=True)
   p.buckets("media.audio_frame_buckets", m.audio_frame_buckets, zero_ok=True)
@@ -160,6 +185,8 @@ def problems(config, *, process_count: int, device_count: int) -> list[str]:
     _optim(p, o, config.train.num_steps)
     _loop(p, config)
     _trainable(p, config)
+    if "pack" in config.data:
+      _packing(p, config)
   if "rollout" in config:  # GRPO
     d, ro = config.data, config.rollout
     p.positive(d, "data", "max_prompt_length", "prompt_bucket")

@@ -117,12 +117,15 @@ class BatchContract:
     return {k: batch[k] for k in self.keys if k in batch}
 
 
+# Packed batches (`data/packing.py`) add segment ids per token field, and
+# their per-example fields (margin, valid) are [B, S], one per segment.
 RM_BATCH = BatchContract(
     "rm", token_fields=("chosen", "rejected"), row_fields=("margin",),
-    optional=("margin", "valid", *MEDIA_KEYS), pairwise=True)
+    optional=("margin", "valid", "chosen_segment_ids", "rejected_segment_ids", *MEDIA_KEYS),
+    pairwise=True)
 SFT_BATCH = BatchContract(
     "sft", token_fields=("input_ids",), padded_fields=(("loss_mask", 0),),
-    optional=("valid", *MEDIA_KEYS))
+    optional=("valid", "segment_ids", *MEDIA_KEYS))
 # A GRPO minibatch (`rl/grpo_step.py` gives the shapes); ref_logp comes with a KL term.
 GRPO_BATCH = BatchContract(
     "grpo", other_required=("prompt_ids", "prompt_mask", "completion_ids", "completion_mask",

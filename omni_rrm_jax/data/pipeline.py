@@ -28,6 +28,7 @@ import numpy as np
 
 from omni_rrm_jax.data.batching import batch_needs, collate
 from omni_rrm_jax.data.grouped_shuffle import GroupedShuffle
+from omni_rrm_jax.data.packing import PackSpec, collate_packed, rows_for, rows_needed
 from omni_rrm_jax.data.records import PreferenceRecord
 from omni_rrm_jax.data.tokenize import ExampleEncoder, as_arrays
 
@@ -87,14 +88,26 @@ class _Collate(grain.transforms.Map):
   collective (`agree`: a vector's element-wise maximum over processes).
   """
 
-  def __init__(self, agree: Callable[[np.ndarray], np.ndarray] | None, **collate_kw):
-    self.agree, self.collate_kw = agree, collate_kw
+  def __init__(self, agree: Callable[[np.ndarray], np.ndarray] | None,
+               pack: PackSpec | None = None, **collate_kw):
+    self.agree, self.pack, self.collate_kw = agree, pack, collate_kw
 
   def map(self, examples: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    if self.pack is not None:
+      return self._packed(examples)
     needs = batch_needs(examples, self.collate_kw["kind"])
     if self.agree is not None:
       needs = self.agree(needs)
     return collate(examples, global_needs=needs, **self.collate_kw)
+
+  def _packed(self, examples: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    kind, spec = self.collate_kw["kind"], self.pack
+    needs = np.asarray([rows_needed(examples, kind, spec)], np.int64)
+    if self.agree is not None:
+      needs = self.agree(needs)
+    return collate_packed(examples, kind=kind, num_rows=rows_for(int(needs[0]), spec.row_multiple),
+                          length=spec.length, max_segments=spec.max_segments,
+                          pad_id=self.collate_kw["pad_id"])
 
 
 def prefetch_in_workers(it: grain.IterDataset, worker_count: int,
@@ -120,6 +133,7 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
                  patch_buckets: Sequence[int] = (),
                  audio_frame_buckets: Sequence[int] = (),
                  group_by_modality: bool = False,
+                 pack: PackSpec | None = None,
                  agree: Callable[[np.ndarray], np.ndarray] | None = None,
                  read_threads: int = READ_THREADS,
                  read_buffer_size: int = READ_BUFFER_BATCHES) -> grain.IterDataset:
@@ -152,6 +166,10 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
       that modality's lengths and skips the encoders it does not use. Rows
       left over per modality share mixed batches; each epoch drops fewer than
       one global batch of them (different ones every epoch).
+    pack: pack several examples per row (text encoders only; see
+      `data.packing`): each batch of `batch_size` examples becomes
+      `pack.row_multiple * k` rows of `pack.length` tokens with segment ids,
+      k the fewest that hold this batch (agreed between processes).
     agree: with several processes, a collective that returns the
       element-wise maximum of a small int vector over processes
       (`core.multihost.agree_max`); each batch's (length, patch, frame)
@@ -169,6 +187,15 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
   if max(buckets) < encoder.max_length:
     raise ValueError(f"largest bucket {max(buckets)} < max_length {encoder.max_length}")
   merge_unit = 1
+  if pack is not None:
+    if encoder.media is not None:
+      raise ValueError("packing rows is for text models; a multimodal model's rows are not packed")
+    if pack.length < encoder.max_length:
+      raise ValueError(f"packed rows of {pack.length} tokens cannot hold an example of "
+                       f"max_length {encoder.max_length}")
+    if batch_size % pack.row_multiple:
+      raise ValueError(f"batch_size {batch_size} is not a multiple of the packed rows' "
+                       f"multiple {pack.row_multiple}")
   if encoder.media is not None:
     merge_unit = encoder.media.merge_unit
     if not patch_buckets or max(patch_buckets) < encoder.media.max_patches:
@@ -201,4 +228,5 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
   it = prefetch_in_workers(it, worker_count, worker_buffer_size)
   return it.map(_Collate(agree, kind=encoder.kind, batch_size=batch_size, buckets=tuple(buckets),
                          pad_id=pad_id, patch_buckets=tuple(patch_buckets),
-                         merge_unit=merge_unit, audio_frame_buckets=tuple(audio_frame_buckets)))
+                         merge_unit=merge_unit, audio_frame_buckets=tuple(audio_frame_buckets),
+                         pack=pack))

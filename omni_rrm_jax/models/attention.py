@@ -18,11 +18,15 @@ from omni_rrm_jax.sharding.rules import active_sharding, constrain, spec_for
 
 
 def causal_mask(q_positions_t: jax.Array, k_positions_s: jax.Array,
-                key_valid_bs: jax.Array | None, sliding_window: int | None = None) -> jax.Array:
+                key_valid_bs: jax.Array | None, sliding_window: int | None = None,
+                segment_ids_bt: jax.Array | None = None) -> jax.Array:
   """Boolean mask [B or 1, 1, T, S]: True where query t may attend to key s.
 
   Positions are sequence indices (not rotary positions), as in transformers'
   masks: causal, minus padded keys, minus keys outside the sliding window.
+  With `segment_ids_bt` (self-attention over packed rows, so T == S: 0 at
+  padding, 1..k for the rows packed one after another) a query also attends
+  only to keys of its own segment.
   """
   allowed_ts = k_positions_s[None, :] <= q_positions_t[:, None]
   if sliding_window is not None:
@@ -30,7 +34,20 @@ def causal_mask(q_positions_t: jax.Array, k_positions_s: jax.Array,
   mask = allowed_ts[None, None]
   if key_valid_bs is not None:
     mask = mask & key_valid_bs[:, None, None, :].astype(bool)
+  if segment_ids_bt is not None:
+    mask = mask & (segment_ids_bt[:, None, :, None] == segment_ids_bt[:, None, None, :])
   return mask
+
+
+def segment_positions(segment_ids_bt: jax.Array) -> jax.Array:
+  """[B, T] rotary positions of packed rows: each segment counts from 0 at its
+  first token (a segment is a run of equal ids; padding runs count too)."""
+  b, t = segment_ids_bt.shape
+  index_bt = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+  starts_bt = jnp.concatenate(
+      [jnp.ones((b, 1), bool), segment_ids_bt[:, 1:] != segment_ids_bt[:, :-1]], axis=1)
+  first_bt = jax.lax.cummax(jnp.where(starts_bt, index_bt, 0), axis=1)
+  return index_bt - first_bt
 
 
 def dot_product_attention(q_bthd: jax.Array, k_bskd: jax.Array, v_bskd: jax.Array,

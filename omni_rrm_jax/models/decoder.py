@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from omni_rrm_jax.models.attention import Attention, causal_mask
+from omni_rrm_jax.models.attention import Attention, causal_mask, segment_positions
 from omni_rrm_jax.models.config import DecoderConfig
 from omni_rrm_jax.models.layers import DenseGeneral, Embed, GatedMLP, RMSNorm
 from omni_rrm_jax.models.rotary import rope_cos_sin
@@ -76,7 +76,8 @@ class ModelOutput:
   """What a model call returns.
 
   Attributes:
-    logits: [B, T, V] for a causal LM, [B, num_labels] for a score head.
+    logits: [B, T, V] for a causal LM, [B, num_labels] for a score head
+      ([B, S, num_labels] over packed rows: one score per segment).
     hidden_states: the final normed hidden states [B, T, E].
     cache: the updated `KVCache` when the call was given one, else None.
   """
@@ -132,7 +133,19 @@ class Decoder(nnx.Module):
                         rngs=rngs)
 
   def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
-               inputs_embeds=None):
+               inputs_embeds=None, segment_ids=None):
+    """Final normed hidden states [B, T, E] of a full-sequence forward.
+
+    Args:
+      input_ids: [B, T] token ids (or `inputs_embeds` [B, T, E]).
+      attention_mask: [B, T] 1 at real tokens, 0 at padding.
+      position_ids: [B, T] rotary positions; by default the sequence index,
+        or with `segment_ids` the index within each segment.
+      inputs_embeds: [B, T, E], instead of `input_ids`.
+      segment_ids: [B, T] packed rows: 0 at padding, 1..k for the examples
+        packed one after another in a row; attention stays causal within
+        each segment.
+    """
     if (input_ids is None) == (inputs_embeds is None):
       raise ValueError("pass exactly one of input_ids or inputs_embeds")
     x_bte = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
@@ -140,11 +153,12 @@ class Decoder(nnx.Module):
     b, t = x_bte.shape[:2]
     index_t = jnp.arange(t)
     if position_ids is None:
-      position_ids = jnp.broadcast_to(index_t, (b, t))
+      position_ids = (jnp.broadcast_to(index_t, (b, t)) if segment_ids is None
+                      else segment_positions(segment_ids))
     cos, sin = rope_cos_sin(position_ids, self.cfg.rope_dict, self.cfg.head_dim,
                             self.cfg.max_position_embeddings)
     windows = {layer.sliding_window for layer in self.layers}
-    masks = {w: causal_mask(index_t, index_t, attention_mask, w) for w in windows}
+    masks = {w: causal_mask(index_t, index_t, attention_mask, w, segment_ids) for w in windows}
 
     def block(layer, x):
       return layer(x, cos, sin, masks)
@@ -245,6 +259,15 @@ def run_cached_layers(layers, x_bte: jax.Array, cos: jax.Array, sin: jax.Array,
   return x_bte, cache
 
 
+def segment_last_index(segment_ids_bt: jax.Array, num_segments: int) -> jax.Array:
+  """[B, num_segments] index of the last token of segments 1..num_segments per
+  row (0 for a segment the row does not hold)."""
+  t = segment_ids_bt.shape[1]
+  wanted_s = jnp.arange(1, num_segments + 1, dtype=segment_ids_bt.dtype)
+  in_bst = segment_ids_bt[:, None, :] == wanted_s[None, :, None]
+  return jnp.argmax(jnp.arange(t, dtype=jnp.int32) * in_bst, axis=-1).astype(jnp.int32)
+
+
 def last_token_index(input_ids_bt: jax.Array | None, pad_token_id: int | None,
                      batch: int, length: int) -> jax.Array:
   """Index of the rightmost token that is not padding, per row.
@@ -276,16 +299,21 @@ class CausalLM(nnx.Module):
                                   rngs=rngs)
 
   def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
-               inputs_embeds=None, cache: KVCache | None = None) -> ModelOutput:
+               inputs_embeds=None, cache: KVCache | None = None,
+               segment_ids=None) -> ModelOutput:
     """Logits of every position.
+
+    `segment_ids` [B, T] marks packed rows (see `Decoder.__call__`).
 
     With a `cache` (see `init_cache` and `Decoder.call_cached`), the tokens
     are appended to it and the output carries the updated cache; without
     one, this is the plain full-sequence forward.
     """
     if cache is None:
-      h_bte = self.model(input_ids, attention_mask, position_ids, inputs_embeds)
+      h_bte = self.model(input_ids, attention_mask, position_ids, inputs_embeds, segment_ids)
     else:
+      if segment_ids is not None:
+        raise ValueError("packed rows (segment_ids) are for full-sequence forwards, not a cache")
       h_bte, cache = self.model.call_cached(cache, input_ids, attention_mask, position_ids,
                                             inputs_embeds)
     return ModelOutput(logits=self.lm_logits(h_bte), hidden_states=h_bte, cache=cache)
@@ -313,9 +341,22 @@ class SequenceClassifier(nnx.Module):
                               rngs=rngs)
 
   def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
-               inputs_embeds=None) -> ModelOutput:
-    h_bte = self.model(input_ids, attention_mask, position_ids, inputs_embeds)
+               inputs_embeds=None, segment_ids=None, num_segments: int | None = None
+               ) -> ModelOutput:
+    """Scores [B, num_labels], or [B, num_segments, num_labels] for packed rows.
+
+    With `segment_ids` (see `Decoder.__call__`) each of segments
+    1..`num_segments` of a row is scored at its own last token; a segment a
+    row does not hold gets an arbitrary score (the batch marks it invalid).
+    """
+    h_bte = self.model(input_ids, attention_mask, position_ids, inputs_embeds, segment_ids)
     b, t = h_bte.shape[:2]
+    if segment_ids is not None:
+      if num_segments is None:
+        raise ValueError("packed rows (segment_ids) need num_segments, the segments per row")
+      idx_bs = segment_last_index(segment_ids, num_segments)
+      pooled_bse = jnp.take_along_axis(h_bte, idx_bs[:, :, None], axis=1)
+      return ModelOutput(logits=self.score(pooled_bse), hidden_states=h_bte)
     idx_b = last_token_index(input_ids, self.cfg.pad_token_id, b, t)
     pooled_be = jnp.take_along_axis(h_bte, idx_b[:, None, None], axis=1)[:, 0]
     # Scoring only the pooled token equals transformers' score-then-pool.

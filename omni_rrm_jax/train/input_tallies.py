@@ -29,9 +29,10 @@ class InputCounts:
     self.invalid = collections.Counter()
 
   def add(self, batch) -> None:
-    real = batch["index"] >= 0
-    self.tokens += sum(int(v[real].sum()) for k, v in batch.items()
-                       if k.endswith("attention_mask") and k not in AUDIO_KEYS)
+    real = batch["index"] >= 0  # [B], or [B, S] per segment of packed rows
+    masks = [v for k, v in batch.items() if k.endswith("attention_mask") and k not in AUDIO_KEYS]
+    # Packed rows hold real examples only; padded rows may be fillers.
+    self.tokens += sum(int((v if real.ndim > 1 else v[real]).sum()) for v in masks)
     self.examples += int(real.sum())
     self.truncated += int(batch["truncated"][real].sum())
     for reason in batch["invalid_reason"][real & ~batch["valid"]]:

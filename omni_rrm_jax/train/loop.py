@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import time
 
 import jax
@@ -22,7 +23,9 @@ import numpy as np
 
 from omni_rrm_jax.assembly.inputs import task_inputs
 from omni_rrm_jax.assembly.models import build_model
+from omni_rrm_jax.config.validate import batch_shards, pack_length
 from omni_rrm_jax.core.multihost import agree_max
+from omni_rrm_jax.data.packing import PackSpec
 from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.sharding.batch import to_global
@@ -55,6 +58,23 @@ def evaluate(eval_step, state, dataset, kind: TaskKind, mesh, rules) -> dict:
   return {k: v / weight_total for k, v in sums.items()} if weight_total else {}
 
 
+def _pack_specs(config, n_proc: int) -> tuple[PackSpec | None, PackSpec | None]:
+  """(train, eval) packing of `data.pack`, or (None, None): packed row counts are
+  multiples of this process's batch shards (when its share splits over them)
+  and, in training, of the micro-batches."""
+  d = config.data
+  if not d.pack:
+    return None, None
+  local_shards = max(1, batch_shards(config.mesh, config.rules, jax.device_count()) // n_proc)
+
+  def spec(share: int, accum: int) -> PackSpec:
+    shards = local_shards if share % local_shards == 0 else 1
+    return PackSpec(pack_length(d), d.pack_segments, math.lcm(shards, accum))
+
+  return (spec(d.batch_size // n_proc, config.optim.grad_accum_steps),
+          spec(d.eval_batch_size // n_proc, 1))
+
+
 def run(config, workdir: str) -> dict:
   """Trains per `config` in `workdir`; returns a summary dict."""
   kind = task_kind(config.task)
@@ -76,15 +96,21 @@ def run(config, workdir: str) -> dict:
   media = inputs.media
   encoder = ExampleEncoder(tokenizer, config.data.max_length, kind.batch,
                            margin_scale=config.loss.margin_scale, media=media)
+  if config.data.pack and media is not None:
+    raise ValueError("bad setting: data.pack=True: packing is for text models; this model "
+                     "reads media, whose positions follow each row's media (set data.pack=False)")
+  train_pack, eval_pack = _pack_specs(config, n_proc)
   data_kw = dict(buckets=tuple(config.data.buckets), pad_id=tokenizer.pad_token_id,
                  worker_count=config.data.worker_count, process_index=jax.process_index(),
                  process_count=n_proc, agree=agree_max if n_proc > 1 else None,
                  patch_buckets=tuple(config.media.patch_buckets) if media else ())
   train_ds = make_dataset(train_records, encoder, batch_size=config.data.batch_size // n_proc,
                           seed=config.data.seed,
-                          group_by_modality=config.data.group_by_modality, **data_kw)
+                          group_by_modality=config.data.group_by_modality, pack=train_pack,
+                          **data_kw)
   eval_ds = (make_dataset(eval_records, encoder, seed=0, shuffle=False, num_epochs=1,
-                          batch_size=config.data.eval_batch_size // n_proc, **data_kw)
+                          batch_size=config.data.eval_batch_size // n_proc, pack=eval_pack,
+                          **data_kw)
              if eval_records else None)
 
   # --- Model and optimizer (parameters born sharded) ---------------------

@@ -41,7 +41,8 @@ Batch = dict[str, jax.Array]
 
 
 def row_weights(batch: Batch) -> jax.Array:
-  """[B] row weights: `valid` when the batch has it, else ones."""
+  """[B] row weights (of packed rows: [B, S] segment weights): `valid` when
+  the batch has it, else ones."""
   any_key = next(iter(batch.values()))
   if "valid" in batch:
     return batch["valid"].astype(jnp.float32)
@@ -49,7 +50,8 @@ def row_weights(batch: Batch) -> jax.Array:
 
 
 def rm_rewards(model: nnx.Module, batch: Batch) -> tuple[jax.Array, jax.Array]:
-  """`(r_chosen_b, r_rejected_b)` from ONE forward over 2B rows.
+  """`(r_chosen_b, r_rejected_b)` from ONE forward over 2B rows ([B, S] each
+  for packed rows).
 
   Rows are interleaved (c0, r0, c1, r1, ...) rather than concatenated, so each
   device scores its own pairs and the split needs no communication; a pair's
@@ -58,6 +60,9 @@ def rm_rewards(model: nnx.Module, batch: Batch) -> tuple[jax.Array, jax.Array]:
   ids_b2t = jnp.stack([batch["chosen_input_ids"], batch["rejected_input_ids"]], axis=1)
   mask_b2t = jnp.stack([batch["chosen_attention_mask"], batch["rejected_attention_mask"]], axis=1)
   b, _, t = ids_b2t.shape
+  if "chosen_segment_ids" in batch:
+    return _packed_rm_rewards(model, batch, ids_b2t.reshape(2 * b, t),
+                              mask_b2t.reshape(2 * b, t))
   logits = model(ids_b2t.reshape(2 * b, t), attention_mask=mask_b2t.reshape(2 * b, t),
                  **media_inputs(model, batch, rows_per_example=2)).logits
   if logits.ndim != 2 or logits.shape[-1] != 1:
@@ -67,13 +72,43 @@ def rm_rewards(model: nnx.Module, batch: Batch) -> tuple[jax.Array, jax.Array]:
   return r_b2[:, 0], r_b2[:, 1]
 
 
+def _packed_rm_rewards(model: nnx.Module, batch: Batch, ids_rt: jax.Array,
+                       mask_rt: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`(r_chosen_bs, r_rejected_bs)` [B, S] of packed pair rows (`data/packing.py`):
+  segment j of chosen row b and of rejected row b is one pair."""
+  b, s = batch["valid"].shape
+  seg_rt = jnp.stack([batch["chosen_segment_ids"], batch["rejected_segment_ids"]],
+                     axis=1).reshape(ids_rt.shape)
+  logits = model(ids_rt, attention_mask=mask_rt, segment_ids=seg_rt, num_segments=s).logits
+  if logits.shape != (2 * b, s, 1):
+    raise ValueError(f"a reward model over packed rows must return logits [2B, S, 1], got "
+                     f"{logits.shape}; use a text *ForSequenceClassification with num_labels=1")
+  r_b2s = logits[..., 0].astype(jnp.float32).reshape(b, 2, s)
+  return r_b2s[:, 0], r_b2s[:, 1]
+
+
 def sft_targets(batch: Batch) -> jax.Array:
-  """[B, T] target weights: loss_mask, minus padding, times row validity."""
+  """[B, T] target weights: loss_mask, minus padding, times row validity.
+
+  In packed rows (`segment_ids`) validity is per segment, and a segment's
+  first token is never a target: the logits before it belong to the
+  previous segment.
+  """
   mask_bt = batch["loss_mask"].astype(jnp.float32) * batch["attention_mask"].astype(jnp.float32)
-  return mask_bt * row_weights(batch)[:, None]
+  if "segment_ids" not in batch:
+    return mask_bt * row_weights(batch)[:, None]
+  seg_bt = batch["segment_ids"]
+  valid_bs = batch["valid"].astype(jnp.float32)
+  valid_bt = jnp.take_along_axis(valid_bs, jnp.maximum(seg_bt - 1, 0), axis=1) * (seg_bt > 0)
+  continues_bt = jnp.concatenate(
+      [jnp.zeros_like(seg_bt[:, :1], bool), seg_bt[:, 1:] == seg_bt[:, :-1]], axis=1)
+  return mask_bt * valid_bt * continues_bt
 
 
 def _lm_logits(model: nnx.Module, batch: Batch) -> jax.Array:
+  if "segment_ids" in batch:
+    return model(batch["input_ids"], attention_mask=batch["attention_mask"],
+                 segment_ids=batch["segment_ids"]).logits
   return model(batch["input_ids"], attention_mask=batch["attention_mask"],
                **media_inputs(model, batch)).logits
 

@@ -115,3 +115,30 @@ def test_each_bad_serving_setting_is_one_line_naming_its_key(task, key, value, n
   c[section][leaf] = value
   found = _problems(c)
   assert len(found) == 1 and needle in found[0], found
+
+
+@pytest.mark.parametrize("updates,needle", [
+    (dict(pack_length=64), "data.pack_length=64: packed rows must hold an example of "
+     "max_length=128"),
+    (dict(pack_segments=0), "data.pack_segments=0: must be an integer >= 1"),
+    (dict(pack_length=-1), "data.pack_length=-1: must be an integer >= 0"),
+])
+def test_bad_packing_settings_are_one_line(updates, needle):
+  c = tasks.sft_config()
+  c.data.update(pack=True, **updates)
+  assert [p for p in _problems(c) if needle in p], _problems(c)
+
+
+def test_packing_is_refused_for_multimodal_models_and_fine_for_text():
+  from omni_rrm_jax.config.sections import MULTIMODAL_ARCHITECTURES
+  from omni_rrm_jax.models.architectures import ARCHITECTURES, CONTAINERS, get_architecture
+  c = tasks.rm_config()
+  c.data.pack = True
+  assert _problems(c) == []
+  c.model.architecture = "Qwen2_5OmniThinkerForConditionalGeneration"
+  assert any("data.pack=True: packing is for text models" in p for p in _problems(c))
+  # The list names exactly the registered architectures with media inputs.
+  text = ("qwen2", "qwen3", "llama")
+  media = {n for n in ARCHITECTURES.names() if get_architecture(n).family not in text}
+  media |= {CONTAINERS.get(n).name for n in CONTAINERS.names()}
+  assert set(MULTIMODAL_ARCHITECTURES) == media

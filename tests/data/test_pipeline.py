@@ -150,3 +150,47 @@ def test_judge_prompt_that_fits_is_not_cut(tok):
   assert enc.judge_prompt_ids(_record(2), max_prompt_length=len(full) + 20) == full
   cut = enc.judge_prompt_ids(_record(2), max_prompt_length=len(full) - 10)
   assert len(cut) == len(full) - 10 and cut[-30:] == full[-30:]
+
+
+def test_packed_pipeline_keeps_the_padded_stream_and_resumes(tok):
+  """Packing changes the layout, not which examples a step holds; its rows agree
+  between processes and resume exactly."""
+  from omni_rrm_jax.data.packing import PackSpec
+  recs = [_record(i, prompt_repeats=1 + i % 4) for i in range(22)]
+  enc = ExampleEncoder(tok, max_length=128, kind=RM_BATCH)
+  kw = dict(batch_size=8, buckets=BUCKETS, pad_id=tok.pad_token_id, seed=1)
+  pack = PackSpec(length=256, max_segments=8, row_multiple=2)
+  padded = _batches(make_dataset(recs, enc, num_epochs=1, **kw))
+  packed = _batches(make_dataset(recs, enc, num_epochs=1, pack=pack, **kw))
+  assert len(packed) == len(padded) == 3
+  for a, b in zip(padded, packed):
+    assert sorted(b["index"][b["index"] >= 0]) == sorted(a["index"][a["index"] >= 0])
+    assert b["chosen_input_ids"].shape[1] == 256 and b["chosen_input_ids"].shape[0] % 2 == 0
+    assert b["chosen_input_ids"].shape[0] < a["chosen_input_ids"].shape[0]
+    assert b["chosen_attention_mask"].sum() == a["chosen_attention_mask"][a["index"] >= 0].sum()
+
+  # Processes agree on the row count: the larger need wins.
+  agree = lambda needs: np.maximum(needs, 3)  # another process needs 3 rows  # noqa: E731
+  p0 = _batches(make_dataset(recs, enc, num_epochs=1, pack=pack, process_count=2,
+                             agree=agree, **dict(kw, batch_size=4)))
+  assert all(b["chosen_input_ids"].shape[0] == 4 for b in p0)
+
+  it = iter(make_dataset(recs, enc, pack=pack, **kw))
+  for _ in range(2):
+    next(it)
+  state = it.get_state()
+  expected = [next(it) for _ in range(4)]
+  resumed = iter(make_dataset(recs, enc, pack=pack, **kw))
+  resumed.set_state(state)
+  for e in expected:
+    got = next(resumed)
+    for key in ("chosen_input_ids", "rejected_segment_ids", "valid", "index"):
+      np.testing.assert_array_equal(got[key], e[key])
+
+
+def test_packing_refuses_rows_shorter_than_an_example(tok):
+  from omni_rrm_jax.data.packing import PackSpec
+  enc = ExampleEncoder(tok, max_length=128, kind=RM_BATCH)
+  with pytest.raises(ValueError, match="cannot hold an example of max_length 128"):
+    make_dataset([_record(0)], enc, batch_size=4, buckets=BUCKETS, pad_id=0, seed=0,
+                 pack=PackSpec(length=64, max_segments=4))

@@ -73,6 +73,21 @@ def test_lora_rm_two_processes_equal_one(tmp_path):
     assert s2[key] == s1[key], key
 
 
+@pytest.mark.slow  # ~2 min
+def test_packed_rm_two_processes_equal_one(tmp_path):
+  """Packed rows: each process packs its share, the row count agreed; the same
+  pairs per step, so the same training (rows laid out differently). Two batch
+  shards leave each process any row count, so the processes' needs differ."""
+  pack = {"config.data.pack": True, "config.data.pack_segments": 3,
+          "config.mesh.data": 2, "config.mesh.tensor": 4}
+  one, two = str(tmp_path / "one"), str(tmp_path / "two")
+  harness.run_cli(1, _rm_args(one, steps=4, **pack))
+  harness.run_cli(2, _rm_args(two, steps=4, **pack))
+  runs.assert_same_weights(runs.exported(two), runs.exported(one))
+  runs.assert_same_rows(runs.metric_rows(two), runs.metric_rows(one))
+  assert runs.summary(two)["inputs"] == runs.summary(one)["inputs"]
+
+
 def test_rm_preempted_on_two_resumes_on_two_and_on_one(rm_reference, tmp_path):
   workdir = str(tmp_path / "rm_preempt")
   runs.run_and_signal(2, _rm_args(workdir), workdir=workdir, after_step=2)
