@@ -58,6 +58,8 @@ def main():
   parser.add_argument("--length", type=int, default=2048)
   parser.add_argument("--layers", type=int, default=28)
   parser.add_argument("--remat", type=int, default=1)
+  parser.add_argument("--scan", type=int, default=0,
+                      help="1: stacked layers run with nnx.scan (model.scan_layers)")
   parser.add_argument("--hbm_gib", type=float, default=16.0, help="per-device memory to compare")
   args = parser.parse_args()
   if "jax" in sys.modules:
@@ -86,7 +88,8 @@ def main():
       max_position_embeddings=32768, rope_theta=1e6, tie_word_embeddings=False,
       num_labels=1, pad_token_id=151643))
   arch = get_architecture(name)
-  cfg = arch.make_config(hf, dtype="bfloat16", param_dtype="float32", remat=bool(args.remat))
+  cfg = arch.make_config(hf, dtype="bfloat16", param_dtype="float32", remat=bool(args.remat),
+                         scan_layers=bool(args.scan))
   mesh = make_mesh({"data": args.data, "fsdp": args.fsdp, "tensor": args.tensor})
   model = nnx.eval_shape(lambda: arch.module(cfg, rngs=nnx.Rngs(0)))
   tx, schedule = make_optimizer(dict(learning_rate=2e-6, warmup_steps=10, weight_decay=0.0),
@@ -114,7 +117,8 @@ def main():
   print(json.dumps({
       "benchmark": "compile_check", "model": "Qwen2.5-7B-shaped RM", "n_params": int(n_params),
       "layers": args.layers, "mesh": dict(mesh.shape), "batch_pairs": args.batch,
-      "length": args.length, "remat": bool(args.remat), "backend": "cpu (faked devices)",
+      "length": args.length, "remat": bool(args.remat),
+      "scan_layers": bool(args.scan), "backend": "cpu (faked devices)",
       "lower_s": round(lower_s, 1), "compile_s": round(compile_s, 1),
       "bytes_per_device": per_device,
       "gib_per_device": {"arguments": gib("argument_size_in_bytes"),

@@ -93,6 +93,14 @@ def _trainable(p: _Problems, c) -> None:
   freeze = c.model.freeze
   if not isinstance(freeze, (tuple, list)) or not all(isinstance(f, str) and f for f in freeze):
     p.add("model.freeze", freeze, "must be a tuple of module names, e.g. ('visual', 'audio_tower')")
+  scan = c.model.get("scan_layers", False)
+  if not isinstance(scan, bool):
+    p.add("model.scan_layers", scan, "must be True or False")
+  elif scan and isinstance(freeze, (tuple, list)):
+    one_layer = [f for f in freeze if isinstance(f, str) and f.split(".")[-1].isdigit()]
+    if one_layer:
+      p.add("model.freeze", tuple(freeze), "freezes single layers, which model.scan_layers=True "
+            "holds stacked as one module; freeze them all or set model.scan_layers=False")
   lo = c.lora
   if not isinstance(lo.rank, int) or lo.rank < 0:
     p.add("lora.rank", lo.rank, "must be an integer >= 0 (0: LoRA off)")

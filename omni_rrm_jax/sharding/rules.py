@@ -32,6 +32,7 @@ DEFAULT_RULES: tuple[tuple[str, MeshAxes], ...] = (
     ("head_dim", None),
     ("labels", None),
     ("norm", None),
+    ("layers", None),  # the leading axis of stacked (scanned) layer parameters
 )
 
 
