@@ -22,10 +22,13 @@ CPU scheduling artefact: XLA:CPU issues every layer's forward weight
 all-gather at the top of the program, so all layers' full fp32 weights (0.87
 GiB per layer) are live at once, and the temporaries grow by that much per
 layer. (Tying each layer's weights to its input with an optimization barrier,
-not done here, brings them to 6 GiB.) Prints one JSON line.
+not done here, brings them to 6 GiB.) With `--scan 1` the layers are stacked
+and run in a scan (`model.scan_layers`), which gathers one layer's weights at a
+time: about 7 GiB of temporaries. Prints one JSON line.
 
     python benchmarks/compile_check.py                    # 64 devices, fsdp over all
     python benchmarks/compile_check.py --devices 16 --batch 16 --layers 4
+    python benchmarks/compile_check.py --scan 1           # stacked, scanned layers
 """
 
 from __future__ import annotations

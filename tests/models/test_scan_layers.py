@@ -171,39 +171,34 @@ def test_lora_on_scanned_layers_equals_lora_on_the_layer_list():
   _assert_same_arrays(t_scan, t_plain, atol=0)
 
 
-def test_lora_dropout_draws_differ_per_scanned_layer():
-  from omni_rrm_jax.models.lora import lora_dropout
-  _, scanned = _adapted_pair("qwen2_lm")
-  for adapter in (scanned.model.layers.self_attn.q_proj.lora,):
-    adapter.dropout = 0.5
-  ids, mask = (jnp.asarray(x) for x in padded_batch())
-  with lora_dropout(jax.random.key(0)):
-    a = scanned(ids, attention_mask=mask).logits
-  with lora_dropout(jax.random.key(1)):
-    b = scanned(ids, attention_mask=mask).logits
-  assert np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-4
-
-
-def _equations(model, ids) -> int:
-  graphdef, params = nnx.split(model, nnx.Param)
-  jaxpr = jax.make_jaxpr(lambda p: nnx.merge(graphdef, p)(ids).logits)(params)
-  return len(jaxpr.jaxpr.eqns)
+def _abstract(layers: int, *, scan: bool, remat: bool = False):
+  arch = get_architecture("Qwen2ForCausalLM")
+  hf = hf_config_for(arch.name, dict(vocab_size=64, hidden_size=32, intermediate_size=48,
+                                     num_hidden_layers=layers, num_attention_heads=4,
+                                     num_key_value_heads=2))
+  cfg = arch.make_config(hf, scan_layers=scan, remat=remat)
+  return nnx.eval_shape(lambda: arch.module(cfg, rngs=nnx.Rngs(0)))
 
 
 def test_the_scanned_program_does_not_grow_with_depth():
-  arch = get_architecture("Qwen2ForCausalLM")
   ids = jnp.zeros((1, 8), jnp.int32)
   sizes = {}
   for scan in (False, True):
     for layers in (2, 6):
-      hf = hf_config_for(arch.name, dict(vocab_size=64, hidden_size=32, intermediate_size=48,
-                                         num_hidden_layers=layers, num_attention_heads=4,
-                                         num_key_value_heads=2))
-      cfg = arch.make_config(hf, scan_layers=scan)
-      model = nnx.eval_shape(lambda cfg=cfg: arch.module(cfg, rngs=nnx.Rngs(0)))
-      sizes[scan, layers] = _equations(model, ids)
+      graphdef, params = nnx.split(_abstract(layers, scan=scan), nnx.Param)
+      jaxpr = jax.make_jaxpr(lambda p, g=graphdef: nnx.merge(g, p)(ids).logits)(params)
+      sizes[scan, layers] = len(jaxpr.jaxpr.eqns)
   assert sizes[True, 2] == sizes[True, 6]
   assert sizes[False, 6] > sizes[False, 2]
+
+
+@pytest.mark.parametrize("remat", [True, False])
+def test_remat_wraps_the_scanned_layer_body(remat):
+  from tests.models.test_remat import _count_checkpoints
+  graphdef, params = nnx.split(_abstract(4, scan=True, remat=remat), nnx.Param)
+  ids = jnp.zeros((1, 8), jnp.int32)
+  grad = jax.grad(lambda p: jnp.sum(nnx.merge(graphdef, p)(ids).logits))
+  assert _count_checkpoints(jax.make_jaxpr(grad)(params).jaxpr) == (1 if remat else 0)
 
 
 def test_a_frozen_single_layer_is_refused_with_scanned_layers():
@@ -214,3 +209,53 @@ def test_a_frozen_single_layer_is_refused_with_scanned_layers():
   c.model.freeze = ("model.layers.0",)
   lines = problems(c, process_count=1, device_count=8)
   assert any(line.startswith("model.freeze=") and "scan_layers" in line for line in lines)
+
+
+def _omni_pair():
+  from tests.models.test_qwen2_5_omni import hf_model
+  folder = hf_model()[1]
+  return from_pretrained(folder), from_pretrained(folder, scan_layers=True)
+
+
+def test_omni_thinker_text_decoder_scanned_equals_the_layer_list(tmp_path):
+  from tests.models.test_qwen2_5_omni import batch, text
+  plain, scanned = _omni_pair()
+  assert scanned.model.layers.mlp.up_proj.kernel.get_value().shape[0] == 2
+  ids, mask = batch([[1] + text(11, 0), [1] + text(6, 1)], side="left")
+  logits = [np.asarray(nnx.jit(lambda m: m(ids, attention_mask=mask).logits)(m))
+            for m in (plain, scanned)]
+  valid = mask.astype(bool)
+  np.testing.assert_allclose(logits[1][valid], logits[0][valid], atol=TOL, rtol=0)
+  # Export: the same files as from the layer list.
+  a = load_file(os.path.join(orj.save_pretrained(plain, str(tmp_path / "a")),
+                             "model.safetensors"))
+  b = load_file(os.path.join(orj.save_pretrained(scanned, str(tmp_path / "b")),
+                             "model.safetensors"))
+  _assert_same_arrays(b, a, atol=0)
+
+
+@pytest.mark.slow
+def test_omni_thinker_scanned_with_media_and_cached_decoding():
+  from tests.models.test_qwen2_5_omni import AUDIO, batch, image, media_kwargs, text
+  plain, scanned = _omni_pair()
+  grid = (1, 8, 12)
+  rows = [[1] + text(3, 2) + image(grid) + text(2, 3) + [AUDIO] * 5 + text(2, 4),
+          [1] + text(6, 5)]
+  ids, mask = batch(rows, side="left")
+  _, host_kw, array_kw = media_kwargs(images=[grid], audio_frames=[20], seed=1)
+  logits = [np.asarray(m(ids, attention_mask=mask, **host_kw, **array_kw).logits)
+            for m in (plain, scanned)]
+  valid = mask.astype(bool)
+  np.testing.assert_allclose(logits[1][valid], logits[0][valid], atol=TOL, rtol=0)
+  # Cached greedy decoding through the multimodal path of the sampler.
+  params = SamplingParams(greedy=True, max_new_tokens=4)
+  outs = [generate(m, ids[1:], mask[1:], params, 0, eos_ids=(2,)) for m in (plain, scanned)]
+  np.testing.assert_array_equal(np.asarray(outs[1].tokens_bn), np.asarray(outs[0].tokens_bn))
+
+
+def test_scanned_parameters_are_born_sharded_with_the_layers_axis_replicated():
+  from omni_rrm_jax.sharding.mesh import make_mesh
+  mesh = make_mesh({"data": 1, "fsdp": 4, "tensor": 2})
+  model = orj.from_pretrained(saved_model("qwen2_lm"), mesh=mesh, scan_layers=True)
+  kernel = model.model.layers.mlp.gate_proj.kernel.get_value()
+  assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
