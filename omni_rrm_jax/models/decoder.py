@@ -119,7 +119,8 @@ class DecoderLayer(nnx.Module):
   def call_cached(self, x_bte, cos_btd, sin_btd, mask_b1ts, cache_k_bskd, cache_v_bskd, start):
     """As `__call__`, attending over (and writing to) this layer's cache slots."""
     attn_bte, cache_k_bskd, cache_v_bskd = self.self_attn.call_cached(
-        self.input_layernorm(x_bte), cos_btd, sin_btd, mask_b1ts, cache_k_bskd, cache_v_bskd, start)
+        self.input_layernorm(x_bte), cos_btd, sin_btd, mask_b1ts, cache_k_bskd, cache_v_bskd,
+        start)
     x_bte = x_bte + attn_bte
     x_bte = x_bte + self.mlp(self.post_attention_layernorm(x_bte))
     return constrain(x_bte, ("batch", "length", "embed")), cache_k_bskd, cache_v_bskd
@@ -129,7 +130,7 @@ class Decoder(nnx.Module):
   """Token embedding, the stack of decoder layers and the final norm.
 
   `layers` is a list of `DecoderLayer`s, or with `cfg.scan_layers` one
-  stacked `DecoderLayer` run with `nnx.scan` (see `layer_stack.py`).
+  stacked `DecoderLayer` run in a scan (see `layer_stack.py`).
   """
 
   def __init__(self, cfg: DecoderConfig, rngs: nnx.Rngs | None):

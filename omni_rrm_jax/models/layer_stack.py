@@ -8,8 +8,9 @@ With `cfg.scan_layers` off, `layers` is an `nnx.List` of one module per layer
 (parameter paths `layers.0.self_attn...`, as in Hugging Face checkpoints).
 With it on, `layers` is ONE module whose parameters carry a leading layer axis
 (logical name `LAYERS_AXIS`, never sharded), built with `nnx.vmap` and run with
-`jax.lax.scan` over its split state: the program holds one layer body whatever the depth, so compile time
-no longer grows with the number of layers. Layers with a sliding window
+`jax.lax.scan` over its split state: the program holds one layer body whatever
+the depth, so compile time no longer grows with the number of layers, and a
+pod gathers one layer's weights at a time. Layers with a sliding window
 (`cfg.layer_types`) pick their mask per step from a scanned boolean.
 `models/hf_weights.py` maps the stacked arrays to and from per-layer names.
 """

@@ -111,9 +111,10 @@ def omni_thinker_config_from_hf(hf, **overrides) -> OmniThinkerConfig:
     hf: the transformers thinker config (`text_config`, `vision_config`,
       `audio_config`).
     **overrides: `dtype`, `param_dtype`, `remat` (applied to all three
-      towers), `scan_layers` (the text decoder's), `architecture`, and `freeze_encoders` (default: the config's
-      own `freeze_encoders` attribute if set, so
-      `from_pretrained(path, freeze_encoders=True)` works, else False).
+      towers), `scan_layers` (the text decoder's), `architecture`, and
+      `freeze_encoders` (default: the config's own `freeze_encoders`
+      attribute if set, so `from_pretrained(path, freeze_encoders=True)`
+      works, else False).
   """
   architecture = overrides.pop("architecture", ARCHITECTURE)
   freeze = bool(overrides.pop("freeze_encoders", getattr(hf, "freeze_encoders", False)))

@@ -256,6 +256,13 @@ def test_omni_thinker_scanned_with_media_and_cached_decoding():
 def test_scanned_parameters_are_born_sharded_with_the_layers_axis_replicated():
   from omni_rrm_jax.sharding.mesh import make_mesh
   mesh = make_mesh({"data": 1, "fsdp": 4, "tensor": 2})
-  model = orj.from_pretrained(saved_model("qwen2_lm"), mesh=mesh, scan_layers=True)
-  kernel = model.model.layers.mlp.gate_proj.kernel.get_value()
-  assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
+  loaded = orj.from_pretrained(saved_model("qwen2_lm"), mesh=mesh, scan_layers=True)
+  initialised = orj.from_config("Qwen2ForCausalLM", dict(
+      vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+      num_attention_heads=4, num_key_value_heads=2), mesh=mesh, scan_layers=True)
+  for model in (loaded, initialised):
+    kernel = model.model.layers.mlp.gate_proj.kernel.get_value()
+    assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
+  # Each layer draws its own initial weights.
+  kernel = np.asarray(initialised.model.layers.mlp.gate_proj.kernel.get_value())
+  assert kernel.shape[0] == 3 and not np.allclose(kernel[0], kernel[1])
