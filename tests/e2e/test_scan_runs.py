@@ -38,8 +38,8 @@ def test_scanned_lora_rm_resumes_exactly_and_exports_per_layer(tmp_path):
   import torch
   import transformers
   root = tmp_path / "base"
-  _ok(cli("rm.py:tiny", str(root), "--config.train.num_steps=1", "--config.model.scan_layers=True",
-          *STEPS))
+  _ok(cli("rm.py:tiny", str(root), "--config.train.num_steps=2",
+          "--config.model.scan_layers=True", *STEPS))
   base = (str(root / "hf"), str(root / "tokenizer"))
   straight = _ok(_lora_rm(tmp_path / "straight", base, 4))
   # rank 4 over 2 layers x 7 linear layers of a 64-wide model, plus the 64 x 1 head
