@@ -22,11 +22,14 @@ CPU scheduling artefact: XLA:CPU issues every layer's forward weight
 all-gather at the top of the program, so all layers' full fp32 weights (0.87
 GiB per layer) are live at once, and the temporaries grow by that much per
 layer. (Tying each layer's weights to its input with an optimization barrier,
-not done here, brings them to 6 GiB.) Prints one JSON line.
+not done here, brings them to 6 GiB.) With `--scan 1` the layers are stacked
+and run in a scan (`model.scan_layers`), which gathers one layer's weights at a
+time: about 7 GiB of temporaries. Prints one JSON line.
 
     python benchmarks/compile_check.py                    # 64 devices, fsdp over all
     python benchmarks/compile_check.py --devices 16 --batch 16 --layers 4
     python benchmarks/compile_check.py --attention flash  # models/flash_attention.py
+    python benchmarks/compile_check.py --scan 0           # layers as a list, unscanned
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ def parse_args(argv=None):
   parser.add_argument("--remat", type=int, default=1)
   parser.add_argument("--attention", default="reference",
                       help="model.attention: reference, xla, cudnn or flash")
+  parser.add_argument("--scan", type=int, default=1,
+                      help="1: stacked layers run in a scan (model.scan_layers); 0: a list")
   parser.add_argument("--hbm_gib", type=float, default=16.0, help="per-device memory to compare")
   args = parser.parse_args(argv)
   if args.preset:
@@ -119,7 +124,8 @@ def qwen2_7b(args):
       num_labels=1, pad_token_id=151643))
   arch = get_architecture(name)
   return arch, arch.make_config(hf, dtype="bfloat16", param_dtype="float32",
-                                remat=bool(args.remat), attention=args.attention)
+                                remat=bool(args.remat), attention=args.attention,
+                                scan_layers=bool(args.scan))
 
 
 def omni7b(args):
@@ -142,6 +148,7 @@ def omni7b(args):
   arch = get_architecture(name)
   return arch, arch.make_config(hf, dtype="bfloat16", param_dtype="float32",
                                 remat=bool(args.remat), attention=args.attention,
+                                scan_layers=bool(args.scan),
                                 freeze_encoders=not args.train_encoders)
 
 
@@ -310,6 +317,7 @@ def main(argv=None):
       "frozen_params": int(count(state.frozen)),
       "layers": args.layers, "mesh": dict(mesh.shape), "batch_rows": args.batch, **lengths,
       "remat": bool(args.remat), "attention": args.attention,
+      "scan_layers": bool(args.scan),
       "backend": "cpu (faked devices)",
       "lower_s": round(lower_s, 1), "compile_s": round(compile_s, 1),
       "bytes_per_device": per_device,

@@ -172,14 +172,14 @@ def model_config(m, tokenizer, *, classifier: bool):
     arch, hf = load_hf_config(m.path, architecture)
   else:
     hf = hf_config_for(architecture, _random_init_config(m, tokenizer, architecture, classifier))
-  return arch.make_config(hf)
+  return arch.make_config(hf, scan_layers=m.get("scan_layers", False))
 
 
 def build_model(m, tokenizer, mesh, rules, *, classifier: bool, seed: int):
   """The `model` section `m`'s model: a Hugging Face checkpoint (with a fresh
   score head for a `classifier`), or a random init."""
   kw = dict(mesh=mesh, rules=rules, dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat,
-            attention=m.attention)
+            attention=m.attention, scan_layers=m.scan_layers)
   is_rm = classifier
   architecture = architecture_for(m.architecture, classifier)
   if m.path:

@@ -70,7 +70,10 @@ def model_init() -> ml_collections.ConfigDict:
       # How the text decoder computes attention: "reference" (float32 logits,
       # parity with transformers), "xla" / "cudnn" (jax.nn.dot_product_attention),
       # "flash" (the Pallas kernel, for TPU); see core/attention_impl.py.
-      attention="reference")
+      attention="reference",
+      # The text decoder's layers stacked and run with nnx.scan: compile time
+      # independent of depth, same numerics and checkpoint files.
+      scan_layers=False)
 
 
 def model_training() -> ml_collections.ConfigDict:

@@ -101,6 +101,14 @@ def _trainable(p: _Problems, c) -> None:
   if c.model.frozen_dtype not in FROZEN_DTYPES:
     p.add("model.frozen_dtype", c.model.frozen_dtype,
           "must be one of " + ", ".join(repr(d) for d in FROZEN_DTYPES))
+  scan = c.model.get("scan_layers", False)
+  if not isinstance(scan, bool):
+    p.add("model.scan_layers", scan, "must be True or False")
+  elif scan and isinstance(freeze, (tuple, list)):
+    one_layer = [f for f in freeze if isinstance(f, str) and f.split(".")[-1].isdigit()]
+    if one_layer:
+      p.add("model.freeze", tuple(freeze), "freezes single layers, which model.scan_layers=True "
+            "holds stacked as one module; freeze them all or set model.scan_layers=False")
   lo = c.lora
   if not isinstance(lo.rank, int) or lo.rank < 0:
     p.add("lora.rank", lo.rank, "must be an integer >= 0 (0: LoRA off)")

@@ -58,6 +58,9 @@ class DecoderConfig:
   # How attention is computed (core/attention_impl.py); not part of the
   # transformers config, so never exported.
   attention: str = "reference"
+  # One stacked layer module run with `nnx.scan` instead of a list of layers
+  # (`layer_stack.py`): compile time independent of depth; same numerics.
+  scan_layers: bool = False
   # The architecture name and the Hugging Face config it came from (as JSON),
   # so that an export writes back the same config.
   architecture: str = ""
@@ -91,7 +94,8 @@ def decoder_config_from_hf(hf, family: str, **overrides) -> DecoderConfig:
     hf: a transformers `PretrainedConfig` (Qwen2, Qwen3 or Llama).
     family: "qwen2", "qwen3" or "llama": decides the bias / norm layout the
       transformers implementation hard-codes for that family.
-    **overrides: `dtype`, `param_dtype`, `remat`, `attention`, `architecture`.
+    **overrides: `dtype`, `param_dtype`, `remat`, `attention`, `scan_layers`,
+      `architecture`.
   """
   heads = hf.num_attention_heads
   head_dim = _get(hf, "head_dim") or hf.hidden_size // heads

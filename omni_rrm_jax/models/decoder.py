@@ -11,6 +11,8 @@ from flax import nnx
 
 from omni_rrm_jax.models.attention import Attention, causal_mask, segment_positions
 from omni_rrm_jax.models.config import DecoderConfig
+from omni_rrm_jax.models.layer_stack import (LAYERS_AXIS, layer_windows, make_layers,
+                                             run_layers, run_layers_cached)
 from omni_rrm_jax.models.layers import DenseGeneral, Embed, GatedMLP, RMSNorm
 from omni_rrm_jax.models.rotary import rope_cos_sin
 from omni_rrm_jax.sharding.rules import constrain
@@ -28,16 +30,17 @@ class KVCache:
   which slots are valid keys and in their rotary positions.
 
   Attributes:
-    k_bskd: per layer, rotated keys [B, S, K, D] in the compute dtype.
-    v_bskd: per layer, values [B, S, K, D].
+    k_bskd: per layer, rotated keys [B, S, K, D] in the compute dtype; for a
+      model with `scan_layers`, one stacked array [L, B, S, K, D].
+    v_bskd: per layer, values [B, S, K, D] (stacked likewise).
     key_valid_bs: bool [B, S], True at slots that hold a real token.
     end: int32 scalar, the number of slots written so far (the next slot).
     next_position_b: int32 [B], the rotary position of each row's next token:
       its count of real tokens so far, as transformers' `generate` counts
       positions of left-padded prompts.
   """
-  k_bskd: tuple[jax.Array, ...]
-  v_bskd: tuple[jax.Array, ...]
+  k_bskd: tuple[jax.Array, ...] | jax.Array
+  v_bskd: tuple[jax.Array, ...] | jax.Array
   key_valid_bs: jax.Array
   end: jax.Array
   next_position_b: jax.Array
@@ -51,7 +54,8 @@ def init_cache(cfg: DecoderConfig, batch: int, max_length: int, dtype: Any = Non
   """An empty cache for `batch` rows of up to `max_length` tokens.
 
   Args:
-    cfg: the decoder config (layer count, key/value heads, head size).
+    cfg: the decoder config (layer count, key/value heads, head size; with
+      `scan_layers` the keys and values are stacked [L, B, S, K, D] arrays).
     batch: number of rows.
     max_length: slots per row: prompt length plus new tokens.
     dtype: storage dtype of keys and values; defaults to the compute dtype.
@@ -61,11 +65,13 @@ def init_cache(cfg: DecoderConfig, batch: int, max_length: int, dtype: Any = Non
   dtype = cfg.dtype if dtype is None else dtype
 
   def empty():
-    return constrain(jnp.zeros(shape, dtype), axes)
+    if cfg.scan_layers:
+      return constrain(jnp.zeros((cfg.num_hidden_layers, *shape), dtype), (LAYERS_AXIS, *axes))
+    return tuple(constrain(jnp.zeros(shape, dtype), axes) for _ in range(cfg.num_hidden_layers))
 
   return KVCache(
-      k_bskd=tuple(empty() for _ in range(cfg.num_hidden_layers)),
-      v_bskd=tuple(empty() for _ in range(cfg.num_hidden_layers)),
+      k_bskd=empty(),
+      v_bskd=empty(),
       key_valid_bs=constrain(jnp.zeros((batch, max_length), bool), ("batch", "length")),
       end=jnp.zeros((), jnp.int32),
       next_position_b=jnp.zeros((batch,), jnp.int32))
@@ -87,11 +93,13 @@ class ModelOutput:
 
 
 class DecoderLayer(nnx.Module):
-  """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
+  """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)).
 
-  def __init__(self, cfg: DecoderConfig, layer_idx: int, rngs: nnx.Rngs | None):
-    layer_type = cfg.layer_types[layer_idx] if cfg.layer_types else "full_attention"
-    self.sliding_window = cfg.sliding_window if layer_type == "sliding_attention" else None
+  The caller passes the layer's mask (causal, or its sliding window's; see
+  `layer_stack.layer_windows`).
+  """
+
+  def __init__(self, cfg: DecoderConfig, rngs: nnx.Rngs | None):
     common = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                   init_std=cfg.initializer_range, rngs=rngs)
     self.self_attn = Attention(
@@ -104,31 +112,34 @@ class DecoderLayer(nnx.Module):
     self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps,
                                             param_dtype=cfg.param_dtype, rngs=rngs)
 
-  def __call__(self, x_bte, cos_btd, sin_btd, masks):
-    mask = masks[self.sliding_window]
-    x_bte = x_bte + self.self_attn(self.input_layernorm(x_bte), cos_btd, sin_btd, mask)
+  def __call__(self, x_bte, cos_btd, sin_btd, mask_b1ts):
+    x_bte = x_bte + self.self_attn(self.input_layernorm(x_bte), cos_btd, sin_btd, mask_b1ts)
     x_bte = x_bte + self.mlp(self.post_attention_layernorm(x_bte))
     return constrain(x_bte, ("batch", "length", "embed"))
 
-  def call_cached(self, x_bte, cos_btd, sin_btd, masks, cache_k_bskd, cache_v_bskd, start):
+  def call_cached(self, x_bte, cos_btd, sin_btd, mask_b1ts, cache_k_bskd, cache_v_bskd, start):
     """As `__call__`, attending over (and writing to) this layer's cache slots."""
-    mask = masks[self.sliding_window]
     attn_bte, cache_k_bskd, cache_v_bskd = self.self_attn.call_cached(
-        self.input_layernorm(x_bte), cos_btd, sin_btd, mask, cache_k_bskd, cache_v_bskd, start)
+        self.input_layernorm(x_bte), cos_btd, sin_btd, mask_b1ts, cache_k_bskd, cache_v_bskd,
+        start)
     x_bte = x_bte + attn_bte
     x_bte = x_bte + self.mlp(self.post_attention_layernorm(x_bte))
     return constrain(x_bte, ("batch", "length", "embed")), cache_k_bskd, cache_v_bskd
 
 
 class Decoder(nnx.Module):
-  """Token embedding, the stack of decoder layers and the final norm."""
+  """Token embedding, the stack of decoder layers and the final norm.
+
+  `layers` is a list of `DecoderLayer`s, or with `cfg.scan_layers` one
+  stacked `DecoderLayer` run in a scan (see `layer_stack.py`).
+  """
 
   def __init__(self, cfg: DecoderConfig, rngs: nnx.Rngs | None):
     self.cfg = cfg
     self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype,
                               param_dtype=cfg.param_dtype, init_std=cfg.initializer_range,
                               rngs=rngs)
-    self.layers = nnx.List([DecoderLayer(cfg, i, rngs) for i in range(cfg.num_hidden_layers)])
+    self.layers = make_layers(cfg, lambda r: DecoderLayer(cfg, r), rngs)
     self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=cfg.param_dtype,
                         rngs=rngs)
 
@@ -157,16 +168,9 @@ class Decoder(nnx.Module):
                       else segment_positions(segment_ids))
     cos, sin = rope_cos_sin(position_ids, self.cfg.rope_dict, self.cfg.head_dim,
                             self.cfg.max_position_embeddings)
-    windows = {layer.sliding_window for layer in self.layers}
+    windows = set(layer_windows(self.cfg))
     masks = {w: causal_mask(index_t, index_t, attention_mask, w, segment_ids) for w in windows}
-
-    def block(layer, x):
-      return layer(x, cos, sin, masks)
-
-    if self.cfg.remat:
-      block = nnx.remat(block)
-    for layer in self.layers:
-      x_bte = block(layer, x_bte)
+    x_bte = run_layers(self.layers, self.cfg, x_bte, cos, sin, masks)
     return self.norm(x_bte)
 
   def call_cached(self, cache: KVCache, input_ids=None, attention_mask=None,
@@ -210,7 +214,7 @@ class Decoder(nnx.Module):
     cos, sin = rope_cos_sin(position_ids, self.cfg.rope_dict, self.cfg.head_dim,
                             self.cfg.max_position_embeddings)
     x_bte, cache = run_cached_layers(
-        self.layers, x_bte, cos, sin, valid_bt, cache,
+        self.layers, self.cfg, x_bte, cos, sin, valid_bt, cache,
         cache.next_position_b + jnp.sum(valid_bt, axis=1, dtype=jnp.int32))
     return self.norm(x_bte), cache
 
@@ -223,14 +227,15 @@ def continued_positions(cache: KVCache, valid_bt: jax.Array) -> jax.Array:
   return jnp.maximum(cache.next_position_b[:, None] + counted_bt - 1, 0)
 
 
-def run_cached_layers(layers, x_bte: jax.Array, cos: jax.Array, sin: jax.Array,
-                      valid_bt: jax.Array, cache: KVCache,
+def run_cached_layers(layers, cfg: DecoderConfig, x_bte: jax.Array, cos: jax.Array,
+                      sin: jax.Array, valid_bt: jax.Array, cache: KVCache,
                       next_position_b: jax.Array) -> tuple[jax.Array, KVCache]:
   """Runs T new tokens through `layers`, appending their keys and values to
   `cache` at `cache.end`.
 
   Args:
-    layers: the `DecoderLayer`s, one per cache entry.
+    layers: the `DecoderLayer`s (a list, one per cache entry, or stacked).
+    cfg: their `DecoderConfig` (sliding windows, `scan_layers`).
     x_bte: [B, T, E] the new tokens' embeddings.
     cos, sin: the new tokens' rotary tables (1-D or M-RoPE, as the layers take).
     valid_bt: bool [B, T] real new tokens; padded slots are never attended to.
@@ -247,14 +252,11 @@ def run_cached_layers(layers, x_bte: jax.Array, cos: jax.Array, sin: jax.Array,
   key_valid_bs = constrain(key_valid_bs, ("batch", "length"))
   q_slot_t = start + jnp.arange(t, dtype=jnp.int32)
   k_slot_s = jnp.arange(cache.max_length, dtype=jnp.int32)
-  windows = {layer.sliding_window for layer in layers}
+  windows = set(layer_windows(cfg))
   masks = {w: causal_mask(q_slot_t, k_slot_s, key_valid_bs, w) for w in windows}
-  keys, values = [], []
-  for layer, k_bskd, v_bskd in zip(layers, cache.k_bskd, cache.v_bskd):
-    x_bte, k_bskd, v_bskd = layer.call_cached(x_bte, cos, sin, masks, k_bskd, v_bskd, start)
-    keys.append(k_bskd)
-    values.append(v_bskd)
-  cache = cache.replace(k_bskd=tuple(keys), v_bskd=tuple(values), key_valid_bs=key_valid_bs,
+  x_bte, keys, values = run_layers_cached(layers, cfg, x_bte, cos, sin, masks, cache.k_bskd,
+                                          cache.v_bskd, start)
+  cache = cache.replace(k_bskd=keys, v_bskd=values, key_valid_bs=key_valid_bs,
                         end=start + t, next_position_b=next_position_b)
   return x_bte, cache
 

@@ -26,7 +26,7 @@ def hf_config_for(architecture: str, config: Mapping[str, Any] | Any):
 def from_config(architecture: str, config: Mapping[str, Any] | Any, *, mesh: Mesh | None = None,
                 rules: Rules = DEFAULT_RULES, seed: int = 0, dtype: Any = "float32",
                 param_dtype: Any = "float32", remat: bool = False,
-                attention: str = "reference") -> nnx.Module:
+                attention: str = "reference", scan_layers: bool = False) -> nnx.Module:
   """A randomly initialised model of a supported architecture.
 
   Args:
@@ -41,9 +41,10 @@ def from_config(architecture: str, config: Mapping[str, Any] | Any, *, mesh: Mes
     remat: rematerialise decoder layers in the backward pass.
     attention: the text decoder's attention implementation
       (`core/attention_impl.py`).
+    scan_layers: stack the text decoder's layers and run them with `nnx.scan`.
   """
   arch = get_architecture(architecture)
   hf = hf_config_for(architecture, config)
   cfg = arch.make_config(hf, dtype=dtype, param_dtype=param_dtype, remat=remat,
-                         attention=attention)
+                         attention=attention, scan_layers=scan_layers)
   return create_sharded(lambda: arch.module(cfg, rngs=nnx.Rngs(params=seed)), mesh, rules)

@@ -78,9 +78,13 @@ def save_pretrained(model: nnx.Module, out_dir: str, *,
   entries = []
   for path, variable in nnx.to_flat_state(state):
     value = variable.get_value()
-    in_ndim = variable.get_metadata().get("in_ndim")
-    nbytes = int(np.prod(value.shape)) * np.dtype(value.dtype).itemsize
-    entries.append((path, variable, in_ndim, nbytes))
+    metadata = variable.get_metadata()
+    in_ndim = metadata.get("in_ndim")
+    # Stacked layers (`scan_layers`) are written as one tensor per layer.
+    parts = hf_weights.layer_paths(path, metadata, value.shape)
+    nbytes = int(np.prod(value.shape)) * np.dtype(value.dtype).itemsize // len(parts)
+    for layer_path, index in parts:
+      entries.append((layer_path, variable, in_ndim, nbytes, index))
   shards = _plan_shards(entries, max_shard_bytes)
   writer = jax.process_index() == 0
   if writer:
@@ -90,9 +94,11 @@ def save_pretrained(model: nnx.Module, out_dir: str, *,
     fname = SINGLE_FILE if len(shards) == 1 else (
         f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors")
     tensors = {}
-    for path, variable, in_ndim, nbytes in shard:
+    for path, variable, in_ndim, nbytes, index in shard:
       name = hf_weights.hf_name(path)
-      tensors[name] = hf_weights.to_hf(path, _to_host(variable.get_value()), in_ndim)
+      value = variable.get_value()
+      value = value if index is None else value[index]
+      tensors[name] = hf_weights.to_hf(path, _to_host(value), in_ndim)
       weight_map[name] = fname
       total += nbytes
     if writer:

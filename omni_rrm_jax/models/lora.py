@@ -11,6 +11,8 @@ kernel's (`a`: the kernel's input axes plus a replicated rank axis; `b`: a
 replicated rank axis plus its output axes), so they shard like the layer they
 adapt. Module names stay the transformers ones (`...self_attn.q_proj.lora.a`),
 which is how PEFT's `lora_A` / `lora_B` names are derived on export.
+On stacked layers (`scan_layers`) each adapter is stacked as its kernel is,
+with the same leading `layers` axis.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from omni_rrm_jax.models import hf_weights
 from omni_rrm_jax.models.layers import DenseGeneral
 
 # The text decoder's linear layers, by their transformers names (attention, then MLP).
@@ -48,6 +51,11 @@ def lora_dropout(key: jax.Array | None) -> Iterator[None]:
     _DROPOUT_KEY.pop()
 
 
+def active_dropout_key() -> jax.Array | None:
+  """The key of the innermost `lora_dropout` block (None: dropout off)."""
+  return _DROPOUT_KEY[-1]
+
+
 class LoraAdapter(nnx.Module):
   """`x -> scale · (x·A)·B`, with A [*in_shape, rank] and B [rank, *out_shape].
 
@@ -57,13 +65,18 @@ class LoraAdapter(nnx.Module):
 
   def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], *,
                in_axes: tuple, out_axes: tuple, rank: int, alpha: float, dropout: float,
-               index: int, dtype, param_dtype, rngs: nnx.Rngs):
+               index: int, dtype, param_dtype, rngs: nnx.Rngs,
+               stack: tuple[int, str] | None = None):
     fan_in = int(np.prod(in_shape))
     bound = 1.0 / np.sqrt(fan_in)
-    a_init = jax.random.uniform(rngs.params(), (*in_shape, rank), param_dtype, -bound, bound)
-    self.a = nnx.LoRAParam(a_init, logical_axes=(*in_axes, LORA_RANK_AXIS))
-    self.b = nnx.LoRAParam(jnp.zeros((rank, *out_shape), param_dtype),
-                           logical_axes=(LORA_RANK_AXIS, *out_axes))
+    # Adapters of stacked layers (`scan_layers`) are stacked too: (layers, axis name).
+    lead, lead_axes = ((stack[0],), (stack[1],)) if stack else ((), ())
+    a_init = jax.random.uniform(rngs.params(), (*lead, *in_shape, rank), param_dtype,
+                                -bound, bound)
+    self.a = nnx.LoRAParam(a_init, logical_axes=(*lead_axes, *in_axes, LORA_RANK_AXIS))
+    self.b = nnx.LoRAParam(jnp.zeros((*lead, rank, *out_shape), param_dtype),
+                           logical_axes=(*lead_axes, LORA_RANK_AXIS, *out_axes))
+    self.stacked = stack is not None
     self.in_ndim = len(in_shape)
     self.rank, self.alpha = rank, float(alpha)
     self.scale = float(alpha) / rank
@@ -82,8 +95,11 @@ class LoraAdapter(nnx.Module):
     return jnp.tensordot(h, self.b[...].astype(self.dtype), axes=1) * self.scale
 
   def delta(self) -> jax.Array:
-    """scale · A·B in the kernel's layout `[*in_shape, *out_shape]`."""
-    return jnp.tensordot(self.a[...], self.b[...], axes=1) * self.scale
+    """scale · A·B in the kernel's layout `[*in_shape, *out_shape]` (per layer when stacked)."""
+    product = lambda a, b: jnp.tensordot(a, b, axes=1)  # noqa: E731
+    if self.stacked:
+      product = jax.vmap(product)
+    return product(self.a[...], self.b[...]) * self.scale
 
 
 def _dense_layers(model: nnx.Module):
@@ -136,10 +152,14 @@ def apply_lora(model: nnx.Module, *, rank: int, alpha: float, dropout: float = 0
     kernel = layer.kernel
     axes = kernel.get_metadata()["logical_axes"]
     shape = kernel.get_value().shape
+    stack = None
+    if hf_weights.is_stacked(kernel.get_metadata()):
+      stack, axes, shape = (shape[0], axes[0]), axes[1:], shape[1:]
     n = layer.in_ndim
     layer.lora = LoraAdapter(shape[:n], shape[n:], in_axes=axes[:n], out_axes=axes[n:],
                              rank=rank, alpha=alpha, dropout=dropout, index=index,
-                             dtype=layer.dtype, param_dtype=kernel.get_value().dtype, rngs=rngs)
+                             dtype=layer.dtype, param_dtype=kernel.get_value().dtype, rngs=rngs,
+                             stack=stack)
     paths.append(path)
   return paths
 

@@ -111,14 +111,15 @@ def omni_thinker_config_from_hf(hf, **overrides) -> OmniThinkerConfig:
     hf: the transformers thinker config (`text_config`, `vision_config`,
       `audio_config`).
     **overrides: `dtype`, `param_dtype`, `remat` (applied to all three
-      towers), `attention` (the text decoder's), `architecture`, and
-      `freeze_encoders` (default: the config's own `freeze_encoders`
-      attribute if set, so
+      towers), `attention` and `scan_layers` (the text decoder's),
+      `architecture`, and `freeze_encoders` (default: the config's own
+      `freeze_encoders` attribute if set, so
       `from_pretrained(path, freeze_encoders=True)` works, else False).
   """
   architecture = overrides.pop("architecture", ARCHITECTURE)
   attention = overrides.pop("attention", "reference")
   freeze = bool(overrides.pop("freeze_encoders", getattr(hf, "freeze_encoders", False)))
+  scan_layers = bool(overrides.pop("scan_layers", False))
   shared = {k: (resolve_dtype(v) if k.endswith("dtype") else v) for k, v in overrides.items()}
   unknown = set(shared) - {"dtype", "param_dtype", "remat"}
   if unknown:
@@ -128,7 +129,8 @@ def omni_thinker_config_from_hf(hf, **overrides) -> OmniThinkerConfig:
       t, "qwen2", architecture=architecture,
       head_dim=getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads,
       # The thinker ties by its own flag; text_config's (True by default) is ignored.
-      tie_word_embeddings=bool(hf.tie_word_embeddings), attention=attention, **shared)
+      tie_word_embeddings=bool(hf.tie_word_embeddings), attention=attention,
+      scan_layers=scan_layers, **shared)
   if "mrope_section" not in text.rope_dict:
     rope = {**text.rope_dict, "mrope_section": DEFAULT_MROPE_SECTION}
     text = dataclasses.replace(text, rope=tuple(sorted(rope.items())))

@@ -52,20 +52,25 @@ def peft_tensors(model: nnx.Module) -> tuple[dict[str, np.ndarray], list[str], d
   tensors, targets, settings = {}, [], None
   for path, layer in sorted(layers.items(), key=lambda kv: str(kv[0])):
     adapter = layer.lora
-    name = ".".join(str(p) for p in path)
-    if ours and name.startswith(ours):
-      name = in_memory + name[len(ours):]
-    a = _to_host(adapter.a.get_value())
-    b = _to_host(adapter.b.get_value())
-    rank = a.shape[-1]
-    tensors[f"{PREFIX}{name}.lora_A.weight"] = np.ascontiguousarray(a.reshape(-1, rank).T)
-    tensors[f"{PREFIX}{name}.lora_B.weight"] = np.ascontiguousarray(b.reshape(rank, -1).T)
-    targets.append(name)
-    mine = dict(r=int(rank), lora_alpha=adapter.alpha, lora_dropout=adapter.dropout)
-    if settings not in (None, mine):
-      raise ValueError(f"{name}: adapter settings {mine} differ from the others' {settings}; "
-                       "a PEFT folder has one rank and alpha")
-    settings = mine
+    a_all, b_all = adapter.a.get_value(), adapter.b.get_value()
+    # Stacked layers (`scan_layers`) hold every layer's adapter on a leading axis.
+    for layer_path, index in hf_weights.layer_paths(path, adapter.a.get_metadata(),
+                                                    a_all.shape):
+      name = ".".join(str(p) for p in layer_path)
+      if ours and name.startswith(ours):
+        name = in_memory + name[len(ours):]
+      a = _to_host(a_all if index is None else a_all[index])
+      b = _to_host(b_all if index is None else b_all[index])
+      rank = a.shape[-1]
+      tensors[f"{PREFIX}{name}.lora_A.weight"] = np.ascontiguousarray(a.reshape(-1, rank).T)
+      tensors[f"{PREFIX}{name}.lora_B.weight"] = np.ascontiguousarray(b.reshape(rank, -1).T)
+      targets.append((str(layer_path), name))
+      mine = dict(r=int(rank), lora_alpha=adapter.alpha, lora_dropout=adapter.dropout)
+      if settings not in (None, mine):
+        raise ValueError(f"{name}: adapter settings {mine} differ from the others' "
+                         f"{settings}; a PEFT folder has one rank and alpha")
+      settings = mine
+  targets = [name for _, name in sorted(targets)]  # the same order for either layout
   for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
     if str(path[0]) in SAVED_HEADS:
       in_ndim = variable.get_metadata().get("in_ndim")

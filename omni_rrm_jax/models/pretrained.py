@@ -118,7 +118,8 @@ def _place(array: np.ndarray, sharding: NamedSharding | None) -> jax.Array:
 def from_pretrained(path: str, *, architecture: str | None = None, mesh: Mesh | None = None,
                     rules: Rules = DEFAULT_RULES, dtype: Any = "float32",
                     param_dtype: Any = "float32", remat: bool = False,
-                    attention: str = "reference", init_missing: Sequence[str] = (),
+                    attention: str = "reference", scan_layers: bool = False,
+                    init_missing: Sequence[str] = (),
                     ignore_unused: Sequence[str] = (),
                     seed: int = 0, **config_overrides):
   """Loads a Hugging Face model folder (config.json + safetensors) into Flax.
@@ -138,6 +139,8 @@ def from_pretrained(path: str, *, architecture: str | None = None, mesh: Mesh | 
     remat: rematerialise each decoder layer in the backward pass.
     attention: the text decoder's attention implementation
       (`core/attention_impl.py`).
+    scan_layers: hold the text decoder's layers stacked and run them with
+      `nnx.scan` (`models/layer_stack.py`); the checkpoint is the same.
     init_missing: parameter-name prefixes (e.g. "score") that may be absent
       from the checkpoint; they are initialised from N(0, initializer_range).
       Checkpoint tensors no parameter asks for are then ignored too.
@@ -159,29 +162,21 @@ def from_pretrained(path: str, *, architecture: str | None = None, mesh: Mesh | 
   for key, value in config_overrides.items():
     setattr(hf_config, key, value)
   cfg = arch.make_config(hf_config, dtype=dtype, param_dtype=param_dtype, remat=remat,
-                         attention=attention)
+                         attention=attention, scan_layers=scan_layers)
   model = abstract_model(arch, cfg)
   graphdef, abstract_state = nnx.split(model)
   rng = np.random.default_rng(seed)
   consumed = set()
   casts_logged = set()
   with CheckpointReader(path) as reader:
-    def load(path_tuple, variable):
-      value = variable.get_value()
-      shape, target_dtype = tuple(value.shape), value.dtype
-      in_ndim = variable.get_metadata().get("in_ndim")
+    def load_one(path_tuple, shape, target_dtype, in_ndim):
       own = hf_weights.hf_name(path_tuple)
       name = prefix + own
       expected = hf_weights.hf_shape(path_tuple, shape, in_ndim)
-      sharding = None
-      if mesh is not None:
-        spec = spec_for(variable.get_metadata().get("logical_axes"), rules, shape, mesh)
-        sharding = NamedSharding(mesh, spec)
       if name not in reader:
         if any(own.startswith(p) for p in init_missing):
           log.info("initialising %s %s (not in the checkpoint)", own, shape)
-          host = rng.normal(0.0, cfg.initializer_range, size=shape).astype(target_dtype)
-          return variable.replace(_place(host, sharding))
+          return rng.normal(0.0, cfg.initializer_range, size=shape).astype(target_dtype)
         raise CheckpointError(f"{path}: missing tensor {name!r} (expected shape {expected})")
       got = reader.shape(name)
       if got != expected:
@@ -197,7 +192,22 @@ def from_pretrained(path: str, *, architecture: str | None = None, mesh: Mesh | 
           casts_logged.add((stored, target))
           log.info("casting %s checkpoint tensors to %s (first: %s)", stored, target, name)
       consumed.add(name)
-      host = hf_weights.from_hf(reader.get(name), shape, in_ndim).astype(target_dtype)
+      return hf_weights.from_hf(reader.get(name), shape, in_ndim).astype(target_dtype)
+
+    def load(path_tuple, variable):
+      value = variable.get_value()
+      shape, target_dtype = tuple(value.shape), value.dtype
+      metadata = variable.get_metadata()
+      in_ndim = metadata.get("in_ndim")
+      sharding = None
+      if mesh is not None:
+        spec = spec_for(metadata.get("logical_axes"), rules, shape, mesh)
+        sharding = NamedSharding(mesh, spec)
+      parts = hf_weights.layer_paths(path_tuple, metadata, shape)
+      if parts[0][1] is None:
+        host = load_one(path_tuple, shape, target_dtype, in_ndim)
+      else:  # stacked layers: one checkpoint tensor per layer
+        host = np.stack([load_one(p, shape[1:], target_dtype, in_ndim) for p, _ in parts])
       return variable.replace(_place(host, sharding))
 
     flat = nnx.to_flat_state(abstract_state)

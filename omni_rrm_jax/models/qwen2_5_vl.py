@@ -50,6 +50,7 @@ from omni_rrm_jax.models.config import DecoderConfig, decoder_config_from_hf, re
 from omni_rrm_jax.models.decoder import (DecoderLayer, KVCache, ModelOutput,
                                          continued_positions, last_token_index,
                                          run_cached_layers)
+from omni_rrm_jax.models.layer_stack import layer_windows, make_layers, run_layers
 from omni_rrm_jax.models.layers import DenseGeneral, Embed, RMSNorm
 from omni_rrm_jax.models.vision import VisionConfig, VisionTransformer, vision_config_from_hf
 from omni_rrm_jax.models.vision_layout import VisionLayout, vision_layout
@@ -104,10 +105,11 @@ def qwen2_5_vl_config_from_hf(hf, **overrides) -> Qwen2_5_VLConfig:
   Args:
     hf: the transformers config (with `text_config` and `vision_config`).
     **overrides: `dtype`, `param_dtype`, `remat` (applied to both towers),
-      `attention` (the text decoder's) and `architecture`.
+      `attention` and `scan_layers` (the text decoder's) and `architecture`.
   """
   architecture = overrides.pop("architecture", ARCHITECTURE)
   attention = overrides.pop("attention", "reference")
+  scan_layers = bool(overrides.pop("scan_layers", False))
   shared = {k: (resolve_dtype(v) if k.endswith("dtype") else v) for k, v in overrides.items()}
   unknown = set(shared) - {"dtype", "param_dtype", "remat"}
   if unknown:
@@ -120,7 +122,7 @@ def qwen2_5_vl_config_from_hf(hf, **overrides) -> Qwen2_5_VLConfig:
       # The top-level flag decides (transformers ties when either is set).
       tie_word_embeddings=bool(hf.tie_word_embeddings
                                or getattr(t, "tie_word_embeddings", False)),
-      attention=attention, **shared)
+      attention=attention, scan_layers=scan_layers, **shared)
   if "mrope_section" not in text.rope_dict:
     raise ValueError("text_config.rope_parameters has no mrope_section")
   return Qwen2_5_VLConfig(
@@ -306,7 +308,8 @@ def pooled_scores(score: DenseGeneral, h_bte: jax.Array, input_ids,
 class TextModel(nnx.Module):
   """The language model: embeddings, `DecoderLayer`s and the final norm.
 
-  The same parameters as `Decoder`; only the rotary tables differ (M-RoPE).
+  The same parameters as `Decoder` (stacked too with `cfg.scan_layers`);
+  only the rotary tables differ (M-RoPE).
   """
 
   def __init__(self, cfg: DecoderConfig, rngs: nnx.Rngs | None):
@@ -314,7 +317,7 @@ class TextModel(nnx.Module):
     self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype,
                               param_dtype=cfg.param_dtype, init_std=cfg.initializer_range,
                               rngs=rngs)
-    self.layers = nnx.List([DecoderLayer(cfg, i, rngs) for i in range(cfg.num_hidden_layers)])
+    self.layers = make_layers(cfg, lambda r: DecoderLayer(cfg, r), rngs)
     self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=cfg.param_dtype,
                         rngs=rngs)
 
@@ -324,16 +327,9 @@ class TextModel(nnx.Module):
     index_t = jnp.arange(x_bte.shape[1])
     cos, sin = mrope.mrope_cos_sin(position_ids_3bt, self.cfg.rope_dict, self.cfg.head_dim,
                                    self.cfg.max_position_embeddings)
-    windows = {layer.sliding_window for layer in self.layers}
+    windows = set(layer_windows(self.cfg))
     masks = {w: causal_mask(index_t, index_t, attention_mask, w) for w in windows}
-
-    def block(layer, x):
-      return layer(x, cos, sin, masks)
-
-    if self.cfg.remat:
-      block = nnx.remat(block)
-    for layer in self.layers:
-      x_bte = block(layer, x_bte)
+    x_bte = run_layers(self.layers, self.cfg, x_bte, cos, sin, masks)
     return self.norm(x_bte)
 
   def embed(self, input_ids: jax.Array, media_features: jax.Array | None = None,
@@ -405,7 +401,7 @@ class TextModel(nnx.Module):
                                 cache.next_position_b)
     cos, sin = mrope.mrope_cos_sin(position_3bt, self.cfg.rope_dict, self.cfg.head_dim,
                                    self.cfg.max_position_embeddings)
-    x_bte, cache = run_cached_layers(self.layers, x_bte, cos, sin, valid_bt, cache,
+    x_bte, cache = run_cached_layers(self.layers, self.cfg, x_bte, cos, sin, valid_bt, cache,
                                      next_position_b)
     return self.norm(x_bte), cache
 

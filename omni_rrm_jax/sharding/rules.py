@@ -40,6 +40,7 @@ DEFAULT_RULES: tuple[tuple[str, MeshAxes], ...] = (
     ("audio_embed", "fsdp"),
     ("audio_mlp", "tensor"),
     ("audio_heads", "tensor"),
+    ("layers", None),  # the leading axis of stacked (scanned) layer parameters
 )
 
 
