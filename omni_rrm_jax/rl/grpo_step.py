@@ -48,8 +48,8 @@ from jax.sharding import Mesh
 from omni_rrm_jax.core.batch_contract import GRPO_BATCH, MEDIA_KEYS
 from omni_rrm_jax.models.lora import lora_dropout
 from omni_rrm_jax.rl.losses import POLICY_LOSSES, loss_denominator
-from omni_rrm_jax.sharding.params import state_shardings as param_shardings
 from omni_rrm_jax.sampling.scoring import sequence_logprobs
+from omni_rrm_jax.sharding.params import state_shardings as param_shardings
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding
 from omni_rrm_jax.train.guarded_update import guarded_update
 from omni_rrm_jax.train.state import TrainState
