@@ -93,6 +93,8 @@ def parse_args(argv=None):
                       help="omni7b full fine-tuning: also train the vision and audio towers")
   parser.add_argument("--frozen_dtype", default="bfloat16",
                       help="storage dtype of frozen matrices (model.frozen_dtype; '' keeps fp32)")
+  parser.add_argument("--logits_chunk", type=int, default=512,
+                      help="sft / grpo: positions per vocabulary-head chunk (model.logits_chunk)")
   parser.add_argument("--beta", type=float, default=0.04, help="grpo: KL coefficient")
   parser.add_argument("--layers", type=int, default=28)
   parser.add_argument("--remat", type=int, default=1)
@@ -290,10 +292,10 @@ def main(argv=None):
   count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))  # noqa: E731
   if args.task == "grpo":
     step = make_grpo_step(graphdef, tx, loss_type="grpo", beta=args.beta, on_policy=True,
-                          mesh=mesh, schedule=schedule)
+                          mesh=mesh, schedule=schedule, logits_chunk=args.logits_chunk)
   else:
     step = make_train_step(graphdef, tx, RM if args.task == "rm" else SFT, mesh=mesh,
-                           schedule=schedule)
+                           schedule=schedule, logits_chunk=args.logits_chunk)
   batch, lengths = abstract_batch(args, cfg, mesh, DEFAULT_RULES)
   start = time.perf_counter()
   lowered = step.lower(state, batch)
@@ -317,7 +319,7 @@ def main(argv=None):
       "frozen_params": int(count(state.frozen)),
       "layers": args.layers, "mesh": dict(mesh.shape), "batch_rows": args.batch, **lengths,
       "remat": bool(args.remat), "attention": args.attention,
-      "scan_layers": bool(args.scan),
+      "scan_layers": bool(args.scan), "logits_chunk": args.logits_chunk,
       "backend": "cpu (faked devices)",
       "lower_s": round(lower_s, 1), "compile_s": round(compile_s, 1),
       "bytes_per_device": per_device,

@@ -84,7 +84,12 @@ def model_training() -> ml_collections.ConfigDict:
       freeze=(),
       # Storage dtype of frozen matrices (the LoRA base, frozen towers), e.g.
       # "bfloat16" with a bfloat16 compute dtype; "": the parameter dtype.
-      frozen_dtype="")
+      frozen_dtype="",
+      # Positions per vocabulary-head chunk in the SFT loss and GRPO's log-probs:
+      # the [B, T, V] float32 logits are never held whole, only [B, chunk, V]
+      # (forward and backward). 0: all positions at once. Sequences no longer
+      # than this take the plain form.
+      logits_chunk=512)
 
 
 def model() -> ml_collections.ConfigDict:
@@ -196,7 +201,7 @@ def optim() -> ml_collections.ConfigDict:
   return _section(
       learning_rate=1e-3, warmup_steps=20, end_lr_factor=0.1, weight_decay=0.01,
       b1=0.9, b2=0.95, eps=1e-8, grad_clip_norm=1.0,
-      grad_accum_steps=1,  # micro-batches per update (RM / SFT)
+      grad_accum_steps=1,  # micro-batches per update (RM / SFT / each GRPO minibatch)
       lr_scales="")  # per-module learning-rate factors, e.g. "visual=0.1,audio_tower=0.1"
 
 

@@ -94,7 +94,11 @@ FROZEN_DTYPES = ("", "float32", "bfloat16", "float16")
 
 
 def _trainable(p: _Problems, c) -> None:
-  """`lora.*` and `model.freeze`: what trains."""
+  """`lora.*`, `model.freeze` and `model.logits_chunk`: what trains, and how its head runs."""
+  chunk = c.model.logits_chunk
+  if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
+    p.add("model.logits_chunk", chunk,
+          "must be an integer >= 0 (positions per vocabulary-head chunk; 0: all at once)")
   freeze = c.model.freeze
   if not isinstance(freeze, (tuple, list)) or not all(isinstance(f, str) and f for f in freeze):
     p.add("model.freeze", freeze, "must be a tuple of module names, e.g. ('visual', 'audio_tower')")
@@ -207,6 +211,16 @@ def problems(config, *, process_count: int, device_count: int) -> list[str]:
     p.positive(config.grpo, "grpo", "num_iterations", "num_minibatches")
     _media(p, config.media)
     gr = config.grpo
+    accum = config.optim.grad_accum_steps
+    rows = ro.prompts_per_step * ro.num_generations
+    parts = gr.num_minibatches * max(process_count, 1)
+    if (isinstance(accum, int) and accum > 1 and isinstance(rows, int)
+        and isinstance(parts, int) and parts > 0 and rows % parts == 0
+        and (rows // parts) % accum):
+      p.add("optim.grad_accum_steps", accum,
+            f"must divide each process's {rows // parts} rows of a minibatch "
+            "(rollout.prompts_per_step x rollout.num_generations / grpo.num_minibatches "
+            "/ processes)")
     updates = config.train.num_steps * gr.num_iterations * gr.num_minibatches
     _optim(p, config.optim, updates if isinstance(updates, int) else 0)
     _loop(p, config)

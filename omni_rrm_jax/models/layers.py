@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from omni_rrm_jax.sharding.embedding_lookup import embedding_lookup
 from omni_rrm_jax.sharding.rules import constrain
 
 Axes = tuple[str | None, ...]
@@ -82,7 +83,8 @@ class Embed(nnx.Module):
                         param_dtype, ("vocab", "embed"))
 
   def __call__(self, ids_bt: jax.Array) -> jax.Array:
-    return jnp.take(self.weight[...], ids_bt, axis=0).astype(self.dtype)
+    # Under a mesh that splits the table's rows, each device looks up its own rows.
+    return embedding_lookup(self.weight[...], ids_bt).astype(self.dtype)
 
   def attend(self, x_bte: jax.Array) -> jax.Array:
     return jnp.einsum("bte,ve->btv", x_bte.astype(self.dtype), self.weight[...].astype(self.dtype))

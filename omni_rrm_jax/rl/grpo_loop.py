@@ -95,9 +95,6 @@ def _check_grpo_settings(config) -> None:
   if config.data.recipe not in rollout.RECIPES:
     raise ValueError(f"unknown data.recipe {config.data.recipe!r}; "
                      f"known: {', '.join(rollout.RECIPES)}")
-  if config.optim.grad_accum_steps != 1:
-    raise ValueError(f"optim.grad_accum_steps={config.optim.grad_accum_steps}: GRPO splits a "
-                     "step's rollouts with grpo.num_minibatches; set it to 1")
 
 
 def kl_reference(graphdef, state, ref_params):
@@ -203,7 +200,8 @@ def run(config, workdir: str) -> dict:
       epsilon_high=gr.epsilon_high, delta=gr.delta or None, beta=gr.beta,
       kl_estimator=gr.kl_estimator, max_completion_length=ro.max_new_tokens,
       on_policy=updates_per_step == 1, max_nonfinite_streak=config.train.max_nonfinite_streak,
-      mesh=mesh, rules=rules, schedule=schedule)
+      mesh=mesh, rules=rules, schedule=schedule, grad_accum_steps=config.optim.grad_accum_steps,
+      logits_chunk=config.model.logits_chunk)
   rollouts = Rollouts(graphdef, tokenizer=tokenizer, scorer=scorer, group_size=g,
                       gen_kw=gen_kw)
   prepare_update = UpdateBatchBuilder(
@@ -241,7 +239,8 @@ def run(config, workdir: str) -> dict:
       if drawn.num_groups:
         batch = prepare_update(drawn.batch)
         if gr.beta > 0:
-          batch.add_ref_logp(kl_reference(graphdef, state, ref_params), mesh=mesh, rules=rules)
+          batch.add_ref_logp(kl_reference(graphdef, state, ref_params), mesh=mesh, rules=rules,
+                             logits_chunk=config.model.logits_chunk)
         state, update_metrics = update_policy(
             state, grpo_step, batch, num_iterations=gr.num_iterations,
             num_minibatches=gr.num_minibatches, seed=config.seed, step=step, mesh=mesh,

@@ -86,6 +86,37 @@ def _validate(loss_type, kl_estimator, max_completion_length, num_global_tokens,
     raise ValueError(f"beta={beta!r} needs ref_logp_bt for the KL penalty")
 
 
+def loss_denominator(mask_bt: jax.Array, loss_type: str,
+                     max_completion_length: int | None = None) -> jax.Array:
+  """What `policy_loss` divides its token-loss sum by, for the batch `mask_bt`.
+
+  "grpo" / "gspo": the rows with at least one valid token (each row's token
+  mean is summed first); "bnpo" / "dapo": the valid tokens; "dr_grpo": rows
+  times `max_completion_length`. A caller that splits a batch into parts
+  (gradient accumulation) passes the whole batch's value as `denominator` to
+  every part, so the parts' losses and gradients add up exactly to the whole
+  batch's.
+
+  Args:
+    mask_bt: [B, T] 1 on completion tokens that count.
+    loss_type: one of `LOSS_TYPES` (static).
+    max_completion_length: "dr_grpo"'s constant.
+
+  Returns:
+    A float32 scalar (not floored; `policy_loss` floors it at 1).
+  """
+  mask_bt = jnp.asarray(mask_bt).astype(jnp.float32)
+  if loss_type in ("grpo", "gspo"):
+    return jnp.sum((jnp.sum(mask_bt, axis=-1) > 0).astype(jnp.float32))
+  if loss_type in ("bnpo", "dapo"):
+    return jnp.sum(mask_bt)
+  if loss_type == "dr_grpo":
+    if max_completion_length is None:
+      raise ValueError("loss_type='dr_grpo' needs max_completion_length")
+    return jnp.float32(mask_bt.shape[0] * max_completion_length)
+  raise ValueError(f"unknown loss_type {loss_type!r}; known: {', '.join(LOSS_TYPES)}")
+
+
 def policy_loss(logp_bt: jax.Array,
                 old_logp_bt: jax.Array,
                 adv_b: jax.Array,
@@ -100,6 +131,7 @@ def policy_loss(logp_bt: jax.Array,
                 kl_estimator: str = "k3",
                 max_completion_length: int | None = None,
                 num_global_tokens: jax.Array | int | None = None,
+                denominator: jax.Array | float | None = None,
                 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Clipped surrogate policy loss of the GRPO family.
 
@@ -163,6 +195,10 @@ def policy_loss(logp_bt: jax.Array,
     max_completion_length: required by "dr_grpo" (static int).
     num_global_tokens: optional "dapo" normaliser, the number of valid tokens
       of the global batch; defaults to `mask_bt.sum()`.
+    denominator: optional, for any loss type: `loss_denominator` of the whole
+      batch when this call sees only part of it (a micro-batch of whole rows).
+      The loss is then that part's share: the parts' losses (and gradients)
+      sum to the whole batch's. Defaults to this batch's own.
 
   Returns:
     (loss, metrics): the scalar loss and a dict of scalars over valid tokens:
@@ -174,10 +210,13 @@ def policy_loss(logp_bt: jax.Array,
   Raises:
     ValueError: on an unknown loss type or KL estimator, "dr_grpo" without
       `max_completion_length`, `num_global_tokens` with another loss type, a
-      dual-clip delta <= 1, beta != 0 without a reference, or bad shapes.
+      dual-clip delta <= 1, beta != 0 without a reference, both
+      `num_global_tokens` and `denominator`, or bad shapes.
   """
   _validate(loss_type, kl_estimator, max_completion_length, num_global_tokens,
             delta, beta, ref_logp_bt)
+  if num_global_tokens is not None and denominator is not None:
+    raise ValueError("pass num_global_tokens or denominator, not both")
   logp_bt = jnp.asarray(logp_bt)
   if logp_bt.ndim != 2:
     raise ValueError(f"logp_bt must be [B, T], got shape {logp_bt.shape}")
@@ -229,15 +268,14 @@ def policy_loss(logp_bt: jax.Array,
 
   total_tokens = jnp.sum(mask_bt)
   if loss_type in ("grpo", "gspo"):
-    seq_loss_b = _safe_div(jnp.sum(loss_bt, axis=-1), tokens_b)
-    loss = _safe_div(jnp.sum(seq_loss_b), jnp.sum((tokens_b > 0).astype(dtype)))
-  elif loss_type == "bnpo":
-    loss = _safe_div(jnp.sum(loss_bt), total_tokens)
-  elif loss_type == "dr_grpo":
-    loss = jnp.sum(loss_bt) / (logp_bt.shape[0] * max_completion_length)
-  else:  # dapo
-    den = total_tokens if num_global_tokens is None else jnp.asarray(num_global_tokens, dtype)
-    loss = _safe_div(jnp.sum(loss_bt), den)
+    numerator = jnp.sum(_safe_div(jnp.sum(loss_bt, axis=-1), tokens_b))
+  else:
+    numerator = jnp.sum(loss_bt)
+  if denominator is None and num_global_tokens is not None:
+    denominator = num_global_tokens
+  if denominator is None:
+    denominator = loss_denominator(mask_bt, loss_type, max_completion_length)
+  loss = _safe_div(numerator, jnp.asarray(denominator, dtype))
 
   def token_mean(x_bt):
     return _safe_div(jnp.sum(mask_bt * x_bt), total_tokens)

@@ -62,9 +62,10 @@ class UpdateBatch:
     """An update's host batch: rows `rows_r` of the update keys, with their media."""
     return {**{k: self.rows[k][rows_r] for k in self.keys}, **self.media_rows(rows_r)}
 
-  def add_ref_logp(self, ref_model, *, mesh, rules) -> None:
+  def add_ref_logp(self, ref_model, *, mesh, rules, logits_chunk: int = 0) -> None:
     """Scores the completions under the frozen reference (`(graphdef, params)`)
-    into `ref_logp`: each process its share, then every process holds all."""
+    into `ref_logp`: each process its share, then every process holds all
+    (the vocabulary head `logits_chunk` positions at a time, 0: at once)."""
     g = self._group_size
     mine = process_share(np.arange(len(self.rows["adv"])))
     seqs = to_global({k: self.rows[k][mine] for k in self.keys[:4]}, mesh, rules)
@@ -73,7 +74,7 @@ class UpdateBatch:
     self.rows["ref_logp"] = all_rows(score_completions(
         ref_model, seqs["prompt_ids"], seqs["prompt_mask"],
         seqs["completion_ids"], seqs["completion_mask"], mesh=mesh, rules=rules,
-        media=ref_media or None, rows_per_example=g))
+        media=ref_media or None, rows_per_example=g, logits_chunk=logits_chunk))
     self.keys += ("ref_logp",)
 
 

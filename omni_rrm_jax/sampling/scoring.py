@@ -19,6 +19,7 @@ from jax.sharding import Mesh
 
 from omni_rrm_jax.models import multimodal_decode
 from omni_rrm_jax.models.media_inputs import media_inputs
+from omni_rrm_jax.models.token_logprobs import token_logprobs
 from omni_rrm_jax.sampling.sampler import media_arrays, split_model
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding
 
@@ -44,7 +45,7 @@ def _hidden_states(model, tokens_bt, mask_bt, prompt_len, media, rows_per_exampl
 
 def sequence_logprobs(model, tokens_bt: jax.Array, mask_bt: jax.Array, prompt_len: int, *,
                       temperature: float = 1.0, media: Mapping[str, jax.Array] | None = None,
-                      rows_per_example: int = 1) -> jax.Array:
+                      rows_per_example: int = 1, logits_chunk: int = 0) -> jax.Array:
   """Log-probs [B, T - prompt_len] of tokens `prompt_len:` given everything before them.
 
   A plain traceable function (call it inside a jitted loss to differentiate
@@ -66,6 +67,9 @@ def sequence_logprobs(model, tokens_bt: jax.Array, mask_bt: jax.Array, prompt_le
       `rows_per_example` rows of `tokens_bt`.
     rows_per_example: consecutive rows sharing one media row (G for the
       samples of one prompt); the encoders run once per media row.
+    logits_chunk: completion positions per vocabulary-head chunk; the [B, N, V]
+      logits are never held whole (forward or backward) when it is below N.
+      0: all at once.
 
   Returns:
     float32 [B, T - prompt_len], 0 where the completion mask is 0.
@@ -76,25 +80,23 @@ def sequence_logprobs(model, tokens_bt: jax.Array, mask_bt: jax.Array, prompt_le
   mask_bt = mask_bt.astype(jnp.int32)
   h_bte = _hidden_states(model, tokens_bt, mask_bt, prompt_len, media, rows_per_example)
   # Only positions that predict a completion token go through the vocabulary
-  # projection, which is the memory-heavy step.
-  logits_bnv = model.lm_logits(h_bte[:, prompt_len - 1:t - 1]).astype(jnp.float32)
-  logp_bnv = jax.nn.log_softmax(logits_bnv / jnp.float32(temperature), axis=-1)
-  target_bn = tokens_bt[:, prompt_len:]
-  logp_bn = jnp.take_along_axis(logp_bnv, target_bn[..., None], axis=-1)[..., 0]
-  return jnp.where(mask_bt[:, prompt_len:] > 0, logp_bn, 0.0)
+  # projection, which is the memory-heavy step (chunked by `logits_chunk`).
+  out = token_logprobs(model.lm_logits, h_bte[:, prompt_len - 1:t - 1], tokens_bt[:, prompt_len:],
+                       chunk=logits_chunk, temperature=temperature)
+  return jnp.where(mask_bt[:, prompt_len:] > 0, out.logp_bt, 0.0)
 
 
 def score_completions(model_or_graphdef_state, prompt_ids_bt, prompt_mask_bt, completion_ids_bn,
                       completion_mask_bn, *, temperature: float = 1.0, mesh: Mesh | None = None,
                       rules: Rules = DEFAULT_RULES, media: Mapping[str, jax.Array] | None = None,
-                      rows_per_example: int = 1) -> jax.Array:
+                      rows_per_example: int = 1, logits_chunk: int = 0) -> jax.Array:
   """Jitted `sequence_logprobs` of completions after their (left-padded) prompts.
 
   Prompt and completion rows must correspond one to one: for `generate`
   output with G samples, pass `jnp.repeat(prompt_ids_bt, G, axis=0)` (and
   the same for the mask), and either the prompts' `media` as given to
   `generate` with `rows_per_example=G`, or media repeated per row. Compiled
-  once per shape, like `generate`.
+  once per shape, like `generate`. `logits_chunk`: see `sequence_logprobs`.
 
   Returns:
     float32 [B, N] log-probs of the completion tokens, 0 where masked.
@@ -110,15 +112,15 @@ def score_completions(model_or_graphdef_state, prompt_ids_bt, prompt_mask_bt, co
                              jnp.asarray(completion_mask_bn, jnp.int32)], axis=1)
   return _score_jit(graphdef, state, tokens_bt, mask_bt, media, prompt_len=p,
                     temperature=float(temperature), mesh=mesh, rules=tuple(rules),
-                    rows_per_example=rows_per_example)
+                    rows_per_example=rows_per_example, logits_chunk=int(logits_chunk))
 
 
 @functools.partial(jax.jit, static_argnums=(0,),
                    static_argnames=("prompt_len", "temperature", "mesh", "rules",
-                                    "rows_per_example"))
+                                    "rows_per_example", "logits_chunk"))
 def _score_jit(graphdef, state, tokens_bt, mask_bt, media, *, prompt_len, temperature, mesh,
-               rules, rows_per_example):
+               rules, rows_per_example, logits_chunk):
   with activation_sharding(mesh, rules):
     return sequence_logprobs(nnx.merge(graphdef, state), tokens_bt, mask_bt, prompt_len,
                              temperature=temperature, media=media,
-                             rows_per_example=rows_per_example)
+                             rows_per_example=rows_per_example, logits_chunk=logits_chunk)

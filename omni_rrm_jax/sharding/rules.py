@@ -21,11 +21,15 @@ Rules = Sequence[tuple[str, MeshAxes]]
 
 # Fully-sharded data parallel on `fsdp`, tensor parallel on `tensor`, batch over
 # both data axes. Logical names absent from the table are replicated.
+# `vocab` takes `fsdp` too: the embedding table [vocab, embed] is then split over
+# its rows on every axis (its lookup stays local, `sharding/embedding_lookup.py`),
+# while a head [embed, vocab] keeps `fsdp` on `embed` (each mesh axis once per
+# array, first dimension first).
 DEFAULT_RULES: tuple[tuple[str, MeshAxes], ...] = (
     ("batch", ("data", "fsdp")),
     ("length", None),
     ("embed", "fsdp"),
-    ("vocab", "tensor"),
+    ("vocab", ("tensor", "fsdp")),
     ("mlp", "tensor"),
     ("q_heads", "tensor"),
     ("kv_heads", "tensor"),

@@ -34,12 +34,13 @@ ITEMS = ("state", "data", "config")
 
 # Settings a resumed run may change without `checkpoint.allow_config_change`:
 # how long it runs, what it logs and evaluates, how it saves and exports, and
-# the mesh it runs on (a checkpoint restores into any sharding). Anything else
-# (model, data, optimizer, seed, ...) would silently continue another run.
+# the mesh it runs on (a checkpoint restores into any sharding), and how the
+# vocabulary head is chunked (memory, not math). Anything else (model, data,
+# optimizer, seed, ...) would silently continue another run.
 RESUMABLE_CHANGES = ("train.num_steps", "train.log_every", "train.eval_every",
                      "train.progress_bar", "train.max_nonfinite_streak", "checkpoint.",
                      "eval.", "export.", "mesh.", "rules.", "data.eval_limit",
-                     "data.eval_batch_size", "data.eval_path")
+                     "data.eval_batch_size", "data.eval_path", "model.logits_chunk")
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -129,9 +129,11 @@ def run(config, workdir: str) -> dict:
   train_step = make_train_step(
       graphdef, tx, kind, grad_accum_steps=config.optim.grad_accum_steps,
       max_nonfinite_streak=config.train.max_nonfinite_streak, mesh=mesh, rules=rules,
-      schedule=schedule, center_coef=config.loss.center_coef)
+      schedule=schedule, center_coef=config.loss.center_coef,
+      logits_chunk=config.model.logits_chunk)
   eval_step = make_eval_step(graphdef, kind, mesh=mesh, rules=rules,
-                             center_coef=config.loss.center_coef)
+                             center_coef=config.loss.center_coef,
+                             logits_chunk=config.model.logits_chunk)
 
   # --- Restore -----------------------------------------------------------
   train_iter = iter(train_ds)

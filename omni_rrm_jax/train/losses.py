@@ -7,8 +7,12 @@ batch-mean function that also returns metrics.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
+
+from omni_rrm_jax.models.token_logprobs import token_logprobs
 
 
 def _weights(valid: jax.Array | None, shape) -> jax.Array:
@@ -113,6 +117,47 @@ def causal_lm_token_losses(logits_btv: jax.Array, input_ids_bt: jax.Array,
           jnp.where(keep_bs, weight_bs, 0.0))
 
 
+def causal_lm_head_token_losses(head: Callable[[jax.Array], jax.Array], h_bte: jax.Array,
+                                input_ids_bt: jax.Array, loss_mask_bt: jax.Array, *,
+                                chunk: int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """`causal_lm_token_losses` from final hidden states and the vocabulary head.
+
+  The same shift convention and outputs, but the logits are never held
+  whole: with `chunk > 0` they are computed `chunk` positions at a time, in
+  the forward and the backward pass (`models.token_logprobs`), so memory
+  holds at most a [B, chunk, V] slice instead of [B, T, V].
+
+  Args:
+    head: hidden states [B, C, E] -> logits [B, C, V] (a model's `lm_logits`).
+    h_bte: [B, T, E] final hidden states.
+    input_ids_bt: [B, T] token ids.
+    loss_mask_bt: [B, T] 1 (or a weight) where the token is a target.
+    chunk: positions per head call; 0 projects every position at once.
+
+  Returns:
+    `(nll_bs, correct_bs, weight_bs)`, each [B, T-1] float32.
+  """
+  out = token_logprobs(head, h_bte[:, :-1], input_ids_bt[:, 1:], chunk=chunk)
+  weight_bs = loss_mask_bt[:, 1:].astype(jnp.float32)
+  keep_bs = weight_bs > 0
+  return (jnp.where(keep_bs, -out.logp_bt, 0.0), jnp.where(keep_bs, out.correct_bt, 0.0),
+          jnp.where(keep_bs, weight_bs, 0.0))
+
+
+def causal_lm_metrics(nll_bs: jax.Array, correct_bs: jax.Array,
+                      weight_bs: jax.Array) -> tuple[jax.Array, dict]:
+  """Token-weighted mean loss and `loss`, `token_accuracy`, `num_tokens` of token losses."""
+  num_tokens = jnp.sum(weight_bs)
+  n = jnp.maximum(num_tokens, 1e-9)
+  loss = jnp.sum(weight_bs * nll_bs) / n
+  metrics = {
+      "loss": loss,
+      "token_accuracy": jnp.sum(weight_bs * correct_bs) / n,
+      "num_tokens": num_tokens,
+  }
+  return loss, metrics
+
+
 def causal_lm_loss(logits_btv: jax.Array, input_ids_bt: jax.Array, loss_mask_bt: jax.Array,
                    *, valid_b: jax.Array | None = None) -> tuple[jax.Array, dict]:
   """Token-averaged next-token cross-entropy over the whole batch.
@@ -134,13 +179,4 @@ def causal_lm_loss(logits_btv: jax.Array, input_ids_bt: jax.Array, loss_mask_bt:
   mask_bt = loss_mask_bt.astype(jnp.float32)
   if valid_b is not None:
     mask_bt = mask_bt * valid_b.astype(jnp.float32)[:, None]
-  nll_bs, correct_bs, weight_bs = causal_lm_token_losses(logits_btv, input_ids_bt, mask_bt)
-  num_tokens = jnp.sum(weight_bs)
-  n = jnp.maximum(num_tokens, 1e-9)
-  loss = jnp.sum(weight_bs * nll_bs) / n
-  metrics = {
-      "loss": loss,
-      "token_accuracy": jnp.sum(weight_bs * correct_bs) / n,
-      "num_tokens": num_tokens,
-  }
-  return loss, metrics
+  return causal_lm_metrics(*causal_lm_token_losses(logits_btv, input_ids_bt, mask_bt))

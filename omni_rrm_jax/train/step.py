@@ -68,7 +68,7 @@ from omni_rrm_jax.train.task_kind import TaskKind
 Batch = dict[str, jax.Array]
 
 
-def _micro_loss(graphdef, kind: TaskKind, center_coef: float):
+def _micro_loss(graphdef, kind: TaskKind, center_coef: float, logits_chunk: int):
   """loss(params, frozen, micro, normalizer, rng) -> (sum of micro losses / normalizer, aux).
 
   Dividing by the whole batch's normalizer (not the micro-batch's) makes the
@@ -83,13 +83,13 @@ def _micro_loss(graphdef, kind: TaskKind, center_coef: float):
     # LoRA dropout (the only stochastic layer) draws from the micro-batch's key.
     with lora_dropout(rng):
       loss_sum, aux = kind.loss(nnx.merge(graphdef, params, frozen, copy=True), micro,
-                                center_coef)
+                                center_coef, logits_chunk=logits_chunk)
     return loss_sum / normalizer, aux
 
   return loss_fn
 
 
-def _split_micro(batch: Batch, n: int) -> Batch:
+def split_micro(batch: Batch, n: int) -> Batch:
   """[B, ...] -> [n, B/n, ...], micro-batch k holding rows k, k+n, k+2n, ...
 
   Strided rather than contiguous so that each micro-batch spans every device
@@ -190,6 +190,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ki
                     grad_accum_steps: int = 1, max_nonfinite_streak: int = 10,
                     mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES,
                     schedule: optax.Schedule | None = None, center_coef: float = 0.0,
+                    logits_chunk: int = 0,
                     state_shardings: TrainState | None = None) -> Step:
   """Builds the jitted `train_step(state, batch) -> (state, metrics)`.
 
@@ -213,6 +214,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ki
     rules: logical -> mesh axis rules for parameters and activations.
     schedule: the optimizer's learning-rate schedule, to log `learning_rate`.
     center_coef: rm only, the reward-centering coefficient.
+    logits_chunk: sft only, positions per vocabulary-head chunk (0: all at once;
+      see `models.token_logprobs`).
     state_shardings: optional precomputed `train_state_shardings`.
 
   Returns:
@@ -223,14 +226,14 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ki
   """
   if grad_accum_steps < 1:
     raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
-  loss_fn = _micro_loss(graphdef, kind, center_coef)
+  loss_fn = _micro_loss(graphdef, kind, center_coef, logits_chunk)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def train_step(state: TrainState, batch: Batch):
     kind.batch.check(batch)
     with activation_sharding(mesh, rules):
       normalizer = jnp.maximum(kind.normalizer(batch), 1e-9)
-      batch_ab = _split_micro(batch, grad_accum_steps)
+      batch_ab = split_micro(batch, grad_accum_steps)
       rng_a = jax.random.split(jax.random.fold_in(state.rng, state.step), grad_accum_steps)
 
       def accumulate(grads_acc, micro_and_rng):
@@ -259,6 +262,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ki
 
 def make_eval_step(graphdef: nnx.GraphDef, kind: TaskKind, *, mesh: Mesh | None = None,
                    rules: Rules = DEFAULT_RULES, center_coef: float = 0.0,
+                   logits_chunk: int = 0,
                    state_shardings: TrainState | None = None) -> Step:
   """Builds the jitted `eval_step(state, batch) -> metrics` (no update).
 
@@ -269,7 +273,8 @@ def make_eval_step(graphdef: nnx.GraphDef, kind: TaskKind, *, mesh: Mesh | None 
   def eval_step(state: TrainState, batch: Batch):
     kind.batch.check(batch)
     with activation_sharding(mesh, rules):
-      return kind.evaluate(nnx.merge(graphdef, state.params, state.frozen), batch, center_coef)
+      return kind.evaluate(nnx.merge(graphdef, state.params, state.frozen), batch, center_coef,
+                           logits_chunk=logits_chunk)
 
   return Step(eval_step, mesh=mesh, rules=rules, state_shardings=state_shardings,
               donate=False, returns_state=False)

@@ -12,7 +12,8 @@ A `TaskKind` carries, for one kind of training:
                row, or a prompt and its target) and collated;
   classifier   whether the model is a `*ForSequenceClassification`
                (`models.architectures.Architecture.is_classifier`);
-  loss         one micro-batch's summed loss and what its metrics need;
+  loss         one micro-batch's summed loss and what its metrics need
+               (`logits_chunk`: vocabulary-head positions per chunk, sft);
   normalizer   the whole batch's loss denominator (valid pairs, target tokens);
   metrics      the train metrics from the micro-batches' losses;
   evaluate     the eval metrics of one batch;
@@ -105,18 +106,33 @@ def sft_targets(batch: Batch) -> jax.Array:
   return mask_bt * valid_bt * continues_bt
 
 
-def _lm_logits(model: nnx.Module, batch: Batch) -> jax.Array:
-  if "segment_ids" in batch:
-    return model(batch["input_ids"], attention_mask=batch["attention_mask"],
-                 segment_ids=batch["segment_ids"]).logits
-  return model(batch["input_ids"], attention_mask=batch["attention_mask"],
-               **media_inputs(model, batch)).logits
+def lm_hidden_states(model: nnx.Module, batch: Batch) -> jax.Array:
+  """A causal LM's final hidden states [B, T, E] of a batch (its media, or its
+  packed segments, too), without the vocabulary head:
+  `model(...).logits == model.lm_logits(this)`."""
+  if "segment_ids" in batch:  # packed rows (text decoders only)
+    return model.model(batch["input_ids"], batch["attention_mask"],
+                       segment_ids=batch["segment_ids"])
+  kw = media_inputs(model, batch)
+  if hasattr(model, "hidden_states"):  # the multimodal models (Qwen2.5-VL, Omni thinker)
+    return model.hidden_states(batch["input_ids"], attention_mask=batch["attention_mask"], **kw)
+  return model.model(batch["input_ids"], batch["attention_mask"])
+
+
+def sft_token_losses(model: nnx.Module, batch: Batch,
+                     logits_chunk: int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """`(nll_bs, correct_bs, weight_bs)` [B, T-1] of a batch's targets (`sft_targets`),
+  the vocabulary head applied `logits_chunk` positions at a time (0: at once)."""
+  return losses.causal_lm_head_token_losses(model.lm_logits, lm_hidden_states(model, batch),
+                                            batch["input_ids"], sft_targets(batch),
+                                            chunk=logits_chunk)
 
 
 # --- rm: Bradley-Terry on a sequence classifier ------------------------------
 
 
-def _rm_loss(model: nnx.Module, micro: Batch, center_coef: float):
+def _rm_loss(model: nnx.Module, micro: Batch, center_coef: float, logits_chunk: int = 0):
+  del logits_chunk  # sft only
   r_c, r_r = rm_rewards(model, micro)
   w_b = row_weights(micro)
   margin_b = micro.get("margin")
@@ -142,7 +158,9 @@ def _rm_metrics(batch_ab: Batch, aux, center_coef: float) -> dict[str, jax.Array
   return m
 
 
-def _rm_evaluate(model: nnx.Module, batch: Batch, center_coef: float) -> dict[str, jax.Array]:
+def _rm_evaluate(model: nnx.Module, batch: Batch, center_coef: float,
+                 logits_chunk: int = 0) -> dict[str, jax.Array]:
+  del logits_chunk  # sft only
   r_c, r_r = rm_rewards(model, batch)
   _, metrics = losses.bradley_terry_loss(r_c, r_r, margin_b=batch.get("margin"),
                                          center_coef=center_coef, valid_b=batch.get("valid"))
@@ -152,10 +170,9 @@ def _rm_evaluate(model: nnx.Module, batch: Batch, center_coef: float) -> dict[st
 # --- sft: next-token cross-entropy on a causal LM ----------------------------
 
 
-def _sft_loss(model: nnx.Module, micro: Batch, center_coef: float):
+def _sft_loss(model: nnx.Module, micro: Batch, center_coef: float, logits_chunk: int = 0):
   del center_coef  # rm only
-  nll_bs, correct_bs, weight_bs = losses.causal_lm_token_losses(
-      _lm_logits(model, micro), micro["input_ids"], sft_targets(micro))
+  nll_bs, correct_bs, weight_bs = sft_token_losses(model, micro, logits_chunk)
   loss_sum = jnp.sum(weight_bs * nll_bs)
   return loss_sum, (loss_sum, jnp.sum(weight_bs * correct_bs), jnp.sum(weight_bs))
 
@@ -171,10 +188,10 @@ def _sft_metrics(batch_ab: Batch, aux, center_coef: float) -> dict[str, jax.Arra
   return {"loss": loss_sum / n, "token_accuracy": correct / n, "num_tokens": count}
 
 
-def _sft_evaluate(model: nnx.Module, batch: Batch, center_coef: float) -> dict[str, jax.Array]:
+def _sft_evaluate(model: nnx.Module, batch: Batch, center_coef: float,
+                  logits_chunk: int = 0) -> dict[str, jax.Array]:
   del center_coef
-  _, metrics = losses.causal_lm_loss(_lm_logits(model, batch), batch["input_ids"],
-                                     sft_targets(batch))
+  _, metrics = losses.causal_lm_metrics(*sft_token_losses(model, batch, logits_chunk))
   return metrics
 
 
@@ -186,23 +203,26 @@ class TaskKind:
     name: the `config.task` that selects it.
     batch: the batch contract of its examples and batches.
     classifier: the model is a sequence classifier (a score head), not a causal LM.
-    loss: `(model, micro, center_coef) -> (summed loss, aux)` of one micro-batch;
-      the step divides by `normalizer` of the whole batch.
+    loss: `(model, micro, center_coef, logits_chunk=0) -> (summed loss, aux)` of
+      one micro-batch; the step divides by `normalizer` of the whole batch.
+      `logits_chunk` > 0 applies a causal LM's vocabulary head that many
+      positions at a time (`models.token_logprobs`); a classifier ignores it.
     normalizer: `(batch) -> []` the whole batch's loss denominator (before the
       1e-9 floor the step applies).
     metrics: `(batch_ab, aux_a, center_coef) -> dict`, train metrics from the
       micro-batches ([A, B/A, ...] batch, stacked aux).
-    evaluate: `(model, batch, center_coef) -> dict`, eval metrics of one batch.
+    evaluate: `(model, batch, center_coef, logits_chunk=0) -> dict`, eval
+      metrics of one batch.
     eval_weight: the metric that weighs a batch in an eval average.
     headline: the eval metric shown on the progress bar.
   """
   name: str
   batch: BatchContract
   classifier: bool
-  loss: Callable[[nnx.Module, Batch, float], tuple[jax.Array, Any]]
+  loss: Callable[..., tuple[jax.Array, Any]]
   normalizer: Callable[[Batch], jax.Array]
   metrics: Callable[[Batch, Any, float], dict[str, jax.Array]]
-  evaluate: Callable[[nnx.Module, Batch, float], dict[str, jax.Array]]
+  evaluate: Callable[..., dict[str, jax.Array]]
   eval_weight: str
   headline: str
 

@@ -142,3 +142,26 @@ def test_packing_is_refused_for_multimodal_models_and_fine_for_text():
   media = {n for n in ARCHITECTURES.names() if get_architecture(n).family not in text}
   media |= {CONTAINERS.get(n).name for n in CONTAINERS.names()}
   assert set(MULTIMODAL_ARCHITECTURES) == media
+
+
+@pytest.mark.parametrize("task", ["sft", "grpo"])
+def test_logits_chunk_is_a_non_negative_integer(task):
+  c = tasks.TASK_CONFIGS[task]()
+  for good in (0, 1, 4096):
+    c.model.logits_chunk = good
+    assert _problems(c) == []
+  c.model.logits_chunk = -1
+  assert _problems(c) == [
+      "model.logits_chunk=-1: must be an integer >= 0 (positions per vocabulary-head chunk; "
+      "0: all at once)"]
+
+
+def test_grpo_grad_accum_divides_each_process_share_of_a_minibatch():
+  g = tasks.grpo_config()  # 4 prompts x 4 samples = 16 rows per step
+  g.optim.grad_accum_steps = 4
+  assert _problems(g) == [] and _problems(g, processes=2) == []  # 16 and 8 rows
+  g.grpo.num_minibatches = 2
+  assert _problems(g) == []  # 8 rows
+  found = _problems(g, processes=4)  # 2 rows per process and minibatch
+  assert len(found) == 1 and found[0].startswith(
+      "optim.grad_accum_steps=4: must divide each process's 2 rows of a minibatch"), found
