@@ -77,6 +77,7 @@ VARIANTS = ("tiny", "judge", "policy", "judge_7b", "policy_7b", "omni7b", "omni3
 def _pod(c: ml_collections.ConfigDict) -> None:
   c.model.dtype = "bfloat16"
   c.model.remat = True
+  c.model.scan_layers = True
   c.data.worker_count = 4
   c.mesh.update(data=1, fsdp=-1, tensor=1)
   c.train.num_steps = 500

@@ -75,6 +75,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.model.path = ""  # must be set on the command line
     c.model.dtype = "bfloat16"
     c.model.remat = True
+    c.model.scan_layers = True  # one layer's weights gathered at a time; depth-free compile
     c.tokenizer = ""
     c.data.max_length = 4096
     c.data.buckets = (1024, 2048, 4096)

@@ -73,6 +73,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.model.architecture = "Qwen2_5OmniThinkerForConditionalGeneration"
     c.model.dtype = "bfloat16"
     c.model.remat = True
+    c.model.scan_layers = True
     c.lora.update(rank=8, alpha=32.0)
     c.model.frozen_dtype = "bfloat16"  # the frozen base in the compute dtype
     c.data.max_length = 3072  # 2,048 prompt + 1,024 judgment tokens
@@ -90,6 +91,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   if arg == "7b":
     c.model.dtype = "bfloat16"
     c.model.remat = True
+    c.model.scan_layers = True
     c.data.max_length = 8192
     c.data.buckets = (2048, 4096, 8192)
     c.data.batch_size = 64
