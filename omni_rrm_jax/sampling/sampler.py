@@ -182,8 +182,17 @@ def _empty_cache(cfg, length: int, rows: int):
 
 
 def _token_logprob(logits_bv: jax.Array, token_b: jax.Array) -> jax.Array:
-  logp_bv = jax.nn.log_softmax(logits_bv.astype(jnp.float32), axis=-1)
-  return jnp.take_along_axis(logp_bv, token_b[:, None], axis=-1)[:, 0]
+  """log_softmax(logits)[token] per row, without writing out the [B, V] log-softmax.
+
+  The same float32 operations as `jax.nn.log_softmax` (shift by the row max,
+  log of the sum of exponentials), applied to the chosen logit only, so the
+  values are bitwise those of the full log-softmax.
+  """
+  logits_bv = logits_bv.astype(jnp.float32)
+  max_b1 = jnp.max(logits_bv, axis=-1, keepdims=True)
+  log_sum_b = jnp.log(jnp.sum(jnp.exp(logits_bv - max_b1), axis=-1))
+  chosen_b = jnp.take_along_axis(logits_bv, token_b[:, None], axis=-1)[:, 0]
+  return (chosen_b - max_b1[:, 0]) - log_sum_b
 
 
 def _sample(model, prompt_ids_pt, prompt_mask_pt, rng, params: SamplingParams,
