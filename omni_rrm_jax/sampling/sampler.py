@@ -15,10 +15,16 @@ number of compilations small.
 
 Multimodal models (Qwen2.5-VL, the Qwen2.5-Omni thinker) take their prompts'
 media as row-aligned batch arrays (`media=`, the keys `models.media_inputs`
-reads, aligned with the left-padded prompts: `prompts.left_pad_media`). The
-encoders run once per prompt inside the jitted prefill and their tokens are
-shared by the prompt's G samples; decoding continues each row's M-RoPE
-positions after its prompt's last token (`models.multimodal_decode`).
+reads, aligned with the left-padded prompts: `prompts.left_pad_media`). Decoding
+continues each row's M-RoPE positions after its prompt's last token
+(`models.multimodal_decode`).
+
+Each distinct prompt is prefilled once, encoders included: its filled cache
+rows and next-token logits are repeated for its G samples
+(`shared_prefill.repeat_cache_rows`), and every sample draws its first token
+on its own row. Prefilling P rows instead of P * G may round the last bits
+differently (XLA picks matrix kernels by shape); tokens and log-probs
+otherwise equal prefilling every sample.
 """
 
 from __future__ import annotations
