@@ -3,17 +3,21 @@
 Both run greedy decoding of the same random Qwen2 causal LM (built with
 transformers + torch, saved, loaded with `omni_rrm_jax.from_pretrained`) on the
 same prompts, for the same number of new tokens, with no EOS so every row
-generates exactly `--new_tokens`. Each side is warmed up first; our compile
-time and transformers' first-call time are reported separately and excluded
-from the throughput. Then `--repeats` rounds each time one call of
-transformers and one of ours, with a pause before each call so that neither
-library's idle worker threads still spin while the other runs; each side
-reports the median over the rounds. Prints one JSON line; `ratio` is our
+generates exactly `--new_tokens`. With `--num_samples G` (GRPO's group size)
+both sample G completions of every prompt at `--temperature` (1.0 unless given)
+without top-k / top-p: ours with `SamplingParams(num_samples=G)`, transformers
+with `generate(do_sample=True, num_return_sequences=G)`. Each side is warmed
+up first; our compile time and transformers' first-call time are reported
+separately and excluded from the throughput. Then `--repeats` rounds each
+time one call of transformers and one of ours, with a pause before each call
+so that neither library's idle worker threads still spin while the other
+runs; each side reports the median over the rounds. Prints one JSON line; `ratio` is our
 tokens/s over transformers' tokens/s (`ratio_best_rounds` compares each
 side's fastest round, less sensitive to other processes on a shared
 machine); `load_avg` tells how busy the machine was.
 
     python benchmarks/sampler_throughput.py                  # ~20-60 s on 2 CPU cores
+    python benchmarks/sampler_throughput.py --num_samples 8  # 8 samples per prompt
     python benchmarks/sampler_throughput.py --hidden 1024 --layers 8 --batch 32 \
         --prompt_len 256 --new_tokens 256
 """
@@ -69,7 +73,18 @@ def main():
   parser.add_argument("--repeats", type=int, default=5,
                       help="interleaved rounds, one timed call per side each (median)")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  parser.add_argument("--num_samples", type=int, default=1,
+                      help="completions per prompt (G); above 1 both sides sample")
+  parser.add_argument("--temperature", type=float, default=None,
+                      help="sampling temperature (default: greedy for G=1, 1.0 for G>1)")
   args = parser.parse_args()
+  if args.num_samples < 1:
+    parser.error("--num_samples must be >= 1")
+  if args.temperature is None:
+    args.temperature = 0.0 if args.num_samples == 1 else 1.0
+  if args.num_samples > 1 and args.temperature <= 0:
+    parser.error("--num_samples > 1 samples: give a --temperature > 0")
+  greedy = args.temperature == 0
 
   import torch
   import transformers
@@ -83,23 +98,29 @@ def main():
   rng = np.random.default_rng(0)
   ids_bt = rng.integers(3, args.vocab, size=(args.batch, args.prompt_len), dtype=np.int32)
   mask_bt = np.ones_like(ids_bt)
-  generated = args.batch * args.new_tokens
+  generated = args.batch * args.num_samples * args.new_tokens
 
-  # transformers: same model folder, greedy, never stopping early.
+  # transformers: same model folder, same decoding, never stopping early.
   torch_dtype = torch.float32 if args.dtype == "float32" else torch.bfloat16
   hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype).eval()
   hf.generation_config.eos_token_id = None
   ids_t, mask_t = torch.tensor(ids_bt).long(), torch.tensor(mask_bt).long()
 
+  if greedy:
+    decoding = dict(do_sample=False)
+  else:
+    decoding = dict(do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0,
+                    num_return_sequences=args.num_samples)
+
   def theirs():
     with torch.no_grad():
-      return hf.generate(ids_t, attention_mask=mask_t, do_sample=False,
-                         max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                         pad_token_id=0)
+      return hf.generate(ids_t, attention_mask=mask_t, max_new_tokens=args.new_tokens,
+                         min_new_tokens=args.new_tokens, pad_token_id=0, **decoding)
 
   # Ours: the first call compiles; later calls reuse the cached program.
   model = orj.from_pretrained(folder, dtype=args.dtype)
-  params = SamplingParams(greedy=True, max_new_tokens=args.new_tokens)
+  params = SamplingParams(temperature=args.temperature, max_new_tokens=args.new_tokens,
+                          num_samples=args.num_samples)
 
   def ours():
     return jax.block_until_ready(generate(model, ids_bt, mask_bt, params, 0, eos_ids=()))
@@ -113,10 +134,16 @@ def main():
       times.append(timed(fn)[0])
 
   ours_s, hf_s = statistics.median(ours_times), statistics.median(hf_times)
-  same = np.asarray(ours_out.tokens_bn) == hf_out[:, args.prompt_len:].numpy()
+  assert hf_out.shape == (args.batch * args.num_samples, args.prompt_len + args.new_tokens)
+  if greedy:
+    same = np.asarray(ours_out.tokens_bn) == hf_out[:, args.prompt_len:].numpy()
+    agreement = round(float(same.mean()), 4)
+  else:
+    agreement = None  # independent draws: nothing to compare token by token
   print(json.dumps({
       "benchmark": "sampler_throughput",
       "batch": args.batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
+      "num_samples": args.num_samples, "temperature": args.temperature,
       "model": {"hidden": args.hidden, "layers": args.layers, "heads": args.heads,
                 "kv_heads": args.kv_heads, "vocab": args.vocab, "dtype": args.dtype},
       "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
@@ -129,7 +156,7 @@ def main():
       "transformers_s_per_round": [round(t, 3) for t in hf_times],
       "ours_compile_s": round(ours_first - ours_s, 2),
       "transformers_first_call_s": round(hf_first, 2),
-      "greedy_token_agreement": round(float(same.mean()), 4),
+      "greedy_token_agreement": agreement,
       "load_avg": round(os.getloadavg()[0], 2),
   }))
 

@@ -15,10 +15,16 @@ number of compilations small.
 
 Multimodal models (Qwen2.5-VL, the Qwen2.5-Omni thinker) take their prompts'
 media as row-aligned batch arrays (`media=`, the keys `models.media_inputs`
-reads, aligned with the left-padded prompts: `prompts.left_pad_media`). The
-encoders run once per prompt inside the jitted prefill and their tokens are
-shared by the prompt's G samples; decoding continues each row's M-RoPE
-positions after its prompt's last token (`models.multimodal_decode`).
+reads, aligned with the left-padded prompts: `prompts.left_pad_media`). Decoding
+continues each row's M-RoPE positions after its prompt's last token
+(`models.multimodal_decode`).
+
+Each distinct prompt is prefilled once, encoders included: its filled cache
+rows and next-token logits are repeated for its G samples
+(`shared_prefill.repeat_cache_rows`), and every sample draws its first token
+on its own row. Prefilling P rows instead of P * G may round the last bits
+differently (XLA picks matrix kernels by shape); tokens and log-probs
+otherwise equal prefilling every sample.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from omni_rrm_jax.models.decoder import init_cache
 from omni_rrm_jax.models.media_inputs import media_inputs
 from omni_rrm_jax.sampling.logit_filters import choose_tokens
 from omni_rrm_jax.sampling.params import SamplingParams
+from omni_rrm_jax.sampling.shared_prefill import repeat_cache_rows
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, Rules, activation_sharding, constrain
 
 
@@ -176,19 +183,30 @@ def _generate_jit(graphdef, state, prompt_ids_bt, prompt_mask_bt, rng, media, *,
     return _sample(model, prompt_ids_bt, prompt_mask_bt, rng, params, eos_ids, pad_id, media)
 
 
+def _empty_cache(cfg, length: int, rows: int):
+  return init_cache(cfg, rows, length)
+
+
 def _token_logprob(logits_bv: jax.Array, token_b: jax.Array) -> jax.Array:
-  logp_bv = jax.nn.log_softmax(logits_bv.astype(jnp.float32), axis=-1)
-  return jnp.take_along_axis(logp_bv, token_b[:, None], axis=-1)[:, 0]
+  """log_softmax(logits)[token] per row, without writing out the [B, V] log-softmax.
+
+  The same float32 operations as `jax.nn.log_softmax` (shift by the row max,
+  log of the sum of exponentials), applied to the chosen logit only, so the
+  values are bitwise those of the full log-softmax.
+  """
+  logits_bv = logits_bv.astype(jnp.float32)
+  max_b1 = jnp.max(logits_bv, axis=-1, keepdims=True)
+  log_sum_b = jnp.log(jnp.sum(jnp.exp(logits_bv - max_b1), axis=-1))
+  chosen_b = jnp.take_along_axis(logits_bv, token_b[:, None], axis=-1)[:, 0]
+  return (chosen_b - max_b1[:, 0]) - log_sum_b
 
 
-def _sample(model, prompt_ids_bt, prompt_mask_bt, rng, params: SamplingParams,
+def _sample(model, prompt_ids_pt, prompt_mask_pt, rng, params: SamplingParams,
             eos_ids: tuple[int, ...], pad_id: int, media) -> SampleOutput:
   g, n = params.num_samples, params.max_new_tokens
-  # Encoders on the B prompts; their tokens, index and positions repeated per sample.
-  media_kw = media_inputs(model, media, rows_per_example=g) if media else {}
-  ids_bt = constrain(jnp.repeat(prompt_ids_bt, g, axis=0), ("batch", "length"))
-  mask_bt = constrain(jnp.repeat(prompt_mask_bt, g, axis=0), ("batch", "length"))
-  b, t = ids_bt.shape
+  p, t = prompt_ids_pt.shape
+  b = p * g
+  cfg = model.model.cfg
   eos_e = jnp.asarray(eos_ids, jnp.int32)
 
   def is_eos(token_b):
@@ -197,12 +215,19 @@ def _sample(model, prompt_ids_bt, prompt_mask_bt, rng, params: SamplingParams,
   def next_logits(h_bte):
     return model.lm_logits(h_bte[:, -1:])[:, 0]
 
+  # Prefill the P distinct prompts once (their media encoded once), then give
+  # each prompt's cache rows and next-token logits to its G samples.
+  media_kw = media_inputs(model, media) if media else {}
+  ids_pt = constrain(prompt_ids_pt, ("batch", "length"))
+  mask_pt = constrain(prompt_mask_pt, ("batch", "length"))
   # The last sampled token is never fed back, so t + n - 1 slots suffice.
-  cache = init_cache(model.model.cfg, b, t + n - 1)
+  empty_cache = functools.partial(_empty_cache, cfg, t + n - 1)
   # Text decoders and the multimodal `TextModel` share this cached call; the
   # cache carries each row's next position into the decode steps.
-  h_bte, cache = model.model.call_cached(cache, ids_bt, attention_mask=mask_bt, **media_kw)
-  logits_bv = next_logits(h_bte)
+  h_pte, cache = model.model.call_cached(empty_cache(p), ids_pt, attention_mask=mask_pt,
+                                         **media_kw)
+  cache = repeat_cache_rows(cache, p, g, empty_cache)
+  logits_bv = constrain(jnp.repeat(next_logits(h_pte), g, axis=0), ("batch", "vocab"))
 
   token_b = choose_tokens(logits_bv, jax.random.fold_in(rng, 0), params)
   tokens_bn = jnp.full((b, n), pad_id, jnp.int32).at[:, 0].set(token_b)
