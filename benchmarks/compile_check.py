@@ -1,4 +1,15 @@
-"""Ahead-of-time check that a 7B-class RM train step fits a pod, on faked host devices.
+"""Ahead-of-time check that a 7B-class train step fits a pod, on faked host devices.
+
+Two models: the default, a Qwen2.5-7B-shaped text RM (below), and with
+`--model omni7b` the Qwen2.5-Omni-7B thinker with its vision and audio towers,
+whose RM, judge SFT (`--task sft`) or GRPO update (`--task grpo`) step is
+compiled at the recipe's lengths (`--prompt` 2,048 + `--completion` 1,024, one
+448 x 448 image and one 30 s clip per row), fully trained or as a LoRA
+(`--lora 8`, towers frozen, frozen matrices in `--frozen_dtype` bfloat16), on a
+slice's device count (`--preset v5e-16 | v5p-8 | h100x8`). The JSON also splits
+each device's arguments into trained parameters, frozen parameters, optimizer
+state and batch; the README's "Memory per device for the 7B omni recipe"
+table comes from these runs.
 
 Lowers and compiles the real jitted train step (`train/step.py`) of a
 Qwen2.5-7B-shaped `Qwen2ForSequenceClassification` (hidden 3584, 28 layers,
@@ -30,6 +41,7 @@ time: about 7 GiB of temporaries. Prints one JSON line.
     python benchmarks/compile_check.py --devices 16 --batch 16 --layers 4
     python benchmarks/compile_check.py --attention flash  # models/flash_attention.py
     python benchmarks/compile_check.py --scan 0           # layers as a list, unscanned
+    python benchmarks/compile_check.py --model omni7b --task sft --lora 8 --preset v5e-16
 """
 
 from __future__ import annotations
@@ -141,9 +153,8 @@ def omni7b(args):
   from omni_rrm_jax.models.architectures import get_architecture
   from omni_rrm_jax.models.omni_config import ARCHITECTURE, CLASSIFIER_ARCHITECTURE
 
-  hf = transformers.Qwen2_5OmniThinkerConfig()
-  hf.vision_config.hidden_size = 1280
-  hf.text_config.num_hidden_layers = args.layers
+  hf = transformers.Qwen2_5OmniThinkerConfig(
+      text_config={"num_hidden_layers": args.layers}, vision_config={"hidden_size": 1280})
   name = CLASSIFIER_ARCHITECTURE if args.task == "rm" else ARCHITECTURE
   if args.task == "rm":
     hf.num_labels, hf.pad_token_id = 1, 151643

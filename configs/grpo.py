@@ -50,8 +50,10 @@ Variants:
                omni-rrm --config=configs/grpo.py:omni7b --workdir=gs://BUCKET/omni_grpo \
                    --config.model.path=gs://BUCKET/omni_judge/hf \
                    --config.data.train_path=prompts.jsonl --config.data.media_root=MEDIA
-             Expected memory per device: not measured yet (the compile check does
-             not cover the Omni thinker at these lengths yet).
+             Expected memory per device (benchmarks/compile_check.py --model omni7b
+             --task grpo --lora 8 --preset v5e-16, one row a device): 12.9 GiB of a
+             v5e chip's 16 for the update; the sampler's cache comes on top.
+  omni3b     the same recipe on Qwen2.5-Omni-3B (set model.path to it).
 
 Multimodal judges and policies: every variant takes a Qwen2.5-VL or Qwen2.5-Omni
 thinker (`model.path` to its export, or `model.architecture` for a random init)

@@ -28,17 +28,21 @@ Variants:
               --config.model.path=/path/to/Qwen2.5-7B-Instruct \
               --config.data.train_path=train.jsonl --config.data.eval_path=eval.jsonl
         Expected: accuracy of a strong open 7B RM on its held-out split.
-  omni_7b_lora  TPU v5e-64 / v5p-32 (or 8x H100), hours: the recipe of the
+  omni7b  TPU v5e-16 or larger (or 8x H100), hours: the recipe of the
         released omni RM, a LoRA of rank 8, alpha 32 on every linear layer of
         the Qwen2.5-Omni-7B thinker's text decoder; the vision and audio towers
-        and the rest of the base frozen (no gradients, no optimizer state), the
-        score head trained fully. Exports a merged model (WORKDIR/hf) and a
-        PEFT adapter for the base (WORKDIR/hf_adapter).
-          omni-rrm --config=configs/rm.py:omni_7b_lora --workdir=gs://BUCKET/omni_rm \
+        and the rest of the base frozen (no gradients, no optimizer state, stored
+        in bf16), the score head trained fully; layers scanned, 2,048 prompt +
+        1,024 response tokens. Exports a merged model (WORKDIR/hf) and a PEFT
+        adapter for the base (WORKDIR/hf_adapter).
+          omni-rrm --config=configs/rm.py:omni7b --workdir=gs://BUCKET/omni_rm \
               --config.model.path=/path/to/Qwen2.5-Omni-7B \
               --config.data.train_path=train.jsonl --config.data.eval_path=eval.jsonl
         Expected: the 7b variant's accuracy range with ~0.3% of its optimizer
-        state (161 MB instead of 57 GB for the decoder, benchmarks/lora_train_state.py).
+        state (161 MB instead of 57 GB for the decoder, benchmarks/lora_train_state.py);
+        13.9 GiB per device with one pair a device on a v5e-16 (benchmarks/
+        compile_check.py --model omni7b --task rm --lora 8 --preset v5e-16).
+  omni3b  the same recipe on Qwen2.5-Omni-3B (set model.path to it).
   Any variant trains a LoRA with --config.lora.rank=R (and lora.alpha, lora.dropout,
   lora.targets); --config.model.freeze='("visual","audio_tower")' freezes modules
   in a full run.

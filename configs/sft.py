@@ -30,8 +30,10 @@ Variants:
           omni-rrm --config=configs/sft.py:omni7b --workdir=gs://BUCKET/omni_judge \
               --config.model.path=/path/to/Qwen2.5-Omni-7B \
               --config.data.train_path=judge_train.jsonl --config.data.media_root=MEDIA
-        Expected memory per device: not measured yet (the compile check does not
-        cover the Omni thinker at these lengths yet).
+        Expected memory per device (benchmarks/compile_check.py --model omni7b
+        --task sft --lora 8 --preset v5e-16, one row a device): 13.3 GiB, under a v5e
+        chip's 16; full fine-tuning needs 45.5 GiB a chip on a v5p-8.
+  omni3b  the same recipe on Qwen2.5-Omni-3B (set model.path to it).
   7b    TPU v5e-64 / v5p-32, hours: Qwen2.5-7B-Instruct on judgment data with
         rationales.
           omni-rrm --config=configs/sft.py:7b --workdir=gs://BUCKET/judge7b \

@@ -143,3 +143,19 @@ def test_serve_load_prints_one_line():
   assert [r["max_batch_rows"] for r in out["results"]] == [1, 2]
   assert all(r["items_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in out["results"])
   assert out["results"][0]["mean_rows_per_call"] == 1.0
+
+
+@pytest.mark.slow
+def test_compile_check_splits_an_omni_lora_step_per_device():
+  out = _run("compile_check", "--model", "omni7b", "--task", "grpo", "--lora", "8",
+             "--devices", "8", "--layers", "1", "--prompt", "320", "--completion", "16",
+             "--image", "112", "--audio_seconds", "2")
+  g = out["gib_per_device"]
+  # One layer's rank-8 adapters on 7 linear layers train; the towers are frozen.
+  hidden, kv, mlp = 3584, 512, 18944
+  per_layer = 8 * (2 * (hidden + hidden) + 2 * (hidden + kv) + 3 * (hidden + mlp))
+  assert out["trained_params"] == per_layer and out["frozen"] == ["visual", "audio_tower"]
+  # 8 x 8 patches merged 2 x 2, and 200 log-mel frames pooled to 50 tokens.
+  assert out["media_tokens"] == 16 + 50 and out["mesh"]["fsdp"] == 8
+  # Adam state for the adapters only: well under the frozen base's share.
+  assert g["optimizer_state"] < 0.01 < g["frozen_params"] and g["temporaries"] > 0
