@@ -198,9 +198,9 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ki
   strided micro-batches run under `jax.lax.scan`; their gradients are summed
   with the whole batch's denominator, so the update equals the big-batch one
   (token-weighted for sft). With one micro-batch there is no scan: the
-  gradient of the whole batch is the update's, as is. The update goes through `guarded_update`: a
-  non-finite loss or gradient norm skips it (params and optimizer state stay
-  as they were), bumps `nonfinite_streak` and `nonfinite_total`, and sets
+  gradient of the whole batch is the update's, as is. The update goes
+  through `guarded_update`: a non-finite loss or gradient norm skips it
+  (params and optimizer state stay as they were), bumps `nonfinite_streak` and `nonfinite_total`, and sets
   `skipped`; a finite step resets the streak. The caller stops via
   `train.nonfinite_check` with `step.max_nonfinite_streak`.
 
