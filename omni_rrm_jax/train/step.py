@@ -200,9 +200,9 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ki
   (token-weighted for sft). With one micro-batch there is no scan: the
   gradient of the whole batch is the update's, as is. The update goes
   through `guarded_update`: a non-finite loss or gradient norm skips it
-  (params and optimizer state stay as they were), bumps `nonfinite_streak` and `nonfinite_total`, and sets
-  `skipped`; a finite step resets the streak. The caller stops via
-  `train.nonfinite_check` with `step.max_nonfinite_streak`.
+  (params and optimizer state stay as they were), bumps `nonfinite_streak`
+  and `nonfinite_total`, and sets `skipped`; a finite step resets the streak.
+  The caller stops via `train.nonfinite_check` with `step.max_nonfinite_streak`.
 
   Args:
     graphdef: the model's graph definition (`init_train_state`).
