@@ -71,9 +71,9 @@ def guarded_update(state: TrainState, grads, loss: jax.Array,
     del grads
     return params, opt_state
 
-  # A branch rather than a select per leaf: XLA updates each parameter and
-  # moment in place, where `where(ok, new, old)` reads the old moments after
-  # their new values are written and so copies every one of them first.
+  # A branch rather than a select per leaf: XLA then updates each donated
+  # parameter and moment in place; with `where(ok, new, old)` per leaf it
+  # copied every optimizer moment first (a full extra pass over them).
   new_params, new_opt_state = jax.lax.cond(ok, apply, keep, state.params, state.opt_state, grads)
   nonfinite = (~finite).astype(jnp.int32)
   new_state = state.replace(
