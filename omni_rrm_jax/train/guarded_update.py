@@ -22,10 +22,6 @@ import optax
 from omni_rrm_jax.train.state import TrainState
 
 
-def _tree_where(ok: jax.Array, new, old):
-  return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-
-
 def schedule_count(opt_state) -> jax.Array:
   """The optimizer's count of applied updates, as its learning-rate schedule reads it.
 
@@ -66,13 +62,24 @@ def guarded_update(state: TrainState, grads, loss: jax.Array,
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   ok = finite if has_work is None else finite & has_work
-  updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-  new_params = optax.apply_updates(state.params, updates)
+
+  def apply(params, opt_state, grads):
+    updates, new_opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), new_opt_state
+
+  def keep(params, opt_state, grads):
+    del grads
+    return params, opt_state
+
+  # A branch rather than a select per leaf: XLA then updates each donated
+  # parameter and moment in place; with `where(ok, new, old)` per leaf it
+  # copied every optimizer moment first (a full extra pass over them).
+  new_params, new_opt_state = jax.lax.cond(ok, apply, keep, state.params, state.opt_state, grads)
   nonfinite = (~finite).astype(jnp.int32)
   new_state = state.replace(
       step=state.step + 1,
-      params=_tree_where(ok, new_params, state.params),
-      opt_state=_tree_where(ok, new_opt_state, state.opt_state),
+      params=new_params,
+      opt_state=new_opt_state,
       nonfinite_streak=jnp.where(finite, 0, state.nonfinite_streak + 1),
       nonfinite_total=state.nonfinite_total + nonfinite)
   metrics = dict(grad_norm=grad_norm, skipped=(~ok).astype(jnp.int32),

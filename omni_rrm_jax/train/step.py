@@ -197,11 +197,12 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ki
   One optimizer update per call. The batch is split into `grad_accum_steps`
   strided micro-batches run under `jax.lax.scan`; their gradients are summed
   with the whole batch's denominator, so the update equals the big-batch one
-  (token-weighted for sft). The update goes through `guarded_update`: a
-  non-finite loss or gradient norm skips it (params and optimizer state stay
-  as they were), bumps `nonfinite_streak` and `nonfinite_total`, and sets
-  `skipped`; a finite step resets the streak. The caller stops via
-  `train.nonfinite_check` with `step.max_nonfinite_streak`.
+  (token-weighted for sft). With one micro-batch there is no scan: the
+  gradient of the whole batch is the update's, as is. The update goes
+  through `guarded_update`: a non-finite loss or gradient norm skips it
+  (params and optimizer state stay as they were), bumps `nonfinite_streak`
+  and `nonfinite_total`, and sets `skipped`; a finite step resets the streak.
+  The caller stops via `train.nonfinite_check` with `step.max_nonfinite_streak`.
 
   Args:
     graphdef: the model's graph definition (`init_train_state`).
@@ -229,6 +230,27 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ki
   loss_fn = _micro_loss(graphdef, kind, center_coef, logits_chunk)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
+  def _one_micro_batch(state: TrainState, batch: Batch, normalizer: jax.Array, rng: jax.Array):
+    # The whole batch is the one micro-batch: no scan, no float32 accumulator
+    # (0 + g is g), the same key. Loss and aux gain the micro-batch axis [1, ...].
+    (loss, aux), grads = grad_fn(state.params, state.frozen, batch, normalizer, rng)
+    return grads, loss[None], jax.tree.map(lambda x: x[None], aux)
+
+  def _accumulated(state: TrainState, batch_ab: Batch, normalizer: jax.Array, rng_a: jax.Array):
+    def accumulate(grads_acc, micro_and_rng):
+      micro, rng = micro_and_rng
+      (loss_k, aux_k), grads_k = grad_fn(state.params, state.frozen, micro, normalizer, rng)
+      grads_acc = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grads_acc, grads_k)
+      return grads_acc, (loss_k, aux_k)
+
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+    if mesh is not None:
+      # Keep the scan carry sharded like the parameters, not replicated.
+      zeros = jax.lax.with_sharding_constraint(zeros, param_shardings(zeros, mesh, rules))
+    grads, (loss_a, aux) = jax.lax.scan(accumulate, zeros, (batch_ab, rng_a))
+    grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
+    return grads, loss_a, aux
+
   def train_step(state: TrainState, batch: Batch):
     kind.batch.check(batch)
     with activation_sharding(mesh, rules):
@@ -236,18 +258,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ki
       batch_ab = split_micro(batch, grad_accum_steps)
       rng_a = jax.random.split(jax.random.fold_in(state.rng, state.step), grad_accum_steps)
 
-      def accumulate(grads_acc, micro_and_rng):
-        micro, rng = micro_and_rng
-        (loss_k, aux_k), grads_k = grad_fn(state.params, state.frozen, micro, normalizer, rng)
-        grads_acc = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grads_acc, grads_k)
-        return grads_acc, (loss_k, aux_k)
-
-      zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
-      if mesh is not None:
-        # Keep the scan carry sharded like the parameters, not replicated.
-        zeros = jax.lax.with_sharding_constraint(zeros, param_shardings(zeros, mesh, rules))
-      grads, (loss_a, aux) = jax.lax.scan(accumulate, zeros, (batch_ab, rng_a))
-      grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
+      if grad_accum_steps == 1:
+        grads, loss_a, aux = _one_micro_batch(state, batch, normalizer, rng_a[0])
+      else:
+        grads, loss_a, aux = _accumulated(state, batch_ab, normalizer, rng_a)
       loss = jnp.sum(loss_a)
 
     new_state, update_metrics = guarded_update(state, grads, loss, tx, schedule=schedule)

@@ -46,6 +46,20 @@ def test_grad_accumulation_equals_one_big_batch(kind, rm, sft):
       np.testing.assert_allclose(m2[k], ev[k], rtol=1e-5, atol=1e-7, err_msg=k)
 
 
+@pytest.mark.parametrize("kind", ["rm", "sft"])
+def test_one_micro_batch_runs_without_a_loop(kind, rm, sft):
+  s = rm if kind == "rm" else sft
+  batch = rm_batch(1) if kind == "rm" else sft_batch(1)
+  state = s.fresh_state()
+  loops = {a: s.steps[a].lower(state, batch).as_text().count("stablehlo.while") for a in (1, 2)}
+  assert loops[1] == 0 and loops[2] >= 1, loops
+  # The same metrics, shaped alike, either way.
+  m1 = jax.eval_shape(s.steps[1]._fn, state, batch)[1]
+  m2 = jax.eval_shape(s.steps[2]._fn, state, batch)[1]
+  assert jax.tree.map(lambda x: (x.shape, x.dtype), m1) == \
+      jax.tree.map(lambda x: (x.shape, x.dtype), m2)
+
+
 def test_donated_state_leaves_model_usable(rm):
   state = rm.fresh_state()
   rm.steps[1](state, rm_batch(2))
