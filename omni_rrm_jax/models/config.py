@@ -119,6 +119,9 @@ def decoder_config_from_hf(hf, family: str, **overrides) -> DecoderConfig:
   else:
     raise ValueError(f"unknown decoder family {family!r}")
   layer_types = tuple(_get(hf, "layer_types", ()) or ())
+  if layer_types and len(layer_types) != hf.num_hidden_layers:
+    raise ValueError(f"config layer_types names {len(layer_types)} layers but "
+                     f"num_hidden_layers is {hf.num_hidden_layers}")
   num_labels = getattr(hf, "num_labels", None) or 1
   kwargs = dict(
       vocab_size=hf.vocab_size,

@@ -104,3 +104,17 @@ def test_reward_model_trunk_loads_as_causal_lm(folder):
                                                 np.zeros(3, np.float32)))
   with pytest.raises(CheckpointError, match="bogus"):
     orj.from_pretrained(str(folder), ignore_unused=("score.",))
+
+
+def test_layer_types_must_name_every_layer():
+  import transformers
+
+  from omni_rrm_jax.models.config import decoder_config_from_hf
+
+  hf = transformers.Qwen2Config(vocab_size=64, hidden_size=16, intermediate_size=32,
+                                num_hidden_layers=3, num_attention_heads=2,
+                                num_key_value_heads=1)
+  assert len(decoder_config_from_hf(hf, "qwen2").layer_types) == 3
+  hf.num_hidden_layers = 2  # changed without its layer_types, as a config edit can leave it
+  with pytest.raises(ValueError, match="layer_types names 3 layers but num_hidden_layers is 2"):
+    decoder_config_from_hf(hf, "qwen2")
