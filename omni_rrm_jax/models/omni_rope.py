@@ -51,6 +51,19 @@ def text_position_ids(attention_mask, batch: int, length: int):
   return jnp.broadcast_to(position_bt, (3, batch, length)), deltas_b
 
 
+def _text_position_ids_host(attention_mask, batch: int, length: int
+                            ) -> tuple[np.ndarray, np.ndarray]:
+  """`text_position_ids` in numpy: int32 positions [3, B, T] and deltas [B]."""
+  if attention_mask is None:
+    position_bt = np.broadcast_to(np.arange(length, dtype=np.int32), (batch, length))
+    return np.broadcast_to(position_bt, (3, batch, length)).copy(), np.zeros((batch,), np.int32)
+  valid_bt = np.asarray(attention_mask) == 1
+  counted_bt = np.cumsum(valid_bt, axis=-1, dtype=np.int32)
+  position_bt = np.where(valid_bt, counted_bt - 1, PAD_POSITION).astype(np.int32)
+  deltas_b = (position_bt.max(axis=-1) + 1 - counted_bt[:, -1]).astype(np.int32)
+  return np.broadcast_to(position_bt, (3, batch, length)).copy(), deltas_b
+
+
 def temporal_ids(grid_t: int, seconds_per_grid, position_id_per_seconds) -> np.ndarray:
   """trunc(k * seconds_per_grid * position_id_per_seconds) for k < grid_t.
 
@@ -235,9 +248,9 @@ def get_rope_index(input_ids, attention_mask=None, *, image_grid_thw=None, video
   b, t = ids.shape
   if image_grid_thw is None and video_grid_thw is None:
     # transformers' rule for this case; audio ids count on like text anyway.
-    position, deltas = text_position_ids(None if attention_mask is None
-                                         else np.asarray(attention_mask), b, t)
-    return np.asarray(position), np.asarray(deltas)
+    # In numpy: this runs in the data workers, per example (jnp would compile
+    # there once per sequence length).
+    return _text_position_ids_host(attention_mask, b, t)
   valid_bt = np.ones((b, t), bool) if attention_mask is None else np.asarray(attention_mask) == 1
   grids = lambda g: iter(np.asarray(g, np.int64).reshape(-1, 3) if g is not None else ())
   seconds = (itertools.repeat(np.float32(1)) if video_second_per_grid is None
