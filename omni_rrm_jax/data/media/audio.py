@@ -254,19 +254,26 @@ def log_mel_features(waveform: np.ndarray, cfg: MediaConfig) -> tuple[np.ndarray
   work = min(chunk, len(clip) + n_fft)
   signal = np.zeros(work)
   signal[:len(clip)] = clip
-  log_mel_fm = np.full((num_frames, cfg.feature_size), math.log10(_LOG_FLOOR))
   computed = min(num_frames, work // hop + 1)
   padded = np.pad(signal, n_fft // 2, mode="reflect")
   windows = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
   filters = mel_filter_bank(cfg.feature_size, n_fft, cfg.sampling_rate)
   hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)  # periodic
+  log_mel_fm = np.empty((computed, cfg.feature_size))
   for start in range(0, computed, _FRAMES_PER_BLOCK):
     stop = min(computed, start + _FRAMES_PER_BLOCK)
     spectrum = np.fft.rfft(windows[start:stop] * hann, axis=-1)
     power = spectrum.real**2 + spectrum.imag**2
     log_mel_fm[start:stop] = np.log10(np.maximum(power @ filters, _LOG_FLOOR))
-  log_mel_fm = np.maximum(log_mel_fm, log_mel_fm.max() - _DYNAMIC_RANGE)
-  features = ((log_mel_fm + 4.0) / 4.0).T.astype(np.float32)
+  # The frames past `computed` hold the floor, the smallest value any frame
+  # can have: they never raise the maximum, and after the clamp they all hold
+  # one value. Only the computed frames go through the array passes.
+  floor = math.log10(_LOG_FLOOR)
+  top = max(float(log_mel_fm.max(initial=floor)), floor)
+  log_mel_fm = np.maximum(log_mel_fm, top - _DYNAMIC_RANGE)
+  features = np.empty((cfg.feature_size, num_frames), np.float32)
+  features[:, :computed] = ((log_mel_fm + 4.0) / 4.0).T
+  features[:, computed:] = np.float32((max(floor, top - _DYNAMIC_RANGE) + 4.0) / 4.0)
   mask = np.zeros(num_frames, np.int32)
   mask[:math.ceil(len(clip) / hop)] = 1
   return np.ascontiguousarray(features), mask
