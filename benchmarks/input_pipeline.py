@@ -1,46 +1,52 @@
-"""Media decoding records/s: the project's Grain workers vs a PyTorch DataLoader.
+"""Input pipeline batches/s: `data.pipeline.make_dataset` vs a PyTorch DataLoader.
 
 Writes synthetic media files to a temporary folder, at the sizes the demo uses:
 PNG images of 56-112 px a side, 4-frame 56x56 MPEG-4 videos, 1-2 s WAV clips
-at 16 kHz. Each record is decoded by `data.media.encode.encode_media` with the
-training defaults' media settings (`config/sections.py` `media`: images 56²-112² px,
-video frames 56² px, at most 4 frames; audio with the Qwen2.5-Omni
-processor's defaults), keeping only the clip's own log-mel frames as the
-training pipeline does before batching.
+at 16 kHz, one record each. Both sides do the same work per batch: each
+record goes through `data.tokenize.ExampleEncoder.encode` (chat template,
+tokens, media decoded by `data.media.encode.encode_media` with the training
+defaults' media settings, placeholders expanded, vision / audio layouts and
+M-RoPE positions), and `--batch_size` encoded records are padded into one
+batch by `data.batching.collate` (the defaults' buckets). A tiny tokenizer
+trained on the records' text stands in for the model's; the host-side model
+hooks are Qwen2.5-VL's (image, video) and the Qwen2.5-Omni thinker's (audio,
+`--audio_chunk_seconds`: 300 as its processor, 30 as Whisper's).
 
-Three ways over the same records, per modality:
+Three ways over the same records, per modality, all without shuffling, so
+they build the same batches (checked once per modality):
 
-  grain     `grain.MapDataset.source(records).map(decode).to_iter_dataset()`
-            prefetched by `--workers` worker processes, the structure of
-            `data.pipeline.make_dataset` (which also tokenises and batches).
-  torch     a `torch.utils.data.Dataset` whose `__getitem__` runs the same
-            decode step, read by `torch.utils.data.DataLoader(num_workers=
-            --workers, batch_size=None)` with a collate that passes the arrays
-            on as they are (PyTorch's defaults otherwise: forked workers, two
-            records prefetched per worker).
-  baseline  a plain single-process loop calling the same decode per record.
+  grain     `make_dataset(..., worker_count=--workers)`: the training
+            pipeline itself, its read-ahead settings as they are.
+  torch     a `torch.utils.data.Dataset` whose `__getitem__` encodes one
+            record, read by `torch.utils.data.DataLoader(num_workers=
+            --workers, batch_size=--batch_size, collate_fn=collate)`
+            (PyTorch's defaults otherwise: forked workers, two batches
+            prefetched per worker, the collate in the workers).
+  baseline  a plain single-process loop: encode, then collate.
 
-Each round runs grain, torch, then baseline over the same `--records` records.
+Rounds alternate grain, torch, baseline over the same `--records` records.
 Each grain and torch round starts fresh worker processes, so none keeps
-decoding ahead while another side runs. Start-up is left out of the timed part
-on both sides alike: each worker decodes one record once when it starts (the
-first decode's one-off set-up; Grain's workers are spawned, PyTorch's fork
-from an already warm process), then waits at a start gate until all of them
-are up, and the round is timed from then to the last record (start-up is
-reported apart as `grain_startup_s` / `torch_startup_s`), which is the rate a
-long training run sees. Each side's rate is the median over `--rounds`;
-`ratio_vs_torch` is grain / torch and `ratio_vs_loop` grain / baseline (at
-most about the number of free cores: the workers share them with the consuming
-process). Prints one JSON line.
+encoding ahead while another side runs. Start-up is left out of the timed part
+on both sides alike: each worker's first encode (through `GatedEncoder`)
+first encodes one record untimed (the one-off set-up of the media libraries),
+then waits at a start gate until all of them are up; the round is timed from
+then to the last batch (start-up is reported apart as `grain_startup_s` /
+`torch_startup_s`), which is the rate a long training run sees. Each side's
+rate is the median over `--rounds`; `ratio_vs_torch` is grain / torch and
+`ratio_vs_loop` grain / baseline (at most about the number of free cores: the
+workers share them with the consuming process). Prints one JSON line, with
+the 1-minute load average before and after.
 
-    python benchmarks/input_pipeline.py                  # ~3 min on 2 CPU cores
+    python benchmarks/input_pipeline.py                  # ~4 min on 2 CPU cores
     python benchmarks/input_pipeline.py --workers 4 --records 64 --modalities audio
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
+import hashlib
 import json
 import os
 import statistics
@@ -50,24 +56,34 @@ import time
 from typing import Any
 
 import av
-import grain
 import numpy as np
 import soundfile
 from PIL import Image
+from transformers import AutoTokenizer
 
+from omni_rrm_jax.core.batch_contract import RM_BATCH
+from omni_rrm_jax.data.batching import collate
 from omni_rrm_jax.data.media.config import MediaConfig
-from omni_rrm_jax.data.media.encode import encode_media
+from omni_rrm_jax.data.media_batching import MediaSpec, media_token_ids
+from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.records import PreferenceRecord
+from omni_rrm_jax.data.tokenize import ExampleEncoder, as_arrays
+from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
+from omni_rrm_jax.models.omni_config import OmniHostInputs
+from omni_rrm_jax.models.qwen2_5_vl import HostInputs
 
 MODALITIES = ("image", "video", "audio")
-# Records per round: enough for ~0.1 s or more of decoding per round.
-RECORDS = {"image": 256, "video": 128, "audio": 24}
+# Records per round: enough for ~0.5 s or more of work per round.
+RECORDS = {"image": 256, "video": 128, "audio": 64}
 IMAGE_SIDES = (56, 84, 112)
 VIDEO_SIDE, VIDEO_FRAMES, VIDEO_FPS = 56, 4, 2
 AUDIO_RATE = 16000
 # The media settings of the training defaults (config/sections.py media.preprocess).
 MEDIA = dict(image_min_pixels=56 * 56, image_max_pixels=112 * 112, video_min_pixels=56 * 56,
              video_max_pixels=56 * 56, video_max_frames=4, video_fps=2.0)
+# The training defaults' batching (config/sections.py data / media).
+MAX_LENGTH, BUCKETS = 128, (64, 128)
+PATCH_BUCKETS, AUDIO_FRAME_BUCKETS, MERGE_UNIT = (0, 64), (0, 200), 4
 
 
 def _square(height: int, width: int, left: int, rng: np.random.Generator) -> np.ndarray:
@@ -128,35 +144,28 @@ def write_records(root: str, modality: str, n: int, seed: int = 0) -> list[Prefe
   return records
 
 
-def decode(record: PreferenceRecord, root: str, cfg: MediaConfig) -> dict[str, np.ndarray]:
-  """A record's model inputs, as far as the workers take them before batching."""
-  arrays = encode_media(record, root, cfg)
-  if "input_features" in arrays:
-    # The pipeline sends on only the clip's frames, not the whole padded chunk.
-    frames_f = arrays.pop("feature_attention_mask")[0].astype(bool)
-    arrays["input_features"] = np.ascontiguousarray(arrays["input_features"][0][:, frames_f])
-  return arrays
-
-
-class Decode(grain.transforms.Map):
-  """The decode step as a picklable Grain map, behind a start gate.
+class GatedEncoder(ExampleEncoder):
+  """The example encoder behind a start gate (picklable: workers get a copy).
 
   Worker processes start one after the other (each imports the media
-  libraries), and a worker that is up early decodes ahead while the others
-  start. So each worker's first call writes its ready time to `gate_dir` and
-  waits until every worker is ready: decoding starts everywhere at once, and
-  the latest ready time is when the timed part of a round begins.
+  libraries), and a worker that is up early encodes ahead while the others
+  start. So each worker's first call encodes `warm_up` once (untimed set-up),
+  writes its ready time to `gate_dir` and waits until every worker is ready:
+  encoding starts everywhere at once, and the latest ready time is when the
+  timed part of a round begins.
   """
 
-  def __init__(self, root: str, cfg: MediaConfig, gate_dir: str | None, workers: int):
-    self.root, self.cfg = root, cfg
-    self.gate_dir, self.workers = gate_dir, workers
+  def __init__(self, *args, warm_up: PreferenceRecord, gate_dir: str | None, workers: int,
+               **kwargs):
+    super().__init__(*args, **kwargs)
+    self.warm_up, self.gate_dir, self.workers = warm_up, gate_dir, workers
     self._open = gate_dir is None
 
   def _wait_at_gate(self) -> None:
     path = os.path.join(self.gate_dir, f"ready-{os.getpid()}")
     if not os.path.exists(path):
-      # Grain's reader threads may all get here; each writes its own file.
+      super().encode(self.warm_up)
+      # Several reader threads may get here; each writes its own file.
       tmp = f"{path}.{threading.get_ident()}.tmp"
       with open(tmp, "w") as f:
         f.write(repr(time.time()))
@@ -165,16 +174,10 @@ class Decode(grain.transforms.Map):
       time.sleep(0.001)
     self._open = True
 
-  def map(self, record: PreferenceRecord) -> dict[str, np.ndarray]:
+  def encode(self, record: PreferenceRecord) -> dict[str, Any]:
     if not self._open:
       self._wait_at_gate()
-    return decode(record, self.root, self.cfg)
-
-
-def _warm_up(record: PreferenceRecord, root: str, cfg: MediaConfig, *worker_ids: int) -> None:
-  """Worker init for both sides: one decode, so the timed part starts warm."""
-  del worker_ids  # Grain passes (index, count), PyTorch (id,)
-  decode(record, root, cfg)
+    return super().encode(record)
 
 
 def _ready_times(gate_dir: str) -> list[float]:
@@ -186,71 +189,120 @@ def _ready_times(gate_dir: str) -> list[float]:
   return times
 
 
-def grain_round(records, root: str, cfg: MediaConfig, workers: int) -> tuple[float, float]:
-  """(seconds until every worker is ready, seconds from then to the last record)."""
+@dataclasses.dataclass
+class Setup:
+  """What both sides share for one modality."""
+  records: list[PreferenceRecord]
+  tokenizer: Any
+  spec: MediaSpec
+  batch_size: int
+
+  def encoder(self, gate_dir: str | None, workers: int) -> GatedEncoder:
+    return GatedEncoder(self.tokenizer, MAX_LENGTH, RM_BATCH, media=self.spec,
+                        warm_up=self.records[0], gate_dir=gate_dir, workers=workers)
+
+  @property
+  def collate_kw(self) -> dict[str, Any]:
+    return dict(kind=RM_BATCH, batch_size=self.batch_size, buckets=BUCKETS,
+                pad_id=self.tokenizer.pad_token_id, patch_buckets=PATCH_BUCKETS,
+                merge_unit=MERGE_UNIT, audio_frame_buckets=self.spec.audio_frame_buckets)
+
+  @property
+  def num_batches(self) -> int:
+    return -(-len(self.records) // self.batch_size)
+
+
+def make_setup(root: str, modality: str, n: int, cfg: MediaConfig, batch_size: int) -> Setup:
+  records = write_records(root, modality, n)
+  tok_dir = os.path.join(root, f"tokenizer-{modality}")
+  texts = [f"{r.prompt} {r.response_a} {r.response_b}" for r in records[:8]]
+  train_tiny_tokenizer(texts * 4 + ["the cat sat on the mat"] * 8, tok_dir, vocab_size=300)
+  tok = AutoTokenizer.from_pretrained(tok_dir)
+  ids = media_token_ids(tok)
+  vl = HostInputs(image_token_id=ids["image"], video_token_id=ids["video"], spatial_merge_size=2,
+                  window_size=56, patch_size=14, temporal_patch_size=2, tokens_per_second=2.0)
+  if modality == "audio":
+    host = OmniHostInputs(**dataclasses.asdict(vl) | dict(audio_token_id=ids["audio"],
+                                                           position_id_per_seconds=25.0))
+    spec = MediaSpec(root, cfg, host, max_patches=max(PATCH_BUCKETS),
+                     audio_frame_buckets=AUDIO_FRAME_BUCKETS)
+  else:
+    spec = MediaSpec(root, cfg, vl, max_patches=max(PATCH_BUCKETS))
+  return Setup(records, tok, spec, batch_size)
+
+
+def grain_round(setup: Setup, workers: int) -> tuple[float, float, list]:
+  """(seconds until every worker is ready, seconds from then to the last batch, batches)."""
   with tempfile.TemporaryDirectory(prefix="gate_") as gate_dir:
-    decode_step = Decode(root, cfg, gate_dir if workers > 0 else None, workers)
-    ds = grain.MapDataset.source(list(records)).map(decode_step).to_iter_dataset()
-    if workers > 0:
-      ds = ds.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(num_workers=workers),
-                          worker_init_fn=functools.partial(_warm_up, records[0], root, cfg))
+    encoder = setup.encoder(gate_dir if workers > 0 else None, workers)
+    ds = make_dataset(setup.records, encoder, batch_size=setup.batch_size, buckets=BUCKETS,
+                      pad_id=setup.tokenizer.pad_token_id, seed=0, shuffle=False, num_epochs=1,
+                      worker_count=workers, patch_buckets=PATCH_BUCKETS)
     start = time.time()
     it = iter(ds)
-    for _ in range(len(records)):
-      next(it)  # dropped at once, freeing its shared memory
-    # Stop at the last record: noticing the end of the data takes the workers
+    batches = [next(it) for _ in range(setup.num_batches)]
+    # Stop at the last batch: noticing the end of the data takes the workers
     # a polling interval or more, which no training run waits for.
     end = time.time()
-    it.close()  # stops the workers before the next side runs
+    if workers > 0:
+      it.close()  # stops the workers before the next side runs
     ready = max(_ready_times(gate_dir)) if workers > 0 else start
-  return ready - start, end - ready
+  return ready - start, end - ready, batches
 
 
-def _passthrough(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """The DataLoader's collate: the record's arrays as they are, not as tensors."""
-  return arrays
+class Records:
+  """A map-style PyTorch dataset: `__getitem__` encodes one record, as `make_dataset` does."""
+
+  def __init__(self, records: list[PreferenceRecord], encoder: ExampleEncoder):
+    self.records, self.encoder = records, encoder
+
+  def __len__(self) -> int:
+    return len(self.records)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return {**as_arrays(self.encoder.encode(self.records[index])), "index": index}
 
 
-def torch_round(records, root: str, cfg: MediaConfig, workers: int) -> tuple[float, float]:
-  """As `grain_round`, with a PyTorch DataLoader over the same decode step and gate."""
+def torch_round(setup: Setup, workers: int) -> tuple[float, float, list]:
+  """As `grain_round`, with a PyTorch DataLoader over the same encode and collate."""
   import torch.utils.data  # here, so Grain's spawned workers do not import torch
 
-  class Records(torch.utils.data.Dataset):
-    """The records, each decoded by `__getitem__`: the work of the grain map."""
-
-    def __init__(self, decode_step: Decode):
-      self.records, self.decode_step = list(records), decode_step
-
-    def __len__(self) -> int:
-      return len(self.records)
-
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-      return self.decode_step.map(self.records[index])
-
   with tempfile.TemporaryDirectory(prefix="gate_") as gate_dir:
-    decode_step = Decode(root, cfg, gate_dir if workers > 0 else None, workers)
-    # The local class is not picklable, so the workers fork (PyTorch's default on Linux).
+    encoder = setup.encoder(gate_dir if workers > 0 else None, workers)
+    dataset = type("TorchRecords", (Records, torch.utils.data.Dataset), {})(setup.records,
+                                                                            encoder)
     loader = torch.utils.data.DataLoader(
-        Records(decode_step), batch_size=None, num_workers=workers, collate_fn=_passthrough,
-        worker_init_fn=functools.partial(_warm_up, records[0], root, cfg),
+        dataset, batch_size=setup.batch_size, num_workers=workers,
+        collate_fn=functools.partial(collate, **setup.collate_kw),
         multiprocessing_context="fork" if workers > 0 else None)
     start = time.time()
     it = iter(loader)
-    for _ in range(len(records)):
-      next(it)
+    batches = [next(it) for _ in range(setup.num_batches)]
     end = time.time()
     for _ in it:  # the end of the data: the loader stops its workers
       pass
     ready = max(_ready_times(gate_dir)) if workers > 0 else start
-  return ready - start, end - ready
+  return ready - start, end - ready, batches
 
 
-def baseline_round(records, root: str, cfg: MediaConfig) -> float:
-  """Seconds for a plain loop to decode every record in this process."""
+def baseline_round(setup: Setup) -> float:
+  """Seconds for a plain loop to encode and collate every batch in this process."""
+  data = Records(setup.records, setup.encoder(None, 0))
   start = time.time()
-  for record in records:
-    decode(record, root, cfg)
+  for first in range(0, len(data), setup.batch_size):
+    rows = [data[i] for i in range(first, min(len(data), first + setup.batch_size))]
+    collate(rows, **setup.collate_kw)
   return time.time() - start
+
+
+def _digest(batches: list[dict[str, np.ndarray]]) -> str:
+  h = hashlib.sha256()
+  for batch in batches:
+    for key in sorted(batch):
+      array = np.ascontiguousarray(batch[key])
+      h.update(f"{key}{array.shape}{array.dtype}".encode())
+      h.update(array.tobytes())
+  return h.hexdigest()
 
 
 def _ensure_absl_flags_parsed() -> None:
@@ -260,40 +312,49 @@ def _ensure_absl_flags_parsed() -> None:
     flags.FLAGS.mark_as_parsed()
 
 
-def _summary(arrays: dict[str, Any]) -> dict[str, list[int]]:
-  return {k: list(v.shape) for k, v in sorted(arrays.items())}
+def _summary(batch: dict[str, Any]) -> dict[str, list[int]]:
+  return {k: list(v.shape) for k, v in sorted(batch.items())}
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--workers", type=int, default=2, help="Grain worker processes")
+  parser.add_argument("--workers", type=int, default=2, help="worker processes of both sides")
+  parser.add_argument("--batch_size", type=int, default=8, help="records per batch, both sides")
   parser.add_argument("--records", type=int, default=None,
                       help=f"records per round (default: per modality, {RECORDS})")
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--modalities", default=",".join(MODALITIES))
   parser.add_argument("--audio_chunk_seconds", type=int, default=MediaConfig.audio_chunk_seconds,
-                      help="every clip's features are padded to this (the processor's "
-                           "chunk_length: 300 for Qwen2.5-Omni, 30 for Whisper)")
+                      help="every clip's features are padded to this before its own frames "
+                           "are kept (the processor's chunk_length: 300 for Qwen2.5-Omni, "
+                           "30 for Whisper)")
   args = parser.parse_args()
   cfg = MediaConfig(**MEDIA, audio_chunk_seconds=args.audio_chunk_seconds)
   _ensure_absl_flags_parsed()
-  modalities = args.modalities.split(",")
+  load_before = os.getloadavg()[0]
   results = {}
   with tempfile.TemporaryDirectory(prefix="input_pipeline_bench_") as root:
-    for modality in modalities:
-      records = write_records(root, modality, args.records or RECORDS[modality])
-      example = _summary(decode(records[0], root, cfg))
+    for modality in args.modalities.split(","):
+      setup = make_setup(root, modality, args.records or RECORDS[modality], cfg,
+                         args.batch_size)
       seconds = {"grain": [], "torch": [], "baseline": []}
       startup = {"grain": [], "torch": []}
+      digests = {}
       for _ in range(args.rounds):
         for side, run in (("grain", grain_round), ("torch", torch_round)):
-          start_s, timed_s = run(records, root, cfg, args.workers)
+          start_s, timed_s, batches = run(setup, args.workers)
           startup[side].append(start_s)
           seconds[side].append(timed_s)
-        seconds["baseline"].append(baseline_round(records, root, cfg))
-      rate = {side: len(records) / statistics.median(s) for side, s in seconds.items()}
+          digests.setdefault(side, _digest(batches))
+          example = _summary(batches[0])
+          del batches
+        seconds["baseline"].append(baseline_round(setup))
+      if digests["grain"] != digests["torch"]:
+        raise RuntimeError(f"{modality}: the two sides built different batches")
+      n = len(setup.records)
+      rate = {side: n / statistics.median(s) for side, s in seconds.items()}
       results[modality] = {
-          "records_per_round": len(records),
+          "records_per_round": n, "batches_per_round": setup.num_batches,
           "grain_records_per_s": round(rate["grain"], 1),
           "torch_records_per_s": round(rate["torch"], 1),
           "baseline_records_per_s": round(rate["baseline"], 1),
@@ -301,11 +362,12 @@ def main():
           "ratio_vs_loop": round(rate["grain"] / rate["baseline"], 2),
           **{f"{side}_startup_s": round(statistics.median(s), 2) for side, s in startup.items()},
           **{f"{side}_s_per_round": [round(t, 3) for t in s] for side, s in seconds.items()},
-          "arrays": example}
+          "same_batches": True, "batch": example}
   print(json.dumps({
-      "benchmark": "input_pipeline", "workers": args.workers, "rounds": args.rounds,
-      "audio_chunk_seconds": cfg.audio_chunk_seconds, "per_modality": results,
-      "cpu_count": os.cpu_count(), "load_avg": round(os.getloadavg()[0], 2)}))
+      "benchmark": "input_pipeline", "workers": args.workers, "batch_size": args.batch_size,
+      "rounds": args.rounds, "audio_chunk_seconds": cfg.audio_chunk_seconds,
+      "per_modality": results, "cpu_count": os.cpu_count(),
+      "load_avg_before": round(load_before, 2), "load_avg": round(os.getloadavg()[0], 2)}))
 
 
 if __name__ == "__main__":

@@ -6,13 +6,17 @@
     -> global batches (batch size x processes), this process's rows of each
     -> encode (chat template, left truncation of the prompt;
        media decoded, placeholders expanded, layout/positions) [worker processes]
-    -> agree on the global batch's buckets (one small collective) and pad to
-       them: length, patch count, audio frames [main process]
+    -> pad to the batch's buckets: length, patch count, audio frames
+       [worker processes with one process; with several, the main process,
+       after agreeing on the global batch's buckets (one small collective)]
 
 Batches are formed before the worker processes split the stream (each worker
 builds whole batches), so the batch order does not depend on the worker count,
 and before the processes take their rows, so a global batch holds the same
-records, padded to the same buckets, for any process count.
+records, padded to the same buckets, for any process count. With one process
+a worker hands over finished batches: one set of arrays per batch crosses the
+process boundary (in shared memory when large, `MIN_SHARED_MEMORY_BYTES`),
+not one per record.
 
 The iterator's state (`get_state` / `set_state`) is small and exact, so a
 checkpoint holding it resumes the stream at the same example.
@@ -40,6 +44,11 @@ log = logging.getLogger(__name__)
 # media or very long records. Each thread encodes one batch at a time.
 READ_THREADS = 2  # batches encoded at once
 READ_BUFFER_BATCHES = 4  # batches encoded ahead of the one consumed
+# Arrays smaller than this travel from the workers pickled with their batch;
+# larger ones in a shared-memory block of their own. A block costs a few
+# system calls on each side (create, map, unlink), more than copying a small
+# array; Grain's default (0) gives every array its own block.
+MIN_SHARED_MEMORY_BYTES = 1 << 16
 
 
 class _Tag(grain.transforms.MapWithIndex):
@@ -66,26 +75,31 @@ class _Share(grain.transforms.Map):
 
 
 class _Encode(grain.transforms.Map):
-  """Encodes a list of tagged records (a picklable step: workers get a copy)."""
+  """Encodes a list of tagged records (a picklable step: workers get a copy).
 
-  def __init__(self, encoder: ExampleEncoder):
-    self.encoder = encoder
+  With `collate_step`, the encoded rows leave as one padded batch (the
+  step runs where the encoding does: in the workers, if any).
+  """
 
-  def map(self, tagged_rows) -> list[dict[str, Any]]:
+  def __init__(self, encoder: ExampleEncoder, collate_step: "_Collate | None" = None):
+    self.encoder, self.collate_step = encoder, collate_step
+
+  def map(self, tagged_rows) -> list[dict[str, Any]] | dict[str, np.ndarray]:
     out = []
     for index, record in tagged_rows:
       example = {**as_arrays(self.encoder.encode(record)), "index": index}
       if index < 0:
         example.update(valid=False, truncated=False, invalid_reason=0)
       out.append(example)
-    return out
+    return out if self.collate_step is None else self.collate_step.map(out)
 
 
 class _Collate(grain.transforms.Map):
   """Pads encoded rows into one batch whose buckets every process agrees on.
 
-  Runs in the main process, after the workers, because agreeing is a
-  collective (`agree`: a vector's element-wise maximum over processes).
+  Without `agree` (one process) it runs inside `_Encode`, in the workers;
+  with it, in the main process after the workers, because agreeing is a
+  collective (a vector's element-wise maximum over processes).
   """
 
   def __init__(self, agree: Callable[[np.ndarray], np.ndarray] | None,
@@ -122,6 +136,8 @@ def prefetch_in_workers(it: grain.IterDataset, worker_count: int,
     flags.FLAGS.mark_as_parsed()
   buffer = {} if buffer_size is None else {"per_worker_buffer_size": buffer_size}
   options = grain.multiprocessing.MultiprocessingOptions(num_workers=worker_count, **buffer)
+  it = grain.experimental.WithOptionsIterDataset(
+      it, grain.experimental.DatasetOptions(min_shm_size=MIN_SHARED_MEMORY_BYTES))
   return it.mp_prefetch(options)
 
 
@@ -151,6 +167,7 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
     num_epochs: passes over the data; None repeats forever.
     worker_count: worker processes for encoding and batching (0: in-process).
       Workers take whole batches in turn; the stream is the same for any count.
+      With one process (no `agree`) they also pad the batches.
     worker_buffer_size: batches each worker prepares ahead.
     process_index: this process's index (`jax.process_index()`).
     process_count: number of processes (`jax.process_count()`).
@@ -222,11 +239,16 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
   # number of batches and a global batch holds the same records for any
   # process count.
   ds = ds.batch(global_rows, drop_remainder=False, batch_fn=list)
-  ds = ds.map(_Share(process_index, batch_size)).map(_Encode(encoder))
+  collate_step = _Collate(agree, kind=encoder.kind, batch_size=batch_size,
+                          buckets=tuple(buckets), pad_id=pad_id,
+                          patch_buckets=tuple(patch_buckets), merge_unit=merge_unit,
+                          audio_frame_buckets=tuple(audio_frame_buckets), pack=pack)
+  # One process pads its batches where it encodes them; several agree on the
+  # buckets first, a collective only the main process can join.
+  in_workers = agree is None
+  ds = ds.map(_Share(process_index, batch_size))
+  ds = ds.map(_Encode(encoder, collate_step if in_workers else None))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
                                              prefetch_buffer_size=read_buffer_size))
   it = prefetch_in_workers(it, worker_count, worker_buffer_size)
-  return it.map(_Collate(agree, kind=encoder.kind, batch_size=batch_size, buckets=tuple(buckets),
-                         pad_id=pad_id, patch_buckets=tuple(patch_buckets),
-                         merge_unit=merge_unit, audio_frame_buckets=tuple(audio_frame_buckets),
-                         pack=pack))
+  return it if in_workers else it.map(collate_step)
