@@ -19,7 +19,7 @@ from omni_rrm_jax.sharding.config import mesh_config, rules_config
 
 SYNTHETIC = "synthetic"  # `data.train_path` value: generated pairs (synthetic_* leaves)
 # The multimodal architectures (models/qwen2_5_vl.py, models/omni_config.py): their
-# rows are not packed (data.pack), as their M-RoPE positions follow each row's media.
+# packed rows (data.pack) carry each segment's media and M-RoPE ids (data/packing.py).
 MULTIMODAL_ARCHITECTURES = ("Qwen2_5_VLForConditionalGeneration",
                             "Qwen2_5_VLForSequenceClassification",
                             "Qwen2_5OmniThinkerForConditionalGeneration",
