@@ -67,9 +67,12 @@ def tiny_model(family: str, classifier: bool) -> nnx.Module:
   return _sharpen(orj.from_config(arch, hf, seed=1), seed=2)
 
 
-def media_spec(model) -> MediaSpec:
+def media_spec(model_or_host) -> MediaSpec:
+  """The media spec of a tiny model (or of its `host_inputs()`)."""
+  host = (model_or_host.cfg.host_inputs() if hasattr(model_or_host, "cfg")
+          else model_or_host)
   cfg = MediaConfig(patch_size=2, merge_size=2, temporal_patch_size=2, feature_size=MEL)
-  return MediaSpec("/nonexistent", cfg, model.cfg.host_inputs(), max_patches=max(PATCH_BUCKETS),
+  return MediaSpec("/nonexistent", cfg, host, max_patches=max(PATCH_BUCKETS),
                    audio_frame_buckets=FRAME_BUCKETS)
 
 
@@ -123,7 +126,8 @@ def _meta(i: int, valid: bool = True) -> dict:
 
 
 def rm_examples(model, seed: int = 0) -> list[dict]:
-  """Encoded preference pairs over mixed media (one of them invalid)."""
+  """Encoded preference pairs over mixed media (one of them invalid); `model`
+  may be a tiny model or its `host_inputs()`."""
   rng, spec = np.random.default_rng(seed), media_spec(model)
   out = []
   for i, kind in enumerate(_media_kinds(spec.has_audio)):
