@@ -149,7 +149,7 @@ def data_train_batches() -> ml_collections.ConfigDict:
       # encoders it needs (data/grouped_shuffle.py). Costs one compilation per
       # modality's bucket shape.
       group_by_modality=False,
-      # True: several examples share each row (text models only), each a
+      # True: several examples share each row (with their media), each a
       # segment with its own positions and attention (data/packing.py); a
       # batch of batch_size examples takes the fewest rows of pack_length
       # tokens that hold it (a multiple of the mesh's batch shards and of
