@@ -216,6 +216,11 @@ def collate_packed(examples: Sequence[dict[str, Any]], *, kind: BatchContract, n
     batch[field] = np.zeros(shape_rs, bool if field in ("valid", "truncated") else np.int32)
   batch["index"][:] = -1
   layout_field = kind.token_fields[0]
+  # Filler examples count here: a process whose share is all filler still
+  # builds the media keys the others build.
+  with_media = _has_media(examples)
+  if with_media and media is None:
+    raise ValueError("the examples carry media: packing them needs `media` (MediaPacking)")
   row_media = []
   for r, row in enumerate(rows):
     start, starts = 0, []
@@ -237,10 +242,10 @@ def collate_packed(examples: Sequence[dict[str, Any]], *, kind: BatchContract, n
         batch[field][r, j] = ex[field]
       for field in ROW_META:
         batch[field][r, j] = ex[field]
-    if media is not None and _has_media(real):
+    if with_media:
       row_media.append(merge_row_media([real[i] for i in row], starts, length))
-  if row_media:
-    empty = merge_row_media([_no_media_like(real[0])], [0], length)
+  if with_media:
+    empty = merge_row_media([_no_media_like(examples[0])], [0], length)
     row_media += [empty] * (num_rows - len(row_media))
     needs = (0, 0) if global_needs is None else tuple(global_needs)[1:3]
     batch.update(collate_media(row_media, length=length, patch_buckets=media.patch_buckets,

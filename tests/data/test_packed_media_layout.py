@@ -4,7 +4,7 @@ layout is that of its items concatenated (so the towers never mix two items)."""
 import numpy as np
 import pytest
 
-from omni_rrm_jax.core.batch_contract import RM_BATCH
+from omni_rrm_jax.core.batch_contract import HOST_ONLY, RM_BATCH
 from omni_rrm_jax.data.packing import MediaPacking, collate_packed, packed_needs, PackSpec
 from omni_rrm_jax.models.audio_layout import build_audio_layout
 from omni_rrm_jax.models.omni_config import OmniHostInputs
@@ -110,3 +110,17 @@ def test_rows_hold_at_most_the_largest_media_bucket():
   assert len(batch["index"]) > len(roomy["index"])  # the patch cap opened rows
   with pytest.raises(ValueError, match="media .* do not fit a packed row"):
     _pack("vl", patch_buckets=(0, 16))
+
+
+def test_a_share_of_filler_alone_still_builds_the_media_keys():
+  # Another process's share of the last global batch may hold only filler examples.
+  _, examples, batch = _pack("omni")
+  filler = [dict(ex, index=-1, valid=False) for ex in examples[:2]]
+  media = MediaPacking(PATCH_BUCKETS, 4, FRAME_BUCKETS)
+  alone = collate_packed(filler, kind=RM_BATCH, num_rows=len(batch["index"]), length=LENGTH,
+                         max_segments=SEGMENTS, pad_id=0, media=media,
+                         global_needs=packed_needs(examples, RM_BATCH,
+                                                   PackSpec(LENGTH, SEGMENTS), media))
+  shapes = lambda b: {k: v.shape for k, v in b.items() if k not in HOST_ONLY}  # noqa: E731
+  assert shapes(alone) == shapes(batch)
+  assert not alone["valid"].any() and (alone["media_index"] == -1).all()
