@@ -170,9 +170,10 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
       left over per modality share mixed batches; each epoch drops fewer than
       one global batch of them (different ones every epoch).
     pack: pack several examples per row (see `data.packing`; with media,
-      a row holds at most the largest patch and frame bucket): each batch of `batch_size` examples becomes
-      `pack.row_multiple * k` rows of `pack.length` tokens with segment ids,
-      k the fewest that hold this batch (agreed between processes).
+      a row holds at most the largest patch and frame bucket): each batch
+      of `batch_size` examples becomes `pack.row_multiple * k` rows of
+      `pack.length` tokens with segment ids, k the fewest that hold this
+      batch (agreed between processes, with the rows' patch and frame needs).
     agree: with several processes, a collective that returns the
       element-wise maximum of a small int vector over processes
       (`core.multihost.agree_max`); each batch's (length, patch, frame)
