@@ -19,7 +19,7 @@ from omni_rrm_jax.sharding.config import mesh_config, rules_config
 
 SYNTHETIC = "synthetic"  # `data.train_path` value: generated pairs (synthetic_* leaves)
 # The multimodal architectures (models/qwen2_5_vl.py, models/omni_config.py): their
-# rows are not packed (data.pack), as their M-RoPE positions follow each row's media.
+# packed rows (data.pack) carry each segment's media and M-RoPE ids (data/packing.py).
 MULTIMODAL_ARCHITECTURES = ("Qwen2_5_VLForConditionalGeneration",
                             "Qwen2_5_VLForSequenceClassification",
                             "Qwen2_5OmniThinkerForConditionalGeneration",
@@ -149,7 +149,7 @@ def data_train_batches() -> ml_collections.ConfigDict:
       # encoders it needs (data/grouped_shuffle.py). Costs one compilation per
       # modality's bucket shape.
       group_by_modality=False,
-      # True: several examples share each row (text models only), each a
+      # True: several examples share each row (with their media), each a
       # segment with its own positions and attention (data/packing.py); a
       # batch of batch_size examples takes the fewest rows of pack_length
       # tokens that hold it (a multiple of the mesh's batch shards and of

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from omni_rrm_jax.config.sections import LORA_TARGETS, MULTIMODAL_ARCHITECTURES
+from omni_rrm_jax.config.sections import LORA_TARGETS
 from omni_rrm_jax.core.attention_impl import ATTENTION_IMPLEMENTATIONS
 from omni_rrm_jax.sharding.mesh import MESH_AXES, mesh_shape
 
@@ -141,7 +141,7 @@ def pack_length(data) -> int:
 
 
 def _packing(p: _Problems, c) -> None:
-  """`data.pack*`: rows packed with several examples (text models only)."""
+  """`data.pack*`: rows packed with several examples (text and multimodal models)."""
   d = c.data
   if not isinstance(d.pack, bool):
     p.add("data.pack", d.pack, "must be True or False")
@@ -155,9 +155,6 @@ def _packing(p: _Problems, c) -> None:
   if isinstance(d.max_length, int) and d.buckets and pack_length(d) < d.max_length:
     p.add("data.pack_length", d.pack_length,
           f"packed rows must hold an example of max_length={d.max_length}")
-  if not c.model.path and c.model.architecture in MULTIMODAL_ARCHITECTURES:
-    p.add("data.pack", d.pack, f"packing is for text models; {c.model.architecture} "
-          "positions follow each row's media (set data.pack=False)")
 
 
 def _media(p: _Problems, m) -> None:

@@ -332,7 +332,7 @@ def _pad_rows(rows: Sequence[np.ndarray], length: int, fill) -> np.ndarray:
 def collate_media(examples: Sequence[dict[str, Any]], *, length: int,
                   patch_buckets: Sequence[int], merge_unit: int,
                   audio_frame_buckets: Sequence[int] = (), min_patches: int = 0,
-                  min_frames: int = 0) -> dict[str, np.ndarray]:
+                  min_frames: int = 0, extra_windows: int = 0) -> dict[str, np.ndarray]:
   """Row-aligned media batch arrays of encoded examples.
 
   Padded patches are zeros; their layout keeps them out of every real window
@@ -350,6 +350,8 @@ def collate_media(examples: Sequence[dict[str, Any]], *, length: int,
       audio keys (0 allowed for batches without audio).
     min_patches / min_frames: pad to at least the buckets holding these
       (another process's rows of the same global batch may need them).
+    extra_windows: audio windows added to each row's bucket (`collate_audio`;
+      rows holding several clips, `merge_row_media`).
 
   Returns:
     vision_patches [B, N, D], vision_perm / vision_frame / vision_window
@@ -378,7 +380,7 @@ def collate_media(examples: Sequence[dict[str, Any]], *, length: int,
     if not audio_frame_buckets:
       raise ValueError("examples carry audio keys but no audio_frame_buckets were configured")
     batch.update(collate_audio(examples, frame_buckets=audio_frame_buckets,
-                               min_frames=min_frames))
+                               min_frames=min_frames, extra_windows=extra_windows))
     # Audio tokens come after the row's (padded) vision tokens.
     audio_bt = _pad_rows(rows("audio_index"), length, -1)
     batch["media_index"] = np.where(audio_bt >= 0, n // merge_unit + audio_bt,
@@ -387,12 +389,14 @@ def collate_media(examples: Sequence[dict[str, Any]], *, length: int,
 
 
 def collate_audio(examples: Sequence[dict[str, Any]], *, frame_buckets: Sequence[int],
-                  min_frames: int = 0) -> dict[str, np.ndarray]:
+                  min_frames: int = 0, extra_windows: int = 0) -> dict[str, np.ndarray]:
   """Row-aligned audio batch arrays, frames padded to the smallest bucket F.
 
   The window and output axes follow from F alone (C = ceil(F / W) windows,
   P = C * N // 2 outputs, at least the pooled tokens of F frames), so the
-  shapes depend on the bucket only. Padded frames are zeros outside every
+  shapes depend on the bucket only. A row of k clips (packed rows) may need
+  up to k - 1 windows more than its frames fill (each clip's last window is
+  partial): `extra_windows` adds them to C. Padded frames are zeros outside every
   window; padded windows are fully masked (index 0, valid False); padded
   outputs pool token 0 and are never read by a placeholder. (`audio_index`
   is left to `collate_media`, which folds it into `media_index`.)
@@ -406,7 +410,7 @@ def collate_audio(examples: Sequence[dict[str, Any]], *, frame_buckets: Sequence
   w, n = first["audio_frame_index"].shape[1], first["audio_token_valid"].shape[1]
   frames = [int(np.asarray(ex["input_features"]).shape[1]) for ex in examples]
   f = bucket_size(max(min_frames, *frames), frame_buckets, "audio frame")
-  c = -(-f // w)
+  c = -(-f // w) + (extra_windows if f else 0)
   p = c * n // 2
   rows = lambda key: [np.asarray(ex[key]) for ex in examples]  # noqa: E731
   features = _pad_rows([x.T for x in rows("input_features")], f, 0.0).transpose(0, 2, 1)
@@ -419,3 +423,84 @@ def collate_audio(examples: Sequence[dict[str, Any]], *, frame_buckets: Sequence
       "audio_token_valid": _pad_rows(rows("audio_token_valid"), c, False),
       "audio_pool_index": _pad_rows(rows("audio_pool_index"), p, 0),
   }
+
+
+def media_size(example: dict[str, Any]) -> tuple[int, int]:
+  """(vision patches, audio frames) of an encoded example's media."""
+  frames = int(np.asarray(example["input_features"]).shape[1]) if "audio_index" in example else 0
+  return len(example["vision_patches"]), frames
+
+
+def merge_row_media(examples: Sequence[dict[str, Any]], starts: Sequence[int],
+                    length: int) -> dict[str, Any]:
+  """The media keys of one packed row holding `examples`, as one example's.
+
+  Example j's sequence starts at slot `starts[j]` of the row's `length`
+  slots. Its patches (then its audio frames) follow those of the examples
+  before it, and its layout indices are shifted to match: patch order,
+  frame, window and merged-token ids for vision; frame, window and token
+  indices for audio. So the towers see each image, video frame and clip on
+  its own, exactly as without packing (windows and frames never span two
+  items), and each placeholder reads its own item's tokens. The M-RoPE ids
+  and the media index of each example are placed at its slots, unchanged
+  but for the offsets: every segment keeps the positions it has alone.
+
+  Returns:
+    The keys of `example_arrays` (and `grid_thw` for the host), with
+    `position_ids` [3, length] and `media_index` (and `audio_index`) [length].
+  """
+  position_3l = np.zeros((3, length), np.int32)
+  index_l = np.full((length,), -1, np.int32)
+  patches, grids, fields = [], [], {f: [] for f in VISION_FIELDS}
+  n0 = m0 = frame0 = window0 = 0
+  for ex, start in zip(examples, starts):
+    pos = np.asarray(ex["position_ids"])
+    index = np.asarray(ex["media_index"])
+    position_3l[:, start:start + pos.shape[1]] = pos
+    index_l[start:start + len(index)] = np.where(index >= 0, index + m0, -1)
+    n = len(ex["vision_patches"])
+    patches.append(np.asarray(ex["vision_patches"], np.float32))
+    grids.append(np.asarray(ex["vision_grid_thw"]).reshape(-1, 3))
+    frame, window = np.asarray(ex["vision_frame"]), np.asarray(ex["vision_window"])
+    fields["perm"].append(np.asarray(ex["vision_perm"]) + n0)
+    fields["position"].append(np.asarray(ex["vision_position"]).reshape(-1, 2))
+    fields["frame"].append(frame + frame0)
+    fields["window"].append(window + window0)
+    fields["unperm"].append(np.asarray(ex["vision_unperm"]) + m0)
+    n0, m0 = n0 + n, m0 + len(ex["vision_unperm"])
+    if n:
+      frame0, window0 = frame0 + int(frame.max()) + 1, window0 + int(window.max()) + 1
+  out = {"vision_patches": np.concatenate(patches),
+         **{f"vision_{f}": np.concatenate(v).astype(np.int32) for f, v in fields.items()},
+         "vision_grid_thw": np.concatenate(grids), "position_ids": position_3l,
+         "media_index": index_l}
+  if "audio_index" in examples[0]:
+    out.update(_merge_row_audio(examples, starts, length))
+  return out
+
+
+def _merge_row_audio(examples: Sequence[dict[str, Any]], starts: Sequence[int],
+                     length: int) -> dict[str, Any]:
+  """The audio keys of `merge_row_media`: clips concatenated along time."""
+  index_l = np.full((length,), -1, np.int32)
+  features, frame_index, frame_valid, token_valid, pool = [], [], [], [], []
+  f0 = c0 = p0 = 0
+  tokens = examples[0]["audio_token_valid"].shape[1]
+  for ex, start in zip(examples, starts):
+    index = np.asarray(ex["audio_index"])
+    index_l[start:start + len(index)] = np.where(index >= 0, index + p0, -1)
+    valid = np.asarray(ex["audio_frame_valid"], bool)
+    features.append(np.asarray(ex["input_features"], np.float32))
+    frame_index.append(np.where(valid, np.asarray(ex["audio_frame_index"]) + f0, 0))
+    frame_valid.append(valid)
+    token_valid.append(np.asarray(ex["audio_token_valid"], bool))
+    pool.append(np.asarray(ex["audio_pool_index"]).reshape(-1, 2) + c0 * tokens)
+    f0 += features[-1].shape[1]
+    c0 += len(valid)
+    p0 += len(pool[-1])
+  return {"input_features": np.concatenate(features, axis=1),
+          "audio_frame_index": np.concatenate(frame_index).astype(np.int32),
+          "audio_frame_valid": np.concatenate(frame_valid),
+          "audio_token_valid": np.concatenate(token_valid),
+          "audio_pool_index": np.concatenate(pool).astype(np.int32),
+          "audio_index": index_l}

@@ -32,7 +32,8 @@ import numpy as np
 
 from omni_rrm_jax.data.batching import batch_needs, collate
 from omni_rrm_jax.data.grouped_shuffle import GroupedShuffle
-from omni_rrm_jax.data.packing import PackSpec, collate_packed, rows_for, rows_needed
+from omni_rrm_jax.data.packing import (MediaPacking, PackSpec, collate_packed, packed_needs,
+                                       rows_for)
 from omni_rrm_jax.data.records import PreferenceRecord
 from omni_rrm_jax.data.tokenize import ExampleEncoder, as_arrays
 
@@ -115,13 +116,15 @@ class _Collate(grain.transforms.Map):
     return collate(examples, global_needs=needs, **self.collate_kw)
 
   def _packed(self, examples: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    kind, spec = self.collate_kw["kind"], self.pack
-    needs = np.asarray([rows_needed(examples, kind, spec)], np.int64)
+    kind, spec, kw = self.collate_kw["kind"], self.pack, self.collate_kw
+    media = (MediaPacking(kw["patch_buckets"], kw["merge_unit"], kw["audio_frame_buckets"])
+             if kw["patch_buckets"] else None)
+    needs = packed_needs(examples, kind, spec, media)
     if self.agree is not None:
       needs = self.agree(needs)
     return collate_packed(examples, kind=kind, num_rows=rows_for(int(needs[0]), spec.row_multiple),
                           length=spec.length, max_segments=spec.max_segments,
-                          pad_id=self.collate_kw["pad_id"])
+                          pad_id=kw["pad_id"], media=media, global_needs=needs)
 
 
 def prefetch_in_workers(it: grain.IterDataset, worker_count: int,
@@ -183,10 +186,11 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
       that modality's lengths and skips the encoders it does not use. Rows
       left over per modality share mixed batches; each epoch drops fewer than
       one global batch of them (different ones every epoch).
-    pack: pack several examples per row (text encoders only; see
-      `data.packing`): each batch of `batch_size` examples becomes
-      `pack.row_multiple * k` rows of `pack.length` tokens with segment ids,
-      k the fewest that hold this batch (agreed between processes).
+    pack: pack several examples per row (see `data.packing`; with media,
+      a row holds at most the largest patch and frame bucket): each batch
+      of `batch_size` examples becomes `pack.row_multiple * k` rows of
+      `pack.length` tokens with segment ids, k the fewest that hold this
+      batch (agreed between processes, with the rows' patch and frame needs).
     agree: with several processes, a collective that returns the
       element-wise maximum of a small int vector over processes
       (`core.multihost.agree_max`); each batch's (length, patch, frame)
@@ -205,8 +209,6 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
     raise ValueError(f"largest bucket {max(buckets)} < max_length {encoder.max_length}")
   merge_unit = 1
   if pack is not None:
-    if encoder.media is not None:
-      raise ValueError("packing rows is for text models; a multimodal model's rows are not packed")
     if pack.length < encoder.max_length:
       raise ValueError(f"packed rows of {pack.length} tokens cannot hold an example of "
                        f"max_length {encoder.max_length}")

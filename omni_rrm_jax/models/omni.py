@@ -39,7 +39,7 @@ import numpy as np
 from flax import nnx
 
 from omni_rrm_jax.models import omni_rope
-from omni_rrm_jax.models.attention import dot_product_attention
+from omni_rrm_jax.models.attention import dot_product_attention, segment_positions
 from omni_rrm_jax.models.audio import AudioEncoder
 from omni_rrm_jax.models.audio_layout import AudioLayout
 from omni_rrm_jax.models.decoder import ModelOutput
@@ -249,15 +249,18 @@ class _ThinkerTrunk(nnx.Module):
                video_grid_thw=None, video_second_per_grid=None, input_features=None,
                feature_attention_mask=None, use_audio_in_video: bool = False,
                inputs_embeds=None, audio_layout: AudioLayout | None = None,
-               second_per_grid_ts=None, media_features=None, media_index=None) -> ModelOutput:
-    """The head's logits (`head`: vocabulary logits or scores) and the final
-    hidden states (arguments: see `hidden_states`)."""
+               second_per_grid_ts=None, media_features=None, media_index=None,
+               segment_ids=None, num_segments: int | None = None) -> ModelOutput:
+    """The head's logits (`head`: vocabulary logits, or scores: [B, num_segments,
+    num_labels] over packed rows) and the final hidden states (arguments: see
+    `hidden_states`)."""
     h_bte = self.hidden_states(
         input_ids, attention_mask, position_ids, pixel_values, image_grid_thw,
         pixel_values_videos, video_grid_thw, video_second_per_grid, input_features,
         feature_attention_mask, use_audio_in_video, inputs_embeds, audio_layout,
-        second_per_grid_ts, media_features, media_index)
-    return ModelOutput(logits=self.head(h_bte, input_ids), hidden_states=h_bte)
+        second_per_grid_ts, media_features, media_index, segment_ids)
+    return ModelOutput(logits=self.head(h_bte, input_ids, segment_ids, num_segments),
+                       hidden_states=h_bte)
 
   def hidden_states(self, input_ids=None, attention_mask=None, position_ids=None,
                     pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
@@ -265,7 +268,7 @@ class _ThinkerTrunk(nnx.Module):
                     feature_attention_mask=None, use_audio_in_video: bool = False,
                     inputs_embeds=None, audio_layout: AudioLayout | None = None,
                     second_per_grid_ts=None, media_features=None,
-                    media_index=None) -> jax.Array:
+                    media_index=None, segment_ids=None) -> jax.Array:
     """Final normed hidden states [B, T, E].
 
     Args:
@@ -295,6 +298,10 @@ class _ThinkerTrunk(nnx.Module):
         values, features and grids; needs `position_ids`. Traceable.
       media_index: int [B, T], the row of `media_features` each token takes,
         -1 for tokens that keep their embedding.
+      segment_ids: [B, T] packed rows: 0 at padding, 1..k for the examples
+        packed one after another; attention stays within a segment. Their
+        M-RoPE ids come in `position_ids`, each segment's as for the example
+        alone (without media, positions restart at each segment).
     """
     video_second_per_grid = _seconds(video_second_per_grid, second_per_grid_ts)
     if (input_ids is None) == (inputs_embeds is None):
@@ -317,6 +324,10 @@ class _ThinkerTrunk(nnx.Module):
       x_bte = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos,
                          video_grid_thw, input_features, feature_attention_mask, audio_layout)
     b, t = x_bte.shape[:2]
+    if position_ids is None and segment_ids is not None:
+      if image_grid_thw is not None or video_grid_thw is not None:
+        raise ValueError("packed rows with media need precomputed position_ids")
+      position_ids = segment_positions(segment_ids)
     if position_ids is None:
       if input_ids is None or (image_grid_thw is None and video_grid_thw is None):
         position_ids, _ = omni_rope.text_position_ids(attention_mask, b, t)
@@ -327,7 +338,7 @@ class _ThinkerTrunk(nnx.Module):
     position_ids = jnp.asarray(position_ids)
     if position_ids.ndim == 2:
       position_ids = jnp.broadcast_to(position_ids, (3, b, t))
-    return self.model(x_bte, position_ids, attention_mask)
+    return self.model(x_bte, position_ids, attention_mask, segment_ids)
 
 
 class Qwen2_5OmniThinkerForConditionalGeneration(_ThinkerTrunk):
@@ -337,9 +348,10 @@ class Qwen2_5OmniThinkerForConditionalGeneration(_ThinkerTrunk):
     super().__init__(cfg, rngs=rngs)
     self.lm_head = make_lm_head(cfg.text, cfg.tie_word_embeddings, rngs)
 
-  def head(self, h_bte: jax.Array, input_ids) -> jax.Array:
+  def head(self, h_bte: jax.Array, input_ids, segment_ids=None,
+           num_segments: int | None = None) -> jax.Array:
     """Logits [B, T, V] of every position."""
-    del input_ids
+    del input_ids, segment_ids, num_segments
     return self.lm_logits(h_bte)
 
   def lm_logits(self, h_bte: jax.Array) -> jax.Array:
@@ -360,6 +372,9 @@ class Qwen2_5OmniThinkerForSequenceClassification(_ThinkerTrunk):
     super().__init__(cfg, rngs=rngs)
     self.score = make_score_head(cfg.text, rngs)
 
-  def head(self, h_bte: jax.Array, input_ids) -> jax.Array:
-    """Scores [B, num_labels] at each row's last real token (pooling needs `input_ids`)."""
-    return pooled_scores(self.score, h_bte, input_ids, self.cfg.pad_token_id)
+  def head(self, h_bte: jax.Array, input_ids, segment_ids=None,
+           num_segments: int | None = None) -> jax.Array:
+    """Scores [B, num_labels] at each row's last real token (pooling needs
+    `input_ids`), or [B, num_segments, num_labels] of packed rows."""
+    return pooled_scores(self.score, h_bte, input_ids, self.cfg.pad_token_id, segment_ids,
+                         num_segments)

@@ -45,11 +45,11 @@ import numpy as np
 from flax import nnx
 
 from omni_rrm_jax.models import mrope
-from omni_rrm_jax.models.attention import causal_mask
+from omni_rrm_jax.models.attention import causal_mask, segment_positions
 from omni_rrm_jax.models.config import DecoderConfig, decoder_config_from_hf, resolve_dtype
 from omni_rrm_jax.models.decoder import (DecoderLayer, KVCache, ModelOutput,
                                          continued_positions, last_token_index,
-                                         run_cached_layers)
+                                         run_cached_layers, segment_last_index)
 from omni_rrm_jax.models.layer_stack import layer_windows, make_layers, run_layers
 from omni_rrm_jax.models.layers import DenseGeneral, Embed, RMSNorm
 from omni_rrm_jax.models.vision import VisionConfig, VisionTransformer, vision_config_from_hf
@@ -297,8 +297,16 @@ def vocab_logits(model, h_bte: jax.Array) -> jax.Array:
 
 
 def pooled_scores(score: DenseGeneral, h_bte: jax.Array, input_ids,
-                  pad_token_id: int | None) -> jax.Array:
-  """Scores [B, num_labels] at each row's last non-padding token."""
+                  pad_token_id: int | None, segment_ids=None,
+                  num_segments: int | None = None) -> jax.Array:
+  """Scores [B, num_labels] at each row's last non-padding token, or over
+  packed rows (`segment_ids`) [B, num_segments, num_labels] at each segment's
+  last token (a segment a row does not hold gets an arbitrary score)."""
+  if segment_ids is not None:
+    if num_segments is None:
+      raise ValueError("packed rows (segment_ids) need num_segments, the segments per row")
+    idx_bs = segment_last_index(segment_ids, num_segments)
+    return score(jnp.take_along_axis(h_bte, idx_bs[:, :, None], axis=1))
   b, t = h_bte.shape[:2]
   idx_b = last_token_index(input_ids, pad_token_id, b, t)
   pooled_be = jnp.take_along_axis(h_bte, idx_b[:, None, None], axis=1)[:, 0]
@@ -322,13 +330,15 @@ class TextModel(nnx.Module):
                         rngs=rngs)
 
   def __call__(self, x_bte: jax.Array, position_ids_3bt: jax.Array,
-               attention_mask: jax.Array | None) -> jax.Array:
+               attention_mask: jax.Array | None, segment_ids=None) -> jax.Array:
+    """Final normed hidden states [B, T, E]; with `segment_ids` [B, T] (packed
+    rows: 0 at padding, 1..k per example) attention stays within a segment."""
     x_bte = constrain(x_bte.astype(self.cfg.dtype), ("batch", "length", "embed"))
     index_t = jnp.arange(x_bte.shape[1])
     cos, sin = mrope.mrope_cos_sin(position_ids_3bt, self.cfg.rope_dict, self.cfg.head_dim,
                                    self.cfg.max_position_embeddings)
     windows = set(layer_windows(self.cfg))
-    masks = {w: causal_mask(index_t, index_t, attention_mask, w) for w in windows}
+    masks = {w: causal_mask(index_t, index_t, attention_mask, w, segment_ids) for w in windows}
     x_bte = run_layers(self.layers, self.cfg, x_bte, cos, sin, masks)
     return self.norm(x_bte)
 
@@ -446,19 +456,23 @@ class _VisionLanguageTrunk(nnx.Module):
   def __call__(self, input_ids=None, attention_mask=None, position_ids=None,
                pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
                video_grid_thw=None, second_per_grid_ts=None, mm_token_type_ids=None,
-               inputs_embeds=None, media_features=None, media_index=None) -> ModelOutput:
-    """The head's logits (`head`: vocabulary logits or scores) and the final
-    hidden states (arguments: see `hidden_states`)."""
+               inputs_embeds=None, media_features=None, media_index=None, segment_ids=None,
+               num_segments: int | None = None) -> ModelOutput:
+    """The head's logits (`head`: vocabulary logits, or scores: [B, num_segments,
+    num_labels] over packed rows) and the final hidden states (arguments: see
+    `hidden_states`)."""
     h_bte = self.hidden_states(input_ids, attention_mask, position_ids, pixel_values,
                                image_grid_thw, pixel_values_videos, video_grid_thw,
                                second_per_grid_ts, mm_token_type_ids, inputs_embeds,
-                               media_features, media_index)
-    return ModelOutput(logits=self.head(h_bte, input_ids), hidden_states=h_bte)
+                               media_features, media_index, segment_ids)
+    return ModelOutput(logits=self.head(h_bte, input_ids, segment_ids, num_segments),
+                       hidden_states=h_bte)
 
   def hidden_states(self, input_ids=None, attention_mask=None, position_ids=None,
                     pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
                     video_grid_thw=None, second_per_grid_ts=None, mm_token_type_ids=None,
-                    inputs_embeds=None, media_features=None, media_index=None) -> jax.Array:
+                    inputs_embeds=None, media_features=None, media_index=None,
+                    segment_ids=None) -> jax.Array:
     """Final normed hidden states [B, T, E].
 
     Args:
@@ -480,6 +494,10 @@ class _VisionLanguageTrunk(nnx.Module):
         instead of pixel values and grids; needs `position_ids`. Traceable.
       media_index: int [B, T], the row of `media_features` each token takes,
         -1 for tokens that keep their embedding.
+      segment_ids: [B, T] packed rows: 0 at padding, 1..k for the examples
+        packed one after another; attention stays within a segment. Their
+        M-RoPE ids come in `position_ids`, each segment's as for the example
+        alone (without media, positions restart at each segment).
     """
     if (input_ids is None) == (inputs_embeds is None):
       raise ValueError("pass exactly one of input_ids or inputs_embeds")
@@ -499,6 +517,10 @@ class _VisionLanguageTrunk(nnx.Module):
       x_bte = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos,
                          video_grid_thw)
     b, t = x_bte.shape[:2]
+    if position_ids is None and segment_ids is not None:
+      if image_grid_thw is not None or video_grid_thw is not None:
+        raise ValueError("packed rows with media need precomputed position_ids")
+      position_ids = segment_positions(segment_ids)
     if position_ids is None:
       if input_ids is None:
         position_ids = np.broadcast_to(np.arange(t, dtype=np.int32), (3, b, t))
@@ -508,7 +530,7 @@ class _VisionLanguageTrunk(nnx.Module):
     position_ids = jnp.asarray(position_ids)
     if position_ids.ndim == 2:
       position_ids = jnp.broadcast_to(position_ids, (3, b, t))
-    return self.model(x_bte, position_ids, attention_mask)
+    return self.model(x_bte, position_ids, attention_mask, segment_ids)
 
 
 class Qwen2_5_VLForConditionalGeneration(_VisionLanguageTrunk):
@@ -518,9 +540,10 @@ class Qwen2_5_VLForConditionalGeneration(_VisionLanguageTrunk):
     super().__init__(cfg, rngs=rngs)
     self.lm_head = make_lm_head(cfg.text, cfg.tie_word_embeddings, rngs)
 
-  def head(self, h_bte: jax.Array, input_ids) -> jax.Array:
+  def head(self, h_bte: jax.Array, input_ids, segment_ids=None,
+           num_segments: int | None = None) -> jax.Array:
     """Logits [B, T, V] of every position."""
-    del input_ids
+    del input_ids, segment_ids, num_segments
     return self.lm_logits(h_bte)
 
   def call_cached(self, cache: KVCache, input_ids=None, attention_mask=None, position_ids=None,
@@ -546,6 +569,9 @@ class Qwen2_5_VLForSequenceClassification(_VisionLanguageTrunk):
     super().__init__(cfg, rngs=rngs)
     self.score = make_score_head(cfg.text, rngs)
 
-  def head(self, h_bte: jax.Array, input_ids) -> jax.Array:
-    """Scores [B, num_labels] at each row's last real token (pooling needs `input_ids`)."""
-    return pooled_scores(self.score, h_bte, input_ids, self.cfg.pad_token_id)
+  def head(self, h_bte: jax.Array, input_ids, segment_ids=None,
+           num_segments: int | None = None) -> jax.Array:
+    """Scores [B, num_labels] at each row's last real token (pooling needs
+    `input_ids`), or [B, num_segments, num_labels] of packed rows."""
+    return pooled_scores(self.score, h_bte, input_ids, self.cfg.pad_token_id, segment_ids,
+                         num_segments)

@@ -96,9 +96,6 @@ def run(config, workdir: str) -> dict:
   media = inputs.media
   encoder = ExampleEncoder(tokenizer, config.data.max_length, kind.batch,
                            margin_scale=config.loss.margin_scale, media=media)
-  if config.data.pack and media is not None:
-    raise ValueError("bad setting: data.pack=True: packing is for text models; this model "
-                     "reads media, whose positions follow each row's media (set data.pack=False)")
   train_pack, eval_pack = _pack_specs(config, n_proc)
   data_kw = dict(buckets=tuple(config.data.buckets), pad_id=tokenizer.pad_token_id,
                  worker_count=config.data.worker_count, process_index=jax.process_index(),

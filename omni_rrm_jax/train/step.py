@@ -16,7 +16,7 @@ with the keys of the kind's `batch` contract (`core/batch_contract.py`):
 
 `valid` weighs rows; 0 marks padding rows added to fill a fixed batch shape.
 
-Packed rows (`data.pack`, text models; `data/packing.py`) add `segment_ids`
+Packed rows (`data.pack`; `data/packing.py`) add `segment_ids`
 (sft) or `chosen_segment_ids` and `rejected_segment_ids` (rm) [B, T], 0 at
 padding and 1..k for the examples of a row, and carry `valid` and `margin`
 per segment, [B, S]; the losses and normalizers count segments (pairs) and

@@ -80,10 +80,13 @@ def _packed_rm_rewards(model: nnx.Module, batch: Batch, ids_rt: jax.Array,
   b, s = batch["valid"].shape
   seg_rt = jnp.stack([batch["chosen_segment_ids"], batch["rejected_segment_ids"]],
                      axis=1).reshape(ids_rt.shape)
-  logits = model(ids_rt, attention_mask=mask_rt, segment_ids=seg_rt, num_segments=s).logits
+  # A packed pair row's segments start at the same slots on both sides, so the
+  # row's media, media index and positions serve its chosen and rejected rows.
+  logits = model(ids_rt, attention_mask=mask_rt, segment_ids=seg_rt, num_segments=s,
+                 **media_inputs(model, batch, rows_per_example=2)).logits
   if logits.shape != (2 * b, s, 1):
     raise ValueError(f"a reward model over packed rows must return logits [2B, S, 1], got "
-                     f"{logits.shape}; use a text *ForSequenceClassification with num_labels=1")
+                     f"{logits.shape}; use a *ForSequenceClassification with num_labels=1")
   r_b2s = logits[..., 0].astype(jnp.float32).reshape(b, 2, s)
   return r_b2s[:, 0], r_b2s[:, 1]
 
@@ -110,13 +113,12 @@ def lm_hidden_states(model: nnx.Module, batch: Batch) -> jax.Array:
   """A causal LM's final hidden states [B, T, E] of a batch (its media, or its
   packed segments, too), without the vocabulary head:
   `model(...).logits == model.lm_logits(this)`."""
-  if "segment_ids" in batch:  # packed rows (text decoders only)
-    return model.model(batch["input_ids"], batch["attention_mask"],
-                       segment_ids=batch["segment_ids"])
+  packed = {"segment_ids": batch["segment_ids"]} if "segment_ids" in batch else {}
   kw = media_inputs(model, batch)
   if hasattr(model, "hidden_states"):  # the multimodal models (Qwen2.5-VL, Omni thinker)
-    return model.hidden_states(batch["input_ids"], attention_mask=batch["attention_mask"], **kw)
-  return model.model(batch["input_ids"], batch["attention_mask"])
+    return model.hidden_states(batch["input_ids"], attention_mask=batch["attention_mask"],
+                               **kw, **packed)
+  return model.model(batch["input_ids"], batch["attention_mask"], **packed)
 
 
 def sft_token_losses(model: nnx.Module, batch: Batch,
