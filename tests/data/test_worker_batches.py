@@ -102,9 +102,7 @@ def test_reference_stream_is_reshuffled_and_counts_the_bad_file(world, reference
   assert (_rows(other, "index") % RECORDS != index).any()
 
 
-# Two worker processes start twice (each imports the media stack): over a
-# minute on a busy 2-core host.
-@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("workers", [0, 2])
 def test_same_seed_same_batches_and_mid_epoch_resume(world, reference, workers):
   records, encoder, kw = world
   it = iter(make_dataset(records, encoder, seed=5, worker_count=workers, **kw))
