@@ -95,7 +95,8 @@ def run(config, workdir: str) -> dict:
   # A multimodal model decodes media in the data workers (None: text only).
   media = inputs.media
   encoder = ExampleEncoder(tokenizer, config.data.max_length, kind.batch,
-                           margin_scale=config.loss.margin_scale, media=media)
+                           margin_scale=config.loss.margin_scale, media=media,
+                           sft_target=config.data.get("target", "judgment"))
   if config.data.pack and media is not None:
     raise ValueError("bad setting: data.pack=True: packing is for text models; this model "
                      "reads media, whose positions follow each row's media (set data.pack=False)")
