@@ -344,6 +344,10 @@ def omni_data() -> ml_collections.ConfigDict:
   modality with real media files, reconciled by two simulated teachers."""
   return _section(
       kinds="text,image,video,audio",
+      # comma-separated task names (synthetic/omni.py TASK_KINDS, e.g.
+      # "image-colour,video-square"); a kind none of them names takes turns over
+      # all of its tasks; empty: every kind all of its tasks.
+      tasks="",
       train_per_kind=3200,  # kept pairs per modality after reconciliation
       eval_per_kind=32,
       teacher_noise=0.15,  # chance that a simulated teacher misjudges a pair
