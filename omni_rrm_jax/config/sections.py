@@ -27,6 +27,10 @@ MULTIMODAL_ARCHITECTURES = ("Qwen2_5_VLForConditionalGeneration",
                             "Qwen2_5OmniForConditionalGeneration")
 # The text decoder's linear layers LoRA may adapt (models/lora.py:LINEAR_LAYERS).
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# How GRPO combines several reward functions (rl/update_batch.py).
+REWARD_AGGREGATIONS = ("sum", "per_reward")
+# What supervised fine-tuning learns to write (data/tokenize.py:SFT_TARGETS).
+SFT_TARGETS = ("judgment", "chosen")
 
 
 def _section(**leaves) -> ml_collections.ConfigDict:
@@ -159,6 +163,14 @@ def data_train_batches() -> ml_collections.ConfigDict:
       pack_segments=8)  # most examples in one packed row
 
 
+def data_sft() -> ml_collections.ConfigDict:
+  """What supervised fine-tuning learns to write (data/tokenize.py `SFT_TARGETS`)."""
+  return _section(
+      # "judgment": the judge prompt (both responses) -> the record's rubric
+      # judgment; "chosen": the record's prompt and media -> its better response.
+      target="judgment")
+
+
 def data_prompts() -> ml_collections.ConfigDict:
   """How GRPO builds prompts from records."""
   return _section(
@@ -268,7 +280,10 @@ def grpo() -> ml_collections.ConfigDict:
       beta=0.0,  # KL to the initial policy; > 0 keeps a frozen copy of it
       kl_estimator="k3",
       num_iterations=1,  # mu: optimisation passes over each rollout batch
-      num_minibatches=1)  # optimizer updates per pass
+      num_minibatches=1,  # optimizer updates per pass
+      # "sum": one advantage of the weighted total reward; "per_reward": each
+      # reward function's advantage on its own, then their weighted sum.
+      reward_aggregation="sum")
 
 
 def shaping() -> ml_collections.ConfigDict:
@@ -329,6 +344,10 @@ def omni_data() -> ml_collections.ConfigDict:
   modality with real media files, reconciled by two simulated teachers."""
   return _section(
       kinds="text,image,video,audio",
+      # comma-separated task names (synthetic/omni.py TASK_KINDS, e.g.
+      # "image-colour,video-square"); a kind none of them names takes turns over
+      # all of its tasks; empty: every kind all of its tasks.
+      tasks="",
       train_per_kind=3200,  # kept pairs per modality after reconciliation
       eval_per_kind=32,
       teacher_noise=0.15,  # chance that a simulated teacher misjudges a pair

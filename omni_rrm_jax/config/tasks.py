@@ -37,7 +37,8 @@ TASK_SECTIONS: dict[str, dict[str, tuple[Callable[[], ml_collections.ConfigDict]
                   serve=(s.serve,), mesh=(s.mesh,), rules=(s.rules,)),
 }
 TASK_SECTIONS["bon"] = TASK_SECTIONS["eval"]
-TASK_SECTIONS["sft"] = TASK_SECTIONS["rm"]
+TASK_SECTIONS["sft"] = {**TASK_SECTIONS["rm"],
+                        "data": (*TASK_SECTIONS["rm"]["data"], s.data_sft)}
 
 # task -> its top-level leaves (besides `task`) with their defaults.
 TOP_LEVEL = {

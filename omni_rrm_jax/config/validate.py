@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from omni_rrm_jax.config.sections import LORA_TARGETS
+from omni_rrm_jax.config.sections import LORA_TARGETS, REWARD_AGGREGATIONS, SFT_TARGETS
 from omni_rrm_jax.core.attention_impl import ATTENTION_IMPLEMENTATIONS
 from omni_rrm_jax.sharding.mesh import MESH_AXES, mesh_shape
 
@@ -196,6 +196,8 @@ def problems(config, *, process_count: int, device_count: int) -> list[str]:
     _trainable(p, config)
     if "pack" in config.data:
       _packing(p, config)
+    if "target" in config.data and config.data.target not in SFT_TARGETS:
+      p.add("data.target", config.data.target, f"must be one of {', '.join(SFT_TARGETS)}")
   if "rollout" in config:  # GRPO
     d, ro = config.data, config.rollout
     p.positive(d, "data", "max_prompt_length", "prompt_bucket")
@@ -206,6 +208,9 @@ def problems(config, *, process_count: int, device_count: int) -> list[str]:
       p.add("rollout.top_p", ro.top_p, "must be in (0, 1]")
     p.non_negative(ro, "rollout", "top_k")
     p.positive(config.grpo, "grpo", "num_iterations", "num_minibatches")
+    if config.grpo.reward_aggregation not in REWARD_AGGREGATIONS:
+      p.add("grpo.reward_aggregation", config.grpo.reward_aggregation,
+            f"must be one of {', '.join(REWARD_AGGREGATIONS)}")
     _media(p, config.media)
     gr = config.grpo
     accum = config.optim.grad_accum_steps

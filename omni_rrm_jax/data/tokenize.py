@@ -39,6 +39,8 @@ _MAX_MEDIA_WARNINGS = 10  # per process: enough to find the files, not a flood
 
 # Why an example was marked invalid; the loop counts these. Append only: the
 # index travels in batches and checkpoints' logs.
+# What an SFT example's target is (`ExampleEncoder`'s `sft_target`).
+SFT_TARGETS = ("judgment", "chosen")
 INVALID_REASONS = ("ok", "tie label", "response too long", "no valid judgment rationale",
                    "bad media", "media too long", "unsupported media", "media token mismatch",
                    "prompt too long")
@@ -60,10 +62,15 @@ class ExampleEncoder:
       None keeps placeholders as single tokens (text models).
     score_ties: encode a tie-labelled record (response A as "chosen") instead
       of marking it invalid; evaluation scores ties, training cannot use them.
+    sft_target: what an `SFT_BATCH` example learns to write: "judgment" (the
+      judge prompt with the record's rationale as target) or "chosen" (the
+      record's prompt and media, the preferred response as target: plain
+      supervised fine-tuning on the better answers).
   """
 
   def __init__(self, tokenizer, max_length: int, kind: BatchContract, margin_scale: float = 0.0,
-               media: MediaSpec | None = None, score_ties: bool = False):
+               media: MediaSpec | None = None, score_ties: bool = False,
+               sft_target: str = "judgment"):
     if not isinstance(kind, BatchContract) or not kind.token_fields:
       raise ValueError(f"an example encoder needs a batch contract with token fields "
                        f"(core.batch_contract.RM_BATCH or SFT_BATCH), got {kind!r}")
@@ -73,6 +80,9 @@ class ExampleEncoder:
     self.margin_scale = margin_scale
     self.media = media
     self.score_ties = score_ties
+    if sft_target not in SFT_TARGETS:
+      raise ValueError(f"sft_target must be one of {', '.join(SFT_TARGETS)}, got {sft_target!r}")
+    self.sft_target = sft_target
     self._media_warnings = 0
     if media is not None:
       self._check_placeholders()
@@ -240,10 +250,16 @@ class ExampleEncoder:
 
   def _encode_target(self, record: PreferenceRecord) -> dict[str, Any]:
     empty = {"input_ids": [0], "loss_mask": [0]}
-    target = record.rationale or ""
-    if not parse_judgment(target).ok:
-      return self._invalid(record, empty, "no valid judgment rationale")
-    messages = judge_messages(record)
+    if self.sft_target == "chosen":
+      if record.label not in ("A", "B"):
+        return self._invalid(record, empty, "tie label")
+      target = record.response_a if record.label == "A" else record.response_b
+      messages = rm_messages(record, "")[:-1]
+    else:
+      target = record.rationale or ""
+      if not parse_judgment(target).ok:
+        return self._invalid(record, empty, "no valid judgment rationale")
+      messages = judge_messages(record)
     t_ids = self.response_ids(messages, target)
     pieces, media, reason = self._prepare(record, self.prompt_pieces(messages), [t_ids])
     fitted = self._fit_or_reason(pieces, media, len(t_ids)) if reason == "ok" else reason

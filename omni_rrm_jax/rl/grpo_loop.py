@@ -208,7 +208,9 @@ def run(config, workdir: str) -> dict:
       advantage_fn=ADVANTAGE_ESTIMATORS.get(gr.advantage), group_size=g, rows=rows,
       mask_truncated=sh.mask_truncated, prompt_bucket=config.data.prompt_bucket,
       max_prompt_length=config.data.max_prompt_length, prompt_media=prompt_media,
-      records=train_records, encoder=encoder, recipe=recipe)
+      records=train_records, encoder=encoder, recipe=recipe,
+      reward_weights=({name: weight for name, (_, weight) in scorer.reward.terms.items()}
+                      if gr.reward_aggregation == "per_reward" else None))
 
   # --- Restore -----------------------------------------------------------
   prompt_iter = iter(prompt_ds)

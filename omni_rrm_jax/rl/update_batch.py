@@ -14,7 +14,7 @@ sampled on another process has its prompt example encoded again from its record.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -91,12 +91,20 @@ class UpdateBatchBuilder:
     prompt_media: batches a multimodal policy's prompt media (None: text).
     records, encoder, recipe: how a row's prompt example is encoded again
       from its record (`index`) when another process sampled it.
+    reward_weights: {reward name: weight} to take each reward function's
+      advantages on its own (`advantage_fn` over its `reward/<name>` column)
+      and sum them weighted, the overlong penalty (when on) as one more term;
+      None: one advantage of the weighted total (`rewards`). Apart, a
+      high-variance reward (a judge's content reward near chance) no longer
+      drowns the others' signal within a group.
   """
 
   def __init__(self, *, advantage_fn: Callable, group_size: int, rows: int,
                mask_truncated: bool, prompt_bucket: int, max_prompt_length: int,
-               prompt_media: PromptMedia | None, records, encoder, recipe: str):
+               prompt_media: PromptMedia | None, records, encoder, recipe: str,
+               reward_weights: Mapping[str, float] | None = None):
     self._advantage_fn, self._group_size, self._rows = advantage_fn, group_size, rows
+    self._reward_weights = dict(reward_weights) if reward_weights else None
     self._mask_truncated = mask_truncated
     self._prompt_bucket, self._max_prompt_length = prompt_bucket, max_prompt_length
     self._prompt_media = prompt_media
@@ -106,11 +114,21 @@ class UpdateBatchBuilder:
     return rollout.encode_prompt(self._encoder, self._records[index], self._recipe,
                                  self._max_prompt_length)
 
+  def advantages(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    """[rows] float32 advantages of `batch`'s kept groups (see `reward_weights`)."""
+    adv = lambda r: np.asarray(self._advantage_fn(r, group_size=self._group_size),  # noqa: E731
+                               np.float32)
+    if self._reward_weights is None:
+      return adv(batch["rewards"])
+    total = sum(w * adv(batch[f"reward/{name}"]) for name, w in self._reward_weights.items())
+    if "overlong_penalty" in batch:
+      total = total + adv(batch["overlong_penalty"])
+    return np.asarray(total, np.float32)
+
   def __call__(self, batch: dict[str, np.ndarray]) -> UpdateBatch:
     """Advantages, loss mask, padding to the fixed row count, and the prompts
     cut to their bucket, for kept groups `batch` (G consecutive rows each)."""
-    batch["adv"] = np.asarray(self._advantage_fn(batch["rewards"], group_size=self._group_size),
-                              np.float32)
+    batch["adv"] = self.advantages(batch)
     batch["loss_mask"] = batch["completion_mask"]
     if self._mask_truncated:
       batch["loss_mask"] = np.asarray(mask_truncated(batch["loss_mask"], batch["truncated"]))

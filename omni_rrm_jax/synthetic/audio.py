@@ -10,7 +10,9 @@ long, written as 16-bit PCM by soundfile (same samples, same bytes). The tasks:
   audio-level      whether a tone (played once or twice) is   high / low
                    high (1.8-3 kHz) or low (200-350 Hz)
 
-The wrong count is one more or one fewer; the other tasks have two answers.
+The wrong count is one more or one fewer, drawn so that each of the two
+counts is right equally often (`question.count_pair`); the other tasks have two
+answers.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import soundfile
 
-from omni_rrm_jax.synthetic.question import Question, Task, answer_pair
+from omni_rrm_jax.synthetic.question import Question, Task, answer_pair, count_pair
 
 SAMPLE_RATE = 16000
 MAX_SECONDS = 2.0
@@ -78,8 +80,7 @@ def _audio(rng: random.Random, subset: str, prompts, answers, good: str, bad: st
 
 
 def audio_count(rng: random.Random) -> Question:
-  count = rng.randint(1, len(COUNT_WORDS))
-  wrong = count + rng.choice([d for d in (-1, 1) if 1 <= count + d <= len(COUNT_WORDS)])
+  count, wrong = count_pair(rng, len(COUNT_WORDS))
   freq = rng.choice(MID_HZ)
   return _audio(rng, "audio-count",
                 ("How many tones do you hear?", "Count the beeps in the audio."),

@@ -73,6 +73,19 @@ def capitalise(text: str) -> str:
   return text[:1].upper() + text[1:]
 
 
+def count_pair(rng: random.Random, largest: int) -> tuple[int, int]:
+  """(right, wrong) counts in 1..`largest` that differ by one, drawn so that the
+  words alone do not tell them apart.
+
+  The unordered pair {k, k + 1} is drawn first (k uniform in 1..largest - 1),
+  then which of the two is right (a fair coin). Drawing the right count first
+  and then a neighbour would leak it: a pair {1, 2} would then be right on "1"
+  two times in three, since 1 has only one neighbour.
+  """
+  low = rng.randint(1, largest - 1)
+  return (low, low + 1) if rng.random() < 0.5 else (low + 1, low)
+
+
 def answer_pair(rng: random.Random, templates: Sequence[str], good_value: str,
                 bad_value: str, **fields: object) -> tuple[str, str]:
   """(good, bad) responses: one template, filled once with each value.

@@ -25,8 +25,9 @@ or more of the image (`image-square`) or crossing the frame left to right
 (`video-square`), "What colour is the square?".
 
 The wrong answer is another value of the same set: for counts one more or one
-fewer, for an appearing shape the same shape in another colour or the same
-colour as another shape.
+fewer (each of the two equally often the right one, `question.count_pair`),
+for an appearing shape the same shape in another colour or the same colour as
+another shape.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from __future__ import annotations
 import functools
 import random
 
-from omni_rrm_jax.synthetic.question import Question, Task, answer_pair
+from omni_rrm_jax.synthetic.question import Question, Task, answer_pair, count_pair
 from omni_rrm_jax.synthetic.shapes import (BACKGROUNDS, COLOURS, SHAPES, Sprite, draw_frame,
                                                 write_mp4, write_png)
 
@@ -108,7 +109,7 @@ def image_colour(rng: random.Random) -> Question:
 def image_count(rng: random.Random) -> Question:
   height, width, background = _canvas(rng)
   shape, colour = rng.choice(SHAPES), rng.choice(_COLOUR_NAMES)
-  count = rng.randint(1, len(COUNT_WORDS))
+  count, wrong = count_pair(rng, len(COUNT_WORDS))
   cells = [(r, c) for r in range(height // CELL) for c in range(width // CELL)]
   sprites = []
   for row, col in rng.sample(cells, count):
@@ -116,7 +117,6 @@ def image_count(rng: random.Random) -> Question:
     side = rng.randint(12, 20)
     sprites.append(Sprite(shape, COLOURS[colour], row * CELL + rng.randint(2, CELL - 2 - side),
                           col * CELL + rng.randint(2, CELL - 2 - side), side))
-  wrong = count + rng.choice([d for d in (-1, 1) if 1 <= count + d <= len(COUNT_WORDS)])
   return _image(rng, "image-count",
                 ("How many shapes are in the image?", "Count the shapes in the picture."),
                 ("I count {v}.", "{V}.", "The count is {v}."), COUNT_WORDS[count - 1],

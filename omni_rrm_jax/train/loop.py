@@ -95,7 +95,8 @@ def run(config, workdir: str) -> dict:
   # A multimodal model decodes media in the data workers (None: text only).
   media = inputs.media
   encoder = ExampleEncoder(tokenizer, config.data.max_length, kind.batch,
-                           margin_scale=config.loss.margin_scale, media=media)
+                           margin_scale=config.loss.margin_scale, media=media,
+                           sft_target=config.data.get("target", "judgment"))
   train_pack, eval_pack = _pack_specs(config, n_proc)
   data_kw = dict(buckets=tuple(config.data.buckets), pad_id=tokenizer.pad_token_id,
                  worker_count=config.data.worker_count, process_index=jax.process_index(),

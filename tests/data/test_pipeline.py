@@ -64,6 +64,26 @@ def test_sft_loss_mask_covers_exactly_the_judgment(tok):
   assert "[Response A]\nit is 6." in prompt and prompt.endswith("<|im_start|>assistant\n")
 
 
+@pytest.mark.parametrize("label", ["A", "B"])
+def test_sft_chosen_target_is_the_better_response_after_the_rm_prompt(tok, label):
+  rec = _record(5, label=label)
+  ex = ExampleEncoder(tok, max_length=4096, kind=SFT_BATCH, sft_target="chosen").encode(rec)
+  ids, mask = np.asarray(ex["input_ids"]), np.asarray(ex["loss_mask"], bool)
+  better = rec.response_a if label == "A" else rec.response_b
+  assert tok.decode(ids[mask]) == better + "<|im_end|>\n"
+  # The prompt is the RM's user turn (the question alone), not the judge's.
+  rm = ExampleEncoder(tok, max_length=4096, kind=RM_BATCH).encode(rec)
+  assert list(ids[~mask]) == rm["chosen"][:int((~mask).sum())]
+  assert "[Response A]" not in tok.decode(ids[~mask])
+  tie = ExampleEncoder(tok, max_length=4096, kind=SFT_BATCH, sft_target="chosen")
+  assert INVALID_REASONS[tie.encode(_record(5, label="equal"))["invalid_reason"]] == "tie label"
+
+
+def test_unknown_sft_target_is_refused(tok):
+  with pytest.raises(ValueError, match="sft_target"):
+    ExampleEncoder(tok, max_length=64, kind=SFT_BATCH, sft_target="policy")
+
+
 def _batches(ds, n=None):
   out = []
   for i, b in enumerate(ds):

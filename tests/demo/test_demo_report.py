@@ -189,3 +189,21 @@ def test_stage_configs_are_task_configs_with_the_workdir_files(tmp_path):
   assert demo.sft_start(cfg, paths) == ""
   cfg.sft_from_rm = True
   assert demo.sft_start(cfg, paths) == paths.hf("rm")
+
+def test_data_tasks_pick_tasks_per_kind_and_name_a_wrong_one(tmp_path):
+  from omni_rrm_jax.demo import run as demo
+
+  assert demo.tasks_by_kind("") == {}
+  assert demo.tasks_by_kind("image-colour, audio-level,image-shape") == {
+      "image": ["image-colour", "image-shape"], "audio": ["audio-level"]}
+  with pytest.raises(ValueError, match="data.tasks names 'image-color'"):
+    demo.tasks_by_kind("image-color")
+  # The data stage writes only the named tasks of a kind, every task of the others.
+  cfg = get_config("smoke")
+  cfg.data.update(kinds="image,audio", tasks="image-colour", train_per_kind=6, eval_per_kind=2)
+  demo.stage_data(cfg, demo.Paths(str(tmp_path)))
+  subsets = [json.loads(line)["subset"]
+             for line in (tmp_path / "data" / "train.jsonl").read_text().splitlines()]
+  assert {s for s in subsets if s.startswith("image")} == {"image-colour"}
+  assert {s for s in subsets if s.startswith("audio")} == {"audio-count", "audio-direction",
+                                                           "audio-level"}

@@ -70,3 +70,37 @@ def test_registry():
                                   _adv(REWARDS, 4, scale=scale))
   with pytest.raises(KeyError, match="known: dr_grpo, grpo"):
     ADVANTAGE_ESTIMATORS.get("ppo")
+
+
+def _builder(reward_weights):
+  from omni_rrm_jax.rl.update_batch import UpdateBatchBuilder
+  return UpdateBatchBuilder(advantage_fn=ADVANTAGE_ESTIMATORS.get("grpo"), group_size=4, rows=8,
+                            mask_truncated=False, prompt_bucket=8, max_prompt_length=8,
+                            prompt_media=None, records=[], encoder=None, recipe="judge",
+                            reward_weights=reward_weights)
+
+
+def test_per_reward_advantages_normalise_each_reward_in_its_group():
+  # A noisy reward with a large spread next to a small, consistent one: summed
+  # first, the noise decides the ranking; apart, each counts by its weight.
+  noisy = np.array([1.0, -1.0, 1.0, -1.0, 0.0, 0.0, 0.0, 0.0], np.float32)
+  small = np.array([0.0, 0.1, 0.2, 0.3, 0.1, 0.1, 0.1, 0.1], np.float32)
+  batch = {"reward/noisy": noisy, "reward/small": small, "rewards": 0.5 * noisy + 0.5 * small}
+  apart = _builder({"noisy": 0.5, "small": 0.5}).advantages(batch)
+  expected = 0.5 * _adv(noisy, 4, scale="group") + 0.5 * _adv(small, 4, scale="group")
+  np.testing.assert_allclose(apart, expected, rtol=1e-6)
+  summed = _builder(None).advantages(batch)
+  np.testing.assert_allclose(summed, _adv(batch["rewards"], 4, scale="group"), rtol=1e-6)
+  # Within group 0 the small reward's order (0 < 1 < 2 < 3) weighs as much as
+  # the noise: the last completion gains on the first.
+  assert apart[3] - apart[2] > summed[3] - summed[2]
+  # A group whose rewards are all equal gets no advantage either way.
+  np.testing.assert_allclose(apart[4:], 0.0, atol=1e-6)
+
+
+def test_per_reward_advantages_count_the_overlong_penalty():
+  zero = np.zeros(8, np.float32)
+  penalty = np.array([0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], np.float32)
+  adv = _builder({"a": 1.0}).advantages({"reward/a": zero, "rewards": penalty,
+                                         "overlong_penalty": penalty})
+  np.testing.assert_allclose(adv, _adv(penalty, 4, scale="group"), rtol=1e-6)

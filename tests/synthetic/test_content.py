@@ -10,6 +10,7 @@ label is the truth.
 from __future__ import annotations
 
 import collections
+import random
 
 import av
 import numpy as np
@@ -172,3 +173,24 @@ def test_audio_sounds_like_the_chosen_answer(generated):
       assert max(peaks) < 400 or min(peaks) > 1700, peaks
       _assert_says(r, "high" if peaks[0] > 1000 else "low")
   assert subsets == {"audio-count", "audio-direction", "audio-level"}
+
+
+@pytest.mark.parametrize("task", ["image-count", "audio-count"])
+def test_count_pairs_do_not_tell_the_right_count_by_their_words(task):
+  # For each unordered pair of counts, the right one is the smaller as often as
+  # the larger: a reader of the two answers alone stays at chance. (Drawing the
+  # right count first and then a neighbour made "one" right in 2/3 of {one, two}.)
+  from omni_rrm_jax.synthetic.omni import _TASK_BY_NAME
+  rng = random.Random(task)
+  smaller_right = collections.Counter()
+  seen = collections.Counter()
+  for _ in range(3000):
+    q = _TASK_BY_NAME[task](rng)
+    good, bad = COUNT_WORDS.index(q.good_value), COUNT_WORDS.index(q.bad_value)
+    assert abs(good - bad) == 1
+    pair = (min(good, bad), max(good, bad))
+    seen[pair] += 1
+    smaller_right[pair] += good < bad
+  assert set(seen) == {(0, 1), (1, 2), (2, 3)}
+  for pair, n in seen.items():
+    assert abs(smaller_right[pair] / n - 0.5) < 0.05, (pair, smaller_right[pair], n)
