@@ -48,9 +48,27 @@ def few_rows() -> list:
   return np.asarray(out.addressable_shards[0].data).ravel().tolist()
 
 
-def batch_plan() -> dict:
-  """The three checks above in one process group (one start-up instead of
-  three); the failing shape check runs last, after both collectives that must
-  succeed."""
+def rows_scores(rm: str, rows: slice) -> list[float]:
+  """RM scores of rows `rows` of 16 fixed completions, on a data=8 mesh."""
+  from omni_rrm_jax.rl.model_reward import ModelReward
+  from omni_rrm_jax.sharding.mesh import make_mesh
+
+  prompts = [f"What colour is item {i}?" for i in range(16)]
+  completions = [("It is blue. " * (i % 5)).strip() or "No idea." for i in range(16)]
+  reward = ModelReward(rm, batch_size=8, max_length=64, bucket=16, mesh=make_mesh())
+  return [float(x) for x in reward(prompts[rows], completions[rows])]
+
+
+def score_shares(rm: str, rows_per_process: list[int]) -> list[float]:
+  """This process's share of the rows, scored by the RM folder `rm`."""
+  start = sum(rows_per_process[:jax.process_index()])
+  return rows_scores(rm, slice(start, start + rows_per_process[jax.process_index()]))
+
+
+def group_checks(rm: str, rows_per_process: list[int]) -> dict:
+  """The batch-plan checks above and a model reward's uneven shares, in one
+  process group (one start-up instead of one per check); the failing shape
+  check runs last, after every collective that must succeed."""
   return {"agreed_buckets": agreed_buckets(), "few_rows": few_rows(),
+          "model_reward": score_shares(rm, rows_per_process),
           "mismatched_batch": mismatched_batch()}

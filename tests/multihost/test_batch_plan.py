@@ -6,9 +6,9 @@ from tests.multihost import harness
 
 
 @pytest.fixture(scope="module")
-def batch_plan() -> list[dict]:
-  """Each process's results of the batch-plan checks, from one 2-process group."""
-  return harness.run_function(2, "tests.multihost.tasks:batch_plan", timeout=120)
+def batch_plan(two_process_checks) -> list[dict]:
+  """Each process's results of the batch-plan checks (`tasks.group_checks`)."""
+  return two_process_checks
 
 
 def test_buckets_agreed_across_processes(batch_plan):

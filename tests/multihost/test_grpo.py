@@ -19,31 +19,15 @@ import os
 import numpy as np
 import pytest
 
-from tests.multihost import harness, runs
+from tests.multihost import harness, runs, tasks
 
 STEPS = 2
 PROMPTS, G = 8, 4
 
 
 @pytest.fixture(scope="module")
-def rm_folder(tmp_path_factory) -> str:
-  import omni_rrm_jax as orj
-  from omni_rrm_jax.synthetic.mixture import mixed_pairs
-  from omni_rrm_jax.synthetic.corpus import corpus
-  from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
-  from omni_rrm_jax.models.hf_save import save_pretrained
-  from transformers import AutoTokenizer
-
-  root = tmp_path_factory.mktemp("rm")
-  train_tiny_tokenizer(corpus(mixed_pairs(200, 0, ["colour"])), root / "tok",
-                       vocab_size=400)
-  tok = AutoTokenizer.from_pretrained(root / "tok")
-  model = orj.from_config("Qwen2ForSequenceClassification", dict(
-      vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-      num_attention_heads=2, num_key_value_heads=1, pad_token_id=tok.pad_token_id,
-      num_labels=1, tie_word_embeddings=False), seed=3)
-  save_pretrained(model, str(root / "hf"), tokenizer_dir=str(root / "tok"))
-  return str(root / "hf")
+def rm_folder(tiny_rm_folder) -> str:
+  return tiny_rm_folder
 
 
 def _grpo_args(workdir: str, rm: str) -> list[str]:
@@ -122,30 +106,10 @@ def test_judge_eval_counts_every_record_once(grpo_reference, tmp_path):
   assert two == one
 
 
-def _scores(rm: str, rows: slice) -> list[float]:
-  """RM scores of rows `rows` of 16 fixed completions, on a data=8 mesh."""
-  from omni_rrm_jax.rl.model_reward import ModelReward
-  from omni_rrm_jax.sharding.mesh import make_mesh
-
-  prompts = [f"What colour is item {i}?" for i in range(16)]
-  completions = [("It is blue. " * (i % 5)).strip() or "No idea." for i in range(16)]
-  reward = ModelReward(rm, batch_size=8, max_length=64, bucket=16, mesh=make_mesh())
-  return [float(x) for x in reward(prompts[rows], completions[rows])]
-
-
-def score_shares(rm: str, rows_per_process: list[int]) -> list[float]:
-  """This process's share of the rows, scored (run in each process of a group)."""
-  import jax
-
-  start = sum(rows_per_process[:jax.process_index()])
-  return _scores(rm, slice(start, start + rows_per_process[jax.process_index()]))
-
-
-def test_model_reward_scores_uneven_shares_as_one_process(rm_folder):
+def test_model_reward_scores_uneven_shares_as_one_process(two_process_checks, rm_folder):
   # 3 rows on one process and 13 on the other: they agree on 2 passes of 8.
-  two = harness.run_function(2, "tests.multihost.test_grpo:score_shares",
-                             {"rm": rm_folder, "rows_per_process": [3, 13]})
-  one = _scores(rm_folder, slice(0, 16))  # here: one process, 8 devices
+  two = [r["model_reward"] for r in two_process_checks]
+  one = tasks.rows_scores(rm_folder, slice(0, 16))  # here: one process, 8 devices
   assert [len(s) for s in two] == [3, 13]
   np.testing.assert_allclose(two[0] + two[1], one, atol=1e-5, rtol=0)
   assert np.std(one) > 1e-4

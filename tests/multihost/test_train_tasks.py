@@ -125,9 +125,13 @@ def _sft_args(workdir: str, variant: str, steps: int, **extra) -> list[str]:
 
 
 @pytest.mark.parametrize("variant,extra", [
-    ("tiny", {}),
-    # Text, image, video and audio records: per-row patches and frames, buckets agreed.
+    # Text (colour), image, video and audio records: per-row patches and frames,
+    # buckets agreed.
     ("tiny_omni", {}),
+    # Text records only: the same SFT batches of text rows on 2 processes as
+    # tiny_omni's colour pairs (and the text decoder on 2 processes as the RM
+    # tests above), so it is slow.
+    pytest.param("tiny", {}, marks=pytest.mark.slow),
 ])
 def test_sft_two_processes_equal_one(tmp_path, variant, extra):
   one, two = str(tmp_path / "one"), str(tmp_path / "two")

@@ -5,14 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import omni_rrm_jax as orj
 from omni_rrm_jax.core.batch_contract import RM_BATCH
 from omni_rrm_jax.data.records import PreferenceRecord
-from omni_rrm_jax.synthetic.mixture import mixed_pairs
-from omni_rrm_jax.synthetic.corpus import corpus
 from omni_rrm_jax.data.tokenize import ExampleEncoder
-from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
-from omni_rrm_jax.models.hf_save import save_pretrained
 from omni_rrm_jax.rl.model_reward import ModelReward
 from omni_rrm_jax.sharding.mesh import make_mesh
 
@@ -20,19 +15,8 @@ MAX_LENGTH = 48
 
 
 @pytest.fixture(scope="module")
-def rm_folder(tmp_path_factory) -> str:
-  from transformers import AutoTokenizer
-
-  root = tmp_path_factory.mktemp("rm")
-  train_tiny_tokenizer(corpus(mixed_pairs(200, 0, ["colour", "sum"])), root / "tok",
-                       vocab_size=400)
-  tok = AutoTokenizer.from_pretrained(root / "tok")
-  model = orj.from_config("Qwen2ForSequenceClassification", dict(
-      vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-      num_attention_heads=4, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
-      num_labels=1, tie_word_embeddings=False), seed=3)
-  save_pretrained(model, str(root / "hf"), tokenizer_dir=str(root / "tok"))
-  return str(root / "hf")
+def rm_folder(tiny_rm_folder) -> str:
+  return tiny_rm_folder
 
 
 PROMPTS = ["What colour is the sky?", "Add 3 and 4.", "Name the colour of the leaf. " * 12,
