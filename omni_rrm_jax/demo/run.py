@@ -26,7 +26,7 @@ from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
 from omni_rrm_jax.demo import report as report_lib
 from omni_rrm_jax.synthetic.blank_media import blind_records
 from omni_rrm_jax.synthetic.corpus import corpus
-from omni_rrm_jax.synthetic.omni import TASK_KINDS, generate_omni_pairs
+from omni_rrm_jax.synthetic.omni import generate_omni_pairs, tasks_by_kind
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +54,6 @@ class Paths:
 
 
 # --- Stages ----------------------------------------------------------------
-
-
-def tasks_by_kind(names: str) -> dict[str, list[str]]:
-  """"image-colour,audio-level" -> {"image": ["image-colour"], "audio": ["audio-level"]}.
-
-  Raises:
-    ValueError: a name that is no task of `synthetic.omni.TASK_KINDS`.
-  """
-  out: dict[str, list[str]] = {}
-  for name in (n.strip() for n in names.split(",")):
-    if not name:
-      continue
-    if name not in TASK_KINDS:
-      raise ValueError(f"bad setting: data.tasks names {name!r}, which is no task; choose from "
-                       f"{', '.join(sorted(TASK_KINDS))}")
-    out.setdefault(TASK_KINDS[name], []).append(name)
-  return out
 
 
 def stage_data(cfg, paths: Paths) -> dict:

@@ -124,6 +124,23 @@ def _generate_kind(kind: str, tasks: Sequence[Task], quota: int, seed: int, medi
   return kept
 
 
+def tasks_by_kind(names: str) -> dict[str, list[str]]:
+  """"image-colour,audio-level" -> {"image": ["image-colour"], "audio": ["audio-level"]}.
+
+  Raises:
+    ValueError: a name that is no task of `TASK_KINDS`.
+  """
+  out: dict[str, list[str]] = {}
+  for name in (n.strip() for n in names.split(",")):
+    if not name:
+      continue
+    if name not in TASK_KINDS:
+      raise ValueError(f"bad setting: data.tasks names {name!r}, which is no task; choose from "
+                       f"{', '.join(sorted(TASK_KINDS))}")
+    out.setdefault(TASK_KINDS[name], []).append(name)
+  return out
+
+
 def generate_omni_pairs(
     n: int,
     seed: int,
