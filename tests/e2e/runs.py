@@ -50,3 +50,38 @@ def trained_rm() -> tuple[str, dict]:
   summary = run(load_config("rm", **{"train.num_steps": 240, "train.progress_bar": False,
                                     "train.eval_every": 1000}), workdir)
   return workdir, summary
+
+
+def same_adapters(straight, resumed) -> dict:
+  """The PEFT adapter tensors two runs exported (`WORKDIR/hf_adapter`), asserted
+  bit-equal name by name; returns the first run's."""
+  import numpy as np
+  from safetensors.numpy import load_file
+
+  a = load_file(os.path.join(str(straight), "hf_adapter", "adapter_model.safetensors"))
+  b = load_file(os.path.join(str(resumed), "hf_adapter", "adapter_model.safetensors"))
+  assert set(a) == set(b)
+  for name in a:
+    np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+  return a
+
+
+def assert_merged_equals_peft(workdir, base_hf: str) -> None:
+  """A LoRA RM run's merged export (`WORKDIR/hf`) gives transformers the rewards
+  peft gives with its adapter (`WORKDIR/hf_adapter`) on the base, and training
+  moved them away from the base's."""
+  import numpy as np
+  import peft
+  import torch
+  import transformers
+
+  ids = torch.tensor(np.random.default_rng(0).integers(3, 300, (2, 10)))
+  auto = transformers.AutoModelForSequenceClassification
+  with torch.no_grad():
+    merged = auto.from_pretrained(os.path.join(str(workdir), "hf")).eval()(ids).logits
+    peft_model = peft.PeftModel.from_pretrained(
+        auto.from_pretrained(base_hf).eval(), os.path.join(str(workdir), "hf_adapter")).eval()
+    adapted = peft_model(ids).logits
+    plain = auto.from_pretrained(base_hf).eval()(ids).logits
+  np.testing.assert_allclose(adapted.numpy(), merged.numpy(), atol=1e-5, rtol=0)
+  assert np.abs(merged.numpy() - plain.numpy()).max() > 1e-4  # training changed the rewards
