@@ -350,7 +350,7 @@ def omni_data() -> ml_collections.ConfigDict:
       tasks="",
       train_per_kind=3200,  # kept pairs per modality after reconciliation
       eval_per_kind=32,
-      teacher_noise=0.15,  # chance that a simulated teacher misjudges a pair
+      teacher_noise=0.15,  # chance that a simulated teacher misjudges a training pair
       tokenizer_vocab=1024,  # the byte-level BPE trained on the generated texts
       seed=0)  # the held-out split uses seed + 1
 

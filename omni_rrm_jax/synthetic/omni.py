@@ -25,7 +25,9 @@ Train and held-out text pairs cannot coincide: a text pair's
 buckets; bucket 0 is held out. A training call (`held_out=False`, the default
 for prefix "train") redraws any text pair that falls in it; a held-out call
 keeps only those. Held-out pairs still ask the same facts in other words,
-orders or wrong answers, so they measure what training could teach.
+orders or wrong answers, so they measure what training could teach. Held-out
+image, video and audio pairs take each task's right answers in equal turns, so a
+constant preference among the answers scores chance on them.
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ def _generate_kind(kind: str, tasks: Sequence[Task], quota: int, seed: int, medi
   rng = random.Random(f"omni/{prefix}/{seed}/{kind}")
   teacher_rng = random.Random(f"omni/{prefix}/{seed}/{kind}/teachers")
   kept: list[PreferenceRecord] = []
+  answer_turns: dict[str | None, dict[str, int]] = {}  # task -> right answer -> pairs kept
   limit = MAX_CANDIDATES_PER_RECORD * quota + 100
   index = 0
   while len(kept) < quota:
@@ -113,12 +116,25 @@ def _generate_kind(kind: str, tasks: Sequence[Task], quota: int, seed: int, medi
     # task and every task gets an equal share of the kind.
     task = tasks[len(kept) % len(tasks)]
     record, question, values = _candidate(kind, task, index, rng, prefix, seed, held_out)
+    if held_out and kind != "text":
+      # Held-out media pairs take each task's right answers in equal turns, so a
+      # model that ignores the media and always prefers one answer (e.g. "rising"
+      # over silence) scores chance on the media-blind control, not the split's
+      # chance imbalance (22 of 32 rising pairs in one 64-pair draw).
+      turns = answer_turns.setdefault(question.subset, {})
+      for value in (question.good_value, question.bad_value):
+        turns.setdefault(value, 0)
+      if turns[question.good_value] > min(turns.values()):
+        index += 1
+        continue
     verdicts = (simulate_teacher(record.scores, noise, teacher_rng),
                 simulate_teacher(record.scores, noise, teacher_rng))
     new, _ = reconcile_records(
         [record], [verdicts], lambda _, scores: render_rationale(question, values, scores), stats)
     if new and question.write is not None:
       question.write(os.path.join(media_root, new[0].media_paths()[0]))
+    if new and held_out and kind != "text":
+      answer_turns[question.subset][question.good_value] += 1
     kept.extend(new)
     index += 1
   return kept

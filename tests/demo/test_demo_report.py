@@ -200,8 +200,11 @@ def test_data_tasks_pick_tasks_per_kind_and_name_a_wrong_one(tmp_path):
     demo.tasks_by_kind("image-color")
   # The data stage writes only the named tasks of a kind, every task of the others.
   cfg = get_config("smoke")
-  cfg.data.update(kinds="image,audio", tasks="image-colour", train_per_kind=6, eval_per_kind=2)
-  demo.stage_data(cfg, demo.Paths(str(tmp_path)))
+  cfg.data.update(kinds="image,audio", tasks="image-colour", train_per_kind=6, eval_per_kind=8)
+  result = demo.stage_data(cfg, demo.Paths(str(tmp_path)))
+  # Held-out labels are the truth: no teacher drops or relabels a held-out pair.
+  held = result["reconciliation"]["eval"]
+  assert held["generated"] == held["kept"] == 16 and held["kept_against_truth"] == 0
   subsets = [json.loads(line)["subset"]
              for line in (tmp_path / "data" / "train.jsonl").read_text().splitlines()]
   assert {s for s in subsets if s.startswith("image")} == {"image-colour"}

@@ -172,6 +172,22 @@ def test_held_out_text_never_repeats_a_training_pair(tmp_path):
   assert not any(is_held_out_text(*triple(r)) for r in forced)
 
 
+def test_held_out_media_pairs_take_the_right_answers_in_turns(tmp_path):
+  # A model that ignores the media and always prefers one answer must score
+  # chance on the held-out pairs (the media-blind control), whatever the draw.
+  from omni_rrm_jax.synthetic.omni import tasks_by_kind
+  words = {"audio-direction": ("rising", "falling"), "audio-level": ("high", "low"),
+           "image-colour": ("red", "green", "blue", "yellow")}
+  held, _ = generate_omni_pairs(160, 1, str(tmp_path), kinds=("image", "audio"), prefix="eval",
+                                teacher_noise=0.0, tasks=tasks_by_kind(",".join(words)))
+  right = collections.Counter()
+  for r in held:
+    chosen = (r.response_a if r.label == "A" else r.response_b).lower()
+    right[r.subset, next(w for w in words[r.subset] if re.search(rf"\b{w}\b", chosen))] += 1
+  # 80 image pairs (one task, four colours), 80 audio pairs (two tasks, two answers each).
+  assert right == {(task, w): 20 for task, ws in words.items() for w in ws}
+
+
 def test_corpus_covers_the_templates(pairs):
   _, records, _ = pairs
   some_text = [r for r in records if r.subset == "text-capital"][:1]
