@@ -102,7 +102,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
            warmup_steps=40, weight_decay=0.1, max_length=160, buckets=(80, 160),
            worker_count=workers, progress_bar=progress_bar)
   c.sft = sft_config()
-  _trainer(c.sft, num_steps=4 if smoke else 200, batch_size=8, learning_rate=1e-3,
+  _trainer(c.sft, num_steps=4 if smoke else 300, batch_size=8, learning_rate=1e-3,
            warmup_steps=30, weight_decay=0.01, max_length=576, buckets=(448, 576),
            worker_count=workers, progress_bar=progress_bar)
 
@@ -113,7 +113,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                    max_new_tokens=16 if smoke else 224, temperature=1.0)
   g.reward.functions = "judge_format:0.4,judge_content:0.4,judge_rubric:0.2"
   g.optim.learning_rate = 2e-5
-  g.train.update(num_steps=2 if smoke else 10, progress_bar=progress_bar)
+  g.train.update(num_steps=2 if smoke else 6, progress_bar=progress_bar)
   g.checkpoint.every = max(1, g.train.num_steps // 4)
   g.eval.num_prompts = 4 if smoke else 16
 

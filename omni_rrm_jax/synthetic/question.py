@@ -15,10 +15,14 @@ teachers keep and still produce the same bytes for the same seed.
 rubric dimensions, short and regular, naming A and B on every line. The
 response the scores prefer is the one called correct, and the fact is stated
 with its value, so the text always agrees with the scores and the label.
-The accuracy line states the claims before the fact ("A says red and B says
-blue; the image shows red, so A is correct"): each step is then a copy, one
-choice between two values already written, or a match of that value to a
-letter, which a small judge learns far sooner than recalling the fact first.
+The accuracy line states the fact, then judges each response on its own
+("the shape is red; A says blue: wrong; B says red: right; so B is correct"):
+each verdict compares a value just copied with the media (or the fact), and the
+letter follows the verdict next to it. Stating both claims first and then
+matching the fact to a letter ("A says blue and B says red; the shape is red,
+so B is correct") left a tiny judge at chance after 600 SFT steps, copying the
+claims and the fact right but always writing the same letter (README: "What we
+tried").
 """
 
 from __future__ import annotations
@@ -109,7 +113,7 @@ def render_rationale(question: Question, values: Mapping[str, str],
 
   Returns:
     `rewards.judgment.render_judgment` output whose `better` is the response
-    the scores prefer and whose reasoning calls that response's value correct.
+    the scores prefer and whose reasoning calls that response's value right.
 
   Raises:
     ValueError: tied scores (the template has no wording for a tie).
@@ -120,11 +124,12 @@ def render_rationale(question: Question, values: Mapping[str, str],
   worse = BETTER_B if better == BETTER_A else BETTER_A
   noun = NOUNS[question.modality]
   fact = question.fact.replace("{v}", values[better])
+  verdict = {better: "right", worse: "wrong"}
   reasoning = {
       "fluency_coherence": "A and B are both fluent.",
       "relevance": f"A and B are both relevant to the {noun}.",
-      "accuracy_completeness": (f"A says {values['A']} and B says {values['B']}; "
-                                f"{fact}, so {better} is correct."),
+      "accuracy_completeness": (f"{fact}; A says {values['A']}: {verdict['A']}; "
+                                f"B says {values['B']}: {verdict['B']}; so {better} is correct."),
       "reasoning_quality": f"{better}'s reasoning fits the {noun}; {worse}'s does not.",
       "safety_ethics": "A and B are both safe.",
   }

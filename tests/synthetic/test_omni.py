@@ -141,12 +141,16 @@ def test_rationales_parse_agree_and_stay_short(pairs):
     # Short enough for the demo judge's 224-token generation budget with room to spare.
     assert len(j.reasoning) < 440, (len(j.reasoning), j.reasoning)
     assert rubric_score(j.reasoning) == 1.0  # every dimension addressed, A vs B compared
-    # Claims first, then the fact, then the letter it picks.
+    # The fact, each response's claim with its verdict, then the letter.
     accuracy = j.think.splitlines()[2].split(": ", 1)[1]
-    claims, decision = accuracy.split("; ", 1)
-    assert decision.endswith(f", so {r.label} is correct.")
-    said = dict(zip("AB", re.fullmatch(r"A says (.+) and B says (.+)", claims).groups()))
+    fact, claim_a, claim_b, decision = accuracy.split("; ")
+    assert decision == f"so {r.label} is correct."
+    said, verdicts = {}, {}
+    for letter, claim in (("A", claim_a), ("B", claim_b)):
+      said[letter], verdicts[letter] = re.fullmatch(rf"{letter} says (.+): (right|wrong)",
+                                                    claim).groups()
     assert said["A"] != said["B"]
+    assert verdicts == {r.label: "right", ("B" if r.label == "A" else "A"): "wrong"}
     # Each claim is the value its response states: the responses differ only in
     # their value, so it occurs once more there than in the other response
     # (operands such as "7 plus 2" occur in both).
@@ -155,7 +159,7 @@ def test_rationales_parse_agree_and_stay_short(pairs):
       pattern = re.compile(rf"\b{re.escape(said[letter])}\b", re.I)
       assert len(pattern.findall(mine)) == len(pattern.findall(theirs)) + 1, (mine, theirs)
     # The fact states the chosen response's value.
-    assert re.search(rf"\b{re.escape(said[r.label])}\b", decision, re.I), decision
+    assert re.search(rf"\b{re.escape(said[r.label])}\b", fact, re.I), fact
 
 
 def test_held_out_text_never_repeats_a_training_pair(tmp_path):
