@@ -12,7 +12,7 @@ The data stage's settings are `data` (config/sections.py `omni_data`). The
 demo fills in only what depends on the workdir: data files, media root,
 tokenizer folder and the folders a stage starts from.
 
-Hardware: 2 CPU cores. Expected time: about 15 minutes (see the README's
+Hardware: 2 CPU cores. Expected time: about 16 minutes (see the README's
 results table for the measured stage times).
 Expected result: see the README's results table (written from a run of this
 config) and DIR/report.json.
