@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from omni_rrm_jax.data.records import PreferenceRecord
-from omni_rrm_jax.rewards.judgment import DIMENSIONS, JUDGMENT_KEYS
+from omni_rrm_jax.rewards.judgment import (DIMENSIONS, KEY_BETTER, KEY_FINAL_VERDICT, KEY_REASONING,
+                                           KEY_SCORE_A, KEY_SCORE_B)
 
 _MEDIA_NOUN = {"text": None, "image": "image", "video": "video", "audio": "audio clip"}
 
@@ -40,19 +41,16 @@ def rm_messages(record: PreferenceRecord, response: str) -> list[dict[str, Any]]
 
 
 def judge_instructions(modality: str) -> str:
-  """The judge's task statement for one modality."""
+  """The judge's task statement for one modality: the rubric and the exact
+  format in few words (every token of it is read again for every pair)."""
   noun = _MEDIA_NOUN.get(modality)
-  grounding = (f" Ground every claim about the {noun} in what the {noun} actually contains."
-               if noun else "")
-  dims = "; ".join(f"({i}) {d.title}" for i, d in enumerate(DIMENSIONS, start=1))
-  keys = ", ".join(JUDGMENT_KEYS)
+  grounding = f", grounded in the {noun}" if noun else ""
+  dims = ", ".join(d.short.lower() for d in DIMENSIONS)
   return (
-      "You are a strict judge of two responses to the same request." + grounding +
-      f" Compare response A and response B on five dimensions: {dims}."
-      f" Reply with one JSON object with exactly the keys {keys}: integer scores 0-10,"
-      ' "better" as "A", "B" or "equal", "reasoning" as <think>...</think> walking through'
-      ' the five dimensions, and "final_verdict" as <answer>[[A]]</answer>,'
-      " <answer>[[B]]</answer> or <answer>[[equal]]</answer>.")
+      f"Judge responses A and B{grounding}. Reply with one JSON object:"
+      f' "{KEY_REASONING}" as <think>...</think> with one line for each of {dims};'
+      f' "{KEY_SCORE_A}" and "{KEY_SCORE_B}" as integers 0-10; "{KEY_BETTER}" as "A", "B" or'
+      f' "equal"; "{KEY_FINAL_VERDICT}" as <answer>[[better]]</answer>.')
 
 
 def judge_prompt_text(record: PreferenceRecord, response_a: str, response_b: str) -> str:

@@ -12,7 +12,7 @@ The data stage's settings are `data` (config/sections.py `omni_data`). The
 demo fills in only what depends on the workdir: data files, media root,
 tokenizer folder and the folders a stage starts from.
 
-Hardware: 2 CPU cores. Expected time: about 16 minutes (see the README's
+Hardware: 2 CPU cores. Expected time: about 14 minutes (see the README's
 results table for the measured stage times).
 Expected result: see the README's results table (written from a run of this
 config) and DIR/report.json.
@@ -87,32 +87,34 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # motion stay at chance with a 1M-parameter model trained for minutes.
   c.data.tasks = ("text-colour,text-opposite,image-colour,video-square,audio-level,"
                   "audio-direction")
-  # True starts the judge SFT from the RM's trunk (score head left out). With the
-  # per-response rationale, 600 SFT steps from it reach 97-100% on image and video
-  # where from scratch they stay near chance (README: the judge's curve); not yet
-  # the default, which needs a full measured run of the main job.
+  # True starts the judge SFT from the RM's trunk (score head left out). One run
+  # reached 97-100% on image and video after 600 SFT steps from it; five more (other
+  # RMs, formats, 1,000 steps, a lower learning rate) stayed at chance (README:
+  # "What we tried"), so the default starts from scratch.
   c.sft_from_rm = False
 
   # Length buckets fit the demo's rows: RM pairs are at most ~32 (text),
-  # ~50 (image, video) and ~80 (audio) tokens, judge SFT rows ~365-420; a
-  # mixed batch pads to its longest row, so one working bucket each (the
-  # larger one only covers max_length).
+  # ~50 (image, video) and ~80 (audio) tokens, judge SFT rows 257-311 (text
+  # 265 at most, audio 311, with 49 audio tokens); a mixed batch pads to its
+  # longest row, so one working bucket each (the larger one only covers
+  # max_length).
   c.rm = rm_config()
   # Weight decay 0.1 keeps the merged vision tokens' norm in check (README: "The
   # vision path needs weight decay").
-  _trainer(c.rm, num_steps=4 if smoke else 600, batch_size=16, learning_rate=1e-3,
+  _trainer(c.rm, num_steps=4 if smoke else 800, batch_size=16, learning_rate=1e-3,
            warmup_steps=40, weight_decay=0.1, max_length=160, buckets=(80, 160),
            worker_count=workers, progress_bar=progress_bar)
   c.sft = sft_config()
-  _trainer(c.sft, num_steps=4 if smoke else 300, batch_size=8, learning_rate=1e-3,
-           warmup_steps=30, weight_decay=0.01, max_length=576, buckets=(448, 576),
+  _trainer(c.sft, num_steps=4 if smoke else 600, batch_size=8, learning_rate=1e-3,
+           warmup_steps=30, weight_decay=0.01, max_length=384, buckets=(320, 384),
            worker_count=workers, progress_bar=progress_bar)
 
   c.grpo = grpo_config("judge")
   g = c.grpo
-  g.data.update(max_prompt_length=448, prompt_bucket=448, worker_count=workers)
+  # Judge prompts are at most ~205 tokens (audio, with its media tokens): one width.
+  g.data.update(max_prompt_length=256, prompt_bucket=256, worker_count=workers)
   g.rollout.update(prompts_per_step=4, num_generations=2 if smoke else 4,
-                   max_new_tokens=16 if smoke else 224, temperature=1.0)
+                   max_new_tokens=16 if smoke else 160, temperature=1.0)
   g.reward.functions = "judge_format:0.4,judge_content:0.4,judge_rubric:0.2"
   g.optim.learning_rate = 2e-5
   g.train.update(num_steps=2 if smoke else 6, progress_bar=progress_bar)
@@ -120,8 +122,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   g.eval.num_prompts = 4 if smoke else 16
 
   c.eval = eval_config()
-  c.eval.data.update(max_length=576, buckets=(512, 576), batch_size=16)
-  c.eval.judge.max_new_tokens = 16 if smoke else 224
+  c.eval.data.update(max_length=384, buckets=(256, 384), batch_size=16)
+  # A judgment is at most ~120 tokens.
+  c.eval.judge.max_new_tokens = 16 if smoke else 160
 
   for stage in (c.rm, c.sft, c.grpo):
     _model(stage, small=smoke)

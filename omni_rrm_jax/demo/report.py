@@ -65,6 +65,26 @@ def _grpo_rewards(summary: Mapping[str, Any]) -> dict[str, dict[str, float | Non
           for k in keys}
 
 
+def _raised_by_two_se(reward: Mapping[str, Any]) -> bool:
+  """Whether the held-out reward rose by more than two standard errors of the
+  difference (the two means' errors added in quadrature)."""
+  after, before = reward.get("after"), reward.get("before")
+  se_a, se_b = reward.get("after_se"), reward.get("before_se")
+  if after is None or before is None or se_a is None or se_b is None:
+    return False
+  return after - before > 2.0 * (se_a ** 2 + se_b ** 2) ** 0.5
+
+
+def _change(reward: Mapping[str, Any]) -> str:
+  """The rise of a held-out reward, with two standard errors of the difference."""
+  if reward.get("after") is None:
+    return "-"
+  out = f"{reward['after'] - reward['before']:+.3f}"
+  if reward.get("after_se") is None or reward.get("before_se") is None:
+    return out
+  return out + f" ({2.0 * (reward['after_se'] ** 2 + reward['before_se'] ** 2) ** 0.5:.3f})"
+
+
 def _blind_ok(row: Mapping[str, Any] | None) -> bool:
   return row is not None and row["accuracy"] <= BLIND_ACCURACY_MAX
 
@@ -100,8 +120,7 @@ def build_report(results: Mapping[str, Any], seconds: Mapping[str, float], confi
       "media_blind_rm_per_modality": {m: _blind_ok(blind["rm"].get(m)) for m in media},
       "media_blind_judge_per_modality": {m: _blind_ok(blind["judge_sft"].get(m))
                                          for m in media},
-      "grpo_raises_judge_reward": (total.get("after") is not None
-                                   and total["after"] > total["before"]),
+      "grpo_raises_judge_reward": _raised_by_two_se(total),
       "grpo_keeps_accuracy": overall["grpo"]["accuracy"] >= overall["sft"]["accuracy"],
   }
   flat = [v for t in targets.values() for v in (t.values() if isinstance(t, dict) else [t])]
@@ -189,11 +208,11 @@ def results_table(report: Mapping[str, Any]) -> str:
                f"most {BLIND_ACCURACY_MAX:.0%} means the task needs its media (text has none: "
                "n/a). ± is one standard error.")
   lines.append("")
-  lines.append("| GRPO held-out reward | before | after |")
-  lines.append("|---|---|---|")
+  lines.append("| GRPO held-out reward | before | after | change (two standard errors) |")
+  lines.append("|---|---|---|---|")
   for name, r in report["grpo_rewards"].items():
     lines.append(f"| {name} | {_mean_se(r['before'], r.get('before_se'))} "
-                 f"| {_mean_se(r['after'], r.get('after_se'))} |")
+                 f"| {_mean_se(r['after'], r.get('after_se'))} | {_change(r)} |")
   rec = report["data"]["reconciliation"]["train"]
   lines.append("")
   lines.append(f"Teacher reconciliation (train): {rec.get('generated')} generated, "

@@ -74,12 +74,15 @@ class Dimension:
   Attributes:
     name: the identifier used in code and configs.
     title: how the rendered reasoning introduces the dimension.
+    short: its one-word heading (`render_judgment(short_headings=True)`); it
+      contains one of the keywords, so the rubric reward still finds it.
     keywords: lower-case word starts that signal the reasoning addresses this
       dimension (ASCII ones must begin a word; CJK ones match anywhere).
   """
 
   name: str
   title: str
+  short: str
   keywords: tuple[str, ...]
 
 
@@ -87,29 +90,34 @@ DIMENSIONS = (
     Dimension(
         "fluency_coherence",
         "Fluency and coherence",
+        "Fluency",
         ("fluen", "coheren", "incoheren", "readab", "grammat", "well-written", "流畅", "连贯"),
     ),
     Dimension(
         "relevance",
         "Relevance to the question and to the image/video/audio",
+        "Relevance",
         ("relevan", "irrelevan", "pertinen", "on-topic", "off-topic", "on topic", "off topic",
          "grounded", "grounding", "相关"),
     ),
     Dimension(
         "accuracy_completeness",
         "Accuracy and completeness",
+        "Accuracy",
         ("accura", "inaccura", "correct", "incorrect", "completeness", "incomplete", "factual",
          "hallucinat", "准确", "完整"),
     ),
     Dimension(
         "reasoning_quality",
         "Reasoning quality",
+        "Reasoning",
         ("reasoning", "logic", "illogic", "rationale", "justif", "step-by-step",
          "推理", "逻辑"),
     ),
     Dimension(
         "safety_ethics",
         "Safety and ethics",
+        "Safety",
         ("safe", "unsafe", "ethic", "unethic", "harm", "toxic", "安全", "伦理"),
     ),
 )
@@ -425,6 +433,7 @@ def render_judgment(
     score_b: int,
     reasoning_by_dimension: Mapping[str, str],
     better: str | None = None,
+    short_headings: bool = False,
 ) -> str:
   """Writes a judgment in the strict format, e.g. as an SFT target.
 
@@ -440,6 +449,8 @@ def render_judgment(
     reasoning_by_dimension: the reasoning for each of the five dimension names
       in `DIMENSION_NAMES`; all five are required.
     better: "A", "B" or "equal"; derived from the scores when None.
+    short_headings: introduce each line with the dimension's one-word heading
+      ("1. Fluency: <text>"): fewer tokens for a judge to write.
 
   Returns:
     The judgment as one line of JSON (non-ASCII text kept as is).
@@ -475,7 +486,8 @@ def render_judgment(
       raise ValueError(f"reasoning for {dimension.name} must be a non-empty string")
     if THINK_OPEN in text or THINK_CLOSE in text:
       raise ValueError(f"reasoning for {dimension.name} must not contain think tags")
-    lines.append(f"{number}. {dimension.title}: {' '.join(text.split())}")
+    heading = dimension.short if short_headings else dimension.title
+    lines.append(f"{number}. {heading}: {' '.join(text.split())}")
   reasoning = THINK_OPEN + "\n".join(lines) + THINK_CLOSE
 
   # Reasoning first: a judge trained on these targets writes its comparison

@@ -12,7 +12,8 @@ of what was drawn, so a generator may render media only for the pairs its
 teachers keep and still produce the same bytes for the same seed.
 
 `render_rationale` is the judge's SFT target: one fixed template over the five
-rubric dimensions, short and regular, naming A and B on every line. The
+rubric dimensions, short and regular (one-word headings, ~95 tokens of the
+demo's tokenizer where the titled lines took ~140), naming A and B on every line. The
 response the scores prefer is the one called correct, and the fact is stated
 with its value, so the text always agrees with the scores and the label.
 The accuracy line states the fact, then judges each response on its own
@@ -126,11 +127,11 @@ def render_rationale(question: Question, values: Mapping[str, str],
   fact = question.fact.replace("{v}", values[better])
   verdict = {better: "right", worse: "wrong"}
   reasoning = {
-      "fluency_coherence": "A and B are both fluent.",
-      "relevance": f"A and B are both relevant to the {noun}.",
+      "fluency_coherence": "A and B are fluent.",
+      "relevance": f"A and B fit the {noun}.",
       "accuracy_completeness": (f"{fact}; A says {values['A']}: {verdict['A']}; "
                                 f"B says {values['B']}: {verdict['B']}; so {better} is correct."),
-      "reasoning_quality": f"{better}'s reasoning fits the {noun}; {worse}'s does not.",
-      "safety_ethics": "A and B are both safe.",
+      "reasoning_quality": f"{better} fits the {noun}; {worse} does not.",
+      "safety_ethics": "A and B are safe.",
   }
-  return render_judgment(scores["A"], scores["B"], reasoning)
+  return render_judgment(scores["A"], scores["B"], reasoning, short_headings=True)

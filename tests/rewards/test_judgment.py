@@ -8,6 +8,7 @@ import time
 import pytest
 
 from omni_rrm_jax.rewards import judgment as jm
+from omni_rrm_jax.rewards.rubric import rubric_score
 from tests.rewards.judgment_samples import REASONING, judgment_text
 
 
@@ -150,6 +151,18 @@ def test_render_round_trips():
   lines = result.judgment.think.split("\n")
   assert lines[0] == "1. Fluency and coherence: Response A beats Response B on fluency_coherence."
   assert [line.split(".")[0] for line in lines] == ["1", "2", "3", "4", "5"]
+
+
+def test_render_short_headings_round_trip_and_keep_the_rubric():
+  reasons = {name: "A is better than B." for name in jm.DIMENSION_NAMES}
+  text = jm.render_judgment(8, 3, reasons, short_headings=True)
+  result = jm.parse_judgment(text)
+  assert result.ok and result.judgment.better == "A"
+  lines = result.judgment.think.split("\n")
+  assert lines == [f"{i}. {d.short}: A is better than B." for i, d in enumerate(jm.DIMENSIONS, 1)]
+  assert len(text) < len(jm.render_judgment(8, 3, reasons))
+  # Each one-word heading still names its dimension for the rubric reward.
+  assert rubric_score(result.judgment.reasoning) == 1.0
 
 
 def test_render_keeps_unicode_and_collapses_whitespace():
