@@ -106,7 +106,7 @@ def _metrics(workdir: str, split: str = "train") -> dict[int, dict]:
 
 
 def test_tiny_judge_recipe_raises_format_reward(judge, tmp_path):
-  config = _set(_config("grpo"), train__num_steps=40, **judge.overrides())
+  config = _set(_config("grpo"), train__num_steps=60, **judge.overrides())
   summary = grpo_loop.run(config, str(tmp_path))
   before = summary["eval_start"]["reward/judge_format_mean"]
   after = summary["eval"]["reward/judge_format_mean"]
@@ -114,7 +114,9 @@ def test_tiny_judge_recipe_raises_format_reward(judge, tmp_path):
   assert 0.1 < before < 0.85  # the SFT judge sometimes writes a valid judgment
   # Contradictory verdicts, which this SFT judge often writes, are graded as
   # invalid judgments (at most 4/6), so start and end sit lower than before that
-  # rule (0.633 -> 0.794 then, 0.518 -> 0.645 now); the required gain is kept.
+  # rule (0.633 -> 0.794 then, 0.518 -> 0.645 after); the required gain is kept.
+  # With the brief judge instruction (another tokenizer) it is 0.544 -> 0.604 at
+  # 40 steps and 0.544 -> 0.721 at 60.
   assert after > before + 0.08 and after > 0.6
   assert summary["eval"]["parse_failure_rate"] < summary["eval_start"]["parse_failure_rate"]
   assert os.path.exists(os.path.join(summary["export"], "model.safetensors"))

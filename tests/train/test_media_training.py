@@ -163,14 +163,15 @@ def test_judge_sft_trains_on_media_without_recompiling(tmp_path):
 def test_reward_model_learns_from_a_mixed_stream_with_broken_media(tmp_path):
   config = vl_config("rm")
   config.data.batch_size = 16
-  config.train.update(num_steps=48, log_every=1, progress_bar=False)
+  config.train.update(num_steps=64, log_every=1, progress_bar=False)
   config.checkpoint.update(every=1000, async_save=False)
   summary = run(config, str(tmp_path))
 
-  # Learned: the colour is only in the pixels for 80% of the pairs.
+  # Learned: the colour is only in the pixels for 80% of the pairs. The loss leaves
+  # ln 2 late (48 steps were enough with one tokenizer, not with the next): 64 steps.
   with open(tmp_path / "summary.json", encoding="utf-8") as f:
     losses = [h["loss"] for h in json.load(f)["history"]]
-  assert len(losses) == 48 and all(np.isfinite(losses))
+  assert len(losses) == 64 and all(np.isfinite(losses))
   assert np.mean(losses[-8:]) < np.mean(losses[:8]) - 0.1, losses
 
   # Broken media: skipped when read (escaping path) or marked invalid and counted.
