@@ -65,24 +65,30 @@ def _grpo_rewards(summary: Mapping[str, Any]) -> dict[str, dict[str, float | Non
           for k in keys}
 
 
-def _raised_by_two_se(reward: Mapping[str, Any]) -> bool:
-  """Whether the held-out reward rose by more than two standard errors of the
-  difference (the two means' errors added in quadrature)."""
-  after, before = reward.get("after"), reward.get("before")
+def _two_se_of_change(reward: Mapping[str, Any]) -> float | None:
+  """Two standard errors of a held-out reward's change (the before and after
+  means' errors added in quadrature); None when either is unknown."""
   se_a, se_b = reward.get("after_se"), reward.get("before_se")
-  if after is None or before is None or se_a is None or se_b is None:
+  if se_a is None or se_b is None:
+    return None
+  return 2.0 * (se_a ** 2 + se_b ** 2) ** 0.5
+
+
+def _raised_by_two_se(reward: Mapping[str, Any]) -> bool:
+  """Whether the held-out reward rose by more than two standard errors of the change."""
+  threshold = _two_se_of_change(reward)
+  if reward.get("after") is None or reward.get("before") is None or threshold is None:
     return False
-  return after - before > 2.0 * (se_a ** 2 + se_b ** 2) ** 0.5
+  return reward["after"] - reward["before"] > threshold
 
 
 def _change(reward: Mapping[str, Any]) -> str:
-  """The rise of a held-out reward, with two standard errors of the difference."""
+  """The rise of a held-out reward, with two standard errors of the change."""
   if reward.get("after") is None:
     return "-"
   out = f"{reward['after'] - reward['before']:+.3f}"
-  if reward.get("after_se") is None or reward.get("before_se") is None:
-    return out
-  return out + f" ({2.0 * (reward['after_se'] ** 2 + reward['before_se'] ** 2) ** 0.5:.3f})"
+  threshold = _two_se_of_change(reward)
+  return out if threshold is None else out + f" ({threshold:.3f})"
 
 
 def _blind_ok(row: Mapping[str, Any] | None) -> bool:
