@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import jax
@@ -13,6 +14,24 @@ from omni_rrm_jax.sharding.embedding_lookup import embedding_lookup
 from omni_rrm_jax.sharding.rules import constrain
 
 Axes = tuple[str | None, ...]
+
+
+def contract_trailing(x: jax.Array, kernel: jax.Array, in_ndim: int) -> jax.Array:
+  """`tensordot(x, kernel, in_ndim)` as one 2-D matrix product.
+
+  The same products and sums (bit for bit), but XLA:CPU differentiates a
+  contraction whose operand keeps several free dims ([B, T, E] · [E, M]) into
+  a weight gradient over two contracted dims and transposes the [B, T, M]
+  cotangent for it: 25 ms of the 0.65 s judge SFT step of the main job per
+  layer. Flattened to [B·T, E] · [E, M], the backward is two plain matrix
+  products and the same MLP's forward + backward takes half the time
+  (`benchmarks/rm_step_profile.py`).
+  """
+  lead = x.shape[:x.ndim - in_ndim]
+  k_in, k_out = kernel.shape[:in_ndim], kernel.shape[in_ndim:]
+  n_in, n_out = math.prod(k_in), math.prod(k_out)
+  y = jnp.dot(x.reshape(-1, n_in), kernel.reshape(n_in, n_out))
+  return y.reshape(*lead, *k_out)
 
 
 def param(rngs: nnx.Rngs | None, init, shape: Sequence[int], dtype: Any, axes: Axes,
@@ -49,7 +68,7 @@ class DenseGeneral(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.kernel[...].astype(self.dtype)
-    y = jnp.tensordot(x.astype(self.dtype), kernel, axes=self.in_ndim)
+    y = contract_trailing(x.astype(self.dtype), kernel, self.in_ndim)
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
     if self.lora is not None:
@@ -87,7 +106,10 @@ class Embed(nnx.Module):
     return embedding_lookup(self.weight[...], ids_bt).astype(self.dtype)
 
   def attend(self, x_bte: jax.Array) -> jax.Array:
-    return jnp.einsum("bte,ve->btv", x_bte.astype(self.dtype), self.weight[...].astype(self.dtype))
+    """Logits over the vocabulary; the rows flattened as in `contract_trailing`."""
+    x_ne = x_bte.reshape(-1, x_bte.shape[-1]).astype(self.dtype)
+    logits_nv = jnp.einsum("ne,ve->nv", x_ne, self.weight[...].astype(self.dtype))
+    return logits_nv.reshape(*x_bte.shape[:-1], logits_nv.shape[-1])
 
 
 class GatedMLP(nnx.Module):

@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from omni_rrm_jax.models import hf_weights
-from omni_rrm_jax.models.layers import DenseGeneral
+from omni_rrm_jax.models.layers import DenseGeneral, contract_trailing
 
 # The text decoder's linear layers, by their transformers names (attention, then MLP).
 LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -91,8 +91,8 @@ class LoraAdapter(nnx.Module):
       keep = jax.random.bernoulli(jax.random.fold_in(key, self.index), 1.0 - self.dropout,
                                   x.shape)
       x = jnp.where(keep, x / (1.0 - self.dropout), 0).astype(self.dtype)
-    h = jnp.tensordot(x, self.a[...].astype(self.dtype), axes=self.in_ndim)
-    return jnp.tensordot(h, self.b[...].astype(self.dtype), axes=1) * self.scale
+    h = contract_trailing(x, self.a[...].astype(self.dtype), self.in_ndim)
+    return contract_trailing(h, self.b[...].astype(self.dtype), 1) * self.scale
 
   def delta(self) -> jax.Array:
     """scale · A·B in the kernel's layout `[*in_shape, *out_shape]` (per layer when stacked)."""

@@ -85,10 +85,13 @@ def test_prefill_runs_on_the_prompts_not_on_every_sample():
   traced = sampler._generate_jit.trace(  # noqa: SLF001 (the jitted program itself)
       graphdef, state, ids_bt, mask_bt, np.uint32(0), None, params=PARAMS, eos_ids=(),
       pad_id=0, mesh=None, rules=DEFAULT_RULES)
-  # Matrix products over the prompt's positions ([rows, T, ...] operands) are the
-  # prefill's; the decode steps' have one position.
-  prefill_rows = {eqn.invars[0].aval.shape[0] for eqn in _eqns(traced.jaxpr.jaxpr)
-                  if eqn.primitive.name == "dot_general"
-                  and eqn.invars[0].aval.ndim >= 3 and eqn.invars[0].aval.shape[1] == PROMPT_LEN}
+  # The projections are matrix products over [rows · positions, features]: the
+  # prefill's have a multiple of the prompt's positions, the decode steps' one
+  # position per row (rows · G, not such a multiple here).
   assert PROMPT_LEN not in (1, PROMPT_LEN + N - 1)
+  assert (len(ids_bt) * G) % PROMPT_LEN != 0
+  prefill_rows = {eqn.invars[0].aval.shape[0] // PROMPT_LEN
+                  for eqn in _eqns(traced.jaxpr.jaxpr)
+                  if eqn.primitive.name == "dot_general" and eqn.invars[0].aval.ndim == 2
+                  and eqn.invars[0].aval.shape[0] % PROMPT_LEN == 0}
   assert prefill_rows == {len(ids_bt)}, prefill_rows
