@@ -115,24 +115,30 @@ def _sharded_flash_attention(q_bthd, k_bskd, v_bskd, mask_bts, scale):
 
 
 def _reference_attention(q_bthd, k_bskd, v_bskd, mask_b1ts, scale):
-  """The two products as batched [M, D]·[D, S] and [M, S]·[S, D] matrices per
+  return _grouped_attention(q_bthd, k_bskd.transpose(0, 2, 1, 3), v_bskd.transpose(0, 2, 1, 3),
+                            mask_b1ts, scale)
+
+
+def _grouped_attention(q_bthd, k_bksd, v_bksd, mask_b1ts, scale):
+  """The reference's arithmetic over keys and values [B, K, S, D].
+
+  The two products are batched [M, D]·[D, S] and [M, S]·[S, D] matrices per
   key/value head (M = the group's queries, G·T rows): XLA:CPU runs these in
-  place, where the [B, T, K, G, D] einsum transposed the probabilities before the
+  place, where a [B, T, K, G, D] einsum transposed the probabilities before the
   values' product and its gradients (a fifth slower forward + backward at the
-  main job's judge shapes, `benchmarks/rm_step_profile.py`)."""
+  main job's judge shapes, `benchmarks/rm_step_profile.py`).
+  """
   b, t, h, d = q_bthd.shape
-  s, k = k_bskd.shape[1], k_bskd.shape[2]
+  k, s = k_bksd.shape[1], k_bksd.shape[2]
   g = h // k
   q_bkmd = q_bthd.reshape(b, t, k, g, d).transpose(0, 2, 3, 1, 4).reshape(b, k, g * t, d)
-  k_bksd = k_bskd.transpose(0, 2, 1, 3)
-  v_bksd = v_bskd.transpose(0, 2, 1, 3)
   logits = jnp.einsum("bkmd,bksd->bkms", q_bkmd, k_bksd,
                       preferred_element_type=jnp.float32) * scale
   logits = logits.reshape(b, k, g, t, s)
   if mask_b1ts is not None:
     mask = mask_b1ts[:, :, None]  # [B, 1, 1, T, S]
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v_bskd.dtype).reshape(b, k, g * t, s)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v_bksd.dtype).reshape(b, k, g * t, s)
   out_bkmd = jnp.einsum("bkms,bksd->bkmd", probs, v_bksd)
   return out_bkmd.reshape(b, k, g, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
 
@@ -153,12 +159,17 @@ def _empty_rows_as_reference(out_bthd, v_bskd, mask_b1ts):
   return jnp.where(empty_bt11, mean_b1hd, out_bthd)
 
 
-def write_slots(cache_bskd: jax.Array, new_btkd: jax.Array, start: jax.Array) -> jax.Array:
+# A key / value cache's logical axes: [B, K, S, D] (see `models/decoder.py` `KVCache`).
+CACHE_AXES = ("batch", "kv_heads", "length", "head_dim")
+
+
+def write_slots(cache_bksd: jax.Array, new_btkd: jax.Array, start: jax.Array) -> jax.Array:
   """Writes T new key (or value) vectors into cache slots [start, start + T)."""
   zero = jnp.zeros((), jnp.int32)
-  cache_bskd = jax.lax.dynamic_update_slice(
-      cache_bskd, new_btkd.astype(cache_bskd.dtype), (zero, start.astype(jnp.int32), zero, zero))
-  return constrain(cache_bskd, ("batch", "length", "kv_heads", "head_dim"))
+  new_bktd = new_btkd.transpose(0, 2, 1, 3).astype(cache_bksd.dtype)
+  cache_bksd = jax.lax.dynamic_update_slice(
+      cache_bksd, new_bktd, (zero, zero, start.astype(jnp.int32), zero))
+  return constrain(cache_bksd, CACHE_AXES)
 
 
 class Attention(nnx.Module):
@@ -210,7 +221,7 @@ class Attention(nnx.Module):
     return self.o_proj(out_bthd)
 
   def call_cached(self, x_bte: jax.Array, cos_btd: jax.Array, sin_btd: jax.Array,
-                  mask_b1ts: jax.Array, cache_k_bskd: jax.Array, cache_v_bskd: jax.Array,
+                  mask_b1ts: jax.Array, cache_k_bksd: jax.Array, cache_v_bksd: jax.Array,
                   start: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Attention of T new tokens over a preallocated key/value cache.
 
@@ -220,8 +231,9 @@ class Attention(nnx.Module):
       sin_btd: rotary sin table of the new tokens.
       mask_b1ts: which cache slots each new token may attend to; it must
         already include the slots being written now.
-      cache_k_bskd: rotated keys of earlier tokens (S slots, S >= start + T).
-      cache_v_bskd: values of earlier tokens.
+      cache_k_bksd: rotated keys of earlier tokens [B, K, S, D] (S slots,
+        S >= start + T).
+      cache_v_bksd: values of earlier tokens [B, K, S, D].
       start: int32 scalar, the cache slot of the first new token (the same for
         every row; rows differ through `mask_b1ts` and their rotary positions).
 
@@ -229,8 +241,13 @@ class Attention(nnx.Module):
       (output [B, T, E], updated keys, updated values).
     """
     q, k, v = self._project(x_bte, cos_btd, sin_btd)
-    cache_k_bskd = write_slots(cache_k_bskd, k, start)
-    cache_v_bskd = write_slots(cache_v_bskd, v, start)
-    out_bthd = dot_product_attention(q, cache_k_bskd, cache_v_bskd, mask_b1ts,
-                                     self.head_dim ** -0.5, self.implementation)
-    return self.o_proj(out_bthd), cache_k_bskd, cache_v_bskd
+    cache_k_bksd = write_slots(cache_k_bksd, k, start)
+    cache_v_bksd = write_slots(cache_v_bksd, v, start)
+    scale = self.head_dim ** -0.5
+    if self.implementation == "reference":
+      out_bthd = _grouped_attention(q, cache_k_bksd, cache_v_bksd, mask_b1ts, scale)
+    else:
+      out_bthd = dot_product_attention(q, cache_k_bksd.transpose(0, 2, 1, 3),
+                                       cache_v_bksd.transpose(0, 2, 1, 3), mask_b1ts, scale,
+                                       self.implementation)
+    return self.o_proj(out_bthd), cache_k_bksd, cache_v_bksd

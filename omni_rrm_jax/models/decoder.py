@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from omni_rrm_jax.models.attention import Attention, causal_mask, segment_positions
+from omni_rrm_jax.models.attention import CACHE_AXES, Attention, causal_mask, segment_positions
 from omni_rrm_jax.models.config import DecoderConfig
 from omni_rrm_jax.models.layer_stack import (LAYERS_AXIS, layer_windows, make_layers,
                                              run_layers, run_layers_cached)
@@ -30,17 +30,19 @@ class KVCache:
   which slots are valid keys and in their rotary positions.
 
   Attributes:
-    k_bskd: per layer, rotated keys [B, S, K, D] in the compute dtype; for a
-      model with `scan_layers`, one stacked array [L, B, S, K, D].
-    v_bskd: per layer, values [B, S, K, D] (stacked likewise).
+    k_bksd: per layer, rotated keys [B, K, S, D] in the compute dtype; for a
+      model with `scan_layers`, one stacked array [L, B, K, S, D]. Slots are
+      the third axis, the layout the attention products read, so a decode
+      step copies no cache.
+    v_bksd: per layer, values [B, K, S, D] (stacked likewise).
     key_valid_bs: bool [B, S], True at slots that hold a real token.
     end: int32 scalar, the number of slots written so far (the next slot).
     next_position_b: int32 [B], the rotary position of each row's next token:
       its count of real tokens so far, as transformers' `generate` counts
       positions of left-padded prompts.
   """
-  k_bskd: tuple[jax.Array, ...] | jax.Array
-  v_bskd: tuple[jax.Array, ...] | jax.Array
+  k_bksd: tuple[jax.Array, ...] | jax.Array
+  v_bksd: tuple[jax.Array, ...] | jax.Array
   key_valid_bs: jax.Array
   end: jax.Array
   next_position_b: jax.Array
@@ -60,8 +62,8 @@ def init_cache(cfg: DecoderConfig, batch: int, max_length: int, dtype: Any = Non
     max_length: slots per row: prompt length plus new tokens.
     dtype: storage dtype of keys and values; defaults to the compute dtype.
   """
-  shape = (batch, max_length, cfg.num_key_value_heads, cfg.head_dim)
-  axes = ("batch", "length", "kv_heads", "head_dim")
+  shape = (batch, cfg.num_key_value_heads, max_length, cfg.head_dim)
+  axes = CACHE_AXES
   dtype = cfg.dtype if dtype is None else dtype
 
   def empty():
@@ -70,8 +72,8 @@ def init_cache(cfg: DecoderConfig, batch: int, max_length: int, dtype: Any = Non
     return tuple(constrain(jnp.zeros(shape, dtype), axes) for _ in range(cfg.num_hidden_layers))
 
   return KVCache(
-      k_bskd=empty(),
-      v_bskd=empty(),
+      k_bksd=empty(),
+      v_bksd=empty(),
       key_valid_bs=constrain(jnp.zeros((batch, max_length), bool), ("batch", "length")),
       end=jnp.zeros((), jnp.int32),
       next_position_b=jnp.zeros((batch,), jnp.int32))
@@ -117,14 +119,14 @@ class DecoderLayer(nnx.Module):
     x_bte = x_bte + self.mlp(self.post_attention_layernorm(x_bte))
     return constrain(x_bte, ("batch", "length", "embed"))
 
-  def call_cached(self, x_bte, cos_btd, sin_btd, mask_b1ts, cache_k_bskd, cache_v_bskd, start):
+  def call_cached(self, x_bte, cos_btd, sin_btd, mask_b1ts, cache_k_bksd, cache_v_bksd, start):
     """As `__call__`, attending over (and writing to) this layer's cache slots."""
-    attn_bte, cache_k_bskd, cache_v_bskd = self.self_attn.call_cached(
-        self.input_layernorm(x_bte), cos_btd, sin_btd, mask_b1ts, cache_k_bskd, cache_v_bskd,
+    attn_bte, cache_k_bksd, cache_v_bksd = self.self_attn.call_cached(
+        self.input_layernorm(x_bte), cos_btd, sin_btd, mask_b1ts, cache_k_bksd, cache_v_bksd,
         start)
     x_bte = x_bte + attn_bte
     x_bte = x_bte + self.mlp(self.post_attention_layernorm(x_bte))
-    return constrain(x_bte, ("batch", "length", "embed")), cache_k_bskd, cache_v_bskd
+    return constrain(x_bte, ("batch", "length", "embed")), cache_k_bksd, cache_v_bksd
 
 
 class Decoder(nnx.Module):
@@ -254,9 +256,9 @@ def run_cached_layers(layers, cfg: DecoderConfig, x_bte: jax.Array, cos: jax.Arr
   k_slot_s = jnp.arange(cache.max_length, dtype=jnp.int32)
   windows = set(layer_windows(cfg))
   masks = {w: causal_mask(q_slot_t, k_slot_s, key_valid_bs, w) for w in windows}
-  x_bte, keys, values = run_layers_cached(layers, cfg, x_bte, cos, sin, masks, cache.k_bskd,
-                                          cache.v_bskd, start)
-  cache = cache.replace(k_bskd=keys, v_bskd=values, key_valid_bs=key_valid_bs,
+  x_bte, keys, values = run_layers_cached(layers, cfg, x_bte, cos, sin, masks, cache.k_bksd,
+                                          cache.v_bksd, start)
+  cache = cache.replace(k_bksd=keys, v_bksd=values, key_valid_bs=key_valid_bs,
                         end=start + t, next_position_b=next_position_b)
   return x_bte, cache
 
