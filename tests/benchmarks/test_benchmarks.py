@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -21,9 +23,9 @@ def _load(name: str):
   return module
 
 
-def _run(name: str, *args: str) -> dict:
+def _run(name: str, *args: str, env: dict | None = None) -> dict:
   out = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), *args],
-                       capture_output=True, text=True, check=True, timeout=600)
+                       capture_output=True, text=True, check=True, timeout=600, env=env)
   lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
   assert len(lines) == 1, out.stdout
   return json.loads(lines[0])
@@ -154,3 +156,20 @@ def test_compile_check_splits_an_omni_lora_step_per_device():
   assert out["media_tokens"] == 16 + 50 and out["mesh"]["fsdp"] == 8
   # Adam state for the adapters only: well under the frozen base's share.
   assert g["optimizer_state"] < 0.01 < g["frozen_params"] and g["temporaries"] > 0
+
+
+def test_demo_step_profile_attributes_the_step_to_its_ops(tmp_path):
+  # One CPU device, as the main job runs on this machine (the suite fakes eight).
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  out = _run("demo_step_profile", "--smoke", "--stage", "sft", "--batches", "1", "--rounds",
+             "1", "--top", "5", "--workdir", str(tmp_path), env=env)
+  assert out["stage"] == "sft" and out["step_s"] > 0 and out["tokens_per_step"] > 0
+  # The kinds partition the traced ops: the largest ten never exceed the total.
+  assert 0 < sum(out["by_kind_ms"].values()) <= out["device_thread_ms_per_step"] + 0.5
+  ops = out["slowest_ops"]
+  assert len(ops) == 5 and ops == sorted(ops, key=lambda op: -op["ms"])
+  # Each slow op is found in the compiled step and traced back to the JAX program.
+  assert sum(bool(re.match(r"\(?[a-z]+\d*\[", op["shape"])) for op in ops) >= 4, ops
+  assert any("train_step" in op["from"] for op in ops)
+  # The demo's data stage wrote the workdir it was given (reused by a second run).
+  assert (tmp_path / "data" / "train.jsonl").exists()
