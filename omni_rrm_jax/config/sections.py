@@ -153,6 +153,11 @@ def data_train_batches() -> ml_collections.ConfigDict:
       # encoders it needs (data/grouped_shuffle.py). Costs one compilation per
       # modality's bucket shape.
       group_by_modality=False,
+      # Consecutive training records shuffled as one block, kept whole in one
+      # batch: 2 for a file of pairs each followed by its A/B-swapped twin (the
+      # judge's swap augmentation, synthetic/omni.py); must divide each
+      # process's share of batch_size and each accumulation microbatch.
+      shuffle_block=1,
       # True: several examples share each row (with their media), each a
       # segment with its own positions and attention (data/packing.py); a
       # batch of batch_size examples takes the fewest rows of pack_length
@@ -351,6 +356,10 @@ def omni_data() -> ml_collections.ConfigDict:
       train_per_kind=3200,  # kept pairs per modality after reconciliation
       eval_per_kind=32,
       teacher_noise=0.15,  # chance that a simulated teacher misjudges a training pair
+      # True: the judge SFT trains on data/train_sft.jsonl, each training pair
+      # followed by its A/B-swapped twin (the RM keeps data/train.jsonl); with
+      # the SFT stage's data.shuffle_block=2 the two share a batch.
+      swap_twins=False,
       tokenizer_vocab=1024,  # the byte-level BPE trained on the generated texts
       seed=0)  # the held-out split uses seed + 1
 

@@ -51,6 +51,24 @@ class _Problems:
       self.add(key, value, f"must be a multiple of the {by} {what}")
 
 
+def _shuffle_block(p: _Problems, d, o, process_count: int) -> None:
+  """Blocks of consecutive records stay in one batch only if each process's rows
+  (and each accumulation microbatch) hold whole blocks."""
+  block = d.shuffle_block
+  if not isinstance(block, int) or isinstance(block, bool) or block < 1:
+    p.add("data.shuffle_block", block, "must be an integer >= 1")
+    return
+  if block == 1:
+    return
+  if d.group_by_modality:
+    p.add("data.shuffle_block", block, "cannot be combined with data.group_by_modality")
+  accum = o.grad_accum_steps if isinstance(o.grad_accum_steps, int) else 1
+  rows = d.batch_size // max(process_count, 1) // max(accum, 1)
+  if isinstance(d.batch_size, int) and rows % block:
+    p.add("data.shuffle_block", block, f"must divide the {rows} rows of each process's "
+          "(micro-)batch, so that no block is split")
+
+
 def batch_shards(mesh: Any, rules: Any, device_count: int) -> int:
   """How many ways the mesh splits the batch axis (the `batch` rule's mesh axes)."""
   sizes = dict(zip(MESH_AXES, mesh_shape(dict(mesh), device_count)))
@@ -196,6 +214,8 @@ def problems(config, *, process_count: int, device_count: int) -> list[str]:
     _trainable(p, config)
     if "pack" in config.data:
       _packing(p, config)
+    if "shuffle_block" in config.data:
+      _shuffle_block(p, config.data, config.optim, process_count)
     if "target" in config.data and config.data.target not in SFT_TARGETS:
       p.add("data.target", config.data.target, f"must be one of {', '.join(SFT_TARGETS)}")
   if "rollout" in config:  # GRPO

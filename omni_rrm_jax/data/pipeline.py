@@ -31,7 +31,7 @@ import grain
 import numpy as np
 
 from omni_rrm_jax.data.batching import batch_needs, collate
-from omni_rrm_jax.data.grouped_shuffle import GroupedShuffle
+from omni_rrm_jax.data.grouped_shuffle import BlockShuffle, GroupedShuffle
 from omni_rrm_jax.data.packing import (MediaPacking, PackSpec, collate_packed, packed_needs,
                                        rows_for)
 from omni_rrm_jax.data.records import PreferenceRecord
@@ -155,7 +155,8 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
                  pack: PackSpec | None = None,
                  agree: Callable[[np.ndarray], np.ndarray] | None = None,
                  read_threads: int = READ_THREADS,
-                 read_buffer_size: int = READ_BUFFER_BATCHES) -> grain.IterDataset:
+                 read_buffer_size: int = READ_BUFFER_BATCHES,
+                 shuffle_block: int = 1) -> grain.IterDataset:
   """A Grain dataset of padded batches for this process.
 
   Args:
@@ -186,6 +187,10 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
       that modality's lengths and skips the encoders it does not use. Rows
       left over per modality share mixed batches; each epoch drops fewer than
       one global batch of them (different ones every epoch).
+    shuffle_block: with `shuffle`, shuffle blocks of this many consecutive
+      records, each kept whole and in order: with a `batch_size` it divides,
+      a block never straddles two batches or two processes (2: each pair
+      followed by its A/B-swapped twin, `synthetic/omni.py`).
     pack: pack several examples per row (see `data.packing`; with media,
       a row holds at most the largest patch and frame bucket): each batch
       of `batch_size` examples becomes `pack.row_multiple * k` rows of
@@ -230,7 +235,14 @@ def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *
                        f"encoder's max_audio_frames {encoder.media.max_audio_frames}")
   ds = grain.MapDataset.source(list(records)).map_with_index(_Tag())
   global_rows = batch_size * process_count
-  if shuffle and group_by_modality:
+  if shuffle and shuffle_block > 1:
+    if group_by_modality:
+      raise ValueError("data.shuffle_block > 1 and data.group_by_modality cannot be combined")
+    if batch_size % shuffle_block:
+      raise ValueError(f"data.shuffle_block {shuffle_block} must divide each process's batch "
+                       f"of {batch_size} rows")
+    ds = BlockShuffle(ds, block=shuffle_block, seed=seed)
+  elif shuffle and group_by_modality:
     ds = GroupedShuffle(ds, [r.modality for r in records], chunk=global_rows, seed=seed)
   elif shuffle:
     ds = ds.shuffle(seed=seed)

@@ -26,7 +26,7 @@ from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
 from omni_rrm_jax.demo import report as report_lib
 from omni_rrm_jax.synthetic.blank_media import blind_records
 from omni_rrm_jax.synthetic.corpus import corpus
-from omni_rrm_jax.synthetic.omni import generate_omni_pairs, tasks_by_kind
+from omni_rrm_jax.synthetic.omni import generate_omni_pairs, is_swap_twin, tasks_by_kind
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ class Paths:
     self.data = os.path.join(workdir, "data")
     self.media = os.path.join(self.data, "media")
     self.train = os.path.join(self.data, "train.jsonl")
+    # The judge SFT's: each training pair followed by its A/B-swapped twin.
+    self.train_sft = os.path.join(self.data, "train_sft.jsonl")
     self.eval = os.path.join(self.data, "eval.jsonl")
     # The held-out media records with blank media (the media-blind control).
     self.eval_blind = os.path.join(self.data, "eval_blind.jsonl")
@@ -62,7 +64,12 @@ def stage_data(cfg, paths: Paths) -> dict:
   kw = dict(media_root=paths.media, kinds=kinds, teacher_noise=cfg.data.teacher_noise,
             tasks=tasks_by_kind(cfg.data.tasks))
   train, train_stats = generate_omni_pairs(cfg.data.train_per_kind * len(kinds), cfg.data.seed,
-                                           prefix="train", **kw)
+                                           prefix="train", swap_twins=cfg.data.swap_twins, **kw)
+  if cfg.data.swap_twins:
+    # The twins teach the judge that the verdict follows the content, not the
+    # position: a pair and its mirror share a batch (README: "What we tried").
+    write_jsonl(train, paths.train_sft)
+    train = [r for r in train if not is_swap_twin(r)]
   # Held-out pairs carry their true labels: the teachers' noise is the training
   # data's, and at 15% it put the wrong label on 5 of 256 held-out pairs.
   evals, eval_stats = generate_omni_pairs(cfg.data.eval_per_kind * len(kinds), cfg.data.seed + 1,
@@ -88,7 +95,8 @@ def stage_tokenizer(cfg, paths: Paths) -> dict:
   return {"folder": paths.tokenizer, "vocab_size": cfg.data.tokenizer_vocab}
 
 
-def _stage_config(stage_cfg, paths: Paths, *, model_path: str = "", eval_path: str = ""):
+def _stage_config(stage_cfg, paths: Paths, *, model_path: str = "", eval_path: str = "",
+                  train_path: str = ""):
   """A copy of a stage's task config with the workdir's files filled in (an eval
   task reads `eval_path`, default the held-out split)."""
   c = stage_cfg.copy_and_resolve_references()
@@ -96,7 +104,7 @@ def _stage_config(stage_cfg, paths: Paths, *, model_path: str = "", eval_path: s
   if model_path:
     c.model.path = model_path
   if "train_path" in c.data:
-    c.data.update(train_path=paths.train, eval_path=paths.eval)
+    c.data.update(train_path=train_path or paths.train, eval_path=paths.eval)
   else:
     c.data.path = eval_path or paths.eval
   c.data.media_root = paths.media
@@ -115,7 +123,14 @@ def stage_train(task: str) -> Callable:
     from omni_rrm_jax.train.loop import run as train_run
 
     start = sft_start(cfg, paths) if task == "sft" else ""
-    summary = train_run(_stage_config(cfg[task], paths, model_path=start), paths.stage(task))
+    train_path = ""
+    if task == "sft" and cfg.data.swap_twins:
+      if not os.path.exists(paths.train_sft):
+        raise SystemExit(f"{paths.train_sft} is missing: this workdir's data stage predates "
+                         "data.swap_twins; use a new --workdir or --config.data.swap_twins=False")
+      train_path = paths.train_sft
+    summary = train_run(_stage_config(cfg[task], paths, model_path=start,
+                                      train_path=train_path), paths.stage(task))
     if summary.get("stopped_early"):
       raise SystemExit(f"the {task} stage was stopped; run the demo again to resume it")
     return summary

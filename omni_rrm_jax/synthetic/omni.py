@@ -32,6 +32,7 @@ constant preference among the answers scores chance on them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import random
@@ -99,9 +100,34 @@ def _candidate(kind: str, task: Task, index: int, rng: random.Random, prefix: st
   return record, question, values
 
 
+# A swap twin's id: the pair's id and this suffix.
+SWAP_SUFFIX = "-swap"
+
+
+def swap_twin(record: PreferenceRecord, question: Question,
+              values: Mapping[str, str]) -> PreferenceRecord:
+  """A kept pair shown the other way round: responses, label and scores swapped,
+  the rationale rendered for the new order; the same prompt and media.
+
+  `values`: {"A": value, "B": value} of `record` as generated.
+  """
+  scores = {"A": record.scores["B"], "B": record.scores["A"]}
+  label = {"A": "B", "B": "A"}.get(record.label, record.label)
+  return dataclasses.replace(
+      record, id=record.id + SWAP_SUFFIX, response_a=record.response_b,
+      response_b=record.response_a, label=label, scores=scores,
+      rationale=render_rationale(question, {"A": values["B"], "B": values["A"]}, scores))
+
+
+def is_swap_twin(record: PreferenceRecord) -> bool:
+  return record.id.endswith(SWAP_SUFFIX)
+
+
 def _generate_kind(kind: str, tasks: Sequence[Task], quota: int, seed: int, media_root: str,
                    prefix: str, noise: TeacherNoise, held_out: bool,
-                   stats: ReconcileStats) -> list[PreferenceRecord]:
+                   stats: ReconcileStats, twins: dict[str, PreferenceRecord] | None
+                   ) -> list[PreferenceRecord]:
+  """`quota` kept pairs of one kind; with `twins`, each pair's swap twin too, by id."""
   rng = random.Random(f"omni/{prefix}/{seed}/{kind}")
   teacher_rng = random.Random(f"omni/{prefix}/{seed}/{kind}/teachers")
   kept: list[PreferenceRecord] = []
@@ -136,6 +162,8 @@ def _generate_kind(kind: str, tasks: Sequence[Task], quota: int, seed: int, medi
     if new and held_out and kind != "text":
       answer_turns[question.subset][question.good_value] += 1
     kept.extend(new)
+    if new and twins is not None:
+      twins[new[0].id] = swap_twin(new[0], question, values)
     index += 1
   return kept
 
@@ -166,6 +194,7 @@ def generate_omni_pairs(
     teacher_noise: TeacherNoise | Mapping[str, float] | float | None = None,
     held_out: bool | None = None,
     tasks: Mapping[str, Sequence[str]] | None = None,
+    swap_twins: bool = False,
 ) -> tuple[list[PreferenceRecord], dict]:
   """`n` teacher-reconciled preference records and their media, the same for the same seed.
 
@@ -185,6 +214,8 @@ def generate_omni_pairs(
       `prefix != "train"`.
     tasks: {kind: task names} for some kinds (names from `TASK_KINDS`, of
       that kind); a kind not named takes turns over all of `TASKS[kind]`.
+    swap_twins: follow each record by its swap twin (`swap_twin`, id + "-swap"):
+      2n records, of which the n others are those of `swap_twins=False`.
 
   Returns:
     (records, stats): stats is `ReconcileStats.as_dict()`, JSON-ready:
@@ -215,11 +246,14 @@ def generate_omni_pairs(
     if kind in MEDIA_FOLDERS:
       os.makedirs(os.path.join(media_root, MEDIA_FOLDERS[kind]), exist_ok=True)
   stats = ReconcileStats()
+  twins: dict[str, PreferenceRecord] | None = {} if swap_twins else None
   per_kind = [_generate_kind(kind, chosen[kind], quota, seed, media_root, prefix, noise,
-                            held_out, stats)
+                            held_out, stats, twins)
               for kind, quota in zip(kinds, _quotas(n, len(kinds)))]
   records = [group[i] for i in range(max(map(len, per_kind), default=0))
              for group in per_kind if i < len(group)]
+  if twins is not None:
+    records = [r for record in records for r in (record, twins[record.id])]
   return records, stats.as_dict()
 
 

@@ -103,7 +103,7 @@ def run(config, workdir: str) -> dict:
                  process_count=n_proc, agree=agree_max if n_proc > 1 else None,
                  patch_buckets=tuple(config.media.patch_buckets) if media else ())
   train_ds = make_dataset(train_records, encoder, batch_size=config.data.batch_size // n_proc,
-                          seed=config.data.seed,
+                          seed=config.data.seed, shuffle_block=config.data.shuffle_block,
                           group_by_modality=config.data.group_by_modality, pack=train_pack,
                           **data_kw)
   eval_ds = (make_dataset(eval_records, encoder, seed=0, shuffle=False, num_epochs=1,

@@ -168,3 +168,22 @@ def test_grpo_grad_accum_divides_each_process_share_of_a_minibatch():
   found = _problems(g, processes=4)  # 2 rows per process and minibatch
   assert len(found) == 1 and found[0].startswith(
       "optim.grad_accum_steps=4: must divide each process's 2 rows of a minibatch"), found
+
+
+def test_shuffle_blocks_must_stay_whole_in_every_batch():
+  c = tasks.sft_config()  # batch 16
+  c.data.shuffle_block = 2
+  assert _problems(c) == [] and _problems(c, processes=2) == []
+  assert _problems(c, processes=16) == [
+      "data.shuffle_block=2: must divide the 1 rows of each process's (micro-)batch, so "
+      "that no block is split"]
+  c.optim.grad_accum_steps = 16
+  assert len(_problems(c)) == 1
+  c.optim.grad_accum_steps = 1
+  c.data.group_by_modality = True
+  assert _problems(c) == [
+      "data.shuffle_block=2: cannot be combined with data.group_by_modality"]
+  c.data.group_by_modality = False
+  for bad in (0, -2):  # the schema already refuses non-integers
+    c.data.shuffle_block = bad
+    assert _problems(c) == [f"data.shuffle_block={bad!r}: must be an integer >= 1"]

@@ -1,6 +1,7 @@
 """Batches drawn one modality at a time: order, coverage, workers and resume."""
 
 import numpy as np
+import pytest
 
 from omni_rrm_jax.core.batch_contract import RM_BATCH
 from omni_rrm_jax.data.grouped_shuffle import grouped_order
@@ -80,3 +81,30 @@ def test_two_processes_share_each_global_batch_of_one_modality(tok):
     rows = _rows(a) + _rows(b)
     assert len(rows) == 4 and len({recs[i].modality for i in rows}) == 1
     assert not set(_rows(a)) & set(_rows(b))
+
+
+def test_block_shuffle_keeps_each_pair_and_its_twin_in_one_batch(tok):
+  recs = _records(48)  # records 2k and 2k + 1 form a block
+  enc = ExampleEncoder(tok, max_length=64, kind=RM_BATCH)
+  kw = dict(batch_size=4, buckets=(64,), pad_id=tok.pad_token_id, seed=3, shuffle_block=2)
+  it = iter(make_dataset(recs, enc, **kw))
+  epoch = [_rows(next(it)) for _ in range(12)]
+  for rows in epoch:  # whole blocks, each in its order
+    assert [r // 2 for r in rows[::2]] == [r // 2 for r in rows[1::2]]
+    assert all(r % 2 == 0 for r in rows[::2])
+  assert sorted(i for rows in epoch for i in rows) == list(range(48))
+  assert [r for rows in epoch for r in rows] != list(range(48))  # shuffled
+  second = [_rows(next(it)) for _ in range(12)]
+  assert second != epoch and sorted(i for rows in second for i in rows) == list(range(48))
+  # Two processes each take whole blocks of every global batch.
+  p0, p1 = (list(make_dataset(recs, enc, process_index=p, process_count=2, num_epochs=1,
+                              agree=lambda needs: needs, **{**kw, "batch_size": 2}))
+            for p in (0, 1))
+  for a, b in zip(p0, p1):
+    for rows in (_rows(a), _rows(b)):
+      assert len(rows) == 2 and rows[0] // 2 == rows[1] // 2 and rows[0] % 2 == 0
+  # Blocks that cannot stay whole are refused before any batch is made.
+  with pytest.raises(ValueError, match="shuffle_block 2 must divide"):
+    make_dataset(recs, enc, **{**kw, "batch_size": 3})
+  with pytest.raises(ValueError, match="not whole blocks of 2"):
+    next(iter(make_dataset(recs[:47], enc, **kw)))

@@ -51,6 +51,10 @@ def workdir_logging(tmp_path):
     handler.setLevel(level)
 
 
+def read_jsonl_ids(path) -> list[str]:
+  return [json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()]
+
+
 def test_demo_runs_every_stage_and_resumes(tmp_path, capfd, workdir_logging):
   config = get_config("smoke")
   out = demo.run(config, str(tmp_path))
@@ -77,6 +81,12 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capfd, workdir_logging):
   media = tmp_path / "data" / "media"
   suffixes = {p.suffix for p in media.rglob("*") if p.is_file()}
   assert {".png", ".mp4", ".wav"} <= suffixes
+  # The judge SFT trains on each pair followed by its A/B-swapped twin; the RM on the pairs.
+  train = read_jsonl_ids(tmp_path / "data" / "train.jsonl")
+  sft = read_jsonl_ids(tmp_path / "data" / "train_sft.jsonl")
+  assert sft[::2] == train and sft[1::2] == [i + "-swap" for i in train]
+  sft_inputs = json.loads((tmp_path / "sft" / "stage.json").read_text())["result"]["inputs"]
+  assert sft_inputs["examples"] == config.sft.train.num_steps * config.sft.data.batch_size
 
   # Every modality was evaluated by the RM and by the judge before and after GRPO,
   # each accuracy with its standard error over the held-out pairs.

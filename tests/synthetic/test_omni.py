@@ -17,7 +17,8 @@ from omni_rrm_jax.data.media.encode import encode_media
 from omni_rrm_jax.data.records import to_json, validate_record
 from omni_rrm_jax.synthetic.corpus import corpus
 from omni_rrm_jax.data.records import write_jsonl
-from omni_rrm_jax.synthetic.omni import KINDS, TASKS, generate_omni_pairs, is_held_out_text
+from omni_rrm_jax.synthetic.omni import (KINDS, TASKS, generate_omni_pairs, is_held_out_text,
+                                         is_swap_twin)
 from omni_rrm_jax.synthetic.text import CAPITALS
 from omni_rrm_jax.synthetic.teachers import TeacherNoise
 from omni_rrm_jax.data.templates import judge_instructions
@@ -215,3 +216,24 @@ def test_the_tiny_configs_kinds_are_omni_tasks(tmp_path):
   with pytest.raises(ValueError, match="unknown synthetic kinds"):
     mixed_pairs(1, 0, ("smell",))
   assert {t for r in text + media for t in (r.prompt, r.rationale)} <= set(corpus(text + media))
+
+
+def test_swap_twins_mirror_each_pair_and_leave_the_pairs_unchanged(pairs, tmp_path):
+  _, plain, _ = pairs
+  both, _ = generate_omni_pairs(48, 11, str(tmp_path), prefix="train", teacher_noise=NOISY,
+                                swap_twins=True)
+  assert [r for r in both if not is_swap_twin(r)] == plain
+  assert len(both) == 96
+  for record, twin in zip(both[::2], both[1::2]):
+    assert twin.id == record.id + "-swap" and is_swap_twin(twin)
+    assert (twin.response_a, twin.response_b) == (record.response_b, record.response_a)
+    assert twin.label == {"A": "B", "B": "A"}[record.label]
+    assert twin.scores == {"A": record.scores["B"], "B": record.scores["A"]}
+    assert (twin.prompt, twin.media, twin.modality) == (record.prompt, record.media,
+                                                         record.modality)
+    # The rationale is the pair's, told the other way round: its verdict follows the
+    # content, so it names the other letter.
+    verdict, mirrored = parse_judgment(record.rationale), parse_judgment(twin.rationale)
+    assert verdict.ok and mirrored.ok
+    assert mirrored.judgment.better == twin.label != verdict.judgment.better == record.label
+    assert twin.rationale != record.rationale
