@@ -66,10 +66,69 @@ def test_rm_model_flops():
 def test_rm_train_step_sides_match():
   bench = _load("rm_train_step")
   cfg = bench.SIZES["tiny"]
-  run_torch, torch_matmul_params = bench.torch_runner(cfg, 1, 16, 1e-5, 0.01)
-  run_ours, _, n_params = bench.ours_runner(cfg, 1, 16, 1e-5, 0.01)
-  assert n_params - cfg["vocab_size"] * cfg["hidden_size"] == torch_matmul_params
-  assert run_torch(1) > 0 and run_ours(1) > 0
+  for remat in (False, True):
+    compiled = bench.compile_ours(cfg, 1, 16, 1e-5, 0.01, remat)
+    run_torch, torch_matmul_params = bench.torch_runner(cfg, 1, 16, 1e-5, 0.01, remat)
+    run_ours = bench.ours_runner(compiled, cfg, 1, 16, 1e-5, 0.01)
+    assert compiled.n_params - cfg["vocab_size"] * cfg["hidden_size"] == torch_matmul_params
+    assert compiled.temp_bytes > 0 and compiled.argument_bytes > 4 * compiled.n_params
+    assert run_torch(1) > 0 and run_ours(1) > 0
+
+
+def test_rm_train_step_sizes_match_their_names():
+  bench = _load("rm_train_step")
+  for name, cfg in bench.SIZES.items():
+    counts = bench.parameter_counts(cfg)
+    assert counts["ours"] == counts["torch"], name
+    assert counts["matmul"] == bench.matmul_params_of(cfg), name
+    if name != "tiny":  # "25m" is ~25M parameters, the embedding included
+      assert counts["ours"] == pytest.approx(float(name[:-1]) * 1e6, rel=0.05), name
+  # Past a size's default step, fewer steps a round and rounds (at least 1 and 3).
+  assert bench.round_plan("25m", 2, 256) == bench.DEFAULTS["25m"][2:]
+  assert bench.round_plan("25m", 1, 4096) == (1, 3)
+  assert bench.round_plan("tiny", 1, 16) == bench.DEFAULTS["tiny"][2:]
+
+
+def test_rm_scaling_grid_and_table():
+  scaling = _load("rm_scaling")
+  defaults = _load("rm_train_step").DEFAULTS
+  points = scaling.grid(["tiny", "25m"], [256, 1024], "25m", 2, defaults)
+  # 25m at its default (2 pairs x 256) is in both sweeps and runs once.
+  assert [(p.sweep, p.size, p.length, p.pairs) for p in points] == [
+      ("size", "tiny", 256, 4), ("size+length", "25m", 256, 2), ("length", "25m", 1024, 2)]
+  rows = scaling.table([
+      {"sweep": "length", "size": "25m", "length": 4096, "batch_pairs": 1,
+       "status": "timed out"},
+      {"sweep": "size", "size": "400m", "length": 256, "batch_pairs": 1, "n_params": 397760512,
+       "remat": {"mode": "auto", "ours": True, "torch": False}, "fits": False,
+       "status": "does not fit"}]).splitlines()
+  assert len(rows) == 4 and all(r.count("|") == rows[0].count("|") for r in rows)
+  assert "| 25m | - | 4,096 | 1 | - |" in rows[2] and rows[2].endswith("| timed out |")
+  assert "| 397.8M |" in rows[3] and "| yes/no |" in rows[3]
+
+
+def test_rm_scaling_smoke_runs_each_point_in_its_own_process():
+  # One CPU device, as the benchmark runs (the suite fakes eight).
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  out = subprocess.run([sys.executable, str(BENCHMARKS / "rm_scaling.py"), "--smoke",
+                        "--timeout", "120"], capture_output=True, text=True, check=True,
+                       timeout=300, env=env)
+  points = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+  assert [(p["sweep"], p["size"], p["length"], p["batch_pairs"]) for p in points] == [
+      ("size+length", "tiny", 32, 1), ("length", "tiny", 16, 1)], out.stdout
+  rows = [line for line in out.stdout.splitlines() if line.startswith("| ")][1:]
+  assert len(rows) == 2
+  for point, row in zip(points, rows):
+    assert point["status"] == "ok" and point["fits"], point
+    assert point["ours_tokens_per_s"] > 0 and point["torch_tokens_per_s"] > 0
+    assert point["ratio"] == pytest.approx(
+        point["ours_tokens_per_s"] / point["torch_tokens_per_s"], rel=1e-3, abs=1e-3)
+    assert point["remat"] == {"mode": "auto", "ours": False, "torch": False}
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:5] == [point["sweep"], "tiny", "0.1M", str(point["length"]), "1"]
+    assert cells[6:9] == [f"{point['ours_tokens_per_s']:,.1f}",
+                          f"{point['torch_tokens_per_s']:,.1f}", f"{point['ratio']:,.3f}"]
+    assert cells[-1] == "ok"
 
 
 @pytest.mark.slow
