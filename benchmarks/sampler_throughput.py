@@ -16,8 +16,17 @@ tokens/s over transformers' tokens/s (`ratio_best_rounds` compares each
 side's fastest round, less sensitive to other processes on a shared
 machine); `load_avg` tells how busy the machine was.
 
+Cores. PyTorch runs its matrix products on all the machine's cores (its
+intra-op threads). XLA:CPU runs a decode step's small products ([B, hidden]
+rows) on one thread, so by default ours runs on `--devices` CPU devices, one
+per core (`--xla_force_host_platform_device_count`, set before JAX starts),
+with the batch's rows split over them (a `data` mesh, the weights replicated):
+the same cores on both sides. `--devices 1` is the single-device number; the
+JSON says which (`ours_devices`). The tokens are the same either way.
+
     python benchmarks/sampler_throughput.py                  # ~20-60 s on 2 CPU cores
     python benchmarks/sampler_throughput.py --num_samples 8  # 8 samples per prompt
+    python benchmarks/sampler_throughput.py --devices 1      # ours on one CPU device
     python benchmarks/sampler_throughput.py --hidden 1024 --layers 8 --batch 32 \
         --prompt_len 256 --new_tokens 256
 """
@@ -28,11 +37,31 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 
-import jax
 import numpy as np
+
+
+def _cpu_devices_flag(argv: list[str]) -> None:
+  """Asks XLA:CPU for `--devices` devices (default: one per core) before JAX
+  starts; an explicit count in XLA_FLAGS, or a JAX already started, wins."""
+  devices = str(os.cpu_count() or 1)
+  for i, arg in enumerate(argv):
+    if arg == "--devices" and i + 1 < len(argv):
+      devices = argv[i + 1]
+    elif arg.startswith("--devices="):
+      devices = arg.split("=", 1)[1]
+  flags = os.environ.get("XLA_FLAGS", "")
+  if "xla_force_host_platform_device_count" not in flags and devices.isdigit():
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
+
+
+if __name__ == "__main__":
+  _cpu_devices_flag(sys.argv[1:])
+
+import jax  # noqa: E402  (after the device count is set)
 
 PAUSE_S = 0.5  # lets OpenMP / Eigen worker threads stop spinning between sides
 
@@ -73,6 +102,8 @@ def main():
   parser.add_argument("--repeats", type=int, default=5,
                       help="interleaved rounds, one timed call per side each (median)")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  parser.add_argument("--devices", type=int, default=os.cpu_count() or 1,
+                      help="CPU devices ours splits the rows over (default: one per core)")
   parser.add_argument("--num_samples", type=int, default=1,
                       help="completions per prompt (G); above 1 both sides sample")
   parser.add_argument("--temperature", type=float, default=None,
@@ -92,6 +123,7 @@ def main():
   import omni_rrm_jax as orj
   from omni_rrm_jax.sampling.params import SamplingParams
   from omni_rrm_jax.sampling.sampler import generate
+  from omni_rrm_jax.sharding.mesh import make_mesh
 
   folder = tempfile.mkdtemp(prefix="sampler_bench_")
   build_model(folder, args)
@@ -118,12 +150,18 @@ def main():
                          min_new_tokens=args.new_tokens, pad_token_id=0, **decoding)
 
   # Ours: the first call compiles; later calls reuse the cached program.
-  model = orj.from_pretrained(folder, dtype=args.dtype)
+  # The rows split over as many devices as divide the batch (at most --devices).
+  devices = max(d for d in range(1, min(args.devices, jax.device_count()) + 1)
+                if args.batch % d == 0)
+  mesh = (make_mesh({"data": devices, "fsdp": 1, "tensor": 1}, jax.devices()[:devices])
+          if devices > 1 else None)
+  model = orj.from_pretrained(folder, dtype=args.dtype, mesh=mesh)
   params = SamplingParams(temperature=args.temperature, max_new_tokens=args.new_tokens,
                           num_samples=args.num_samples)
 
   def ours():
-    return jax.block_until_ready(generate(model, ids_bt, mask_bt, params, 0, eos_ids=()))
+    return jax.block_until_ready(generate(model, ids_bt, mask_bt, params, 0, eos_ids=(),
+                                          mesh=mesh))
 
   hf_first, hf_out = timed(theirs)
   ours_first, ours_out = timed(ours)
@@ -146,7 +184,7 @@ def main():
       "num_samples": args.num_samples, "temperature": args.temperature,
       "model": {"hidden": args.hidden, "layers": args.layers, "heads": args.heads,
                 "kv_heads": args.kv_heads, "vocab": args.vocab, "dtype": args.dtype},
-      "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
+      "backend": jax.default_backend(), "cpu_count": os.cpu_count(), "ours_devices": devices,
       "ours_tokens_per_s": round(generated / ours_s, 1),
       "transformers_tokens_per_s": round(generated / hf_s, 1),
       "ratio": round(hf_s / ours_s, 2),

@@ -142,10 +142,15 @@ def test_input_pipeline_with_workers_prints_one_line():
 
 @pytest.mark.slow
 def test_sampler_prints_one_line():
-  out = _run("sampler_throughput", "--batch", "2", "--prompt_len", "8", "--new_tokens", "4",
-             "--hidden", "32", "--layers", "1", "--heads", "2", "--kv_heads", "1",
-             "--vocab", "64", "--repeats", "1")
-  assert out["ratio"] > 0 and 0.0 <= out["greedy_token_agreement"] <= 1.0
+  # The rows split over two CPU devices (one per core) decode the same tokens as
+  # transformers, as on one device.
+  for devices in ("1", "2"):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = _run("sampler_throughput", "--batch", "2", "--prompt_len", "8", "--new_tokens", "4",
+               "--hidden", "32", "--layers", "1", "--heads", "2", "--kv_heads", "1",
+               "--vocab", "64", "--repeats", "1", "--devices", devices, env=env)
+    assert out["ours_devices"] == int(devices)
+    assert out["ratio"] > 0 and out["greedy_token_agreement"] == 1.0
 
 
 @pytest.mark.slow
