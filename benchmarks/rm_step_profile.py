@@ -44,19 +44,25 @@ from omni_rrm_jax.train.step import make_train_step
 from omni_rrm_jax.train.task_kind import RM
 
 
-def _op_metadata(hlo_text: str) -> dict[str, tuple[str, int]]:
-  """{instruction name: (op_name metadata, output element count)}."""
+def _op_metadata(hlo_text: str) -> dict[str, tuple[str, int, int]]:
+  """{instruction name: (op_name metadata, output element count, last dimension)}."""
   out = {}
   for m in re.finditer(r"^\s*(?:ROOT )?%?(\S+) = \w+\[([\d,]*)\]\S* .*?op_name=\"([^\"]*)\"",
                        hlo_text, re.M):
     dims = [int(d) for d in m.group(2).split(",") if d]
-    out[m.group(1)] = (m.group(3), int(np.prod(dims)) if dims else 1)
+    out[m.group(1)] = (m.group(3), int(np.prod(dims)) if dims else 1, dims[-1] if dims else 1)
   return out
 
 
 def device_breakdown(trace_dir: str, hlo_text: str, steps: int,
-                     scores_elements: int) -> dict[str, dict[str, float]]:
-  """Microseconds and op counts per step, by kind, from a trace's XLA op events."""
+                     scores_elements: int, length: int) -> dict[str, dict[str, float]]:
+  """Microseconds and op counts per step, by kind, from a trace's XLA op events.
+
+  Attention's score ops are those whose output holds as many elements as the
+  scores and ends with the key axis (`length`): the logits' product, the mask,
+  the softmax and their gradients (op names carry no einsum subscripts). An MLP
+  activation of the same element count (400m: [512, 4096]) ends with its width.
+  """
   meta = _op_metadata(hlo_text)
   path = sorted(glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True))[-1]
   events = json.load(gzip.open(path))["traceEvents"]
@@ -69,11 +75,11 @@ def device_breakdown(trace_dir: str, hlo_text: str, steps: int,
     name = e["name"]
     if name.startswith(("ThunkExecutor", "end:", "Slinky")):
       continue
-    op_name, elements = meta.get(name, ("", 0))
+    op_name, elements, last = meta.get(name, ("", 0, 0))
     in_autodiff = "jvp" in op_name or "transpose(" in op_name
     if not in_autodiff:
       kind = "outside_autodiff"  # optimizer, guard, metrics, buffer copies
-    elif elements == scores_elements or "bkgts" in op_name:
+    elif elements == scores_elements and last == length:
       kind = "attention_scores"
     elif name.startswith(("ynn_fusion", "dot", "onednn")) or "dot_general" in op_name:
       kind = "other_matmuls"
@@ -135,7 +141,7 @@ def main():
     jax.block_until_ready((state, metrics))
     jax.profiler.stop_trace()
     scores = 2 * pairs * cfg["num_attention_heads"] * length * length
-    ops = device_breakdown(trace_dir, hlo, trace_steps, scores)
+    ops = device_breakdown(trace_dir, hlo, trace_steps, scores, length)
 
   print(json.dumps({
       "benchmark": "rm_step_profile", "size": args.size, "param_leaves": n_leaves,

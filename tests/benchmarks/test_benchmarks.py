@@ -237,3 +237,34 @@ def test_demo_step_profile_attributes_the_step_to_its_ops(tmp_path):
   assert any("train_step" in op["from"] for op in ops)
   # The demo's data stage wrote the workdir it was given (reused by a second run).
   assert (tmp_path / "data" / "train.jsonl").exists()
+
+
+def test_rm_step_profile_sorts_ops_by_kind(tmp_path):
+  """Attention's score ops are told by their element count and their key axis, so an
+  MLP activation or product with as many elements ([512, 4096] here, as at 400m) is not
+  one of them."""
+  import gzip
+  sys.path.insert(0, str(BENCHMARKS.parent))  # the script imports `benchmarks.rm_train_step`
+  try:
+    profile = _load("rm_step_profile")
+  finally:
+    sys.path.remove(str(BENCHMARKS.parent))
+  hlo = "\n".join([
+      '  %logits = f32[2,4,1024,256]{3,2,1,0} fusion(), metadata={op_name="jit(s)/jvp(x)/dot_general"}',
+      '  %softmax_grad = f32[2,4,1024,256]{3,2,1,0} fusion(), metadata={op_name="jit(s)/transpose(jvp(x))/mul"}',
+      '  %mlp_act = f32[512,4096]{1,0} fusion(), metadata={op_name="jit(s)/jvp(x)/logistic"}',
+      '  %dot_general.1 = f32[512,4096]{1,0} dot(), metadata={op_name="jit(s)/jvp(x)/dot_general"}',
+      '  %adam = f32[1024,4096]{1,0} fusion(), metadata={op_name="jit(s)/cond/branch/div"}',
+  ])
+  names = ["logits", "softmax_grad", "mlp_act", "dot_general.1", "adam"]  # trace event names
+  events = [{"ph": "M", "name": "thread_name", "pid": 1, "tid": 1, "args": {"name": "XLAEigen"}}]
+  events += [{"ph": "X", "pid": 1, "tid": 1, "name": n, "dur": 10.0 * (i + 1)}
+             for i, n in enumerate(names)]
+  (tmp_path / "plugins").mkdir()
+  with gzip.open(tmp_path / "plugins" / "host.trace.json.gz", "wt") as f:
+    json.dump({"traceEvents": events}, f)
+  kinds = profile.device_breakdown(str(tmp_path), hlo, 1, 2 * 4 * 1024 * 256, 256)
+  assert kinds == {"attention_scores": {"us": 30, "ops": 2.0},
+                   "other_fwd_bwd": {"us": 30, "ops": 1.0},
+                   "other_matmuls": {"us": 40, "ops": 1.0},
+                   "outside_autodiff": {"us": 50, "ops": 1.0}}
