@@ -37,31 +37,10 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
-
-
-def _cpu_devices_flag(argv: list[str]) -> None:
-  """Asks XLA:CPU for `--devices` devices (default: one per core) before JAX
-  starts; an explicit count in XLA_FLAGS, or a JAX already started, wins."""
-  devices = str(os.cpu_count() or 1)
-  for i, arg in enumerate(argv):
-    if arg == "--devices" and i + 1 < len(argv):
-      devices = argv[i + 1]
-    elif arg.startswith("--devices="):
-      devices = arg.split("=", 1)[1]
-  flags = os.environ.get("XLA_FLAGS", "")
-  if "xla_force_host_platform_device_count" not in flags and devices.isdigit():
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
-
-
-if __name__ == "__main__":
-  _cpu_devices_flag(sys.argv[1:])
-
-import jax  # noqa: E402  (after the device count is set)
 
 PAUSE_S = 0.5  # lets OpenMP / Eigen worker threads stop spinning between sides
 
@@ -116,6 +95,12 @@ def main():
   if args.num_samples > 1 and args.temperature <= 0:
     parser.error("--num_samples > 1 samples: give a --temperature > 0")
   greedy = args.temperature == 0
+  # One CPU device per core unless XLA_FLAGS already asks for a count; JAX reads
+  # the flag when it starts, so it is imported only now.
+  flags = os.environ.get("XLA_FLAGS", "")
+  if "xla_force_host_platform_device_count" not in flags:
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={args.devices}"
+  import jax
 
   import torch
   import transformers
