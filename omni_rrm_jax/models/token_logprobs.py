@@ -21,6 +21,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from omni_rrm_jax.core.argmax import argmax_last
+
 
 @flax.struct.dataclass
 class TokenLogprobs:
@@ -43,7 +45,7 @@ def _scores(logits_btv: jax.Array, targets_bt: jax.Array,
     logits_btv = logits_btv / jnp.float32(temperature)
   log_z_bt = jax.nn.logsumexp(logits_btv, axis=-1)
   target_logit_bt = jnp.take_along_axis(logits_btv, targets_bt[..., None], axis=-1)[..., 0]
-  correct_bt = (jnp.argmax(logits_btv, axis=-1) == targets_bt).astype(jnp.float32)
+  correct_bt = (argmax_last(logits_btv) == targets_bt).astype(jnp.float32)
   return target_logit_bt - log_z_bt, log_z_bt, correct_bt
 
 

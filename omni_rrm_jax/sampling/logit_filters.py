@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from omni_rrm_jax.core.argmax import argmax_last
 from omni_rrm_jax.sampling.params import SamplingParams
 
 
@@ -39,7 +40,13 @@ def sampling_logits(logits_bv: jax.Array, params: SamplingParams) -> jax.Array:
 
 
 def choose_tokens(logits_bv: jax.Array, rng: jax.Array, params: SamplingParams) -> jax.Array:
-  """One token id per row [B] (int32): arg-max when greedy, else a draw."""
+  """One token id per row [B] (int32): arg-max when greedy, else a draw.
+
+  The draw is `jax.random.categorical`'s own (the Gumbel-max trick: the arg-max
+  of the logits plus Gumbel noise from `rng`), the same token for the same key,
+  with the arg-max taken by `argmax_last`.
+  """
   if params.greedy:
-    return jnp.argmax(logits_bv, axis=-1).astype(jnp.int32)
-  return jax.random.categorical(rng, sampling_logits(logits_bv, params), axis=-1).astype(jnp.int32)
+    return argmax_last(logits_bv)
+  logits_bv = sampling_logits(logits_bv, params)
+  return argmax_last(logits_bv + jax.random.gumbel(rng, logits_bv.shape, logits_bv.dtype))

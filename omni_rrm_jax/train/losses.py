@@ -12,6 +12,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from omni_rrm_jax.core.argmax import argmax_last
 from omni_rrm_jax.models.token_logprobs import token_logprobs
 
 
@@ -110,7 +111,7 @@ def causal_lm_token_losses(logits_btv: jax.Array, input_ids_bt: jax.Array,
   log_z_bs = jax.nn.logsumexp(logits_bsv, axis=-1)
   target_logit_bs = jnp.take_along_axis(logits_bsv, target_bs[..., None], axis=-1)[..., 0]
   nll_bs = log_z_bs - target_logit_bs
-  correct_bs = (jnp.argmax(logits_bsv, axis=-1) == target_bs).astype(jnp.float32)
+  correct_bs = (argmax_last(logits_bsv) == target_bs).astype(jnp.float32)
   # Non-target positions may hold padding logits; zero them rather than weight them.
   keep_bs = weight_bs > 0
   return (jnp.where(keep_bs, nll_bs, 0.0), jnp.where(keep_bs, correct_bs, 0.0),
