@@ -360,6 +360,10 @@ def omni_data() -> ml_collections.ConfigDict:
       # followed by its A/B-swapped twin (the RM keeps data/train.jsonl); with
       # the SFT stage's data.shuffle_block=2 the two share a batch.
       swap_twins=False,
+      # "task:weight,..." (e.g. "audio-direction:2"): the judge SFT's training file
+      # holds each named task's pairs weight times as often as the others (repeated
+      # in turn above 1, fewer below); the RM keeps data/train.jsonl. Empty: as generated.
+      sft_task_weights="",
       tokenizer_vocab=1024,  # the byte-level BPE trained on the generated texts
       seed=0)  # the held-out split uses seed + 1
 

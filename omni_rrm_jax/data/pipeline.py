@@ -25,6 +25,7 @@ checkpoint holding it resumes the stream at the same example.
 from __future__ import annotations
 
 import logging
+import signal
 from typing import Any, Callable, Sequence
 
 import grain
@@ -127,6 +128,20 @@ class _Collate(grain.transforms.Map):
                           pad_id=kw["pad_id"], media=media, global_needs=needs)
 
 
+def leave_stop_signals_to_the_parent(worker_index: int, worker_count: int) -> None:
+  """Grain worker start-up: SIGTERM and SIGINT ignored in the worker.
+
+  A scheduler's preemption and a terminal's Ctrl-C signal the whole process
+  group. The main process turns the signal into a checkpoint and a clean stop,
+  and stops its workers itself (Grain sets their stop event, then kills what
+  is left); a worker that died of the signal instead could leave a half-written
+  batch in its queue, on which the main process's close then blocks forever.
+  """
+  del worker_index, worker_count
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(sig, signal.SIG_IGN)
+
+
 def prefetch_in_workers(it: grain.IterDataset, worker_count: int,
                         buffer_size: int | None = None) -> grain.IterDataset:
   """`it.mp_prefetch` over `worker_count` processes (none: `it` itself)."""
@@ -141,7 +156,7 @@ def prefetch_in_workers(it: grain.IterDataset, worker_count: int,
   options = grain.multiprocessing.MultiprocessingOptions(num_workers=worker_count, **buffer)
   it = grain.experimental.WithOptionsIterDataset(
       it, grain.experimental.DatasetOptions(min_shm_size=MIN_SHARED_MEMORY_BYTES))
-  return it.mp_prefetch(options)
+  return it.mp_prefetch(options, worker_init_fn=leave_stop_signals_to_the_parent)
 
 
 def make_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEncoder, *,

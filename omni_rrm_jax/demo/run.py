@@ -12,6 +12,7 @@ checkpoint. The report (`report.json`), the results table (printed and in
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -26,7 +27,8 @@ from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
 from omni_rrm_jax.demo import report as report_lib
 from omni_rrm_jax.synthetic.blank_media import blind_records
 from omni_rrm_jax.synthetic.corpus import corpus
-from omni_rrm_jax.synthetic.omni import generate_omni_pairs, is_swap_twin, tasks_by_kind
+from omni_rrm_jax.synthetic.omni import (generate_omni_pairs, is_swap_twin, task_weights,
+                                        tasks_by_kind, weight_tasks)
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +63,20 @@ class Paths:
 def stage_data(cfg, paths: Paths) -> dict:
   """Seeded omni pairs, reconciled by two simulated teachers, as JSONL + media files."""
   kinds = [k.strip() for k in cfg.data.kinds.split(",") if k.strip()]
+  tasks = tasks_by_kind(cfg.data.tasks)
+  weights = task_weights(cfg.data.sft_task_weights, kinds, tasks)  # checked before any work
   kw = dict(media_root=paths.media, kinds=kinds, teacher_noise=cfg.data.teacher_noise,
-            tasks=tasks_by_kind(cfg.data.tasks))
+            tasks=tasks)
   train, train_stats = generate_omni_pairs(cfg.data.train_per_kind * len(kinds), cfg.data.seed,
                                            prefix="train", swap_twins=cfg.data.swap_twins, **kw)
-  if cfg.data.swap_twins:
+  sft_counts = None
+  if sft_has_own_file(cfg):
     # The twins teach the judge that the verdict follows the content, not the
-    # position: a pair and its mirror share a batch (README: "What we tried").
-    write_jsonl(train, paths.train_sft)
+    # position: a pair and its mirror share a batch; the weights give a task that
+    # learns late more of the judge's steps (README: "What we tried").
+    sft = weight_tasks(train, weights, cfg.data.seed) if weights else train
+    write_jsonl(sft, paths.train_sft)
+    sft_counts = dict(sorted(collections.Counter(r.subset for r in sft).items()))
     train = [r for r in train if not is_swap_twin(r)]
   # Held-out pairs carry their true labels: the teachers' noise is the training
   # data's, and at 15% it put the wrong label on 5 of 256 held-out pairs.
@@ -83,8 +91,15 @@ def stage_data(cfg, paths: Paths) -> dict:
   write_jsonl(blind, paths.eval_blind)
   count = lambda records: {k: sum(r.modality == k for r in records) for k in kinds}  # noqa: E731
   return {"train": count(train), "eval": count(evals),
+          **({"train_sft_by_task": sft_counts} if sft_counts else {}),
           "eval_blind": {k: n for k, n in count(blind).items() if k != "text"},
           "reconciliation": {"train": train_stats, "eval": eval_stats}}
+
+
+def sft_has_own_file(cfg) -> bool:
+  """Whether the judge SFT trains on data/train_sft.jsonl (swap twins or task
+  weights) rather than the RM's data/train.jsonl."""
+  return bool(cfg.data.swap_twins or cfg.data.sft_task_weights.strip())
 
 
 def stage_tokenizer(cfg, paths: Paths) -> dict:
@@ -124,10 +139,10 @@ def stage_train(task: str) -> Callable:
 
     start = sft_start(cfg, paths) if task == "sft" else ""
     train_path = ""
-    if task == "sft" and cfg.data.swap_twins:
+    if task == "sft" and sft_has_own_file(cfg):
       if not os.path.exists(paths.train_sft):
         raise SystemExit(f"{paths.train_sft} is missing: this workdir's data stage predates "
-                         "data.swap_twins; use a new --workdir or --config.data.swap_twins=False")
+                         "data.swap_twins / data.sft_task_weights; use a new --workdir")
       train_path = paths.train_sft
     summary = train_run(_stage_config(cfg[task], paths, model_path=start,
                                       train_path=train_path), paths.stage(task))

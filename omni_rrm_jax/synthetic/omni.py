@@ -185,6 +185,60 @@ def tasks_by_kind(names: str) -> dict[str, list[str]]:
   return out
 
 
+def task_weights(spec: str, kinds: Sequence[str] = KINDS,
+                 tasks: Mapping[str, Sequence[str]] | None = None) -> dict[str, float]:
+  """"audio-direction:2,text-colour:0.5" -> {"audio-direction": 2.0, "text-colour": 0.5}.
+
+  `kinds` and `tasks` (as `generate_omni_pairs` takes them) say which tasks the
+  data holds; a weight for any other task is a mistake.
+
+  Raises:
+    ValueError: a name that is no task of the data, or a weight that is not a
+      positive number.
+  """
+  out: dict[str, float] = {}
+  for item in (i.strip() for i in spec.split(",")):
+    if not item:
+      continue
+    name, sep, value = (p.strip() for p in item.partition(":"))
+    try:
+      weight = float(value) if sep else float("nan")
+    except ValueError:
+      weight = float("nan")
+    if not weight > 0 or weight == float("inf"):
+      raise ValueError(f"bad setting: data.sft_task_weights has {item!r}; write task:weight "
+                       "with a positive weight, e.g. audio-direction:2")
+    kind = TASK_KINDS.get(name)
+    held = kind in kinds and name in ((tasks or {}).get(kind) or TASKS[kind])
+    if not held:
+      raise ValueError(f"bad setting: data.sft_task_weights names {name!r}, which is no task "
+                       "of data.kinds / data.tasks")
+    out[name] = weight
+  return out
+
+
+def weight_tasks(records: Sequence[PreferenceRecord], weights: Mapping[str, float],
+                 seed: int) -> list[PreferenceRecord]:
+  """`records` with each task's share scaled by its weight (1 when not named).
+
+  A unit is a record, with its swap twin when the twin follows it (the two stay
+  adjacent). A task with n units and weight w keeps round(w * n) of them: its
+  first ones when w < 1, all of them repeated in turn when w > 1. The units come
+  out in an order seeded by `seed`, the tasks interleaved.
+  """
+  units: dict[str, list[list[PreferenceRecord]]] = {}
+  i = 0
+  while i < len(records):
+    unit = list(records[i:i + 2]) if (
+        i + 1 < len(records) and records[i + 1].id == records[i].id + SWAP_SUFFIX) else [records[i]]
+    units.setdefault(records[i].subset or "", []).append(unit)
+    i += len(unit)
+  out = [group[j % len(group)] for task, group in units.items()
+         for j in range(round(weights.get(task, 1.0) * len(group)))]
+  random.Random(f"weight_tasks/{seed}").shuffle(out)
+  return [r for unit in out for r in unit]
+
+
 def generate_omni_pairs(
     n: int,
     seed: int,

@@ -6,8 +6,14 @@
   text-capital   capital of one of 12 countries wrong: another capital in the table
   text-colour    colour of an everyday object   wrong: another colour
   text-opposite  opposite of a common adjective wrong: another word in the table
+  text-reading   the colour of one of two       wrong: the other thing's colour
+                 things a sentence describes
 
-Each table is small enough for a tiny model to memorise in minutes.
+Each table is small enough for a tiny model to memorise in minutes. text-reading
+needs no memorised fact: the prompt states both colours, and the wrong answer is
+the other thing's, so the words of the answer are in the prompt either way and
+only reading which thing has which colour tells them apart (the text counterpart
+of a media task, whose fact is in its media).
 """
 
 from __future__ import annotations
@@ -30,6 +36,14 @@ _OPPOSITE_PAIRS = (("hot", "cold"), ("big", "small"), ("fast", "slow"), ("light"
                    ("happy", "sad"), ("full", "empty"), ("wet", "dry"), ("hard", "soft"),
                    ("loud", "quiet"), ("early", "late"), ("thick", "thin"), ("rich", "poor"))
 OPPOSITES = {**dict(_OPPOSITE_PAIRS), **{b: a for a, b in _OPPOSITE_PAIRS}}
+
+# text-reading: things and colours a sentence pairs at random.
+READING_THINGS = ("cup", "box", "ball", "kite", "hat", "car", "door", "book", "bag", "lamp",
+                  "chair", "coat")
+READING_COLOURS = ("red", "green", "blue", "yellow", "white", "black", "orange", "purple",
+                   "grey", "brown")
+READING_SENTENCES = ("The {x} is {a} and the {y} is {b}.", "There is {a_a} {x} and {a_b} {y}.",
+                     "Tom has {a_a} {x}; Ann has {a_b} {y}.")
 
 COLOUR_PROMPTS = ("What colour is the {x}?", "Name the colour of the {x}.",
                   "Which colour does the {x} have?", "Tell me the colour of the {x}.")
@@ -96,7 +110,24 @@ def text_opposite(rng: random.Random) -> Question:
                f"the opposite of {word} is {{v}}")
 
 
+def text_reading(rng: random.Random) -> Question:
+  first, second = rng.sample(READING_THINGS, 2)
+  colour = dict(zip((first, second), rng.sample(READING_COLOURS, 2)))
+  thing = rng.choice((first, second))
+  other = second if thing == first else first
+  article = lambda word: f"{'an' if word[0] in 'aeiou' else 'a'} {word}"  # noqa: E731
+  sentence = rng.choice(READING_SENTENCES).format(
+      x=first, a=colour[first], a_a=article(colour[first]), y=second, b=colour[second],
+      a_b=article(colour[second]))
+  prompt = f"{sentence} {rng.choice(COLOUR_PROMPTS).format(x=thing)}"
+  answers = ("The {x} is {v}.", "It is {v}.", "{V}.")
+  return _text("text-reading", prompt,
+               answer_pair(rng, answers, colour[thing], colour[other], x=thing),
+               colour[thing], colour[other], f"the {thing} is {{v}}")
+
+
 TEXT_TASKS: dict[str, Task] = {
     "text-sum": text_sum, "text-product": text_product, "text-capital": text_capital,
     "text-colour": text_colour, "text-opposite": text_opposite,
+    "text-reading": text_reading,
 }

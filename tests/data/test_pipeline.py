@@ -214,3 +214,26 @@ def test_packing_refuses_rows_shorter_than_an_example(tok):
   with pytest.raises(ValueError, match="cannot hold an example of max_length 128"):
     make_dataset([_record(0)], enc, batch_size=4, buckets=BUCKETS, pad_id=0, seed=0,
                  pack=PackSpec(length=64, max_segments=4))
+
+
+def test_workers_leave_sigterm_and_sigint_to_the_main_process():
+  """A process-group SIGTERM (preemption) or Ctrl-C must not kill a worker mid-batch:
+  the workers ignore both, and the main process keeps its own handlers."""
+  import os
+  import signal
+
+  import grain
+
+  from omni_rrm_jax.data.pipeline import prefetch_in_workers
+
+  def dispositions(i):
+    return (i, os.getpid(), signal.getsignal(signal.SIGTERM) == signal.SIG_IGN,
+            signal.getsignal(signal.SIGINT) == signal.SIG_IGN)
+
+  before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+  ds = grain.MapDataset.range(6).map(dispositions).to_iter_dataset()
+  seen = list(prefetch_in_workers(ds, worker_count=2))
+  assert sorted(i for i, *_ in seen) == list(range(6))
+  assert {pid for _, pid, *_ in seen} - {os.getpid()}, "no element came from a worker"
+  assert all(term and intr for _, _, term, intr in seen), seen
+  assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before

@@ -2,6 +2,7 @@
 and the standard errors are reported, the export reloads in transformers with the
 same numbers, and a rerun reuses the finished stages."""
 
+import collections
 import json
 import logging
 import math
@@ -15,6 +16,7 @@ from omni_rrm_jax.demo import run as demo
 from omni_rrm_jax.demo.config import get_config
 from omni_rrm_jax.demo.report import pct_se
 from omni_rrm_jax.eval.standard_error import binomial_se
+from omni_rrm_jax.synthetic.omni import task_weights
 
 MODALITIES = ["audio", "image", "text", "video"]
 MEDIA = ["audio", "image", "video"]
@@ -81,10 +83,20 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capfd, workdir_logging):
   media = tmp_path / "data" / "media"
   suffixes = {p.suffix for p in media.rglob("*") if p.is_file()}
   assert {".png", ".mp4", ".wav"} <= suffixes
-  # The judge SFT trains on each pair followed by its A/B-swapped twin; the RM on the pairs.
+  # The judge SFT trains on each pair followed by its A/B-swapped twin, the pairs of
+  # the tasks in data.sft_task_weights as often as their weight says; the RM on the pairs.
   train = read_jsonl_ids(tmp_path / "data" / "train.jsonl")
   sft = read_jsonl_ids(tmp_path / "data" / "train_sft.jsonl")
-  assert sft[::2] == train and sft[1::2] == [i + "-swap" for i in train]
+  assert sft[1::2] == [i + "-swap" for i in sft[::2]] and set(sft[::2]) == set(train)
+  weights = task_weights(config.data.sft_task_weights)
+  assert weights  # the demo gives audio-direction more of the judge's steps
+  subset = {json.loads(line)["id"]: json.loads(line)["subset"]
+            for line in (tmp_path / "data" / "train.jsonl").read_text().splitlines()}
+  times = collections.Counter(sft[::2])
+  assert all(times[i] == weights.get(subset[i], 1.0) for i in train)
+  # The report counts the judge file's rows, twins included.
+  assert report["data"]["train_sft_by_task"] == dict(sorted(collections.Counter(
+      subset[i.removesuffix("-swap")] for i in sft).items()))
   sft_inputs = json.loads((tmp_path / "sft" / "stage.json").read_text())["result"]["inputs"]
   assert sft_inputs["examples"] == config.sft.train.num_steps * config.sft.data.batch_size
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import random
+import re
 
 import av
 import numpy as np
@@ -194,3 +195,44 @@ def test_count_pairs_do_not_tell_the_right_count_by_their_words(task):
   assert set(seen) == {(0, 1), (1, 2), (2, 3)}
   for pair, n in seen.items():
     assert abs(smaller_right[pair] / n - 0.5) < 0.05, (pair, smaller_right[pair], n)
+
+
+def _colours_in_sentence(sentence: str) -> dict[str, str]:
+  """{thing: colour} read from a text-reading prompt's first sentence: "a red cup" or
+  "the cup is red"."""
+  from omni_rrm_jax.synthetic.text import READING_COLOURS, READING_THINGS
+  words = re.findall(r"[a-z]+", sentence.lower())
+  found = {}
+  for i, word in enumerate(words):
+    if word in READING_THINGS:
+      before, after = words[i - 1], words[i + 2] if i + 2 < len(words) else ""
+      found[word] = before if before in READING_COLOURS else after
+      assert found[word] in READING_COLOURS, (sentence, word)
+  return found
+
+
+def test_text_reading_is_decided_by_the_prompt_sentence_alone():
+  # The chosen answer states the colour the prompt's sentence gives the thing asked
+  # about, the rejected one the other thing's colour (so both answers' words are in the
+  # prompt), and neither the order of mention nor a colour tells the right answer.
+  from omni_rrm_jax.synthetic.omni import _TASK_BY_NAME
+  rng = random.Random("text-reading")
+  first_right = 0
+  right_by_colour, seen_by_colour = collections.Counter(), collections.Counter()
+  n = 2000
+  for _ in range(n):
+    q = _TASK_BY_NAME["text-reading"](rng)
+    sentence, question = q.prompt.split(". ", 1)
+    colours = _colours_in_sentence(sentence)
+    assert len(colours) == 2 and len(set(colours.values())) == 2, q.prompt
+    asked = next(t for t in colours if t in re.findall(r"[a-z]+", question.lower()))
+    other = next(t for t in colours if t != asked)
+    assert colours[asked] in q.good.lower() and colours[asked] not in q.bad.lower(), q
+    assert colours[other] in q.bad.lower() and colours[other] not in q.good.lower(), q
+    first_right += list(colours).index(asked) == 0
+    for colour in colours.values():
+      seen_by_colour[colour] += 1
+      right_by_colour[colour] += colour == colours[asked]
+  assert abs(first_right / n - 0.5) < 0.05
+  for colour, seen in seen_by_colour.items():
+    assert abs(right_by_colour[colour] / seen - 0.5) < 0.1, (colour, right_by_colour[colour], seen)

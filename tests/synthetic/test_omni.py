@@ -18,7 +18,7 @@ from omni_rrm_jax.data.records import to_json, validate_record
 from omni_rrm_jax.synthetic.corpus import corpus
 from omni_rrm_jax.data.records import write_jsonl
 from omni_rrm_jax.synthetic.omni import (KINDS, TASKS, generate_omni_pairs, is_held_out_text,
-                                         is_swap_twin)
+                                         is_swap_twin, task_weights, weight_tasks)
 from omni_rrm_jax.synthetic.text import CAPITALS
 from omni_rrm_jax.synthetic.teachers import TeacherNoise
 from omni_rrm_jax.data.templates import judge_instructions
@@ -237,3 +237,50 @@ def test_swap_twins_mirror_each_pair_and_leave_the_pairs_unchanged(pairs, tmp_pa
     assert verdict.ok and mirrored.ok
     assert mirrored.judgment.better == twin.label != verdict.judgment.better == record.label
     assert twin.rationale != record.rationale
+
+
+def test_task_weights_scale_each_tasks_share_and_keep_twins_adjacent(pairs, tmp_path):
+  _, plain, _ = pairs
+  both, _ = generate_omni_pairs(48, 11, str(tmp_path), prefix="train", teacher_noise=NOISY,
+                                swap_twins=True)
+  by_task = collections.Counter(r.subset for r in plain)
+  weights = {"audio-direction": 2.0, "text-colour": 0.5}
+  out = weight_tasks(both, weights, seed=0)
+  # Every unit is a pair followed by its own twin.
+  assert all(t.id == r.id + "-swap" for r, t in zip(out[::2], out[1::2]))
+  got = collections.Counter(r.subset for r in out[::2])
+  assert got == {t: round(weights.get(t, 1.0) * n) for t, n in by_task.items()}
+  ids = collections.Counter(r.id for r in out[::2])
+  # Above 1 every pair of the task comes back in turn; below 1 its first pairs stay.
+  assert {ids[r.id] for r in plain if r.subset == "audio-direction"} == {2}
+  colour = [r.id for r in plain if r.subset == "text-colour"]
+  assert [i for i in colour if ids[i]] == colour[:got["text-colour"]]
+  assert all(ids[r.id] == 1 for r in plain if r.subset not in weights)
+  # Seeded: the same order for the same seed, another for another; tasks interleave.
+  assert [r.id for r in weight_tasks(both, weights, seed=0)] == [r.id for r in out]
+  assert [r.id for r in weight_tasks(both, weights, seed=1)] != [r.id for r in out]
+  assert len({r.subset for r in out[:24:2]}) > 2
+  # No weights: the same records, twins still adjacent; without twins a unit is one pair.
+  assert collections.Counter(r.id for r in weight_tasks(both, {}, 0)) == collections.Counter(
+      r.id for r in both)
+  assert collections.Counter(r.subset for r in weight_tasks(plain, weights, 0)) == got
+
+
+def test_task_weights_name_a_bad_entry():
+  assert task_weights("") == {}
+  assert task_weights(" audio-direction:2, text-colour:0.5 ") == {"audio-direction": 2.0,
+                                                                   "text-colour": 0.5}
+  for spec, message in (("audio-direction", "write task:weight"),
+                        ("audio-direction:0", "positive weight"),
+                        ("audio-direction:-1", "positive weight"),
+                        ("audio-direction:nan", "positive weight"),
+                        ("audio-direction:two", "positive weight"),
+                        ("image-color:2", "names 'image-color'")):
+    with pytest.raises(ValueError, match=message):
+      task_weights(spec)
+  # A task the data does not hold (its kind left out, or not among data.tasks).
+  with pytest.raises(ValueError, match="names 'audio-level', which is no task"):
+    task_weights("audio-level:2", kinds=("text", "image"))
+  with pytest.raises(ValueError, match="names 'image-count'"):
+    task_weights("image-count:2", tasks={"image": ["image-colour"]})
+  assert task_weights("image-colour:3", tasks={"image": ["image-colour"]}) == {"image-colour": 3.0}
