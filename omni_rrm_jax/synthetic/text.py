@@ -9,7 +9,11 @@
   text-reading   the colour of one of two       wrong: the other thing's colour
                  things a sentence describes
 
-Each table is small enough for a tiny model to memorise in minutes. text-reading
+Each table is small enough for a tiny model to memorise in minutes. The fact a
+judgment states names the answer only ("the colour is purple", not "the plum is
+purple"), as a media task's does ("the shape is red"): restating the question's
+subject asks the judge to copy a word from the prompt before it recalls anything,
+and a tiny judge copies the wrong subject (README: "What we tried"). text-reading
 needs no memorised fact: the prompt states both colours, and the wrong answer is
 the other thing's, so the words of the answer are in the prompt either way and
 only reading which thing has which colour tells them apart (the text counterpart
@@ -86,7 +90,7 @@ def text_capital(rng: random.Random) -> Question:
   answers = ("The capital of {x} is {v}.", "It is {v}.", "{V}.")
   return _text("text-capital", prompt.format(x=country),
                answer_pair(rng, answers, right, wrong, x=country), right, wrong,
-               f"the capital of {country} is {{v}}")
+               "the capital is {v}")
 
 
 def text_colour(rng: random.Random) -> Question:
@@ -96,7 +100,7 @@ def text_colour(rng: random.Random) -> Question:
   answers = ("The {x} is {v}.", "It is {v}.", "{V}.")
   return _text("text-colour", rng.choice(COLOUR_PROMPTS).format(x=thing),
                answer_pair(rng, answers, right, wrong, x=thing), right, wrong,
-               f"the {thing} is {{v}}")
+               "the colour is {v}")
 
 
 def text_opposite(rng: random.Random) -> Question:
@@ -107,7 +111,7 @@ def text_opposite(rng: random.Random) -> Question:
   answers = ("The opposite of {x} is {v}.", "It is {v}.", "{V}.")
   return _text("text-opposite", prompt.format(x=word),
                answer_pair(rng, answers, right, wrong, x=word), right, wrong,
-               f"the opposite of {word} is {{v}}")
+               "the opposite is {v}")
 
 
 def text_reading(rng: random.Random) -> Question:
@@ -123,7 +127,7 @@ def text_reading(rng: random.Random) -> Question:
   answers = ("The {x} is {v}.", "It is {v}.", "{V}.")
   return _text("text-reading", prompt,
                answer_pair(rng, answers, colour[thing], colour[other], x=thing),
-               colour[thing], colour[other], f"the {thing} is {{v}}")
+               colour[thing], colour[other], "the colour is {v}")
 
 
 TEXT_TASKS: dict[str, Task] = {

@@ -190,9 +190,9 @@ def test_stage_configs_are_task_configs_with_the_workdir_files(tmp_path):
   assert rm.model.path == "" and cfg.rm.data.train_path == ""  # the demo's own stays as set
   ev = demo._stage_config(cfg.eval, paths, model_path=paths.hf("rm"))
   assert (ev.data.path, ev.model.path) == (paths.eval, paths.hf("rm"))
+  assert demo.sft_start(cfg, paths) == paths.hf("rm")  # the default: from the RM's trunk
+  cfg.sft_from_rm = False
   assert demo.sft_start(cfg, paths) == ""
-  cfg.sft_from_rm = True
-  assert demo.sft_start(cfg, paths) == paths.hf("rm")
 
 def test_data_tasks_pick_tasks_per_kind_and_name_a_wrong_one(tmp_path):
   from omni_rrm_jax.demo import run as demo

@@ -236,3 +236,21 @@ def test_text_reading_is_decided_by_the_prompt_sentence_alone():
   assert abs(first_right / n - 0.5) < 0.05
   for colour, seen in seen_by_colour.items():
     assert abs(right_by_colour[colour] / seen - 0.5) < 0.1, (colour, right_by_colour[colour], seen)
+
+
+@pytest.mark.parametrize("task", ["text-colour", "text-opposite", "text-capital", "text-reading"])
+def test_text_facts_name_the_answer_without_restating_the_question(task):
+  # As a media task's fact names one fixed subject ("the shape is red"), a text task's
+  # names the answer only: the judge recalls it, with no word of the prompt to copy
+  # first. The rationale states the chosen answer's value in it.
+  from omni_rrm_jax.synthetic.omni import _TASK_BY_NAME
+  from omni_rrm_jax.synthetic.question import render_rationale
+  rng = random.Random(task)
+  questions = [_TASK_BY_NAME[task](rng) for _ in range(200)]
+  assert len({q.fact for q in questions}) == 1, {q.fact for q in questions}
+  for q in questions:
+    subject_words = set(re.findall(r"[a-z]+", q.prompt.lower())) - {
+        "the", "of", "is", "colour", "opposite", "capital"}
+    assert not subject_words & set(re.findall(r"[a-z]+", q.fact)), (q.prompt, q.fact)
+    rationale = render_rationale(q, {"A": q.good, "B": q.bad}, {"A": 8, "B": 2})
+    assert q.fact.replace("{v}", q.good) + "; A says " + q.good in rationale, rationale
