@@ -2,8 +2,9 @@
 
 The whole mission at toy scale on a CPU: seeded omni preference pairs with
 real PNG / MP4 / WAV files, a tiny BPE tokenizer, a tiny Qwen2.5-Omni thinker
-from scratch trained as a scalar RM and as a rubric judge (SFT, then GRPO),
-evaluated per modality before and after GRPO, exported and reloaded.
+trained from scratch as a scalar RM, then from the RM's trunk as a rubric judge
+(SFT, then GRPO), evaluated per modality before and after GRPO, exported and
+reloaded.
 
 Each stage's config is the task's own (`config/tasks.py`) with the values set
 here, under the stage's name: `--config.rm.train.num_steps=1600`,
