@@ -253,4 +253,5 @@ def test_text_facts_name_the_answer_without_restating_the_question(task):
         "the", "of", "is", "colour", "opposite", "capital"}
     assert not subject_words & set(re.findall(r"[a-z]+", q.fact)), (q.prompt, q.fact)
     rationale = render_rationale(q, {"A": q.good_value, "B": q.bad_value}, {"A": 8, "B": 2})
-    assert q.fact.replace("{v}", q.good_value) + "; A says " in rationale, rationale
+    assert (q.fact.replace("{v}", q.good_value) + "; A says " + q.good_value + ": right"
+            in rationale), rationale
