@@ -9,13 +9,15 @@ from typing import Any, Mapping
 from omni_rrm_jax.eval.standard_error import binomial_se, mean_se
 
 # Targets on held-out pairs (the main job's issue): scalar RM accuracy per
-# modality; the SFT judge's accuracy and strict valid-JSON rate per modality;
+# modality; the SFT judge's accuracy, strict valid-JSON rate and A/B position
+# consistency (the same verdict for a pair and its swapped twin) per modality;
 # and the media-blind control: on held-out pairs whose media are blank, the RM
 # and the SFT judge must fall to (near) chance, or a task is solvable from its
 # words alone.
 RM_ACCURACY_TARGET = 0.95
 JUDGE_ACCURACY_TARGET = 0.90
 JUDGE_VALID_JSON_TARGET = 0.98
+JUDGE_CONSISTENCY_TARGET = 0.90
 BLIND_ACCURACY_MAX = 0.60
 
 
@@ -123,6 +125,9 @@ def build_report(results: Mapping[str, Any], seconds: Mapping[str, float], confi
                                       for m, r in sft.items()},
       "judge_valid_json_per_modality": {
           m: (r["valid_json_rate"] or 0.0) >= JUDGE_VALID_JSON_TARGET for m, r in sft.items()},
+      "judge_position_consistency_per_modality": {
+          m: (r["position_consistency"] or 0.0) >= JUDGE_CONSISTENCY_TARGET
+          for m, r in sft.items()},
       "media_blind_rm_per_modality": {m: _blind_ok(blind["rm"].get(m)) for m in media},
       "media_blind_judge_per_modality": {m: _blind_ok(blind["judge_sft"].get(m))
                                          for m in media},
@@ -205,7 +210,8 @@ def results_table(report: Mapping[str, Any]) -> str:
         f"| {pct_se(s)}{_mark(t['judge_accuracy_per_modality'][m])} "
         f"| {_blind_cell(report, 'judge_sft', m, 'media_blind_judge_per_modality')} "
         f"| {_pct(s['valid_json_rate'])}{_mark(t['judge_valid_json_per_modality'][m])} "
-        f"| {_pct(s['position_consistency'])} | {pct_se(g)} "
+        f"| {_pct(s['position_consistency'])}"
+        f"{_mark(t['judge_position_consistency_per_modality'][m])} | {pct_se(g)} "
         f"| {_blind_cell(report, 'judge_grpo', m, None)} "
         f"| {_pct((g or {}).get('valid_json_rate'))} "
         f"| {_pct((g or {}).get('position_consistency'))} |")

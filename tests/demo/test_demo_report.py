@@ -28,14 +28,14 @@ def _rm(acc, modalities=MODALITIES):
 
 
 def _results(rm_acc, sft_acc, sft_valid, grpo_acc, reward_before, reward_after, blind_rm,
-             blind_judge):
+             blind_judge, sft_consistency=1.0):
   full = {m: 1.0 for m in MODALITIES}
   return {
       "data": {"train": {m: 100 for m in MODALITIES}, "eval": {m: 10 for m in MODALITIES},
                "reconciliation": {"train": {"generated": 500, "kept": 400}}},
       "rm": {"step": 10, "train_compiles": 3, "batch_shapes": 3},
       "sft": {"step": 10, "train_compiles": 2, "batch_shapes": 2},
-      "eval_sft": {"rm": _rm(rm_acc), "judge": _judge(sft_acc, sft_valid),
+      "eval_sft": {"rm": _rm(rm_acc), "judge": _judge(sft_acc, sft_valid, sft_consistency),
                    "rm_blind": _rm(blind_rm, MEDIA),
                    "judge_blind": _judge(blind_judge, full, modalities=MEDIA)},
       "grpo": {"eval_start": {"reward/total_mean": reward_before, "reward/total_std": 0.3,
@@ -76,6 +76,8 @@ def test_all_targets_met():
      "judge_accuracy_per_modality[image]"),
     (dict(sft_valid={"audio": 1.0, "image": 1.0, "text": 0.97, "video": 1.0}),
      "judge_valid_json_per_modality[text]"),
+    # Every modality at 89% consistency: each is named, the first in the line.
+    (dict(sft_consistency=0.89), "judge_position_consistency_per_modality[audio]"),
     (dict(reward_after=0.2), "grpo_raises_judge_reward"),
     # Higher, but by less than two standard errors of the difference.
     (dict(reward_after=0.45), "grpo_raises_judge_reward"),
@@ -91,6 +93,8 @@ def test_a_missed_target_is_named(change, target):
   assert not report["targets"]["all_met"]
   table = report_lib.results_table(report)
   assert f"NOT all met: {target}" in table
+  if target.startswith("judge_position_consistency"):
+    assert "| 89.0% (below target) |" in table  # the table's A/B consistency column
   assert json.loads(json.dumps(report))  # the report is plain JSON
 
 
