@@ -25,7 +25,10 @@ checkpoint holding it resumes the stream at the same example.
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import threading
+import time
 from typing import Any, Callable, Sequence
 
 import grain
@@ -128,18 +131,49 @@ class _Collate(grain.transforms.Map):
                           pad_id=kw["pad_id"], media=media, global_needs=needs)
 
 
+PARENT_POLL_S = 1.0  # how often a worker checks that the process that started it lives
+
+
+def exit_when_parent_dies(poll_s: float = PARENT_POLL_S) -> threading.Thread:
+  """Ends this process (exit status 1) once the process that started it is gone.
+
+  A daemon thread compares `os.getppid()` with its value at the call: when the
+  parent dies, the child is re-parented (to init or a subreaper) and the value
+  changes. Polling, rather than Linux's `PR_SET_PDEATHSIG`, because that signal
+  follows the thread that forked the child, not the process, and works on
+  Linux only.
+  """
+  parent = os.getppid()
+
+  def watch():
+    while True:
+      time.sleep(poll_s)
+      if os.getppid() != parent:
+        os._exit(1)  # no cleanup to run: the queues' reader is gone
+
+  thread = threading.Thread(target=watch, name="exit-when-parent-dies", daemon=True)
+  thread.start()
+  return thread
+
+
 def leave_stop_signals_to_the_parent(worker_index: int, worker_count: int) -> None:
-  """Grain worker start-up: SIGTERM and SIGINT ignored in the worker.
+  """Grain worker start-up: SIGTERM and SIGINT ignored in the worker, and the
+  worker ends when the main process does.
 
   A scheduler's preemption and a terminal's Ctrl-C signal the whole process
   group. The main process turns the signal into a checkpoint and a clean stop,
   and stops its workers itself (Grain sets their stop event, then kills what
   is left); a worker that died of the signal instead could leave a half-written
   batch in its queue, on which the main process's close then blocks forever.
+  A main process that cannot stop them (killed by the kernel's out-of-memory
+  killer, or by SIGKILL) would leave its workers running, each holding its
+  imports and buffers (~3 GiB for the main job's); they exit within
+  `PARENT_POLL_S` of it instead.
   """
   del worker_index, worker_count
   for sig in (signal.SIGTERM, signal.SIGINT):
     signal.signal(sig, signal.SIG_IGN)
+  exit_when_parent_dies()
 
 
 def prefetch_in_workers(it: grain.IterDataset, worker_count: int,
