@@ -195,8 +195,9 @@ def generate_round(policy, prompts: Sequence[Mapping[str, Any]], *, sampling: Sa
     prompts: a batch of `make_prompt_dataset` (this process's rows of the
       global batch; every process calls this with as many).
     sampling: the sampling parameters (`num_samples` is G).
-    rng: the round's key, the same on every process (each row draws by its
-      row of the global batch).
+    rng: the round's key, the same on every process (each prompt draws by
+      its record's index, so a prompt's completions do not depend on the
+      batch, the row or the process that holds it).
     eos_ids: a completion ends at the first of these.
     pad_id: the tokenizer's pad id.
     bucket: prompts are left-padded to a multiple of this.
@@ -222,18 +223,20 @@ def generate_round(policy, prompts: Sequence[Mapping[str, Any]], *, sampling: Sa
   ids_bt, mask_bt = left_pad([p["prompt_ids"].tolist() for p in prompts], pad_id,
                              multiple=bucket, max_length=max_prompt_length,
                              min_length=int(needs[0]))
-  host = {"ids": ids_bt, "mask": mask_bt}
+  index = np.asarray([p["index"] for p in prompts], np.int64)
+  # Each prompt draws from its record's index: a completion depends on the
+  # round's key and its prompt, not on the batch it was drawn in.
+  host = {"ids": ids_bt, "mask": mask_bt, "keys": index.astype(np.int32)}
   if with_media:
     host.update(media.collate(prompts, ids_bt.shape[1], min_needs=needs[1:]))
   placed = to_global(host, mesh, rules) if mesh is not None else host
-  prompt_media = {k: v for k, v in placed.items() if k not in ("ids", "mask")}
+  prompt_media = {k: v for k, v in placed.items() if k not in ("ids", "mask", "keys")}
   sampled = generate(policy, placed["ids"], placed["mask"], sampling, rng,
                      eos_ids=tuple(eos_ids), pad_id=pad_id, mesh=mesh, rules=rules,
-                     media=prompt_media or None)
+                     media=prompt_media or None, prompt_keys=placed["keys"])
   wide_ids = np.full((len(prompts), max_prompt_length), pad_id, np.int32)
   wide_mask = np.zeros((len(prompts), max_prompt_length), np.int32)
   wide_ids[:, -ids_bt.shape[1]:], wide_mask[:, -ids_bt.shape[1]:] = ids_bt, mask_bt
-  index = np.asarray([p["index"] for p in prompts], np.int64)
   valid = np.asarray([p.get("valid", True) for p in prompts], np.float32)
   reason = np.asarray([p.get("invalid_reason", 0) for p in prompts], np.int32)
   out = {

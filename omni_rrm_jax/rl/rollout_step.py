@@ -128,9 +128,10 @@ class Rollouts:
 
   def evaluate(self, params, key: jax.Array, prompt_batches: Sequence[dict],
                records) -> dict[str, float]:
-    """Reward metrics over fixed prompt batches, batch i sampled with `fold_in(key, i)`."""
-    batches = [self.sample(params, p, jax.random.fold_in(key, i), records)
-               for i, p in enumerate(prompt_batches)]
+    """Reward metrics over fixed prompt batches, all sampled with `key`: each
+    prompt draws by its record's index, so the numbers do not depend on how the
+    prompts are batched (`rl/rollout.py:generate_round`)."""
+    batches = [self.sample(params, p, key, records) for p in prompt_batches]
     batches = [b for b in batches if b is not None]
     return (reward_metrics(concat_rows(batches), self._scorer.names, self.group_size)
             if batches else {})

@@ -44,9 +44,16 @@ def choose_tokens(logits_bv: jax.Array, rng: jax.Array, params: SamplingParams) 
 
   The draw is `jax.random.categorical`'s own (the Gumbel-max trick: the arg-max
   of the logits plus Gumbel noise from `rng`), the same token for the same key,
-  with the arg-max taken by `argmax_last`.
+  with the arg-max taken by `argmax_last`. `rng` is one key for the batch, or a
+  typed key per row ([B]): then each row's noise comes from its own key alone,
+  whatever the other rows are.
   """
   if params.greedy:
     return argmax_last(logits_bv)
   logits_bv = sampling_logits(logits_bv, params)
-  return argmax_last(logits_bv + jax.random.gumbel(rng, logits_bv.shape, logits_bv.dtype))
+  if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key) and rng.ndim == 1:
+    noise_bv = jax.vmap(lambda key: jax.random.gumbel(key, logits_bv.shape[1:],
+                                                      logits_bv.dtype))(rng)
+  else:
+    noise_bv = jax.random.gumbel(rng, logits_bv.shape, logits_bv.dtype)
+  return argmax_last(logits_bv + noise_bv)

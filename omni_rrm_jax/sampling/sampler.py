@@ -128,7 +128,8 @@ def media_arrays(media: Mapping[str, jax.Array] | None, batch: int,
 def generate(model_or_graphdef_state, prompt_ids_bt, prompt_mask_bt, params: SamplingParams,
              rng: jax.Array | int, *, eos_ids: Sequence[int], pad_id: int = 0,
              mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES,
-             media: Mapping[str, jax.Array] | None = None) -> SampleOutput:
+             media: Mapping[str, jax.Array] | None = None,
+             prompt_keys: jax.Array | np.ndarray | None = None) -> SampleOutput:
   """Samples `params.num_samples` completions for each left-padded prompt.
 
   Args:
@@ -153,6 +154,13 @@ def generate(model_or_graphdef_state, prompt_ids_bt, prompt_mask_bt, params: Sam
       `media_index` [B, T], and the audio keys for the Omni thinker; see
       `models.media_inputs`), with the sequence keys aligned to the
       left-padded prompts. The encoders run once per prompt, not per sample.
+    prompt_keys: int [B], one number per prompt that names it (e.g. its
+      record's index), placed like the prompts. When given, sample j of a
+      prompt draws at step i with `fold_in(fold_in(fold_in(rng, key), j), i)`:
+      its completion depends on its prompt, key and `rng` only, not on which
+      other prompts share the batch or at which row it sits (up to the last
+      bits of the logits, which XLA may round differently for other batch
+      shapes). Without them, step i draws the whole batch with `fold_in(rng, i)`.
 
   Returns:
     A `SampleOutput` with `B * num_samples` rows and `max_new_tokens` columns.
@@ -167,20 +175,26 @@ def generate(model_or_graphdef_state, prompt_ids_bt, prompt_mask_bt, params: Sam
     # on one local device, which a jit over several processes cannot take.
     rng = np.asarray(rng, np.uint32)
   eos_ids = tuple(sorted({int(e) for e in eos_ids}))
+  if prompt_keys is not None:
+    prompt_keys = jnp.asarray(prompt_keys, jnp.int32)
+    if prompt_keys.shape != prompt_ids_bt.shape[:1]:
+      raise ValueError(f"prompt_keys has shape {prompt_keys.shape}; one key per prompt "
+                       f"({prompt_ids_bt.shape[0]}) is needed")
   return _generate_jit(graphdef, state, prompt_ids_bt, prompt_mask_bt, rng, media,
-                       params=params, eos_ids=eos_ids, pad_id=int(pad_id), mesh=mesh,
-                       rules=tuple(rules))
+                       prompt_keys, params=params, eos_ids=eos_ids, pad_id=int(pad_id),
+                       mesh=mesh, rules=tuple(rules))
 
 
 @functools.partial(jax.jit, static_argnums=(0,),
                    static_argnames=("params", "eos_ids", "pad_id", "mesh", "rules"))
-def _generate_jit(graphdef, state, prompt_ids_bt, prompt_mask_bt, rng, media, *, params,
-                  eos_ids, pad_id, mesh, rules):
+def _generate_jit(graphdef, state, prompt_ids_bt, prompt_mask_bt, rng, media, prompt_keys_p, *,
+                  params, eos_ids, pad_id, mesh, rules):
   if not jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
     rng = jax.random.key(rng)  # an int seed (`generate`)
   with activation_sharding(mesh, rules):
     model = nnx.merge(graphdef, state)
-    return _sample(model, prompt_ids_bt, prompt_mask_bt, rng, params, eos_ids, pad_id, media)
+    return _sample(model, prompt_ids_bt, prompt_mask_bt, rng, params, eos_ids, pad_id, media,
+                   prompt_keys_p)
 
 
 def _empty_cache(cfg, length: int, rows: int):
@@ -201,11 +215,25 @@ def _token_logprob(logits_bv: jax.Array, token_b: jax.Array) -> jax.Array:
   return (chosen_b - max_b1[:, 0]) - log_sum_b
 
 
+def _row_keys(rng: jax.Array, prompt_keys_p: jax.Array, g: int) -> jax.Array:
+  """A typed key per row [P * G]: `fold_in(fold_in(rng, prompt key), sample)`."""
+  keys_b = jnp.repeat(prompt_keys_p, g)
+  samples_b = jnp.tile(jnp.arange(g, dtype=jnp.int32), prompt_keys_p.shape[0])
+  return jax.vmap(lambda k, j: jax.random.fold_in(jax.random.fold_in(rng, k), j))(
+      keys_b, samples_b)
+
+
 def _sample(model, prompt_ids_pt, prompt_mask_pt, rng, params: SamplingParams,
-            eos_ids: tuple[int, ...], pad_id: int, media) -> SampleOutput:
+            eos_ids: tuple[int, ...], pad_id: int, media,
+            prompt_keys_p: jax.Array | None = None) -> SampleOutput:
   g, n = params.num_samples, params.max_new_tokens
   p, t = prompt_ids_pt.shape
   b = p * g
+  if prompt_keys_p is not None:
+    row_keys_b = _row_keys(rng, prompt_keys_p, g)
+    step_key = lambda i: jax.vmap(jax.random.fold_in, (0, None))(row_keys_b, i)  # noqa: E731
+  else:
+    step_key = lambda i: jax.random.fold_in(rng, i)  # noqa: E731
   cfg = model.model.cfg
   eos_e = jnp.asarray(eos_ids, jnp.int32)
 
@@ -229,7 +257,7 @@ def _sample(model, prompt_ids_pt, prompt_mask_pt, rng, params: SamplingParams,
   cache = repeat_cache_rows(cache, p, g, empty_cache)
   logits_bv = constrain(jnp.repeat(next_logits(h_pte), g, axis=0), ("batch", "vocab"))
 
-  token_b = choose_tokens(logits_bv, jax.random.fold_in(rng, 0), params)
+  token_b = choose_tokens(logits_bv, step_key(0), params)
   tokens_bn = jnp.full((b, n), pad_id, jnp.int32).at[:, 0].set(token_b)
   logprobs_bn = jnp.zeros((b, n), jnp.float32).at[:, 0].set(_token_logprob(logits_bv, token_b))
   mask_bn = jnp.zeros((b, n), jnp.int32).at[:, 0].set(1)
@@ -243,7 +271,7 @@ def _sample(model, prompt_ids_pt, prompt_mask_pt, rng, params: SamplingParams,
     step, cache, token_b, tokens_bn, logprobs_bn, mask_bn, done_b = carry
     h_bte, cache = model.model.call_cached(cache, token_b[:, None])
     logits_bv = next_logits(h_bte)
-    new_b = choose_tokens(logits_bv, jax.random.fold_in(rng, step), params)
+    new_b = choose_tokens(logits_bv, step_key(step), params)
     live_b = ~done_b
     logp_b = jnp.where(live_b, _token_logprob(logits_bv, new_b), 0.0)
     new_b = jnp.where(live_b, new_b, pad_id)

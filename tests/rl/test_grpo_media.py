@@ -102,13 +102,17 @@ def judge(inputs):
                                seed=config.seed)
 
 
-def test_rollout_logprobs_equal_the_update_recompute(inputs, judge):
-  config = vl_config()
-  records, tok, spec, encoder = inputs.records, inputs.tokenizer, inputs.spec, inputs.encoder
-  media = PromptMedia.from_spec(spec, config.media.patch_buckets)
+def first_prompts(inputs: Inputs):
+  """(records, tokenizer, prompt media, the first four prompts in file order)."""
+  media = PromptMedia.from_spec(inputs.spec, vl_config().media.patch_buckets)
   prompts = next(iter(rollout.make_prompt_dataset(
-      records, encoder, recipe="judge", max_prompt_length=PROMPT_LENGTH, batch_size=4, seed=0,
-      shuffle=False, num_epochs=1)))
+      inputs.records, inputs.encoder, recipe="judge", max_prompt_length=PROMPT_LENGTH,
+      batch_size=4, seed=0, shuffle=False, num_epochs=1)))
+  return inputs.records, inputs.tokenizer, media, prompts
+
+
+def test_rollout_logprobs_equal_the_update_recompute(inputs, judge):
+  records, tok, media, prompts = first_prompts(inputs)
   assert [records[p["index"]].modality for p in prompts] == ["image", "video", "image", "image"]
 
   tx, _ = make_optimizer(dict(learning_rate=1e-3, total_steps=10))
@@ -229,3 +233,29 @@ def test_judge_eval_judges_media_records_with_their_media(inputs, judge, monkeyp
   # 5 usable media records, in both orders (filler rows of a short call repeat one).
   assert len(media_rows) >= 10 and min(media_rows) > 0
   assert all(n == sum(t in placeholders for t in ids) for ids, n in seen)
+
+
+def test_a_prompt_draws_the_same_completions_in_any_round(inputs, judge):
+  """Rollouts key each prompt's draws by its record's index: the evaluation's
+  numbers do not depend on how its prompts are batched."""
+  records, tok, media, prompts = first_prompts(inputs)
+  images = [p for p in prompts if records[p["index"]].modality == "image"
+            and p.get("valid", True)]
+  assert len(images) >= 2
+  graphdef, params = nnx.split(judge)
+  kw = dict(sampling=SamplingParams(max_new_tokens=N, num_samples=G, temperature=1.0),
+            rng=jax.random.key(3), eos_ids=(), pad_id=tok.pad_token_id, bucket=PROMPT_LENGTH,
+            max_prompt_length=PROMPT_LENGTH, media=media)
+
+  def completions(batch_prompts):
+    batch = rollout.generate_round((graphdef, params), batch_prompts, **kw)
+    return {int(i): batch["completion_ids"][r:r + G]
+            for r, i in zip(range(0, len(batch["index"]), G), batch["index"][::G])}
+
+  together = completions(images[:2])
+  last = images[1]["index"]
+  alone = completions(images[1:2])
+  swapped = completions([images[1], images[0]])
+  np.testing.assert_array_equal(alone[last], together[last])
+  np.testing.assert_array_equal(swapped[last], together[last])
+  assert (together[last] != together[last][:1]).any()  # the G samples differ

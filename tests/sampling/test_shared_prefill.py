@@ -83,7 +83,7 @@ def test_prefill_runs_on_the_prompts_not_on_every_sample():
   graphdef, state = nnx.split(orj.from_pretrained(sharp_qwen2()))
   ids_bt, mask_bt = left_padded_prompts()
   traced = sampler._generate_jit.trace(  # noqa: SLF001 (the jitted program itself)
-      graphdef, state, ids_bt, mask_bt, np.uint32(0), None, params=PARAMS, eos_ids=(),
+      graphdef, state, ids_bt, mask_bt, np.uint32(0), None, None, params=PARAMS, eos_ids=(),
       pad_id=0, mesh=None, rules=DEFAULT_RULES)
   # The projections are matrix products over [rows · positions, features]: the
   # prefill's have a multiple of the prompt's positions, the decode steps' one
