@@ -42,7 +42,8 @@ minibatch to the update. A run matches the one-process run on the same mesh
 rounding in the collectives); process 0 writes the files.
 
 Pointed at a workdir with a checkpoint, it resumes exactly (policy, optimizer,
-prompt stream; rollout keys are `fold_in(rng, step)`); SIGTERM saves and exits.
+prompt stream; rollout keys are `fold_in(rng, step)`, each prompt drawing from its
+record's index folded into it); SIGTERM saves and exits.
 """
 
 from __future__ import annotations
