@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any, Mapping
 
-from omni_rrm_jax.eval.standard_error import binomial_se, mean_se
+from omni_rrm_jax.eval.standard_error import binomial_se, mean_se, paired_change
 
 # Targets on held-out pairs (the main job's issue): scalar RM accuracy per
 # modality; the SFT judge's accuracy, strict valid-JSON rate and A/B position
@@ -62,18 +62,35 @@ def _grpo_rewards(summary: Mapping[str, Any]) -> dict[str, dict[str, float | Non
     n = metrics.get("num_completions")
     return None if std is None or n is None else mean_se(std, n)
 
-  return {k[len("reward/"):-len("_mean")]: {"before": start[k], "before_se": se(start, k),
-                                            "after": end.get(k), "after_se": se(end, k)}
-          for k in keys}
+  out = {}
+  for k in keys:
+    name = k[len("reward/"):-len("_mean")]
+    paired = paired_change(start.get("prompts", {}), end.get("prompts", {}), name)
+    out[name] = {"before": start[k], "before_se": se(start, k), "after": end.get(k),
+                 "after_se": se(end, k),
+                 "change_se_paired": None if paired is None else paired["se"],
+                 "paired_prompts": None if paired is None else paired["prompts"]}
+  return out
 
 
-def _two_se_of_change(reward: Mapping[str, Any]) -> float | None:
-  """Two standard errors of a held-out reward's change (the before and after
-  means' errors added in quadrature); None when either is unknown."""
+def _independent_two_se(reward: Mapping[str, Any]) -> float | None:
+  """Two standard errors of a held-out reward's change as if the two means were
+  of independent samples (their errors added in quadrature); None when either
+  is unknown."""
   se_a, se_b = reward.get("after_se"), reward.get("before_se")
   if se_a is None or se_b is None:
     return None
   return 2.0 * (se_a ** 2 + se_b ** 2) ** 0.5
+
+
+def _two_se_of_change(reward: Mapping[str, Any]) -> float | None:
+  """Two standard errors of a held-out reward's change: paired by prompt when
+  both evaluations' per-prompt rewards are known (they sample the same prompts
+  from the same keys, `eval/standard_error.py:paired_change`), otherwise the
+  independent-samples bound."""
+  if reward.get("change_se_paired") is not None:
+    return 2.0 * reward["change_se_paired"]
+  return _independent_two_se(reward)
 
 
 def _raised_by_two_se(reward: Mapping[str, Any]) -> bool:
@@ -85,12 +102,14 @@ def _raised_by_two_se(reward: Mapping[str, Any]) -> bool:
 
 
 def _change(reward: Mapping[str, Any]) -> str:
-  """The rise of a held-out reward, with two standard errors of the change."""
+  """The rise of a held-out reward."""
   if reward.get("after") is None:
     return "-"
-  out = f"{reward['after'] - reward['before']:+.3f}"
-  threshold = _two_se_of_change(reward)
-  return out if threshold is None else out + f" ({threshold:.3f})"
+  return f"{reward['after'] - reward['before']:+.3f}"
+
+
+def _threshold(value: float | None) -> str:
+  return "-" if value is None else f"{value:.3f}"
 
 
 def _blind_ok(row: Mapping[str, Any] | None) -> bool:
@@ -220,11 +239,19 @@ def results_table(report: Mapping[str, Any]) -> str:
                f"most {BLIND_ACCURACY_MAX:.0%} means the task needs its media (text has none: "
                "n/a). ± is one standard error.")
   lines.append("")
-  lines.append("| GRPO held-out reward | before | after | change (two standard errors) |")
-  lines.append("|---|---|---|---|")
+  lines.append("| GRPO held-out reward | before | after | change | two standard errors, "
+               "paired by prompt | two standard errors, independent samples |")
+  lines.append("|---|---|---|---|---|---|")
   for name, r in report["grpo_rewards"].items():
+    paired = r.get("change_se_paired")
     lines.append(f"| {name} | {_mean_se(r['before'], r.get('before_se'))} "
-                 f"| {_mean_se(r['after'], r.get('after_se'))} | {_change(r)} |")
+                 f"| {_mean_se(r['after'], r.get('after_se'))} | {_change(r)} "
+                 f"| {_threshold(None if paired is None else 2 * paired)} "
+                 f"| {_threshold(_independent_two_se(r))} |")
+  lines.append("")
+  lines.append("A change counts when it exceeds two standard errors paired by prompt (the "
+               "same prompts, each sampled from the same key before and after); the "
+               "independent-samples column ignores that pairing.")
   rec = report["data"]["reconciliation"]["train"]
   lines.append("")
   lines.append(f"Teacher reconciliation (train): {rec.get('generated')} generated, "

@@ -70,7 +70,7 @@ from omni_rrm_jax.core.api_key import read_api_key
 from omni_rrm_jax.rl.multihost_rows import total_counts
 from omni_rrm_jax.rl.policy_update import update_policy
 from omni_rrm_jax.rl.prompt_media import PromptMedia
-from omni_rrm_jax.rl.rollout_step import Rollouts
+from omni_rrm_jax.rl.rollout_step import Rollouts, changes_since
 from omni_rrm_jax.rl.update_batch import UpdateBatchBuilder
 from omni_rrm_jax.sampling.params import SamplingParams
 from omni_rrm_jax.train.optimizer import make_optimizer
@@ -264,7 +264,8 @@ def run(config, workdir: str) -> dict:
               "reward": f"{metrics['reward/total_mean']:.3f}",
               "tok/s": f"{metrics['time/sampled_tokens_per_second']:.0f}"})
       if eval_batches and config.train.eval_every and done % config.train.eval_every == 0:
-        writer.write(done, evaluate(state.model_state()), "eval")
+        writer.write(done, changes_since(evaluate(state.model_state()), summary.get("eval_start")),
+                     "eval")
       if loop.end_step(done, state, prompt_iter.get_state()):
         break
   skipped = rollouts.skipped
@@ -277,7 +278,7 @@ def run(config, workdir: str) -> dict:
 
   # --- Final eval --------------------------------------------------------
   if not scaffold.stopped_early and eval_batches:
-    summary["eval"] = evaluate(state.model_state())
+    summary["eval"] = changes_since(evaluate(state.model_state()), summary.get("eval_start"))
     writer.write(summary["step"], summary["eval"], "eval")
 
   # --- Export ------------------------------------------------------------

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from omni_rrm_jax.data.tokenize import INVALID_REASONS
+from omni_rrm_jax.eval.standard_error import paired_change
 from omni_rrm_jax.rl import rollout
 from omni_rrm_jax.rl.multihost_rows import gather_rows
 from omni_rrm_jax.rl.shaping import fill_groups
@@ -65,6 +66,36 @@ def reward_metrics(sampled: dict, names, group_size: int) -> dict[str, float]:
       out[name] = float(sampled[key].mean())
   rewards_gk = sampled["rewards"].reshape(-1, group_size)
   out["zero_variance_group_frac"] = float(np.mean(rewards_gk.max(-1) == rewards_gk.min(-1)))
+  return out
+
+
+def prompt_means(sampled: dict, names, group_size: int) -> dict[str, list]:
+  """Each prompt's mean of every reward over its G completions (`total` and one
+  list per reward function), with its record's `index`: what a paired change
+  between two evaluations of the same prompts is measured on
+  (`eval/standard_error.py:paired_change`)."""
+  out = {"index": sampled["index"][::group_size].tolist(),
+         "total": sampled["rewards"].reshape(-1, group_size).mean(-1).tolist()}
+  for name in names:
+    out[name] = sampled[f"reward/{name}"].reshape(-1, group_size).mean(-1).tolist()
+  return out
+
+
+def changes_since(metrics: dict, start: dict | None) -> dict:
+  """`metrics` of an evaluation plus, for every reward, its change since the
+  `start` evaluation of the same prompts and the paired standard error of that
+  change (`reward/<name>_change`, `reward/<name>_change_se`); `metrics`
+  unchanged without a start (a resumed run) or per-prompt rewards."""
+  if not start or "prompts" not in start or "prompts" not in metrics:
+    return metrics
+  out = dict(metrics)
+  for name in metrics["prompts"]:
+    if name == "index":
+      continue
+    change = paired_change(start["prompts"], metrics["prompts"], name)
+    if change is not None:
+      out[f"reward/{name}_change"] = change["change"]
+      out[f"reward/{name}_change_se"] = change["se"]
   return out
 
 
@@ -130,11 +161,16 @@ class Rollouts:
                records) -> dict[str, float]:
     """Reward metrics over fixed prompt batches, all sampled with `key`: each
     prompt draws by its record's index, so the numbers do not depend on how the
-    prompts are batched (`rl/rollout.py:generate_round`)."""
+    prompts are batched (`rl/rollout.py:generate_round`). `"prompts"` holds
+    each prompt's mean rewards (`prompt_means`; not a scalar, so metric
+    writers skip it)."""
     batches = [self.sample(params, p, key, records) for p in prompt_batches]
     batches = [b for b in batches if b is not None]
-    return (reward_metrics(concat_rows(batches), self._scorer.names, self.group_size)
-            if batches else {})
+    if not batches:
+      return {}
+    rows = concat_rows(batches)
+    return {**reward_metrics(rows, self._scorer.names, self.group_size),
+            "prompts": prompt_means(rows, self._scorer.names, self.group_size)}
 
   def _rounds(self, params, rng_step: jax.Array, prompt_iter: Iterator, records,
               num_rounds: int, sampled: list) -> Iterator[dict]:

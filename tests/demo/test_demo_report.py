@@ -122,7 +122,8 @@ def test_accuracies_and_rewards_carry_standard_errors():
   table = report_lib.results_table(report)
   assert "| audio | 100/10 | 80.0% ± 12.6 (below target) | 50.0% ± 15.8 | 100.0% ± 0.0 |" in table
   assert "| text | 100/10 | 100.0% ± 0.0 | n/a | 100.0% ± 0.0 | n/a |" in table
-  assert "| total | 0.200 ± 0.100 | 0.500 ± 0.100 | +0.300 (0.283) |" in table
+  # No per-prompt rewards: no paired error, the independent one decides.
+  assert "| total | 0.200 ± 0.100 | 0.500 ± 0.100 | +0.300 | - | 0.283 |" in table
   assert "| judge_format | 0.500 | 0.600 |" in table
 
 
@@ -218,3 +219,27 @@ def test_data_tasks_pick_tasks_per_kind_and_name_a_wrong_one(tmp_path):
   assert {s for s in subsets if s.startswith("image")} == {"image-colour"}
   assert {s for s in subsets if s.startswith("audio")} == {"audio-count", "audio-direction",
                                                            "audio-level"}
+
+
+def test_the_paired_error_decides_when_per_prompt_rewards_are_known():
+  results = _results(**{k: {m: 1.0 for m in MODALITIES} for k in (
+      "rm_acc", "sft_acc", "sft_valid", "grpo_acc")},
+      blind_rm={m: 0.5 for m in MODALITIES}, blind_judge={m: 0.5 for m in MODALITIES},
+      reward_before=0.40, reward_after=0.45)
+  # +0.05, under the independent 0.283, but every one of four prompts rose by
+  # 0.04-0.06: paired differences (0.04, 0.06, 0.05, 0.05), sample std 0.008165,
+  # standard error 0.004082, two of them 0.008.
+  index = [0, 1, 2, 3]
+  results["grpo"]["eval_start"]["prompts"] = {"index": index, "total": [0.0, 0.2, 0.6, 0.8]}
+  results["grpo"]["eval"]["prompts"] = {"index": index, "total": [0.04, 0.26, 0.65, 0.85]}
+  report = report_lib.build_report(results, {}, ml_collections.ConfigDict())
+  total = report["grpo_rewards"]["total"]
+  assert total["change_se_paired"] == pytest.approx(0.0040825, abs=1e-6)
+  assert total["paired_prompts"] == 4
+  assert report["targets"]["grpo_raises_judge_reward"]
+  table = report_lib.results_table(report)
+  assert "| total | 0.400 ± 0.100 | 0.450 ± 0.100 | +0.050 | 0.008 | 0.283 |" in table
+  # The same means with the prompts moving apart: paired error larger than the rise.
+  results["grpo"]["eval"]["prompts"]["total"] = [0.30, 0.0, 0.9, 0.55]
+  report = report_lib.build_report(results, {}, ml_collections.ConfigDict())
+  assert not report["targets"]["grpo_raises_judge_reward"]

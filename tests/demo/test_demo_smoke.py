@@ -136,6 +136,9 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capfd, workdir_logging):
   assert set(rewards) >= {"total", "judge_format", "judge_content", "judge_rubric"}
   for r in rewards.values():
     assert r["before_se"] >= 0.0 and r["after_se"] >= 0.0
+    # and the change its standard error paired by prompt, over every held-out prompt.
+    assert r["change_se_paired"] >= 0.0
+    assert r["paired_prompts"] == config.grpo.eval.num_prompts
 
   # The exported folders load in transformers with our numbers.
   for name in ("judge", "rm"):

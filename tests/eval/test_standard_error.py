@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from omni_rrm_jax.eval.standard_error import binomial_se, mean_se
+from omni_rrm_jax.eval.standard_error import binomial_se, mean_se, paired_change
 
 
 def test_binomial_se_by_hand():
@@ -28,3 +28,34 @@ def test_mean_se_from_a_population_std_by_hand():
   assert mean_se(population_std, n) == pytest.approx(sample_std / math.sqrt(n))
   assert mean_se(0.3, 10) == pytest.approx(0.1)
   assert mean_se(0.3, 1) is None
+
+
+def test_paired_change_by_hand():
+  # Three prompts in both evaluations, listed in other orders; prompt 9 only before.
+  before = {"index": [1, 2, 3, 9], "total": [0.50, 0.75, 1.00, 0.0]}
+  after = {"index": [3, 1, 2], "total": [1.00, 0.75, 1.00]}
+  # Differences by prompt: 1 -> +0.25, 2 -> +0.25, 3 -> 0; mean 1/6.
+  diffs = [0.25, 0.25, 0.0]
+  mean = sum(diffs) / 3
+  se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2 / 3)
+  out = paired_change(before, after, "total")
+  assert out == {"change": pytest.approx(mean), "se": pytest.approx(se), "prompts": 3}
+  # A shared per-prompt offset cancels: the independent errors would be large,
+  # the paired one is zero when every prompt moved by the same amount.
+  spread = {"index": [0, 1, 2, 3], "total": [0.0, 1.0, 0.0, 1.0]}
+  shifted = {"index": [0, 1, 2, 3], "total": [0.1, 1.1, 0.1, 1.1]}
+  out = paired_change(spread, shifted, "total")
+  assert out["change"] == pytest.approx(0.1) and out["se"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_paired_change_merges_a_repeated_prompt_and_handles_gaps():
+  # A prompt drawn twice counts once, at its mean.
+  before = {"index": [5, 5, 6], "total": [0.0, 1.0, 0.0]}
+  after = {"index": [5, 6], "total": [1.0, 0.0]}
+  out = paired_change(before, after, "total")
+  assert out["prompts"] == 2 and out["change"] == pytest.approx(0.25)
+  assert paired_change(before, after, "judge_format") is None  # not measured
+  one = paired_change({"index": [1], "total": [0.0]}, {"index": [1], "total": [1.0]}, "total")
+  assert one == {"change": 1.0, "se": None, "prompts": 1}
+  assert paired_change({"index": [1], "total": [0.0]}, {"index": [2], "total": [1.0]},
+                       "total") is None

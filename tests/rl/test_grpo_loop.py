@@ -119,6 +119,17 @@ def test_tiny_judge_recipe_raises_format_reward(judge, tmp_path):
   # 40 steps and 0.544 -> 0.721 at 60.
   assert after > before + 0.08 and after > 0.6
   assert summary["eval"]["parse_failure_rate"] < summary["eval_start"]["parse_failure_rate"]
+  # Per-prompt rewards of the same 32 held-out prompts before and after: their
+  # mean is the evaluation's mean, and the paired change is after - before.
+  start, end = summary["eval_start"]["prompts"], summary["eval"]["prompts"]
+  assert sorted(start["index"]) == sorted(end["index"]) == list(range(32))
+  assert np.mean(end["judge_format"]) == pytest.approx(after, abs=1e-6)
+  assert summary["eval"]["reward/judge_format_change"] == pytest.approx(after - before, abs=1e-6)
+  assert 0 < summary["eval"]["reward/judge_format_change_se"] < after - before
+  evals = _metrics(str(tmp_path), "eval")
+  assert evals[60]["reward/total_change"] == pytest.approx(
+      summary["eval"]["reward/total_mean"] - summary["eval_start"]["reward/total_mean"], abs=1e-6)
+  assert "prompts" not in evals[60] and "reward/total_change" not in evals[0]
   assert os.path.exists(os.path.join(summary["export"], "model.safetensors"))
 
 
