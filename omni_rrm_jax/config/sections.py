@@ -184,7 +184,10 @@ def data_prompts() -> ml_collections.ConfigDict:
       # as a chat turn, the better response as the `reference` column.
       recipe="judge",
       max_prompt_length=512,  # prompt content is cut from the left beyond this
-      prompt_bucket=64)  # prompts are left-padded to a multiple of this
+      prompt_bucket=64,  # prompts are left-padded to a multiple of this
+      # Training prompts shuffled in blocks of this many consecutive records, each
+      # block in one step (2: a pair followed by its A/B-swapped twin).
+      shuffle_block=1)
 
 
 def data_file() -> ml_collections.ConfigDict:

@@ -69,6 +69,18 @@ def _shuffle_block(p: _Problems, d, o, process_count: int) -> None:
           "(micro-)batch, so that no block is split")
 
 
+def _prompt_block(p: _Problems, block, prompts_per_step, process_count: int) -> None:
+  """GRPO's blocks of consecutive prompts (a pair and its swapped twin) stay in
+  one step only if each process's prompts of a step hold whole blocks."""
+  if not isinstance(block, int) or isinstance(block, bool) or block < 1:
+    p.add("data.shuffle_block", block, "must be an integer >= 1")
+    return
+  rows = prompts_per_step // max(process_count, 1) if isinstance(prompts_per_step, int) else 0
+  if block > 1 and rows and rows % block:
+    p.add("data.shuffle_block", block, f"must divide the {rows} prompts of each process's "
+          "step (rollout.prompts_per_step), so that no block is split")
+
+
 def batch_shards(mesh: Any, rules: Any, device_count: int) -> int:
   """How many ways the mesh splits the batch axis (the `batch` rule's mesh axes)."""
   sizes = dict(zip(MESH_AXES, mesh_shape(dict(mesh), device_count)))
@@ -224,6 +236,7 @@ def problems(config, *, process_count: int, device_count: int) -> list[str]:
     p.positive(ro, "rollout", "num_generations", "max_new_tokens", "temperature")
     _batch(p, "rollout.prompts_per_step", ro.prompts_per_step, process_count=process_count,
            shards=1)
+    _prompt_block(p, d.shuffle_block, ro.prompts_per_step, process_count)
     if not 0 < ro.top_p <= 1:
       p.add("rollout.top_p", ro.top_p, "must be in (0, 1]")
     p.non_negative(ro, "rollout", "top_k")

@@ -127,6 +127,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   g = c.grpo
   # Judge prompts are at most ~205 tokens (audio, with its media tokens): one width.
   g.data.update(max_prompt_length=256, prompt_bucket=256, worker_count=workers)
+  # Each step samples pairs with their A/B-swapped twins (data/train_sft.jsonl in
+  # blocks of 2): a verdict that follows the position gains in one order what it
+  # loses in the other, so the update moves only what follows the content.
+  g.data.shuffle_block = 2
   g.rollout.update(prompts_per_step=4, num_generations=2 if smoke else 4,
                    max_new_tokens=16 if smoke else 160, temperature=1.0)
   g.reward.functions = "judge_format:0.4,judge_content:0.4,judge_rubric:0.2"

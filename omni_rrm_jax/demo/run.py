@@ -138,12 +138,7 @@ def stage_train(task: str) -> Callable:
     from omni_rrm_jax.train.loop import run as train_run
 
     start = sft_start(cfg, paths) if task == "sft" else ""
-    train_path = ""
-    if task == "sft" and sft_has_own_file(cfg):
-      if not os.path.exists(paths.train_sft):
-        raise SystemExit(f"{paths.train_sft} is missing: this workdir's data stage predates "
-                         "data.swap_twins / data.sft_task_weights; use a new --workdir")
-      train_path = paths.train_sft
+    train_path = _twin_file(paths) if task == "sft" and sft_has_own_file(cfg) else ""
     summary = train_run(_stage_config(cfg[task], paths, model_path=start,
                                       train_path=train_path), paths.stage(task))
     if summary.get("stopped_early"):
@@ -152,11 +147,34 @@ def stage_train(task: str) -> Callable:
   return run_stage
 
 
+def _twin_file(paths: Paths) -> str:
+  if not os.path.exists(paths.train_sft):
+    raise SystemExit(f"{paths.train_sft} is missing: this workdir's data stage predates "
+                     "data.swap_twins / data.sft_task_weights; use a new --workdir")
+  return paths.train_sft
+
+
+def grpo_on_twins(cfg) -> bool:
+  """Whether GRPO samples each training pair in the step of its A/B-swapped twin
+  (`grpo.data.shuffle_block` 2 over data/train_sft.jsonl): a position-following
+  verdict then earns as much as it loses within every step."""
+  return cfg.grpo.data.shuffle_block > 1
+
+
+def check_config(cfg) -> None:
+  """Settings of several stages that must agree, checked before any stage runs."""
+  if grpo_on_twins(cfg) and (cfg.grpo.data.shuffle_block != 2 or not cfg.data.swap_twins):
+    raise SystemExit(f"grpo.data.shuffle_block={cfg.grpo.data.shuffle_block}: GRPO's blocks "
+                     "are a pair and its A/B-swapped twin, so it must be 1 or 2, and 2 needs "
+                     "data.swap_twins=True")
+
+
 def stage_grpo(cfg, paths: Paths) -> dict:
   from omni_rrm_jax.rl.grpo_loop import run as grpo_run
 
-  summary = grpo_run(_stage_config(cfg.grpo, paths, model_path=paths.hf("sft")),
-                     paths.stage("grpo"))
+  train_path = _twin_file(paths) if grpo_on_twins(cfg) else ""
+  summary = grpo_run(_stage_config(cfg.grpo, paths, model_path=paths.hf("sft"),
+                                   train_path=train_path), paths.stage("grpo"))
   if summary.get("stopped_early"):
     raise SystemExit("the grpo stage was stopped; run the demo again to resume it")
   return summary
@@ -320,6 +338,7 @@ def run(config, workdir: str) -> dict:
   With several processes (one per host), every process runs this with the
   same workdir on a shared file system; process 0 writes the files.
   """
+  check_config(config)
   paths = Paths(os.path.abspath(workdir))
   os.makedirs(paths.workdir, exist_ok=True)
   results, seconds = {}, {}

@@ -145,7 +145,7 @@ def run(config, workdir: str) -> dict:
                    batch_size=n_prompts, worker_count=config.data.worker_count,
                    process_index=jax.process_index(), process_count=n_proc)
   prompt_ds = rollout.make_prompt_dataset(train_records, encoder, seed=config.data.seed,
-                                          **prompt_kw)
+                                          shuffle_block=config.data.shuffle_block, **prompt_kw)
   n_eval = min(config.eval.num_prompts, len(eval_records)) // ro.prompts_per_step
   eval_batches = (list(rollout.make_prompt_dataset(
       eval_records[:n_eval * ro.prompts_per_step], encoder, seed=0, shuffle=False,

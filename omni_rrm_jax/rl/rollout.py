@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 from omni_rrm_jax.core.multihost import agree_max
+from omni_rrm_jax.data.grouped_shuffle import BlockShuffle
 from omni_rrm_jax.data.pipeline import prefetch_in_workers
 from omni_rrm_jax.data.prompt_fit import fit_prompt
 from omni_rrm_jax.data.records import PreferenceRecord
@@ -136,7 +137,7 @@ def make_prompt_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEnc
                         recipe: str, max_prompt_length: int, batch_size: int, seed: int,
                         shuffle: bool = True, num_epochs: int | None = None,
                         worker_count: int = 0, process_index: int = 0,
-                        process_count: int = 1) -> grain.IterDataset:
+                        process_count: int = 1, shuffle_block: int = 1) -> grain.IterDataset:
   """Batches (lists) of `encode_prompt` dicts with their record's "index", for
   this process, as in `data.pipeline`.
 
@@ -161,6 +162,9 @@ def make_prompt_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEnc
     process_count: processes sharing each global batch. With more than one,
       a finite stream must hold whole global batches (every process builds
       a batch of the same size at every step).
+    shuffle_block: with `shuffle`, blocks of this many consecutive records
+      are shuffled whole and never split between batches or processes (a
+      pair and its A/B-swapped twin are sampled in the same step).
 
   Raises:
     ValueError: no records, or a finite stream that ends in a partial global
@@ -173,7 +177,12 @@ def make_prompt_dataset(records: Sequence[PreferenceRecord], encoder: ExampleEnc
     raise ValueError(f"{len(records)} prompts x {num_epochs} epochs do not split into global "
                      f"batches of {global_rows} ({process_count} processes)")
   ds = grain.MapDataset.source(list(records)).map_with_index(_Tag())
-  if shuffle:
+  if shuffle and shuffle_block > 1:
+    if batch_size % shuffle_block:
+      raise ValueError(f"data.shuffle_block {shuffle_block} must divide each process's "
+                       f"{batch_size} prompts a step")
+    ds = BlockShuffle(ds, block=shuffle_block, seed=seed)
+  elif shuffle:
     ds = ds.shuffle(seed=seed)
   if num_epochs != 1:
     ds = ds.repeat(num_epochs)
