@@ -163,14 +163,16 @@ class Rollouts:
     prompt draws by its record's index, so the numbers do not depend on how the
     prompts are batched (`rl/rollout.py:generate_round`). `"prompts"` holds
     each prompt's mean rewards (`prompt_means`; not a scalar, so metric
-    writers skip it)."""
+    writers skip it); `time/eval` the seconds it took."""
+    t = time.perf_counter()
     batches = [self.sample(params, p, key, records) for p in prompt_batches]
     batches = [b for b in batches if b is not None]
     if not batches:
       return {}
     rows = concat_rows(batches)
     return {**reward_metrics(rows, self._scorer.names, self.group_size),
-            "prompts": prompt_means(rows, self._scorer.names, self.group_size)}
+            "prompts": prompt_means(rows, self._scorer.names, self.group_size),
+            "time/eval": time.perf_counter() - t}
 
   def _rounds(self, params, rng_step: jax.Array, prompt_iter: Iterator, records,
               num_rounds: int, sampled: list) -> Iterator[dict]:
