@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any, Mapping
 
-from omni_rrm_jax.eval.standard_error import binomial_se, mean_se, paired_change
+from omni_rrm_jax.core.standard_error import binomial_se, mean_se, paired_change
 
 # Targets on held-out pairs (the main job's issue): scalar RM accuracy per
 # modality; the SFT judge's accuracy, strict valid-JSON rate and A/B position
@@ -86,7 +86,7 @@ def _independent_two_se(reward: Mapping[str, Any]) -> float | None:
 def _two_se_of_change(reward: Mapping[str, Any]) -> float | None:
   """Two standard errors of a held-out reward's change: paired by prompt when
   both evaluations' per-prompt rewards are known (they sample the same prompts
-  from the same keys, `eval/standard_error.py:paired_change`), otherwise the
+  from the same keys, `core/standard_error.py:paired_change`), otherwise the
   independent-samples bound."""
   if reward.get("change_se_paired") is not None:
     return 2.0 * reward["change_se_paired"]

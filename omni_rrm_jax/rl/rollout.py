@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 from omni_rrm_jax.core.multihost import agree_max
+from omni_rrm_jax.core.weight_spec import parse_weights
 from omni_rrm_jax.data.grouped_shuffle import BlockShuffle
 from omni_rrm_jax.data.pipeline import prefetch_in_workers
 from omni_rrm_jax.data.prompt_fit import fit_prompt
@@ -273,20 +274,9 @@ def decode(tokenizer, batch: Mapping[str, np.ndarray]) -> list[str]:
 
 
 def parse_reward_spec(spec: str) -> dict[str, float]:
-  """"judge_format:0.5,judge_content:0.5" -> {name: weight}; a bare name weighs 1."""
-  out: dict[str, float] = {}
-  for part in (p.strip() for p in spec.split(",")):
-    if not part:
-      continue
-    name, _, weight = part.partition(":")
-    name = name.strip()
-    if name in out:
-      raise ValueError(f"reward {name!r} is listed twice in {spec!r}")
-    try:
-      out[name] = float(weight) if weight.strip() else 1.0
-    except ValueError:
-      raise ValueError(f"bad weight {weight!r} for reward {name!r} in {spec!r}") from None
-  return out
+  """"judge_format:0.5,judge_content:0.5" -> {name: weight}; a bare name weighs 1
+  (`core/weight_spec.py:parse_weights`)."""
+  return parse_weights(spec, "reward.functions", bare_weight=1.0)
 
 
 class RewardScorer:

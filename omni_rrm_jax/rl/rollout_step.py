@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from omni_rrm_jax.data.tokenize import INVALID_REASONS
-from omni_rrm_jax.eval.standard_error import paired_change
+from omni_rrm_jax.core.standard_error import paired_change
 from omni_rrm_jax.rl import rollout
 from omni_rrm_jax.rl.multihost_rows import gather_rows
 from omni_rrm_jax.rl.shaping import fill_groups
@@ -73,7 +73,7 @@ def prompt_means(sampled: dict, names, group_size: int) -> dict[str, list]:
   """Each prompt's mean of every reward over its G completions (`total` and one
   list per reward function), with its record's `index`: what a paired change
   between two evaluations of the same prompts is measured on
-  (`eval/standard_error.py:paired_change`)."""
+  (`core/standard_error.py:paired_change`)."""
   out = {"index": sampled["index"][::group_size].tolist(),
          "total": sampled["rewards"].reshape(-1, group_size).mean(-1).tolist()}
   for name in names:

@@ -38,6 +38,7 @@ import os
 import random
 from typing import Iterable, Mapping, Sequence
 
+from omni_rrm_jax.core.weight_spec import parse_weights
 from omni_rrm_jax.data.records import PreferenceRecord, empty_media
 from omni_rrm_jax.synthetic.audio import AUDIO_TASKS
 from omni_rrm_jax.synthetic.question import Question, Task, render_rationale
@@ -193,27 +194,19 @@ def task_weights(spec: str, kinds: Sequence[str] = KINDS,
   data holds; a weight for any other task is a mistake.
 
   Raises:
-    ValueError: a name that is no task of the data, or a weight that is not a
-      positive number.
+    ValueError: a malformed entry (`core/weight_spec.py:parse_weights`), a name
+      that is no task of the data, or a weight that is not positive.
   """
-  out: dict[str, float] = {}
-  for item in (i.strip() for i in spec.split(",")):
-    if not item:
-      continue
-    name, sep, value = (p.strip() for p in item.partition(":"))
-    try:
-      weight = float(value) if sep else float("nan")
-    except ValueError:
-      weight = float("nan")
-    if not weight > 0 or weight == float("inf"):
-      raise ValueError(f"bad setting: data.sft_task_weights has {item!r}; write task:weight "
-                       "with a positive weight, e.g. audio-direction:2")
+  out = parse_weights(spec, "data.sft_task_weights", example="audio-direction:2")
+  for name, weight in out.items():
+    if weight <= 0:
+      raise ValueError(f"bad setting: data.sft_task_weights has {name}:{weight:g}; a task's "
+                       "weight must be a positive number, e.g. audio-direction:2")
     kind = TASK_KINDS.get(name)
     held = kind in kinds and name in ((tasks or {}).get(kind) or TASKS[kind])
     if not held:
       raise ValueError(f"bad setting: data.sft_task_weights names {name!r}, which is no task "
                        "of data.kinds / data.tasks")
-    out[name] = weight
   return out
 
 

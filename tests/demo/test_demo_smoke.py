@@ -15,7 +15,7 @@ from omni_rrm_jax.core.console import configure_logging
 from omni_rrm_jax.demo import run as demo
 from omni_rrm_jax.demo.config import get_config
 from omni_rrm_jax.demo.report import pct_se
-from omni_rrm_jax.eval.standard_error import binomial_se
+from omni_rrm_jax.core.standard_error import binomial_se
 from omni_rrm_jax.synthetic.omni import task_weights
 
 MODALITIES = ["audio", "image", "text", "video"]

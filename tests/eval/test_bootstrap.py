@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from omni_rrm_jax.eval.bootstrap import bootstrap_interval, mean_interval
-from omni_rrm_jax.eval.standard_error import binomial_se
+from omni_rrm_jax.core.standard_error import binomial_se
 
 
 def _right(n, p, seed=0):

@@ -93,8 +93,10 @@ def test_logged_learning_rate_follows_applied_updates_after_a_skip(skip):
 def test_reward_spec_scorer_and_padding():
   assert parse_reward_spec("judge_format:0.5, judge_content") == {
       "judge_format": 0.5, "judge_content": 1.0}
-  with pytest.raises(ValueError, match="bad weight"):
+  with pytest.raises(ValueError, match="reward.functions has 'judge_format:x'; its weight"):
     parse_reward_spec("judge_format:x")
+  with pytest.raises(ValueError, match="lists 'judge_format' twice"):
+    parse_reward_spec("judge_format:1,judge_format:2")
   with pytest.raises(KeyError, match="unknown reward function"):
     RewardScorer("no_such_reward:1", "judge")
   from omni_rrm_jax.synthetic.mixture import mixed_pairs

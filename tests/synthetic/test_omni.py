@@ -270,11 +270,12 @@ def test_task_weights_name_a_bad_entry():
   assert task_weights("") == {}
   assert task_weights(" audio-direction:2, text-colour:0.5 ") == {"audio-direction": 2.0,
                                                                    "text-colour": 0.5}
-  for spec, message in (("audio-direction", "write task:weight"),
-                        ("audio-direction:0", "positive weight"),
-                        ("audio-direction:-1", "positive weight"),
-                        ("audio-direction:nan", "positive weight"),
-                        ("audio-direction:two", "positive weight"),
+  for spec, message in (("audio-direction", "write name:weight, e.g. audio-direction:2"),
+                        ("audio-direction:0", "must be a positive number"),
+                        ("audio-direction:-1", "must be a positive number"),
+                        ("audio-direction:nan", "'nan' is not a finite number"),
+                        ("audio-direction:two", "'two' is not a finite number"),
+                        ("audio-direction:2,audio-direction:3", "lists 'audio-direction' twice"),
                         ("image-color:2", "names 'image-color'")):
     with pytest.raises(ValueError, match=message):
       task_weights(spec)

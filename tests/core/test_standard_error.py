@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from omni_rrm_jax.eval.standard_error import binomial_se, mean_se, paired_change
+from omni_rrm_jax.core.standard_error import binomial_se, mean_se, paired_change
 
 
 def test_binomial_se_by_hand():
