@@ -66,9 +66,22 @@ def _trainer(c: ml_collections.ConfigDict, *, num_steps: int, batch_size: int,
                  warmup_steps=min(warmup_steps, num_steps // 2))
   # Two held-out evaluations (halfway and at the end), so the curves show whether the
   # model still improves; each costs seconds of the budget and changes no step.
-  c.train.update(num_steps=num_steps, log_every=max(1, num_steps // 30),
-                 eval_every=max(1, num_steps // 2), progress_bar=progress_bar)
-  c.checkpoint.every = max(1, num_steps // 4)
+  c.train.update(num_steps=num_steps, progress_bar=progress_bar)
+  _intervals(c, log_every=30, eval_every=2, checkpoint_every=4)
+
+
+def _intervals(c: ml_collections.ConfigDict, **per_run: int) -> None:
+  """Log / eval / checkpoint intervals as fractions of the stage's steps (about
+  `per_run` of each), computed from `train.num_steps` when the config is read, so
+  that `--config.<stage>.train.num_steps=N` moves them too; a flag that sets an
+  interval itself wins."""
+  steps = c.train.get_ref("num_steps")
+  for key, count in per_run.items():
+    interval = (steps + (count - 1)) // count  # ceil(steps / count), at least 1
+    if key == "checkpoint_every":
+      c.checkpoint.every = interval
+    else:
+      c.train[key] = interval
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -136,7 +149,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   g.reward.functions = "judge_format:0.4,judge_content:0.4,judge_rubric:0.2"
   g.optim.learning_rate = 2e-5
   g.train.update(num_steps=2 if smoke else 6, progress_bar=progress_bar)
-  g.checkpoint.every = max(1, g.train.num_steps // 4)
+  _intervals(g, checkpoint_every=4)
   # 64 held-out prompts x 4 samples: two standard errors of the reward's change are ~0.06
   # (0.106 with 16 prompts, more than sharpening the judge's sampled verdicts into its
   # greedy ones could add: README, "What we tried").
