@@ -73,6 +73,21 @@ def _grpo_rewards(summary: Mapping[str, Any]) -> dict[str, dict[str, float | Non
   return out
 
 
+def _prompts_of(prompts: Mapping[str, Any], modality: str) -> dict[str, list]:
+  """The per-prompt lists of the prompts of one modality."""
+  keep = [m == modality for m in prompts.get("modality", [])]
+  return {k: [v for v, k_ in zip(values, keep) if k_] for k, values in prompts.items()}
+
+
+def _grpo_change_by_modality(summary: Mapping[str, Any]) -> dict[str, dict | None]:
+  """The total held-out reward's paired change per modality of the prompts."""
+  start = summary.get("eval_start", {}).get("prompts", {})
+  end = summary.get("eval", {}).get("prompts", {})
+  modalities = sorted(set(start.get("modality", [])))
+  return {m: paired_change(_prompts_of(start, m), _prompts_of(end, m), "total")
+          for m in modalities}
+
+
 def _independent_two_se(reward: Mapping[str, Any]) -> float | None:
   """Two standard errors of a held-out reward's change as if the two means were
   of independent samples (their errors added in quadrature); None when either
@@ -164,6 +179,7 @@ def build_report(results: Mapping[str, Any], seconds: Mapping[str, float], confi
       "blind": blind,
       "judge_accuracy_overall": overall,
       "grpo_rewards": rewards,
+      "grpo_change_by_modality": _grpo_change_by_modality(results["grpo"]),
       "train": {name: {k: results[name].get(k) for k in ("step", "train_compiles",
                                                          "batch_shapes", "eval")}
                 for name in ("rm", "sft")},
@@ -248,6 +264,13 @@ def results_table(report: Mapping[str, Any]) -> str:
                  f"| {_mean_se(r['after'], r.get('after_se'))} | {_change(r)} "
                  f"| {_threshold(None if paired is None else 2 * paired)} "
                  f"| {_threshold(_independent_two_se(r))} |")
+  by_modality = report.get("grpo_change_by_modality") or {}
+  if by_modality:
+    lines.append("")
+    lines.append("Change of the total reward by modality (± one paired standard error, "
+                 "prompts): " + ", ".join(
+                     f"{m} {c['change']:+.3f} ± {_threshold(c['se'])} ({c['prompts']})"
+                     for m, c in by_modality.items() if c is not None) + ".")
   lines.append("")
   lines.append("A change counts when it exceeds two standard errors paired by prompt (the "
                "same prompts, each sampled from the same key before and after); the "

@@ -69,13 +69,18 @@ def reward_metrics(sampled: dict, names, group_size: int) -> dict[str, float]:
   return out
 
 
-def prompt_means(sampled: dict, names, group_size: int) -> dict[str, list]:
+PROMPT_KEYS = ("index", "modality")  # the per-prompt lists that are no reward
+
+
+def prompt_means(sampled: dict, names, group_size: int, records=None) -> dict[str, list]:
   """Each prompt's mean of every reward over its G completions (`total` and one
-  list per reward function), with its record's `index`: what a paired change
-  between two evaluations of the same prompts is measured on
-  (`core/standard_error.py:paired_change`)."""
-  out = {"index": sampled["index"][::group_size].tolist(),
-         "total": sampled["rewards"].reshape(-1, group_size).mean(-1).tolist()}
+  list per reward function), with its record's `index` (and, given the
+  records, its `modality`): what a paired change between two evaluations of
+  the same prompts is measured on (`core/standard_error.py:paired_change`)."""
+  out = {"index": sampled["index"][::group_size].tolist()}
+  if records is not None:
+    out["modality"] = [records[int(i)].modality for i in out["index"]]
+  out["total"] = sampled["rewards"].reshape(-1, group_size).mean(-1).tolist()
   for name in names:
     out[name] = sampled[f"reward/{name}"].reshape(-1, group_size).mean(-1).tolist()
   return out
@@ -90,7 +95,7 @@ def changes_since(metrics: dict, start: dict | None) -> dict:
     return metrics
   out = dict(metrics)
   for name in metrics["prompts"]:
-    if name == "index":
+    if name in PROMPT_KEYS:
       continue
     change = paired_change(start["prompts"], metrics["prompts"], name)
     if change is not None:
@@ -171,7 +176,7 @@ class Rollouts:
       return {}
     rows = concat_rows(batches)
     return {**reward_metrics(rows, self._scorer.names, self.group_size),
-            "prompts": prompt_means(rows, self._scorer.names, self.group_size),
+            "prompts": prompt_means(rows, self._scorer.names, self.group_size, records),
             "time/eval": time.perf_counter() - t}
 
   def _rounds(self, params, rng_step: jax.Array, prompt_iter: Iterator, records,

@@ -229,9 +229,11 @@ def test_the_paired_error_decides_when_per_prompt_rewards_are_known():
   # +0.05, under the independent 0.283, but every one of four prompts rose by
   # 0.04-0.06: paired differences (0.04, 0.06, 0.05, 0.05), sample std 0.008165,
   # standard error 0.004082, two of them 0.008.
-  index = [0, 1, 2, 3]
-  results["grpo"]["eval_start"]["prompts"] = {"index": index, "total": [0.0, 0.2, 0.6, 0.8]}
-  results["grpo"]["eval"]["prompts"] = {"index": index, "total": [0.04, 0.26, 0.65, 0.85]}
+  index, modality = [0, 1, 2, 3], ["text", "text", "image", "image"]
+  results["grpo"]["eval_start"]["prompts"] = {"index": index, "modality": modality,
+                                              "total": [0.0, 0.2, 0.6, 0.8]}
+  results["grpo"]["eval"]["prompts"] = {"index": index, "modality": modality,
+                                        "total": [0.04, 0.26, 0.65, 0.85]}
   report = report_lib.build_report(results, {}, ml_collections.ConfigDict())
   total = report["grpo_rewards"]["total"]
   assert total["change_se_paired"] == pytest.approx(0.0040825, abs=1e-6)
@@ -239,6 +241,13 @@ def test_the_paired_error_decides_when_per_prompt_rewards_are_known():
   assert report["targets"]["grpo_raises_judge_reward"]
   table = report_lib.results_table(report)
   assert "| total | 0.400 ± 0.100 | 0.450 ± 0.100 | +0.050 | 0.008 | 0.283 |" in table
+  # By modality: text's prompts rose by 0.04 and 0.06, image's by 0.05 each.
+  by = report["grpo_change_by_modality"]
+  assert by["text"] == {"change": pytest.approx(0.05), "se": pytest.approx(0.01),
+                        "prompts": 2}
+  assert by["image"]["change"] == pytest.approx(0.05) and by["image"]["se"] == pytest.approx(0)
+  assert ("by modality (± one paired standard error, prompts): image +0.050 ± 0.000 (2), "
+          "text +0.050 ± 0.010 (2).") in table
   # The same means with the prompts moving apart: paired error larger than the rise.
   results["grpo"]["eval"]["prompts"]["total"] = [0.30, 0.0, 0.9, 0.55]
   report = report_lib.build_report(results, {}, ml_collections.ConfigDict())

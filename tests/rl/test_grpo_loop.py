@@ -123,6 +123,7 @@ def test_tiny_judge_recipe_raises_format_reward(judge, tmp_path):
   # mean is the evaluation's mean, and the paired change is after - before.
   start, end = summary["eval_start"]["prompts"], summary["eval"]["prompts"]
   assert sorted(start["index"]) == sorted(end["index"]) == list(range(32))
+  assert start["modality"] == end["modality"] == ["text"] * 32
   assert np.mean(end["judge_format"]) == pytest.approx(after, abs=1e-6)
   assert summary["eval"]["reward/judge_format_change"] == pytest.approx(after - before, abs=1e-6)
   assert 0 < summary["eval"]["reward/judge_format_change_se"] < after - before
