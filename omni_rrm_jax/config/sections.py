@@ -299,6 +299,9 @@ def shaping() -> ml_collections.ConfigDict:
   return _section(
       dynamic_sampling=False,  # drop zero-variance groups, refill from further prompts
       max_rounds=4,  # cap on rollout rounds per step when refilling
+      # With dynamic sampling, a group whose rewards spread (max - min) by at most
+      # this much is dropped too (0: only equal rewards).
+      min_reward_spread=0.0,
       overlong_penalty=False, overlong_cache=32,  # soft penalty over the last N tokens
       mask_truncated=False)  # completions that hit max_new_tokens leave the loss
 

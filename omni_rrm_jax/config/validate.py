@@ -240,6 +240,7 @@ def problems(config, *, process_count: int, device_count: int) -> list[str]:
     if not 0 < ro.top_p <= 1:
       p.add("rollout.top_p", ro.top_p, "must be in (0, 1]")
     p.non_negative(ro, "rollout", "top_k")
+    p.non_negative(config.shaping, "shaping", "min_reward_spread")
     p.positive(config.grpo, "grpo", "num_iterations", "num_minibatches")
     if config.grpo.reward_aggregation not in REWARD_AGGREGATIONS:
       p.add("grpo.reward_aggregation", config.grpo.reward_aggregation,

@@ -235,7 +235,8 @@ def run(config, workdir: str) -> dict:
       # Rollout: sample, score, keep groups (and refill) on the global batch.
       drawn = rollouts.step(state.model_state(), jax.random.fold_in(state.rng, step), prompt_iter,
                             train_records, prompts_per_step=ro.prompts_per_step,
-                            dynamic_sampling=sh.dynamic_sampling, max_rounds=sh.max_rounds)
+                            dynamic_sampling=sh.dynamic_sampling, max_rounds=sh.max_rounds,
+                            min_spread=sh.min_reward_spread)
       metrics = drawn.metrics
       # Update: advantages and padding, the reference, then the minibatch passes.
       t = time.perf_counter()

@@ -190,7 +190,8 @@ class Rollouts:
         yield sampled[-1]
 
   def step(self, params, rng_step: jax.Array, prompt_iter: Iterator, records, *,
-           prompts_per_step: int, dynamic_sampling: bool, max_rounds: int) -> StepRollouts:
+           prompts_per_step: int, dynamic_sampling: bool, max_rounds: int,
+           min_spread: float = 0.0) -> StepRollouts:
     """The rollouts of one step, sampled with keys folded from `rng_step`.
 
     Without dynamic sampling one round is drawn and its usable groups kept;
@@ -203,7 +204,7 @@ class Rollouts:
     if dynamic_sampling:
       filled = fill_groups(
           self._rounds(params, rng_step, prompt_iter, records, max_rounds, sampled), g,
-          prompts_per_step, max_rounds=max_rounds)
+          prompts_per_step, max_rounds=max_rounds, min_spread=min_spread)
       batch, kept = filled.batch, filled.num_groups
     else:
       batch = next(self._rounds(params, rng_step, prompt_iter, records, 1, sampled), None)

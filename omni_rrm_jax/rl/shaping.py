@@ -58,12 +58,13 @@ class FilledGroups(NamedTuple):
 
 def fill_groups(batches: Iterable[Mapping[str, np.ndarray]], group_size: int,
                 target_groups: int, *, max_rounds: int,
-                rewards_key: str = "rewards") -> FilledGroups:
+                rewards_key: str = "rewards", min_spread: float = 0.0) -> FilledGroups:
   """DAPO dynamic sampling: draw group batches until enough groups survive.
 
   Each drawn batch is a mapping of per-sample arrays (leading dim a multiple of
   `group_size`, in consecutive groups) holding `rewards_key`. Groups whose
-  rewards are all equal are dropped; the others are concatenated in stream
+  rewards are all equal (with `min_spread`, whose max - min is at most it) are
+  dropped; the others are concatenated in stream
   order until `target_groups` are kept, and the surplus of the last round is
   cut so the batch shape stays fixed for the jitted step.
 
@@ -74,6 +75,11 @@ def fill_groups(batches: Iterable[Mapping[str, np.ndarray]], group_size: int,
     max_rounds: cap on batches drawn (>= 1), so a task the policy always or
       never solves cannot stall the loop.
     rewards_key: key of the [n] rewards in each batch.
+    min_spread: the largest spread (max - min of a group's rewards) still
+      dropped as carrying no signal; 0 drops only equal rewards. With
+      continuous rewards (a judge's score distance) a group whose samples all
+      give the same verdict differs by a few hundredths, which the group's
+      standard deviation would scale up to whole advantages.
 
   Returns:
     A `FilledGroups`; check `num_groups` against the target: when the cap or
@@ -89,6 +95,8 @@ def fill_groups(batches: Iterable[Mapping[str, np.ndarray]], group_size: int,
     raise ValueError(f"target_groups must be a positive int, got {target_groups!r}")
   if not isinstance(max_rounds, int) or max_rounds < 1:
     raise ValueError(f"max_rounds must be a positive int, got {max_rounds!r}")
+  if not min_spread >= 0:
+    raise ValueError(f"min_spread must be >= 0, got {min_spread!r}")
 
   kept: list[dict[str, np.ndarray]] = []
   first: dict[str, np.ndarray] | None = None
@@ -106,7 +114,7 @@ def fill_groups(batches: Iterable[Mapping[str, np.ndarray]], group_size: int,
       if v.shape[:1] != (rewards_gk.size,):
         raise ValueError(f"entry {k!r} has leading dim {v.shape[:1]}, expected "
                          f"{rewards_gk.size} (one per sample)")
-    keep_g = rewards_gk.max(axis=-1) != rewards_gk.min(axis=-1)
+    keep_g = rewards_gk.max(axis=-1) - rewards_gk.min(axis=-1) > min_spread
     n_seen += keep_g.size
     keep_g &= np.cumsum(keep_g) <= target_groups - n_kept
     if keep_g.any():

@@ -52,6 +52,21 @@ def test_fill_groups_nothing_kept_keeps_keys():
   assert out.batch["tokens_bt"].shape == (0, 3)
 
 
+def test_fill_groups_min_spread_drops_groups_that_differ_by_noise():
+  # Group spreads 0.03 (score noise), 0.4 (a verdict flip), 0.0, 0.15, 1.0 and 0.0.
+  rows = ([0.93, 0.96, 0.5, 0.9], [0.7, 0.7, 0.6, 0.75], [0.0, 1.0, 0.5, 0.5])
+  out = fill_groups(_stream(*rows), group_size=2, target_groups=3, max_rounds=5,
+                    min_spread=0.2)
+  # Kept: the 0.4 group (ids 2, 3) and the 1.0 group (ids 8, 9).
+  np.testing.assert_array_equal(out.batch["ids"], [2, 3, 8, 9])
+  assert (out.num_groups, out.rounds, out.num_seen_groups) == (2, 3, 6)
+  # The control: without a minimum every group with any spread is kept.
+  out = fill_groups(_stream(*rows), group_size=2, target_groups=3, max_rounds=5)
+  np.testing.assert_array_equal(out.batch["ids"], [0, 1, 2, 3, 6, 7])
+  with pytest.raises(ValueError, match="min_spread"):
+    fill_groups(_stream(*rows), 2, 1, max_rounds=1, min_spread=-0.1)
+
+
 def test_fill_groups_errors():
   with pytest.raises(ValueError, match="leading dim"):
     fill_groups([{"rewards": np.zeros(4), "x": np.zeros(3)}], 2, 1, max_rounds=1)
