@@ -75,7 +75,16 @@ def test_grpo_two_processes_equal_one(grpo_reference, rm_folder, tmp_path):
   summary_one, summary_two = runs.summary(grpo_reference), runs.summary(workdir)
   for key in ("step", "stopped_early", "bad_records", "skipped_prompts"):
     assert summary_two[key] == summary_one[key], key
-  assert summary_two["eval"] == pytest.approx(summary_one["eval"], rel=1e-4, abs=1e-4)
+  scalars = [{k: v for k, v in s["eval"].items() if k != "prompts" and not k.startswith("time/")}
+             for s in (summary_one, summary_two)]
+  assert scalars[1] == pytest.approx(scalars[0], rel=1e-4, abs=1e-4)
+  # Every held-out prompt's rewards, in the same order, on any number of processes.
+  prompts_one, prompts_two = summary_one["eval"]["prompts"], summary_two["eval"]["prompts"]
+  assert prompts_two["index"] == prompts_one["index"] and len(prompts_one["index"]) == 8
+  assert prompts_two["modality"] == prompts_one["modality"]
+  assert sorted(prompts_two) == sorted(prompts_one)
+  for name in set(prompts_one) - {"index", "modality"}:
+    assert prompts_two[name] == pytest.approx(prompts_one[name], rel=1e-4, abs=1e-4), name
   # Both processes return the same summary; only process 0 wrote files.
   assert all(f'"step": {STEPS}' in out for out in outputs)
 
