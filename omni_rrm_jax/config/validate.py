@@ -51,14 +51,19 @@ class _Problems:
       self.add(key, value, f"must be a multiple of the {by} {what}")
 
 
+def _block_size(p: _Problems, block) -> bool:
+  """Whether `data.shuffle_block` is an integer >= 1 (the problem added if not)."""
+  if not isinstance(block, int) or isinstance(block, bool) or block < 1:
+    p.add("data.shuffle_block", block, "must be an integer >= 1")
+    return False
+  return True
+
+
 def _shuffle_block(p: _Problems, d, o, process_count: int) -> None:
   """Blocks of consecutive records stay in one batch only if each process's rows
   (and each accumulation microbatch) hold whole blocks."""
   block = d.shuffle_block
-  if not isinstance(block, int) or isinstance(block, bool) or block < 1:
-    p.add("data.shuffle_block", block, "must be an integer >= 1")
-    return
-  if block == 1:
+  if not _block_size(p, block) or block == 1:
     return
   if d.group_by_modality:
     p.add("data.shuffle_block", block, "cannot be combined with data.group_by_modality")
@@ -72,8 +77,7 @@ def _shuffle_block(p: _Problems, d, o, process_count: int) -> None:
 def _prompt_block(p: _Problems, block, prompts_per_step, process_count: int) -> None:
   """GRPO's blocks of consecutive prompts (a pair and its swapped twin) stay in
   one step only if each process's prompts of a step hold whole blocks."""
-  if not isinstance(block, int) or isinstance(block, bool) or block < 1:
-    p.add("data.shuffle_block", block, "must be an integer >= 1")
+  if not _block_size(p, block):
     return
   rows = prompts_per_step // max(process_count, 1) if isinstance(prompts_per_step, int) else 0
   if block > 1 and rows and rows % block:
