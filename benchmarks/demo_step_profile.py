@@ -38,6 +38,7 @@ import numpy as np
 
 from omni_rrm_jax.assembly.inputs import task_inputs
 from omni_rrm_jax.assembly.models import build_model
+from omni_rrm_jax.core.huge_pages import huge_pages_asked
 from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.demo import run as demo
@@ -175,8 +176,12 @@ def main():
                      sorted(by_kind.items(), key=lambda kv: -kv[1][1])[:10]},
       "slowest_ops": [{"op": name, "ms": round(us / 1e3, 2), "shape": meta.get(name, ("", ""))[0],
                        "from": meta.get(name, ("", ""))[1][-90:]} for name, (_, us) in slowest],
-      "load_avg": round(os.getloadavg()[0], 2)}))
+      "load_avg": round(os.getloadavg()[0], 2),
+      "huge_pages": huge_pages_asked()}))
 
 
 if __name__ == "__main__":
+  # Both sides with the host allocator the command line uses (core/huge_pages.py).
+  from omni_rrm_jax.core.huge_pages import reexec_with_huge_pages
+  reexec_with_huge_pages()
   main()

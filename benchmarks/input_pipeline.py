@@ -57,6 +57,8 @@ from typing import Any
 
 import av
 import numpy as np
+
+from omni_rrm_jax.core.huge_pages import huge_pages_asked
 import soundfile
 from PIL import Image
 from transformers import AutoTokenizer
@@ -373,8 +375,12 @@ def main():
       "benchmark": "input_pipeline", "workers": args.workers, "batch_size": args.batch_size,
       "rounds": args.rounds, "audio_chunk_seconds": cfg.audio_chunk_seconds,
       "per_modality": results, "cpu_count": os.cpu_count(),
-      "load_avg_before": round(load_before, 2), "load_avg": round(os.getloadavg()[0], 2)}))
+      "load_avg_before": round(load_before, 2), "load_avg": round(os.getloadavg()[0], 2),
+      "huge_pages": huge_pages_asked()}))
 
 
 if __name__ == "__main__":
+  # Both sides with the host allocator the command line uses (core/huge_pages.py).
+  from omni_rrm_jax.core.huge_pages import reexec_with_huge_pages
+  reexec_with_huge_pages()
   main()

@@ -204,4 +204,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  # Both sides with the host allocator the command line uses (core/huge_pages.py).
+  from omni_rrm_jax.core.huge_pages import reexec_with_huge_pages
+  reexec_with_huge_pages()
   main()

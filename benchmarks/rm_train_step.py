@@ -65,6 +65,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from omni_rrm_jax.core.huge_pages import huge_pages_asked
+
 SIZES = {
     # ~0.1M parameters: dominated by per-step overheads.
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -408,6 +410,7 @@ def main():
   def report(**fields):
     print(json.dumps({**head, **fields, "cpu_count": os.cpu_count(),
                       "load_avg": round(os.getloadavg()[0], 2),
+                      "huge_pages": huge_pages_asked(),
                       "peak_rss_gib": round(
                           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB, 2)}))
 
@@ -466,4 +469,7 @@ def main():
 
 
 if __name__ == "__main__":
+  # Both sides with the host allocator the command line uses (core/huge_pages.py).
+  from omni_rrm_jax.core.huge_pages import reexec_with_huge_pages
+  reexec_with_huge_pages()
   main()

@@ -42,6 +42,8 @@ import time
 
 import numpy as np
 
+from omni_rrm_jax.core.huge_pages import huge_pages_asked
+
 PAUSE_S = 0.5  # lets OpenMP / Eigen worker threads stop spinning between sides
 
 
@@ -181,8 +183,12 @@ def main():
       "transformers_first_call_s": round(hf_first, 2),
       "greedy_token_agreement": agreement,
       "load_avg": round(os.getloadavg()[0], 2),
+      "huge_pages": huge_pages_asked(),
   }))
 
 
 if __name__ == "__main__":
+  # Both sides with the host allocator the command line uses (core/huge_pages.py).
+  from omni_rrm_jax.core.huge_pages import reexec_with_huge_pages
+  reexec_with_huge_pages()
   main()

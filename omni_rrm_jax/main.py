@@ -20,6 +20,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from omni_rrm_jax.core.console import configure_logging
+from omni_rrm_jax.core.huge_pages import reexec_with_huge_pages
 from omni_rrm_jax.core.registry import Registry
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Task config file, e.g. configs/rm.py:tiny",
@@ -123,6 +124,8 @@ def _main(argv):
 
 def run():
   """Console-script entry point."""
+  # Before JAX starts: XLA:CPU's step buffers on huge pages (core/huge_pages.py).
+  reexec_with_huge_pages()
   app.run(_main, argv=expand_subcommand(sys.argv))
 
 
