@@ -6,7 +6,8 @@ in `--workdir` or a temporary folder), its model, optimizer and train step for
 job's real rows (media decoded in this process). Then
 
 - step: seconds per step over the batches, dispatches overlapping as in
-  training (median of `--rounds` passes);
+  training (median of `--rounds` passes), and the page faults a step takes
+  (`OMNI_RRM_HUGE_PAGES=0` for 4 KiB pages: README, "Host memory on huge pages");
 - device ops: a `jax.profiler` trace of one pass, every XLA:CPU op summed by
   kind (`ynn_fusion`: XNNPACK matrix products and the reductions fused into
   them; `dot`: the other matrix products; `copy_*` / `transpose_*` fusions:
@@ -29,6 +30,7 @@ import gzip
 import json
 import os
 import re
+import resource
 import statistics
 import tempfile
 import time
@@ -146,12 +148,16 @@ def main():
     jax.block_until_ready(state)
     warm_s = time.perf_counter() - start
     rounds = []
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(args.rounds):
       start = time.perf_counter()
       for batch in batches:
         state, metrics = step(state, batch)
       jax.block_until_ready((state, metrics))
       rounds.append((time.perf_counter() - start) / len(batches))
+    # Page faults of the timed steps (each 4 KiB, or 2 MiB on huge pages).
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / (
+        args.rounds * len(batches))
     trace_dir = os.path.join(tmp, "trace")
     jax.profiler.start_trace(trace_dir)
     for batch in batches:
@@ -176,7 +182,7 @@ def main():
                      sorted(by_kind.items(), key=lambda kv: -kv[1][1])[:10]},
       "slowest_ops": [{"op": name, "ms": round(us / 1e3, 2), "shape": meta.get(name, ("", ""))[0],
                        "from": meta.get(name, ("", ""))[1][-90:]} for name, (_, us) in slowest],
-      "load_avg": round(os.getloadavg()[0], 2),
+      "page_faults_per_step": round(faults), "load_avg": round(os.getloadavg()[0], 2),
       "huge_pages": huge_pages_asked()}))
 
 

@@ -228,6 +228,7 @@ def test_demo_step_profile_attributes_the_step_to_its_ops(tmp_path):
   out = _run("demo_step_profile", "--smoke", "--stage", "sft", "--batches", "1", "--rounds",
              "1", "--top", "5", "--workdir", str(tmp_path), env=env)
   assert out["stage"] == "sft" and out["step_s"] > 0 and out["tokens_per_step"] > 0
+  assert out["page_faults_per_step"] >= 0 and isinstance(out["huge_pages"], bool)
   # The kinds partition the traced ops: the largest ten never exceed the total.
   assert 0 < sum(out["by_kind_ms"].values()) <= out["device_thread_ms_per_step"] + 0.5
   ops = out["slowest_ops"]
