@@ -57,13 +57,12 @@ from typing import Any
 
 import av
 import numpy as np
-
-from omni_rrm_jax.core.huge_pages import huge_pages_asked
 import soundfile
 from PIL import Image
 from transformers import AutoTokenizer
 
 from omni_rrm_jax.core.batch_contract import RM_BATCH
+from omni_rrm_jax.core.huge_pages import huge_pages_asked
 from omni_rrm_jax.data.batching import collate
 from omni_rrm_jax.data.media.config import MediaConfig
 from omni_rrm_jax.data.media_batching import MediaSpec, media_token_ids
