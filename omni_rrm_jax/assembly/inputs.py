@@ -36,3 +36,8 @@ def task_inputs(*, model, data, media, tokenizer: str, workdir: str,
   spec = media_lib.media_spec(media, models.model_config(model, tok, classifier=classifier), tok,
                               root=root, model_path=model.path, strict=data.strict)
   return TaskInputs(train, evals, counters, tok, tok_dir, spec, root)
+
+
+def eval_worker_count(data) -> int:
+  """Grain worker processes for the held-out set of the `data` section."""
+  return data.worker_count if data.eval_worker_count < 0 else data.eval_worker_count

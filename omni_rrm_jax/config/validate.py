@@ -217,6 +217,11 @@ def problems(config, *, process_count: int, device_count: int) -> list[str]:
               cover=d.max_length if isinstance(d.max_length, int) else None)
     _batch(p, "data.batch_size", d.batch_size, process_count=process_count, shards=shards)
     _media(p, config.media)
+  if "data" in config and "eval_worker_count" in config.data:
+    p.non_negative(config.data, "data", "worker_count")
+    if not isinstance(config.data.eval_worker_count, int) or config.data.eval_worker_count < -1:
+      p.add("data.eval_worker_count", config.data.eval_worker_count,
+            "must be an integer >= -1 (-1: as data.worker_count)")
   if batched and trains:  # RM / SFT
     _batch(p, "data.eval_batch_size", config.data.eval_batch_size,
            process_count=process_count, shards=shards)

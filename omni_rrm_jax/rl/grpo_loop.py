@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from omni_rrm_jax.assembly.inputs import task_inputs
+from omni_rrm_jax.assembly.inputs import eval_worker_count, task_inputs
 from omni_rrm_jax.assembly.models import build_model
 from omni_rrm_jax.core.batch_contract import SFT_BATCH
 from omni_rrm_jax.models.lora import without_adapters
@@ -149,7 +149,8 @@ def run(config, workdir: str) -> dict:
   n_eval = min(config.eval.num_prompts, len(eval_records)) // ro.prompts_per_step
   eval_batches = (list(rollout.make_prompt_dataset(
       eval_records[:n_eval * ro.prompts_per_step], encoder, seed=0, shuffle=False,
-      num_epochs=1, **prompt_kw)) if n_eval else [])
+      num_epochs=1, **{**prompt_kw, "worker_count": eval_worker_count(config.data)}))
+      if n_eval else [])
   extra, rm = {}, None
   if config.reward.model_path:
     # A multimodal RM decodes the prompts' media with the data settings the

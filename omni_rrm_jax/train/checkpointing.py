@@ -40,7 +40,8 @@ ITEMS = ("state", "data", "config")
 RESUMABLE_CHANGES = ("train.num_steps", "train.log_every", "train.eval_every",
                      "train.progress_bar", "train.max_nonfinite_streak", "checkpoint.",
                      "eval.", "export.", "mesh.", "rules.", "data.eval_limit",
-                     "data.eval_batch_size", "data.eval_path", "model.logits_chunk")
+                     "data.eval_batch_size", "data.eval_path", "data.eval_worker_count",
+                     "model.logits_chunk")
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -21,7 +21,7 @@ import time
 import jax
 import numpy as np
 
-from omni_rrm_jax.assembly.inputs import task_inputs
+from omni_rrm_jax.assembly.inputs import eval_worker_count, task_inputs
 from omni_rrm_jax.assembly.models import build_model
 from omni_rrm_jax.config.validate import batch_shards, pack_length
 from omni_rrm_jax.core.multihost import agree_max
@@ -108,7 +108,7 @@ def run(config, workdir: str) -> dict:
                           **data_kw)
   eval_ds = (make_dataset(eval_records, encoder, seed=0, shuffle=False, num_epochs=1,
                           batch_size=config.data.eval_batch_size // n_proc, pack=eval_pack,
-                          **data_kw)
+                          **{**data_kw, "worker_count": eval_worker_count(config.data)})
              if eval_records else None)
 
   # --- Model and optimizer (parameters born sharded) ---------------------

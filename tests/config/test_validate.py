@@ -31,6 +31,8 @@ def test_defaults_are_valid_for_one_and_two_processes(task):
     ("data.eval_batch_size", 0, "data.eval_batch_size=0: must be an integer > 0"),
     ("media.patch_buckets", (64, 0), "media.patch_buckets=(64, 0): must be strictly increasing"),
     ("checkpoint.every", 0, "checkpoint.every=0"),
+    ("data.worker_count", -1, "data.worker_count=-1: must be a finite number >= 0"),
+    ("data.eval_worker_count", -2, "data.eval_worker_count=-2: must be an integer >= -1"),
     ("train.max_nonfinite_streak", 0, "train.max_nonfinite_streak=0"),
     ("model.attention", "splash", "model.attention='splash': must be one of reference, xla, "
      "cudnn, flash"),

@@ -26,7 +26,7 @@ from omni_rrm_jax.synthetic.mixture import mixed_pairs
 from omni_rrm_jax.synthetic.corpus import corpus
 from omni_rrm_jax.data.records import write_jsonl
 from omni_rrm_jax.data.tokenizer_train import train_tiny_tokenizer
-from omni_rrm_jax.rl import grpo_loop
+from omni_rrm_jax.rl import grpo_loop, rollout
 from omni_rrm_jax.train import loop as sft_loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -200,3 +200,22 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(judge, tmp_path):
   for step in m_full:
     assert m_resumed[step] == pytest.approx(m_full[step], rel=1e-6, abs=1e-6), step
   assert m_full[steps]["kl_mean"] > 0  # the reference and the old log-probs were used
+
+
+@pytest.mark.parametrize("eval_workers,expected", [(0, 0), (-1, 2)])
+def test_held_out_prompts_are_read_with_the_eval_workers(judge, tmp_path, monkeypatch,
+                                                         eval_workers, expected):
+  asked = []  # (split, worker_count) per prompt dataset the loop builds
+  real = rollout.make_prompt_dataset
+
+  def spy(records, encoder, **kw):
+    asked.append(("eval" if kw.get("num_epochs") == 1 else "train", kw["worker_count"]))
+    return real(records, encoder, **{**kw, "worker_count": 0})  # no processes started
+
+  monkeypatch.setattr(rollout, "make_prompt_dataset", spy)
+  config = _set(_config("grpo"), train__num_steps=2, data__worker_count=2,
+                data__eval_worker_count=eval_workers,
+                **{**judge.overrides(), "eval__num_prompts": 8, "optim__warmup_steps": 1})
+  summary = grpo_loop.run(config, str(tmp_path))
+  assert sorted(asked) == [("eval", expected), ("train", 2)]
+  assert sorted(summary["eval"]["prompts"]["index"]) == list(range(8))

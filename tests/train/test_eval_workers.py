@@ -1,0 +1,46 @@
+"""The held-out set's data workers: `data.eval_worker_count`, apart from training's.
+
+Each evaluation during training reads the held-out set anew, so with workers it
+starts new worker processes each time; a small set decodes faster in the main
+process. The spy records the worker count the loop asks for and builds the
+dataset in-process, so the test starts no processes.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from omni_rrm_jax.assembly.inputs import eval_worker_count
+from omni_rrm_jax.config import tasks
+from omni_rrm_jax.train import loop
+from tests.e2e.runs import load_config
+
+
+@pytest.mark.parametrize("workers,eval_workers,expected", [(2, -1, 2), (2, 0, 0), (0, 3, 3)])
+def test_eval_worker_count_defaults_to_the_training_workers(workers, eval_workers, expected):
+  c = tasks.rm_config()
+  assert c.data.eval_worker_count == -1
+  c.data.update(worker_count=workers, eval_worker_count=eval_workers)
+  assert eval_worker_count(c.data) == expected
+
+
+@pytest.mark.parametrize("eval_workers,expected", [(0, 0), (-1, 2)])
+def test_the_training_loop_reads_its_held_out_set_with_the_eval_workers(
+    monkeypatch, tmp_path, eval_workers, expected):
+  asked = []  # (split, worker_count) per dataset the loop builds
+  real = loop.make_dataset
+
+  def spy(records, encoder, **kw):
+    asked.append(("eval" if kw.get("num_epochs") == 1 else "train", kw["worker_count"]))
+    return real(records, encoder, **{**kw, "worker_count": 0})
+
+  monkeypatch.setattr(loop, "make_dataset", spy)
+  config = load_config("rm", **{
+      "train.progress_bar": False, "train.num_steps": 2, "train.eval_every": 1,
+      "optim.warmup_steps": 1,
+      "data.synthetic_train": 32, "data.synthetic_eval": 8, "data.worker_count": 2,
+      "data.eval_worker_count": eval_workers, "export.at_end": False,
+      "checkpoint.async_save": False})
+  summary = loop.run(config, str(tmp_path))
+  assert sorted(asked) == [("eval", expected), ("train", 2)]
+  assert summary["eval"]["num_pairs"] == 8  # the held-out set was read, in-process
