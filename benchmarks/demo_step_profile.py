@@ -75,7 +75,8 @@ def build(c, workdir: str, num_batches: int):
                        classifier=kind.classifier)
   encoder = ExampleEncoder(inputs.tokenizer, c.data.max_length, kind.batch,
                            margin_scale=c.loss.margin_scale, media=inputs.media,
-                           sft_target=c.data.get("target", "judgment"))
+                           sft_target=c.data.get("target", "judgment"),
+                           max_target_tokens=c.model.target_logits)
   dataset = make_dataset(
       inputs.train_records, encoder, batch_size=c.data.batch_size, seed=0,
       buckets=tuple(c.data.buckets), pad_id=inputs.tokenizer.pad_token_id, worker_count=0,
@@ -91,7 +92,8 @@ def build(c, workdir: str, num_batches: int):
   step = make_train_step(graphdef, tx, kind, grad_accum_steps=c.optim.grad_accum_steps,
                          max_nonfinite_streak=c.train.max_nonfinite_streak, mesh=mesh,
                          rules=rules, schedule=schedule, center_coef=c.loss.center_coef,
-                         logits_chunk=c.model.logits_chunk)
+                         logits_chunk=c.model.logits_chunk,
+                         target_logits=c.model.target_logits)
   ids = [k for k in ("input_ids", "chosen_input_ids", "rejected_input_ids") if k in batches[0]]
   tokens = statistics.mean(sum(int(np.prod(b[k].shape)) for k in ids) for b in batches)
   return step, state, [to_global(b, mesh, rules) for b in batches], tokens
@@ -136,11 +138,15 @@ def main():
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--top", type=int, default=12, help="slowest ops listed")
   parser.add_argument("--smoke", action="store_true", help="the demo's seconds-long variant")
+  parser.add_argument("--target_logits", type=int, default=-1,
+                      help="model.target_logits of the stage (-1: the demo's; 0: every position)")
   args = parser.parse_args()
 
   with tempfile.TemporaryDirectory() as tmp:
     workdir = args.workdir or tmp
     c, _ = demo_inputs(workdir, args.stage, args.smoke)
+    if args.target_logits >= 0:
+      c.model.target_logits = args.target_logits
     step, state, batches, tokens = build(c, workdir, args.batches)
     start = time.perf_counter()
     for batch in batches:  # compiles every batch shape
@@ -175,6 +181,7 @@ def main():
   slowest = sorted(per_op.items(), key=lambda kv: -kv[1][1])[:args.top]
   print(json.dumps({
       "benchmark": "demo_step_profile", "stage": args.stage, "batches": args.batches,
+      "target_logits": c.model.target_logits,
       "tokens_per_step": tokens, "step_s": round(statistics.median(rounds), 4),
       "step_s_per_round": [round(r, 4) for r in rounds], "compile_and_first_pass_s":
       round(warm_s, 1), "device_thread_ms_per_step": round(total_us / 1e3, 1),

@@ -93,7 +93,12 @@ def model_training() -> ml_collections.ConfigDict:
       # the [B, T, V] float32 logits are never held whole, only [B, chunk, V]
       # (forward and backward). 0: all positions at once. Sequences no longer
       # than this take the plain form.
-      logits_chunk=512)
+      logits_chunk=512,
+      # > 0: the SFT loss runs the vocabulary head on each row's target positions
+      # only, at most this many a row (an example with more targets is skipped as
+      # "target too long"); a judge row's judgment is a third of it, and the head
+      # over all positions was a sixth of the step. 0: every position.
+      target_logits=0)
 
 
 def model() -> ml_collections.ConfigDict:

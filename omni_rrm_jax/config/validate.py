@@ -128,11 +128,20 @@ FROZEN_DTYPES = ("", "float32", "bfloat16", "float16")
 
 
 def _trainable(p: _Problems, c) -> None:
-  """`lora.*`, `model.freeze` and `model.logits_chunk`: what trains, and how its head runs."""
+  """`lora.*`, `model.freeze`, `model.logits_chunk` and `model.target_logits`: what trains,
+  and how its head runs."""
   chunk = c.model.logits_chunk
   if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
     p.add("model.logits_chunk", chunk,
           "must be an integer >= 0 (positions per vocabulary-head chunk; 0: all at once)")
+  keep = c.model.target_logits
+  if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+    p.add("model.target_logits", keep,
+          "must be an integer >= 0 (target positions a row given to the vocabulary head; "
+          "0: all)")
+  elif keep and c.data.get("pack", False) is True:
+    p.add("model.target_logits", keep,
+          "must be 0 with data.pack=True (a packed row holds the targets of several examples)")
   freeze = c.model.freeze
   if not isinstance(freeze, (tuple, list)) or not all(isinstance(f, str) and f for f in freeze):
     p.add("model.freeze", freeze, "must be a tuple of module names, e.g. ('visual', 'audio_tower')")

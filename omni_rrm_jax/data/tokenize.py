@@ -43,7 +43,7 @@ _MAX_MEDIA_WARNINGS = 10  # per process: enough to find the files, not a flood
 SFT_TARGETS = ("judgment", "chosen")
 INVALID_REASONS = ("ok", "tie label", "response too long", "no valid judgment rationale",
                    "bad media", "media too long", "unsupported media", "media token mismatch",
-                   "prompt too long")
+                   "prompt too long", "target too long")
 
 
 class ExampleEncoder:
@@ -66,11 +66,14 @@ class ExampleEncoder:
       judge prompt with the record's rationale as target) or "chosen" (the
       record's prompt and media, the preferred response as target: plain
       supervised fine-tuning on the better answers).
+    max_target_tokens: an `SFT_BATCH` example whose target is longer is
+      invalid ("target too long"): the loss gives the vocabulary head at most
+      this many target positions a row (`model.target_logits`). 0: no limit.
   """
 
   def __init__(self, tokenizer, max_length: int, kind: BatchContract, margin_scale: float = 0.0,
                media: MediaSpec | None = None, score_ties: bool = False,
-               sft_target: str = "judgment"):
+               sft_target: str = "judgment", max_target_tokens: int = 0):
     if not isinstance(kind, BatchContract) or not kind.token_fields:
       raise ValueError(f"an example encoder needs a batch contract with token fields "
                        f"(core.batch_contract.RM_BATCH or SFT_BATCH), got {kind!r}")
@@ -83,6 +86,7 @@ class ExampleEncoder:
     if sft_target not in SFT_TARGETS:
       raise ValueError(f"sft_target must be one of {', '.join(SFT_TARGETS)}, got {sft_target!r}")
     self.sft_target = sft_target
+    self.max_target_tokens = max_target_tokens
     self._media_warnings = 0
     if media is not None:
       self._check_placeholders()
@@ -261,6 +265,8 @@ class ExampleEncoder:
         return self._invalid(record, empty, "no valid judgment rationale")
       messages = judge_messages(record)
     t_ids = self.response_ids(messages, target)
+    if self.max_target_tokens and len(t_ids) > self.max_target_tokens:
+      return self._invalid(record, empty, "target too long")
     pieces, media, reason = self._prepare(record, self.prompt_pieces(messages), [t_ids])
     fitted = self._fit_or_reason(pieces, media, len(t_ids)) if reason == "ok" else reason
     if isinstance(fitted, str):

@@ -43,6 +43,10 @@ RESUMABLE_CHANGES = ("train.num_steps", "train.log_every", "train.eval_every",
                      "data.eval_batch_size", "data.eval_path", "data.eval_worker_count",
                      "model.logits_chunk")
 
+# Settings added after runs were saved, each with the value that reproduces those
+# runs: a checkpoint saved without one resumes under that value as unchanged.
+ADDED_SETTINGS = {"model.target_logits": 0, "data.eval_worker_count": -1}
+
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
   if isinstance(tree, dict):
@@ -58,6 +62,8 @@ def config_changes(saved_json: str, new_json: str) -> list[str]:
   saved, new = _flat(json.loads(saved_json)), _flat(json.loads(new_json))
   lines = []
   for key in sorted(set(saved) | set(new)):
+    if key not in saved and key in ADDED_SETTINGS and new[key] == ADDED_SETTINGS[key]:
+      continue
     if saved.get(key) != new.get(key) and not any(
         key == allowed or (allowed.endswith(".") and key.startswith(allowed))
         for allowed in RESUMABLE_CHANGES):

@@ -96,7 +96,8 @@ def run(config, workdir: str) -> dict:
   media = inputs.media
   encoder = ExampleEncoder(tokenizer, config.data.max_length, kind.batch,
                            margin_scale=config.loss.margin_scale, media=media,
-                           sft_target=config.data.get("target", "judgment"))
+                           sft_target=config.data.get("target", "judgment"),
+                           max_target_tokens=config.model.target_logits)
   train_pack, eval_pack = _pack_specs(config, n_proc)
   data_kw = dict(buckets=tuple(config.data.buckets), pad_id=tokenizer.pad_token_id,
                  worker_count=config.data.worker_count, process_index=jax.process_index(),
@@ -128,10 +129,11 @@ def run(config, workdir: str) -> dict:
       graphdef, tx, kind, grad_accum_steps=config.optim.grad_accum_steps,
       max_nonfinite_streak=config.train.max_nonfinite_streak, mesh=mesh, rules=rules,
       schedule=schedule, center_coef=config.loss.center_coef,
-      logits_chunk=config.model.logits_chunk)
+      logits_chunk=config.model.logits_chunk, target_logits=config.model.target_logits)
   eval_step = make_eval_step(graphdef, kind, mesh=mesh, rules=rules,
                              center_coef=config.loss.center_coef,
-                             logits_chunk=config.model.logits_chunk)
+                             logits_chunk=config.model.logits_chunk,
+                             target_logits=config.model.target_logits)
 
   # --- Restore -----------------------------------------------------------
   train_iter = iter(train_ds)

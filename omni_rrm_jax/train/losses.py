@@ -120,13 +120,19 @@ def causal_lm_token_losses(logits_btv: jax.Array, input_ids_bt: jax.Array,
 
 def causal_lm_head_token_losses(head: Callable[[jax.Array], jax.Array], h_bte: jax.Array,
                                 input_ids_bt: jax.Array, loss_mask_bt: jax.Array, *,
-                                chunk: int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
+                                chunk: int = 0,
+                                keep: int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
   """`causal_lm_token_losses` from final hidden states and the vocabulary head.
 
   The same shift convention and outputs, but the logits are never held
   whole: with `chunk > 0` they are computed `chunk` positions at a time, in
   the forward and the backward pass (`models.token_logprobs`), so memory
-  holds at most a [B, chunk, V] slice instead of [B, T, V].
+  holds at most a [B, chunk, V] slice instead of [B, T, V]. With `keep > 0`
+  the head sees only each row's target positions (in order, then non-targets
+  to fill `keep` slots, weighted 0): the same losses of the targets, for a
+  head over `keep` positions instead of T - 1. A row with more than `keep`
+  targets would lose its last ones; the encoder skips such examples
+  (`ExampleEncoder(max_target_tokens=...)`).
 
   Args:
     head: hidden states [B, C, E] -> logits [B, C, V] (a model's `lm_logits`).
@@ -134,12 +140,20 @@ def causal_lm_head_token_losses(head: Callable[[jax.Array], jax.Array], h_bte: j
     input_ids_bt: [B, T] token ids.
     loss_mask_bt: [B, T] 1 (or a weight) where the token is a target.
     chunk: positions per head call; 0 projects every position at once.
+    keep: target positions per row given to the head (static); 0: all T - 1.
 
   Returns:
-    `(nll_bs, correct_bs, weight_bs)`, each [B, T-1] float32.
+    `(nll_bs, correct_bs, weight_bs)`, each [B, T-1] float32 ([B, keep] with `keep`).
   """
-  out = token_logprobs(head, h_bte[:, :-1], input_ids_bt[:, 1:], chunk=chunk)
+  h_bse, targets_bs = h_bte[:, :-1], input_ids_bt[:, 1:]
   weight_bs = loss_mask_bt[:, 1:].astype(jnp.float32)
+  if 0 < keep < targets_bs.shape[1]:
+    # Target positions first, each row's in their order (a stable sort on "not a target").
+    order_bk = jnp.argsort(weight_bs <= 0, axis=1, stable=True)[:, :keep]
+    h_bse = jnp.take_along_axis(h_bse, order_bk[..., None], axis=1)
+    targets_bs = jnp.take_along_axis(targets_bs, order_bk, axis=1)
+    weight_bs = jnp.take_along_axis(weight_bs, order_bk, axis=1)
+  out = token_logprobs(head, h_bse, targets_bs, chunk=chunk)
   keep_bs = weight_bs > 0
   return (jnp.where(keep_bs, -out.logp_bt, 0.0), jnp.where(keep_bs, out.correct_bt, 0.0),
           jnp.where(keep_bs, weight_bs, 0.0))

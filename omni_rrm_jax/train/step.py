@@ -68,7 +68,8 @@ from omni_rrm_jax.train.task_kind import TaskKind
 Batch = dict[str, jax.Array]
 
 
-def _micro_loss(graphdef, kind: TaskKind, center_coef: float, logits_chunk: int):
+def _micro_loss(graphdef, kind: TaskKind, center_coef: float, logits_chunk: int,
+                target_logits: int):
   """loss(params, frozen, micro, normalizer, rng) -> (sum of micro losses / normalizer, aux).
 
   Dividing by the whole batch's normalizer (not the micro-batch's) makes the
@@ -83,7 +84,8 @@ def _micro_loss(graphdef, kind: TaskKind, center_coef: float, logits_chunk: int)
     # LoRA dropout (the only stochastic layer) draws from the micro-batch's key.
     with lora_dropout(rng):
       loss_sum, aux = kind.loss(nnx.merge(graphdef, params, frozen, copy=True), micro,
-                                center_coef, logits_chunk=logits_chunk)
+                                center_coef, logits_chunk=logits_chunk,
+                                target_logits=target_logits)
     return loss_sum / normalizer, aux
 
   return loss_fn
@@ -190,7 +192,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ki
                     grad_accum_steps: int = 1, max_nonfinite_streak: int = 10,
                     mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES,
                     schedule: optax.Schedule | None = None, center_coef: float = 0.0,
-                    logits_chunk: int = 0,
+                    logits_chunk: int = 0, target_logits: int = 0,
                     state_shardings: TrainState | None = None) -> Step:
   """Builds the jitted `train_step(state, batch) -> (state, metrics)`.
 
@@ -217,6 +219,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ki
     center_coef: rm only, the reward-centering coefficient.
     logits_chunk: sft only, positions per vocabulary-head chunk (0: all at once;
       see `models.token_logprobs`).
+    target_logits: sft only, target positions a row given to the vocabulary head
+      (0: every position; see `losses.causal_lm_head_token_losses`).
     state_shardings: optional precomputed `train_state_shardings`.
 
   Returns:
@@ -227,7 +231,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ki
   """
   if grad_accum_steps < 1:
     raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
-  loss_fn = _micro_loss(graphdef, kind, center_coef, logits_chunk)
+  loss_fn = _micro_loss(graphdef, kind, center_coef, logits_chunk, target_logits)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def _one_micro_batch(state: TrainState, batch: Batch, normalizer: jax.Array, rng: jax.Array):
@@ -276,7 +280,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ki
 
 def make_eval_step(graphdef: nnx.GraphDef, kind: TaskKind, *, mesh: Mesh | None = None,
                    rules: Rules = DEFAULT_RULES, center_coef: float = 0.0,
-                   logits_chunk: int = 0,
+                   logits_chunk: int = 0, target_logits: int = 0,
                    state_shardings: TrainState | None = None) -> Step:
   """Builds the jitted `eval_step(state, batch) -> metrics` (no update).
 
@@ -288,7 +292,7 @@ def make_eval_step(graphdef: nnx.GraphDef, kind: TaskKind, *, mesh: Mesh | None 
     kind.batch.check(batch)
     with activation_sharding(mesh, rules):
       return kind.evaluate(nnx.merge(graphdef, state.params, state.frozen), batch, center_coef,
-                           logits_chunk=logits_chunk)
+                           logits_chunk=logits_chunk, target_logits=target_logits)
 
   return Step(eval_step, mesh=mesh, rules=rules, state_shardings=state_shardings,
               donate=False, returns_state=False)

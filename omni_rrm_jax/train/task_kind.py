@@ -13,7 +13,8 @@ A `TaskKind` carries, for one kind of training:
   classifier   whether the model is a `*ForSequenceClassification`
                (`models.architectures.Architecture.is_classifier`);
   loss         one micro-batch's summed loss and what its metrics need
-               (`logits_chunk`: vocabulary-head positions per chunk, sft);
+               (`logits_chunk`: vocabulary-head positions per chunk, sft;
+               `target_logits`: target positions a row given to the head, sft);
   normalizer   the whole batch's loss denominator (valid pairs, target tokens);
   metrics      the train metrics from the micro-batches' losses;
   evaluate     the eval metrics of one batch;
@@ -121,20 +122,22 @@ def lm_hidden_states(model: nnx.Module, batch: Batch) -> jax.Array:
   return model.model(batch["input_ids"], batch["attention_mask"], **packed)
 
 
-def sft_token_losses(model: nnx.Module, batch: Batch,
-                     logits_chunk: int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
+def sft_token_losses(model: nnx.Module, batch: Batch, logits_chunk: int = 0,
+                     target_logits: int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
   """`(nll_bs, correct_bs, weight_bs)` [B, T-1] of a batch's targets (`sft_targets`),
-  the vocabulary head applied `logits_chunk` positions at a time (0: at once)."""
+  the vocabulary head applied `logits_chunk` positions at a time (0: at once), on
+  each row's targets only with `target_logits` > 0 ([B, target_logits] then)."""
   return losses.causal_lm_head_token_losses(model.lm_logits, lm_hidden_states(model, batch),
                                             batch["input_ids"], sft_targets(batch),
-                                            chunk=logits_chunk)
+                                            chunk=logits_chunk, keep=target_logits)
 
 
 # --- rm: Bradley-Terry on a sequence classifier ------------------------------
 
 
-def _rm_loss(model: nnx.Module, micro: Batch, center_coef: float, logits_chunk: int = 0):
-  del logits_chunk  # sft only
+def _rm_loss(model: nnx.Module, micro: Batch, center_coef: float, logits_chunk: int = 0,
+             target_logits: int = 0):
+  del logits_chunk, target_logits  # sft only
   r_c, r_r = rm_rewards(model, micro)
   w_b = row_weights(micro)
   margin_b = micro.get("margin")
@@ -161,8 +164,8 @@ def _rm_metrics(batch_ab: Batch, aux, center_coef: float) -> dict[str, jax.Array
 
 
 def _rm_evaluate(model: nnx.Module, batch: Batch, center_coef: float,
-                 logits_chunk: int = 0) -> dict[str, jax.Array]:
-  del logits_chunk  # sft only
+                 logits_chunk: int = 0, target_logits: int = 0) -> dict[str, jax.Array]:
+  del logits_chunk, target_logits  # sft only
   r_c, r_r = rm_rewards(model, batch)
   _, metrics = losses.bradley_terry_loss(r_c, r_r, margin_b=batch.get("margin"),
                                          center_coef=center_coef, valid_b=batch.get("valid"))
@@ -172,9 +175,10 @@ def _rm_evaluate(model: nnx.Module, batch: Batch, center_coef: float,
 # --- sft: next-token cross-entropy on a causal LM ----------------------------
 
 
-def _sft_loss(model: nnx.Module, micro: Batch, center_coef: float, logits_chunk: int = 0):
+def _sft_loss(model: nnx.Module, micro: Batch, center_coef: float, logits_chunk: int = 0,
+              target_logits: int = 0):
   del center_coef  # rm only
-  nll_bs, correct_bs, weight_bs = sft_token_losses(model, micro, logits_chunk)
+  nll_bs, correct_bs, weight_bs = sft_token_losses(model, micro, logits_chunk, target_logits)
   loss_sum = jnp.sum(weight_bs * nll_bs)
   return loss_sum, (loss_sum, jnp.sum(weight_bs * correct_bs), jnp.sum(weight_bs))
 
@@ -191,9 +195,10 @@ def _sft_metrics(batch_ab: Batch, aux, center_coef: float) -> dict[str, jax.Arra
 
 
 def _sft_evaluate(model: nnx.Module, batch: Batch, center_coef: float,
-                  logits_chunk: int = 0) -> dict[str, jax.Array]:
+                  logits_chunk: int = 0, target_logits: int = 0) -> dict[str, jax.Array]:
   del center_coef
-  _, metrics = losses.causal_lm_metrics(*sft_token_losses(model, batch, logits_chunk))
+  _, metrics = losses.causal_lm_metrics(
+      *sft_token_losses(model, batch, logits_chunk, target_logits))
   return metrics
 
 
@@ -205,15 +210,16 @@ class TaskKind:
     name: the `config.task` that selects it.
     batch: the batch contract of its examples and batches.
     classifier: the model is a sequence classifier (a score head), not a causal LM.
-    loss: `(model, micro, center_coef, logits_chunk=0) -> (summed loss, aux)` of
-      one micro-batch; the step divides by `normalizer` of the whole batch.
-      `logits_chunk` > 0 applies a causal LM's vocabulary head that many
-      positions at a time (`models.token_logprobs`); a classifier ignores it.
+    loss: `(model, micro, center_coef, logits_chunk=0, target_logits=0) -> (summed
+      loss, aux)` of one micro-batch; the step divides by `normalizer` of the
+      whole batch. `logits_chunk` > 0 applies a causal LM's vocabulary head that
+      many positions at a time (`models.token_logprobs`), `target_logits` > 0 on
+      that many target positions a row only; a classifier ignores both.
     normalizer: `(batch) -> []` the whole batch's loss denominator (before the
       1e-9 floor the step applies).
     metrics: `(batch_ab, aux_a, center_coef) -> dict`, train metrics from the
       micro-batches ([A, B/A, ...] batch, stacked aux).
-    evaluate: `(model, batch, center_coef, logits_chunk=0) -> dict`, eval
+    evaluate: `(model, batch, center_coef, logits_chunk=0, target_logits=0) -> dict`, eval
       metrics of one batch.
     eval_weight: the metric that weighs a batch in an eval average.
     headline: the eval metric shown on the progress bar.

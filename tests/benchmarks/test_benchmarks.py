@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from omni_rrm_jax.demo.config import get_config
+
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
 
 
@@ -229,6 +231,8 @@ def test_demo_step_profile_attributes_the_step_to_its_ops(tmp_path):
              "1", "--top", "5", "--workdir", str(tmp_path), env=env)
   assert out["stage"] == "sft" and out["step_s"] > 0 and out["tokens_per_step"] > 0
   assert out["page_faults_per_step"] >= 0 and isinstance(out["huge_pages"], bool)
+  # The step's vocabulary head: the demo's setting.
+  assert out["target_logits"] == get_config("smoke").sft.model.target_logits > 0
   # The kinds partition the traced ops: the largest ten never exceed the total.
   assert 0 < sum(out["by_kind_ms"].values()) <= out["device_thread_ms_per_step"] + 0.5
   ops = out["slowest_ops"]

@@ -189,3 +189,18 @@ def test_shuffle_blocks_must_stay_whole_in_every_batch():
   for bad in (0, -2):  # the schema already refuses non-integers
     c.data.shuffle_block = bad
     assert _problems(c) == [f"data.shuffle_block={bad!r}: must be an integer >= 1"]
+
+
+def test_target_logits_is_a_non_negative_integer_and_not_with_packing():
+  c = tasks.sft_config()
+  c.model.target_logits = 128
+  assert _problems(c) == []
+  c.model.target_logits = -1
+  assert _problems(c) == [
+      "model.target_logits=-1: must be an integer >= 0 (target positions a row given to the "
+      "vocabulary head; 0: all)"]
+  c.model.target_logits = 128
+  c.data.pack = True
+  assert _problems(c) == [
+      "model.target_logits=128: must be 0 with data.pack=True (a packed row holds the targets "
+      "of several examples)"]

@@ -55,6 +55,15 @@ def test_invalid_examples_say_why(tok):
   assert INVALID_REASONS[ex["invalid_reason"]] == "no valid judgment rationale"
 
 
+def test_an_sft_target_longer_than_max_target_tokens_is_invalid(tok):
+  rec = _record(5)
+  n = int(np.sum(ExampleEncoder(tok, max_length=4096, kind=SFT_BATCH).encode(rec)["loss_mask"]))
+  fits = ExampleEncoder(tok, max_length=4096, kind=SFT_BATCH, max_target_tokens=n).encode(rec)
+  assert fits["valid"] and sum(fits["loss_mask"]) == n
+  over = ExampleEncoder(tok, max_length=4096, kind=SFT_BATCH, max_target_tokens=n - 1).encode(rec)
+  assert not over["valid"] and INVALID_REASONS[over["invalid_reason"]] == "target too long"
+
+
 def test_sft_loss_mask_covers_exactly_the_judgment(tok):
   rec = _record(5)
   ex = ExampleEncoder(tok, max_length=4096, kind=SFT_BATCH).encode(rec)

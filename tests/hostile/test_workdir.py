@@ -72,6 +72,13 @@ def test_config_changes_keep_only_what_a_resume_may_not_change():
       "optim.learning_rate: 0.001 -> 0.002", "seed: 0 -> 1"]
 
 
+def test_a_setting_added_since_the_checkpoint_resumes_only_at_its_old_behaviour():
+  saved = _config()  # written before `model.target_logits` existed
+  assert config_changes(saved, _config(**{"model": {"target_logits": 0}})) == []
+  assert config_changes(saved, _config(**{"model": {"target_logits": 128}})) == [
+      "model.target_logits: '(none)' -> 128"]
+
+
 def _state(value: float):
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   return {"w": jax.device_put(jnp.full((4,), value, jnp.float32), sharding),

@@ -24,8 +24,8 @@ def nan_loss(monkeypatch):
   def poisoned_kind(name):
     kind = task_kind(name)
 
-    def loss(model, micro, center_coef, logits_chunk=0):
-      loss_sum, aux = kind.loss(model, micro, center_coef, logits_chunk=logits_chunk)
+    def loss(model, micro, center_coef, **head):
+      loss_sum, aux = kind.loss(model, micro, center_coef, **head)
       return loss_sum * jnp.nan, aux
 
     return dataclasses.replace(kind, loss=loss)

@@ -1,9 +1,11 @@
-"""The held-out set's data workers: `data.eval_worker_count`, apart from training's.
+"""What the training loop reads: the held-out set's data workers
+(`data.eval_worker_count`, apart from training's) and the SFT examples that
+`model.target_logits` leaves out.
 
 Each evaluation during training reads the held-out set anew, so with workers it
 starts new worker processes each time; a small set decodes faster in the main
 process. The spy records the worker count the loop asks for and builds the
-dataset in-process, so the test starts no processes.
+dataset in-process, so the tests start no processes.
 """
 
 from __future__ import annotations
@@ -44,3 +46,13 @@ def test_the_training_loop_reads_its_held_out_set_with_the_eval_workers(
   summary = loop.run(config, str(tmp_path))
   assert sorted(asked) == [("eval", expected), ("train", 2)]
   assert summary["eval"]["num_pairs"] == 8  # the held-out set was read, in-process
+
+
+def test_sft_examples_past_target_logits_are_skipped_and_counted(tmp_path):
+  config = load_config("sft", **{
+      "train.progress_bar": False, "train.num_steps": 2, "optim.warmup_steps": 1,
+      "data.synthetic_train": 16, "data.synthetic_eval": 4, "model.target_logits": 1,
+      "export.at_end": False, "checkpoint.async_save": False})
+  summary = loop.run(config, str(tmp_path))
+  inputs = summary["inputs"]
+  assert inputs["examples"] > 0 and inputs["invalid"] == {"target too long": inputs["examples"]}
