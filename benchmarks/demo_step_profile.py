@@ -139,7 +139,7 @@ def main():
   parser.add_argument("--top", type=int, default=12, help="slowest ops listed")
   parser.add_argument("--smoke", action="store_true", help="the demo's seconds-long variant")
   parser.add_argument("--target_logits", type=int, default=-1,
-                      help="model.target_logits of the stage (-1: the demo's; 0: every position)")
+                      help="model.target_logits of the stage (-1: the demo's, every position)")
   args = parser.parse_args()
 
   with tempfile.TemporaryDirectory() as tmp:

@@ -138,9 +138,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
            warmup_steps=30, weight_decay=0.01, max_length=384, buckets=(320, 384),
            worker_count=workers, progress_bar=progress_bar)
   c.sft.data.shuffle_block = 2  # a pair and its twin share a batch
-  # The vocabulary head on the judgment's positions only (at most 117 tokens of the
-  # rows' 320): the same loss, a sixth less work a step (README: "Benchmarks").
-  c.sft.model.target_logits = 128
 
   c.grpo = grpo_config("judge")
   g = c.grpo

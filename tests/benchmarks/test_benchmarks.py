@@ -228,11 +228,11 @@ def test_demo_step_profile_attributes_the_step_to_its_ops(tmp_path):
   # One CPU device, as the main job runs on this machine (the suite fakes eight).
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
   out = _run("demo_step_profile", "--smoke", "--stage", "sft", "--batches", "1", "--rounds",
-             "1", "--top", "5", "--workdir", str(tmp_path), env=env)
+             "1", "--top", "5", "--workdir", str(tmp_path), "--target_logits", "64", env=env)
   assert out["stage"] == "sft" and out["step_s"] > 0 and out["tokens_per_step"] > 0
   assert out["page_faults_per_step"] >= 0 and isinstance(out["huge_pages"], bool)
-  # The step's vocabulary head: the demo's setting.
-  assert out["target_logits"] == get_config("smoke").sft.model.target_logits > 0
+  # The head on each row's target positions only, the demo's default being every position.
+  assert out["target_logits"] == 64 and get_config("smoke").sft.model.target_logits == 0
   # The kinds partition the traced ops: the largest ten never exceed the total.
   assert 0 < sum(out["by_kind_ms"].values()) <= out["device_thread_ms_per_step"] + 0.5
   ops = out["slowest_ops"]
