@@ -78,3 +78,28 @@ class TokenRate:
     then, before = self._last
     self._last = (now, tokens)
     return (tokens - before) * self.num_processes / max(now - then, 1e-9)
+
+
+class DataWait:
+  """The share of wall time the loop spends waiting for its next batch, between
+  two readings. The step is dispatched without waiting for the device, so while
+  the workers keep up, taking the next batch costs next to nothing; a share
+  near 1 says the input pipeline, not the step, sets the pace."""
+
+  def __init__(self):
+    self._waited = 0.0
+    self._since = time.perf_counter()
+
+  def next(self, iterator):
+    """`next(iterator)`, timed."""
+    start = time.perf_counter()
+    item = next(iterator)
+    self._waited += time.perf_counter() - start
+    return item
+
+  def fraction(self) -> float:
+    """The share of the wall time since the previous call (or construction)."""
+    now = time.perf_counter()
+    share = self._waited / max(now - self._since, 1e-9)
+    self._waited, self._since = 0.0, now
+    return share

@@ -29,7 +29,7 @@ from omni_rrm_jax.data.packing import PackSpec
 from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.tokenize import ExampleEncoder
 from omni_rrm_jax.sharding.batch import to_global
-from omni_rrm_jax.train.input_tallies import BatchShapes, InputCounts, TokenRate
+from omni_rrm_jax.train.input_tallies import BatchShapes, DataWait, InputCounts, TokenRate
 from omni_rrm_jax.train.nonfinite_check import NonfiniteCheck, check_nonfinite
 from omni_rrm_jax.train.optimizer import make_optimizer
 from omni_rrm_jax.train.run_scaffold import RunScaffold
@@ -151,9 +151,10 @@ def run(config, workdir: str) -> dict:
   t0 = time.perf_counter()
   # Tokens per second between log lines; every process feeds batches of one shape.
   throughput = TokenRate(jax.process_count())
+  data_wait = DataWait()  # the share of each log interval spent waiting for batches
   with scaffold.guarded_steps(start, desc=f"{kind.name} train") as loop:
     for step in range(start, config.train.num_steps):
-      batch = next(train_iter)
+      batch = data_wait.next(train_iter)
       counts.add(batch)
       shapes.add(batch)
       state, metrics = train_step(state, to_global(batch, mesh, rules))
@@ -164,6 +165,7 @@ def run(config, workdir: str) -> dict:
         check_nonfinite(metrics, train_step.max_nonfinite_streak)
         metrics["steps_per_second"] = (done - start) / (time.perf_counter() - t0)
         metrics["tokens_per_second"] = throughput.rate(counts.tokens)
+        metrics["data_wait_fraction"] = data_wait.fraction()
         writer.write(done, metrics)
         history.append({"step": done, **{k: float(v) for k, v in metrics.items()
                                          if np.ndim(v) == 0}})

@@ -1,6 +1,7 @@
 """What the training loop reads: the held-out set's data workers
-(`data.eval_worker_count`, apart from training's) and the SFT examples that
-`model.target_logits` leaves out.
+(`data.eval_worker_count`, apart from training's), the SFT examples that
+`model.target_logits` leaves out, and the logged share of time spent waiting
+for batches.
 
 Each evaluation during training reads the held-out set anew, so with workers it
 starts new worker processes each time; a small set decodes faster in the main
@@ -9,6 +10,9 @@ dataset in-process, so the tests start no processes.
 """
 
 from __future__ import annotations
+
+import json
+import time
 
 import pytest
 
@@ -56,3 +60,50 @@ def test_sft_examples_past_target_logits_are_skipped_and_counted(tmp_path):
   summary = loop.run(config, str(tmp_path))
   inputs = summary["inputs"]
   assert inputs["examples"] > 0 and inputs["invalid"] == {"target too long": inputs["examples"]}
+
+
+def test_a_slow_input_pipeline_shows_in_the_logged_data_wait(monkeypatch, tmp_path):
+  real = loop.make_dataset
+
+  class Slow:  # every training batch arrives 0.3 s late
+    def __init__(self, dataset):
+      self.dataset = dataset
+
+    def __iter__(self):
+      return self
+
+    def __next__(self):
+      time.sleep(0.3)
+      return next(self.it)
+
+    def get_state(self):
+      return self.it.get_state()
+
+    def set_state(self, state):
+      self.it.set_state(state)
+
+    def close(self):
+      self.it.close()
+
+  def slow_train(records, encoder, **kw):
+    dataset = real(records, encoder, **kw)
+    if kw.get("num_epochs") == 1:
+      return dataset
+    slow = Slow(dataset)
+    slow.it = iter(dataset)
+    return slow
+
+  config = load_config("rm", **{
+      "train.progress_bar": False, "train.num_steps": 8, "train.log_every": 4,
+      "train.eval_every": 100, "optim.warmup_steps": 1, "data.synthetic_train": 64,
+      "data.synthetic_eval": 8, "export.at_end": False, "checkpoint.async_save": False})
+  fast = tmp_path / "fast"
+  loop.run(config, str(fast))
+  monkeypatch.setattr(loop, "make_dataset", slow_train)
+  loop.run(config, str(tmp_path / "slow"))
+  shares = {}
+  for name in ("fast", "slow"):
+    rows = [json.loads(line) for line in open(tmp_path / name / "metrics.jsonl")]
+    shares[name] = [r["data_wait_fraction"] for r in rows if r.get("split") == "train"]
+  # The second interval of each run (the first holds the compilation).
+  assert len(shares["slow"]) == 2 and shares["slow"][1] > 0.6 > 0.3 > shares["fast"][1]
