@@ -45,7 +45,8 @@ RESUMABLE_CHANGES = ("train.num_steps", "train.log_every", "train.eval_every",
 
 # Settings added after runs were saved, each with the value that reproduces those
 # runs: a checkpoint saved without one resumes under that value as unchanged.
-ADDED_SETTINGS = {"model.target_logits": 0, "data.eval_worker_count": -1}
+# (One that may change on resume anyway, as data.eval_worker_count, needs no entry.)
+ADDED_SETTINGS = {"model.target_logits": 0}
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
