@@ -106,7 +106,10 @@ def _metrics(workdir: str, split: str = "train") -> dict[int, dict]:
 
 
 def test_tiny_judge_recipe_raises_format_reward(judge, tmp_path):
-  config = _set(_config("grpo"), train__num_steps=60, **judge.overrides())
+  # At 2e-3 one of three seeds fell into an always-unparseable judgment on
+  # another CPU (0.570 -> 0.465); at 1e-3 three seeds gained 0.11-0.17.
+  overrides = {**judge.overrides(), "optim__learning_rate": 1e-3}
+  config = _set(_config("grpo"), train__num_steps=60, **overrides)
   summary = grpo_loop.run(config, str(tmp_path))
   before = summary["eval_start"]["reward/judge_format_mean"]
   after = summary["eval"]["reward/judge_format_mean"]
@@ -115,8 +118,9 @@ def test_tiny_judge_recipe_raises_format_reward(judge, tmp_path):
   # Contradictory verdicts, which this SFT judge often writes, are graded as
   # invalid judgments (at most 4/6), so start and end sit lower than before that
   # rule (0.633 -> 0.794 then, 0.518 -> 0.645 after); the required gain is kept.
-  # With the brief judge instruction (another tokenizer) it is 0.544 -> 0.604 at
-  # 40 steps and 0.544 -> 0.721 at 60.
+  # With the brief judge instruction (another tokenizer) it was 0.544 -> 0.721 at
+  # 60 steps and 2e-3; at 1e-3, seeds 0 / 1 / 2: 0.570 -> 0.682, 0.574 -> 0.707,
+  # 0.547 -> 0.713.
   assert after > before + 0.08 and after > 0.6
   assert summary["eval"]["parse_failure_rate"] < summary["eval_start"]["parse_failure_rate"]
   # Per-prompt rewards of the same 32 held-out prompts before and after: their
