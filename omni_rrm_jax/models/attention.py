@@ -119,20 +119,22 @@ def _reference_attention(q_bthd, k_bskd, v_bskd, mask_b1ts, scale):
                             mask_b1ts, scale)
 
 
-def _grouped_attention(q_bthd, k_bksd, v_bksd, mask_b1ts, scale):
+def _grouped_attention(q_bthd, k_bksd, v_bksd, mask_b1ts, scale, *, keys_bkds=False):
   """The reference's arithmetic over keys and values [B, K, S, D].
 
   The two products are batched [M, D]·[D, S] and [M, S]·[S, D] matrices per
   key/value head (M = the group's queries, G·T rows): XLA:CPU runs these in
   place, where a [B, T, K, G, D] einsum transposed the probabilities before the
   values' product and its gradients (a fifth slower forward + backward at the
-  main job's judge shapes, `benchmarks/rm_step_profile.py`).
+  main job's judge shapes, `benchmarks/rm_step_profile.py`). With `keys_bkds`
+  the keys come as [B, K, D, S] (the KV cache's layout, whose layout XLA cannot
+  choose): the logits' product then reads them as the [D, S] operand it wants.
   """
   b, t, h, d = q_bthd.shape
-  k, s = k_bksd.shape[1], k_bksd.shape[2]
+  k, s = k_bksd.shape[1], k_bksd.shape[3 if keys_bkds else 2]
   g = h // k
   q_bkmd = q_bthd.reshape(b, t, k, g, d).transpose(0, 2, 3, 1, 4).reshape(b, k, g * t, d)
-  logits = jnp.einsum("bkmd,bksd->bkms", q_bkmd, k_bksd,
+  logits = jnp.einsum("bkmd,bkds->bkms" if keys_bkds else "bkmd,bksd->bkms", q_bkmd, k_bksd,
                       preferred_element_type=jnp.float32) * scale
   logits = logits.reshape(b, k, g, t, s)
   if mask_b1ts is not None:
@@ -161,15 +163,28 @@ def _empty_rows_as_reference(out_bthd, v_bskd, mask_b1ts):
 
 # A key / value cache's logical axes: [B, K, S, D] (see `models/decoder.py` `KVCache`).
 CACHE_AXES = ("batch", "kv_heads", "length", "head_dim")
+# Cached keys are [B, K, D, S]: a decode step's logits product reads them as its
+# [D, S] operand, where [B, K, S, D] keys had XLA:CPU transpose the whole cache
+# slice of every layer each step (`benchmarks/sampler_throughput.py`).
+KEY_CACHE_AXES = ("batch", "kv_heads", "head_dim", "length")
 
 
 def write_slots(cache_bksd: jax.Array, new_btkd: jax.Array, start: jax.Array) -> jax.Array:
-  """Writes T new key (or value) vectors into cache slots [start, start + T)."""
+  """Writes T new value vectors into cache slots [start, start + T) of [B, K, S, D]."""
   zero = jnp.zeros((), jnp.int32)
   new_bktd = new_btkd.transpose(0, 2, 1, 3).astype(cache_bksd.dtype)
   cache_bksd = jax.lax.dynamic_update_slice(
       cache_bksd, new_bktd, (zero, zero, start.astype(jnp.int32), zero))
   return constrain(cache_bksd, CACHE_AXES)
+
+
+def write_key_slots(cache_bkds: jax.Array, new_btkd: jax.Array, start: jax.Array) -> jax.Array:
+  """Writes T new key vectors into cache slots [start, start + T) of [B, K, D, S]."""
+  zero = jnp.zeros((), jnp.int32)
+  new_bkdt = new_btkd.transpose(0, 2, 3, 1).astype(cache_bkds.dtype)
+  cache_bkds = jax.lax.dynamic_update_slice(
+      cache_bkds, new_bkdt, (zero, zero, zero, start.astype(jnp.int32)))
+  return constrain(cache_bkds, KEY_CACHE_AXES)
 
 
 class Attention(nnx.Module):
@@ -221,7 +236,7 @@ class Attention(nnx.Module):
     return self.o_proj(out_bthd)
 
   def call_cached(self, x_bte: jax.Array, cos_btd: jax.Array, sin_btd: jax.Array,
-                  mask_b1ts: jax.Array, cache_k_bksd: jax.Array, cache_v_bksd: jax.Array,
+                  mask_b1ts: jax.Array, cache_k_bkds: jax.Array, cache_v_bksd: jax.Array,
                   start: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Attention of T new tokens over a preallocated key/value cache.
 
@@ -231,7 +246,7 @@ class Attention(nnx.Module):
       sin_btd: rotary sin table of the new tokens.
       mask_b1ts: which cache slots each new token may attend to; it must
         already include the slots being written now.
-      cache_k_bksd: rotated keys of earlier tokens [B, K, S, D] (S slots,
+      cache_k_bkds: rotated keys of earlier tokens [B, K, D, S] (S slots,
         S >= start + T).
       cache_v_bksd: values of earlier tokens [B, K, S, D].
       start: int32 scalar, the cache slot of the first new token (the same for
@@ -241,13 +256,14 @@ class Attention(nnx.Module):
       (output [B, T, E], updated keys, updated values).
     """
     q, k, v = self._project(x_bte, cos_btd, sin_btd)
-    cache_k_bksd = write_slots(cache_k_bksd, k, start)
+    cache_k_bkds = write_key_slots(cache_k_bkds, k, start)
     cache_v_bksd = write_slots(cache_v_bksd, v, start)
     scale = self.head_dim ** -0.5
     if self.implementation == "reference":
-      out_bthd = _grouped_attention(q, cache_k_bksd, cache_v_bksd, mask_b1ts, scale)
+      out_bthd = _grouped_attention(q, cache_k_bkds, cache_v_bksd, mask_b1ts, scale,
+                                    keys_bkds=True)
     else:
-      out_bthd = dot_product_attention(q, cache_k_bksd.transpose(0, 2, 1, 3),
+      out_bthd = dot_product_attention(q, cache_k_bkds.transpose(0, 3, 1, 2),
                                        cache_v_bksd.transpose(0, 2, 1, 3), mask_b1ts, scale,
                                        self.implementation)
-    return self.o_proj(out_bthd), cache_k_bksd, cache_v_bksd
+    return self.o_proj(out_bthd), cache_k_bkds, cache_v_bksd

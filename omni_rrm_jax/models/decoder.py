@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from omni_rrm_jax.models.attention import CACHE_AXES, Attention, causal_mask, segment_positions
+from omni_rrm_jax.models.attention import (CACHE_AXES, KEY_CACHE_AXES, Attention, causal_mask,
+                                          segment_positions)
 from omni_rrm_jax.models.config import DecoderConfig
 from omni_rrm_jax.models.layer_stack import (LAYERS_AXIS, layer_windows, make_layers,
                                              run_layers, run_layers_cached)
@@ -30,18 +31,19 @@ class KVCache:
   which slots are valid keys and in their rotary positions.
 
   Attributes:
-    k_bksd: per layer, rotated keys [B, K, S, D] in the compute dtype; for a
-      model with `scan_layers`, one stacked array [L, B, K, S, D]. Slots are
-      the third axis, the layout the attention products read, so a decode
-      step copies no cache.
-    v_bksd: per layer, values [B, K, S, D] (stacked likewise).
+    k_bkds: per layer, rotated keys [B, K, D, S] in the compute dtype; for a
+      model with `scan_layers`, one stacked array [L, B, K, D, S]. Slots are
+      the last axis, so the logits' product reads the keys as its [D, S]
+      operand and a decode step copies no cache.
+    v_bksd: per layer, values [B, K, S, D] (stacked likewise), the [S, D]
+      operand of the values' product.
     key_valid_bs: bool [B, S], True at slots that hold a real token.
     end: int32 scalar, the number of slots written so far (the next slot).
     next_position_b: int32 [B], the rotary position of each row's next token:
       its count of real tokens so far, as transformers' `generate` counts
       positions of left-padded prompts.
   """
-  k_bksd: tuple[jax.Array, ...] | jax.Array
+  k_bkds: tuple[jax.Array, ...] | jax.Array
   v_bksd: tuple[jax.Array, ...] | jax.Array
   key_valid_bs: jax.Array
   end: jax.Array
@@ -57,23 +59,23 @@ def init_cache(cfg: DecoderConfig, batch: int, max_length: int, dtype: Any = Non
 
   Args:
     cfg: the decoder config (layer count, key/value heads, head size; with
-      `scan_layers` the keys and values are stacked [L, B, S, K, D] arrays).
+      `scan_layers` the keys and values are stacked [L, ...] arrays).
     batch: number of rows.
     max_length: slots per row: prompt length plus new tokens.
     dtype: storage dtype of keys and values; defaults to the compute dtype.
   """
   shape = (batch, cfg.num_key_value_heads, max_length, cfg.head_dim)
-  axes = CACHE_AXES
+  key_shape = (batch, cfg.num_key_value_heads, cfg.head_dim, max_length)
   dtype = cfg.dtype if dtype is None else dtype
 
-  def empty():
+  def empty(shape, axes):
     if cfg.scan_layers:
       return constrain(jnp.zeros((cfg.num_hidden_layers, *shape), dtype), (LAYERS_AXIS, *axes))
     return tuple(constrain(jnp.zeros(shape, dtype), axes) for _ in range(cfg.num_hidden_layers))
 
   return KVCache(
-      k_bksd=empty(),
-      v_bksd=empty(),
+      k_bkds=empty(key_shape, KEY_CACHE_AXES),
+      v_bksd=empty(shape, CACHE_AXES),
       key_valid_bs=constrain(jnp.zeros((batch, max_length), bool), ("batch", "length")),
       end=jnp.zeros((), jnp.int32),
       next_position_b=jnp.zeros((batch,), jnp.int32))
@@ -119,14 +121,14 @@ class DecoderLayer(nnx.Module):
     x_bte = x_bte + self.mlp(self.post_attention_layernorm(x_bte))
     return constrain(x_bte, ("batch", "length", "embed"))
 
-  def call_cached(self, x_bte, cos_btd, sin_btd, mask_b1ts, cache_k_bksd, cache_v_bksd, start):
+  def call_cached(self, x_bte, cos_btd, sin_btd, mask_b1ts, cache_k_bkds, cache_v_bksd, start):
     """As `__call__`, attending over (and writing to) this layer's cache slots."""
-    attn_bte, cache_k_bksd, cache_v_bksd = self.self_attn.call_cached(
-        self.input_layernorm(x_bte), cos_btd, sin_btd, mask_b1ts, cache_k_bksd, cache_v_bksd,
+    attn_bte, cache_k_bkds, cache_v_bksd = self.self_attn.call_cached(
+        self.input_layernorm(x_bte), cos_btd, sin_btd, mask_b1ts, cache_k_bkds, cache_v_bksd,
         start)
     x_bte = x_bte + attn_bte
     x_bte = x_bte + self.mlp(self.post_attention_layernorm(x_bte))
-    return constrain(x_bte, ("batch", "length", "embed")), cache_k_bksd, cache_v_bksd
+    return constrain(x_bte, ("batch", "length", "embed")), cache_k_bkds, cache_v_bksd
 
 
 class Decoder(nnx.Module):
@@ -256,9 +258,9 @@ def run_cached_layers(layers, cfg: DecoderConfig, x_bte: jax.Array, cos: jax.Arr
   k_slot_s = jnp.arange(cache.max_length, dtype=jnp.int32)
   windows = set(layer_windows(cfg))
   masks = {w: causal_mask(q_slot_t, k_slot_s, key_valid_bs, w) for w in windows}
-  x_bte, keys, values = run_layers_cached(layers, cfg, x_bte, cos, sin, masks, cache.k_bksd,
+  x_bte, keys, values = run_layers_cached(layers, cfg, x_bte, cos, sin, masks, cache.k_bkds,
                                           cache.v_bksd, start)
-  cache = cache.replace(k_bksd=keys, v_bksd=values, key_valid_bs=key_valid_bs,
+  cache = cache.replace(k_bkds=keys, v_bksd=values, key_valid_bs=key_valid_bs,
                         end=start + t, next_position_b=next_position_b)
   return x_bte, cache
 

@@ -131,8 +131,8 @@ def run_layers_cached(layers, cfg, x_bte: jax.Array, cos: Any, sin: Any, masks: 
 
   Args:
     layers, cfg, x_bte, cos, sin, masks: as `run_layers` (masks over cache slots).
-    keys, values: the cache's keys and values: per layer [B, K, S, D] (a
-      tuple) for a list of layers, one stacked [L, B, K, S, D] array for
+    keys, values: the cache's keys [B, K, D, S] and values [B, K, S, D] per
+      layer (tuples) for a list of layers, stacked [L, ...] arrays for
       scanned layers.
     start: int32 scalar, the cache slot of the first new token.
 
@@ -141,17 +141,17 @@ def run_layers_cached(layers, cfg, x_bte: jax.Array, cos: Any, sin: Any, masks: 
   """
   if not cfg.scan_layers:
     new_keys, new_values = [], []
-    for layer, window, k_bksd, v_bksd in zip(layers, layer_windows(cfg), keys, values):
-      x_bte, k_bksd, v_bksd = layer.call_cached(x_bte, cos, sin, masks[window], k_bksd, v_bksd,
+    for layer, window, k_bkds, v_bksd in zip(layers, layer_windows(cfg), keys, values):
+      x_bte, k_bkds, v_bksd = layer.call_cached(x_bte, cos, sin, masks[window], k_bkds, v_bksd,
                                                 start)
-      new_keys.append(k_bksd)
+      new_keys.append(k_bkds)
       new_values.append(v_bksd)
     return x_bte, tuple(new_keys), tuple(new_values)
   pick, sliding_l = _mask_picker(cfg, masks)
 
-  def step(x, layer, sliding, k_bksd, v_bksd):
-    x, k_bksd, v_bksd = layer.call_cached(x, cos, sin, pick(sliding), k_bksd, v_bksd, start)
-    return x, (k_bksd, v_bksd)
+  def step(x, layer, sliding, k_bkds, v_bksd):
+    x, k_bkds, v_bksd = layer.call_cached(x, cos, sin, pick(sliding), k_bkds, v_bksd, start)
+    return x, (k_bkds, v_bksd)
 
   x_bte, (keys, values) = _scan(step, layers, x_bte, sliding_l, keys, values)
   return x_bte, keys, values

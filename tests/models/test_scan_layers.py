@@ -114,7 +114,9 @@ def test_cached_greedy_decoding_equals_the_layer_list(case):
   mask = np.sort(mask, axis=1)
   plain, scanned = _pair(case)
   cache = init_cache(scanned.cfg, 3, 8)
-  assert cache.k_bksd.shape == (2, 3, 2, 8, 8 if case != "qwen3_lm_tied" else 16)
+  # [L, B, K, D, S]: keys with their slots last, values [L, B, K, S, D].
+  assert cache.k_bkds.shape == (2, 3, 2, 8 if case != "qwen3_lm_tied" else 16, 8)
+  assert cache.v_bksd.shape == (2, 3, 2, 8, 8 if case != "qwen3_lm_tied" else 16)
   params = SamplingParams(greedy=True, max_new_tokens=6)
   outs = [generate(m, ids, mask, params, 0, eos_ids=(2,)) for m in (plain, scanned)]
   np.testing.assert_array_equal(np.asarray(outs[1].tokens_bn), np.asarray(outs[0].tokens_bn))

@@ -53,9 +53,10 @@ def test_decode_steps_match_full_forward(case):
   np.testing.assert_array_equal(np.asarray(cache.next_position_b), mask_bt.sum(1) + STEPS)
   np.testing.assert_array_equal(np.asarray(cache.key_valid_bs)[:, :t + STEPS], full_mask)
   assert not np.asarray(cache.key_valid_bs)[:, t + STEPS:].any()
-  assert len(cache.k_bksd) == model.cfg.num_hidden_layers
-  assert cache.k_bksd[0].shape == (b, model.cfg.num_key_value_heads, t + STEPS + SPARE,
-                                   model.cfg.head_dim)
+  assert len(cache.k_bkds) == len(cache.v_bksd) == model.cfg.num_hidden_layers
+  slots = t + STEPS + SPARE
+  assert cache.k_bkds[0].shape == (b, model.cfg.num_key_value_heads, model.cfg.head_dim, slots)
+  assert cache.v_bksd[0].shape == (b, model.cfg.num_key_value_heads, slots, model.cfg.head_dim)
 
 
 def test_decode_position_matters():
