@@ -380,6 +380,9 @@ def omni_data() -> ml_collections.ConfigDict:
       # holds each named task's pairs weight times as often as the others (repeated
       # in turn above 1, fewer below); the RM keeps data/train.jsonl. Empty: as generated.
       sft_task_weights="",
+      # The same for the scalar RM's training file (data/train_rm.jsonl when set;
+      # the tokenizer still learns from data/train.jsonl, as generated).
+      rm_task_weights="",
       tokenizer_vocab=1024,  # the byte-level BPE trained on the generated texts
       seed=0)  # the held-out split uses seed + 1
 

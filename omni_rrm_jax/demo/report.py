@@ -181,7 +181,7 @@ def build_report(results: Mapping[str, Any], seconds: Mapping[str, float], confi
       "grpo_rewards": rewards,
       "grpo_change_by_modality": _grpo_change_by_modality(results["grpo"]),
       "train": {name: {k: results[name].get(k) for k in ("step", "train_compiles",
-                                                         "batch_shapes", "eval")}
+                                                         "batch_shapes", "eval", "train_file")}
                 for name in ("rm", "sft")},
       "export": results["export"],
       "seconds": dict(seconds),

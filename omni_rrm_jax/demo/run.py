@@ -45,6 +45,8 @@ class Paths:
     self.train = os.path.join(self.data, "train.jsonl")
     # The judge SFT's: each training pair followed by its A/B-swapped twin.
     self.train_sft = os.path.join(self.data, "train_sft.jsonl")
+    # The scalar RM's, when some tasks are weighted (data.rm_task_weights).
+    self.train_rm = os.path.join(self.data, "train_rm.jsonl")
     self.eval = os.path.join(self.data, "eval.jsonl")
     # The held-out media records with blank media (the media-blind control).
     self.eval_blind = os.path.join(self.data, "eval_blind.jsonl")
@@ -64,7 +66,10 @@ def stage_data(cfg, paths: Paths) -> dict:
   """Seeded omni pairs, reconciled by two simulated teachers, as JSONL + media files."""
   kinds = [k.strip() for k in cfg.data.kinds.split(",") if k.strip()]
   tasks = tasks_by_kind(cfg.data.tasks)
-  weights = task_weights(cfg.data.sft_task_weights, kinds, tasks)  # checked before any work
+  # Both checked before any work.
+  weights = task_weights(cfg.data.sft_task_weights, kinds, tasks)
+  rm_weights = task_weights(cfg.data.rm_task_weights, kinds, tasks,
+                            setting="data.rm_task_weights")
   kw = dict(media_root=paths.media, kinds=kinds, teacher_noise=cfg.data.teacher_noise,
             tasks=tasks)
   train, train_stats = generate_omni_pairs(cfg.data.train_per_kind * len(kinds), cfg.data.seed,
@@ -78,6 +83,12 @@ def stage_data(cfg, paths: Paths) -> dict:
     write_jsonl(sft, paths.train_sft)
     sft_counts = dict(sorted(collections.Counter(r.subset for r in sft).items()))
     train = [r for r in train if not is_swap_twin(r)]
+  rm_counts = None
+  if rm_weights:
+    # The RM's own file; the tokenizer stage reads data/train.jsonl as generated.
+    rm_train = weight_tasks(train, rm_weights, cfg.data.seed)
+    write_jsonl(rm_train, paths.train_rm)
+    rm_counts = dict(sorted(collections.Counter(r.subset for r in rm_train).items()))
   # Held-out pairs carry their true labels: the teachers' noise is the training
   # data's, and at 15% it put the wrong label on 5 of 256 held-out pairs.
   evals, eval_stats = generate_omni_pairs(cfg.data.eval_per_kind * len(kinds), cfg.data.seed + 1,
@@ -92,6 +103,7 @@ def stage_data(cfg, paths: Paths) -> dict:
   count = lambda records: {k: sum(r.modality == k for r in records) for k in kinds}  # noqa: E731
   return {"train": count(train), "eval": count(evals),
           **({"train_sft_by_task": sft_counts} if sft_counts else {}),
+          **({"train_rm_by_task": rm_counts} if rm_counts else {}),
           "eval_blind": {k: n for k, n in count(blind).items() if k != "text"},
           "reconciliation": {"train": train_stats, "eval": eval_stats}}
 
@@ -138,12 +150,17 @@ def stage_train(task: str) -> Callable:
     from omni_rrm_jax.train.loop import run as train_run
 
     start = sft_start(cfg, paths) if task == "sft" else ""
-    train_path = _twin_file(paths) if task == "sft" and sft_has_own_file(cfg) else ""
+    train_path = ""
+    if task == "sft" and sft_has_own_file(cfg):
+      train_path = _twin_file(paths)
+    elif task == "rm" and cfg.data.rm_task_weights.strip():
+      train_path = _rm_file(paths)
     summary = train_run(_stage_config(cfg[task], paths, model_path=start,
                                       train_path=train_path), paths.stage(task))
     if summary.get("stopped_early"):
       raise SystemExit(f"the {task} stage was stopped; run the demo again to resume it")
-    return summary
+    # Which of the data stage's files the stage trained on.
+    return {**summary, "train_file": os.path.basename(train_path or paths.train)}
   return run_stage
 
 
@@ -152,6 +169,13 @@ def _twin_file(paths: Paths) -> str:
     raise SystemExit(f"{paths.train_sft} is missing: this workdir's data stage predates "
                      "data.swap_twins / data.sft_task_weights; use a new --workdir")
   return paths.train_sft
+
+
+def _rm_file(paths: Paths) -> str:
+  if not os.path.exists(paths.train_rm):
+    raise SystemExit(f"{paths.train_rm} is missing: this workdir's data stage predates "
+                     "data.rm_task_weights; use a new --workdir")
+  return paths.train_rm
 
 
 def grpo_on_twins(cfg) -> bool:

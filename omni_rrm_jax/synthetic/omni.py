@@ -187,25 +187,27 @@ def tasks_by_kind(names: str) -> dict[str, list[str]]:
 
 
 def task_weights(spec: str, kinds: Sequence[str] = KINDS,
-                 tasks: Mapping[str, Sequence[str]] | None = None) -> dict[str, float]:
+                 tasks: Mapping[str, Sequence[str]] | None = None, *,
+                 setting: str = "data.sft_task_weights") -> dict[str, float]:
   """"audio-direction:2,text-colour:0.5" -> {"audio-direction": 2.0, "text-colour": 0.5}.
 
   `kinds` and `tasks` (as `generate_omni_pairs` takes them) say which tasks the
-  data holds; a weight for any other task is a mistake.
+  data holds; a weight for any other task is a mistake. `setting` names the
+  config key in the messages.
 
   Raises:
     ValueError: a malformed entry (`core/weight_spec.py:parse_weights`), a name
       that is no task of the data, or a weight that is not positive.
   """
-  out = parse_weights(spec, "data.sft_task_weights", example="audio-direction:2")
+  out = parse_weights(spec, setting, example="audio-direction:2")
   for name, weight in out.items():
     if weight <= 0:
-      raise ValueError(f"bad setting: data.sft_task_weights has {name}:{weight:g}; a task's "
+      raise ValueError(f"bad setting: {setting} has {name}:{weight:g}; a task's "
                        "weight must be a positive number, e.g. audio-direction:2")
     kind = TASK_KINDS.get(name)
     held = kind in kinds and name in ((tasks or {}).get(kind) or TASKS[kind])
     if not held:
-      raise ValueError(f"bad setting: data.sft_task_weights names {name!r}, which is no task "
+      raise ValueError(f"bad setting: {setting} names {name!r}, which is no task "
                        "of data.kinds / data.tasks")
   return out
 

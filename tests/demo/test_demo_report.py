@@ -209,7 +209,9 @@ def test_data_tasks_pick_tasks_per_kind_and_name_a_wrong_one(tmp_path):
     demo.tasks_by_kind("image-color")
   # The data stage writes only the named tasks of a kind, every task of the others.
   cfg = get_config("smoke")
-  cfg.data.update(kinds="image,audio", tasks="image-colour", train_per_kind=6, eval_per_kind=8)
+  # The demo's RM weights name text tasks, which this data leaves out.
+  cfg.data.update(kinds="image,audio", tasks="image-colour", train_per_kind=6, eval_per_kind=8,
+                  rm_task_weights="")
   result = demo.stage_data(cfg, demo.Paths(str(tmp_path)))
   # Held-out labels are the truth: no teacher drops or relabels a held-out pair.
   held = result["reconciliation"]["eval"]
@@ -219,6 +221,12 @@ def test_data_tasks_pick_tasks_per_kind_and_name_a_wrong_one(tmp_path):
   assert {s for s in subsets if s.startswith("image")} == {"image-colour"}
   assert {s for s in subsets if s.startswith("audio")} == {"audio-count", "audio-direction",
                                                            "audio-level"}
+  assert not (tmp_path / "data" / "train_rm.jsonl").exists()  # no RM weights, no RM file
+  # A weight for a task the data leaves out is refused before anything is written.
+  cfg.data.rm_task_weights = "text-colour:2"
+  with pytest.raises(ValueError, match="data.rm_task_weights names 'text-colour'"):
+    demo.stage_data(cfg, demo.Paths(str(tmp_path / "refused")))
+  assert not (tmp_path / "refused").exists()
 
 
 def test_the_paired_error_decides_when_per_prompt_rewards_are_known():

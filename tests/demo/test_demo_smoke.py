@@ -97,7 +97,20 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capfd, workdir_logging):
   # The report counts the judge file's rows, twins included.
   assert report["data"]["train_sft_by_task"] == dict(sorted(collections.Counter(
       subset[i.removesuffix("-swap")] for i in sft).items()))
-  sft_inputs = json.loads((tmp_path / "sft" / "stage.json").read_text())["result"]["inputs"]
+  # The RM trains on its own file: the pairs of data/train.jsonl, those of the tasks
+  # in data.rm_task_weights as often as their weight says.
+  rm_weights = task_weights(config.data.rm_task_weights)
+  assert rm_weights  # the demo gives the text tasks more of the RM's steps
+  rm_times = collections.Counter(read_jsonl_ids(tmp_path / "data" / "train_rm.jsonl"))
+  assert set(rm_times) == set(train)
+  assert all(rm_times[i] == rm_weights.get(subset[i], 1.0) for i in train)
+  assert report["data"]["train_rm_by_task"] == dict(sorted(collections.Counter(
+      subset[i] for i in rm_times.elements()).items()))
+  rm_result = json.loads((tmp_path / "rm" / "stage.json").read_text())["result"]
+  assert rm_result["train_file"] == "train_rm.jsonl"
+  sft_result = json.loads((tmp_path / "sft" / "stage.json").read_text())["result"]
+  assert sft_result["train_file"] == "train_sft.jsonl"
+  sft_inputs = sft_result["inputs"]
   assert sft_inputs["examples"] == config.sft.train.num_steps * config.sft.data.batch_size
 
   # Every modality was evaluated by the RM and by the judge before and after GRPO,

@@ -285,3 +285,8 @@ def test_task_weights_name_a_bad_entry():
   with pytest.raises(ValueError, match="names 'image-count'"):
     task_weights("image-count:2", tasks={"image": ["image-colour"]})
   assert task_weights("image-colour:3", tasks={"image": ["image-colour"]}) == {"image-colour": 3.0}
+  # The message names the setting it came from.
+  with pytest.raises(ValueError, match=r"^bad setting: data\.rm_task_weights has text-colour:0;"):
+    task_weights("text-colour:0", setting="data.rm_task_weights")
+  with pytest.raises(ValueError, match=r"data\.rm_task_weights names 'text-color'"):
+    task_weights("text-color:2", setting="data.rm_task_weights")
