@@ -81,14 +81,14 @@ def stage_data(cfg, paths: Paths) -> dict:
     # learns late more of the judge's steps (README: "What we tried").
     sft = weight_tasks(train, weights, cfg.data.seed) if weights else train
     write_jsonl(sft, paths.train_sft)
-    sft_counts = dict(sorted(collections.Counter(r.subset for r in sft).items()))
+    sft_counts = _by_task(sft)
     train = [r for r in train if not is_swap_twin(r)]
   rm_counts = None
   if rm_weights:
     # The RM's own file; the tokenizer stage reads data/train.jsonl as generated.
     rm_train = weight_tasks(train, rm_weights, cfg.data.seed)
     write_jsonl(rm_train, paths.train_rm)
-    rm_counts = dict(sorted(collections.Counter(r.subset for r in rm_train).items()))
+    rm_counts = _by_task(rm_train)
   # Held-out pairs carry their true labels: the teachers' noise is the training
   # data's, and at 15% it put the wrong label on 5 of 256 held-out pairs.
   evals, eval_stats = generate_omni_pairs(cfg.data.eval_per_kind * len(kinds), cfg.data.seed + 1,
@@ -106,6 +106,10 @@ def stage_data(cfg, paths: Paths) -> dict:
           **({"train_rm_by_task": rm_counts} if rm_counts else {}),
           "eval_blind": {k: n for k, n in count(blind).items() if k != "text"},
           "reconciliation": {"train": train_stats, "eval": eval_stats}}
+
+
+def _by_task(records) -> dict[str, int]:
+  return dict(sorted(collections.Counter(r.subset for r in records).items()))
 
 
 def sft_has_own_file(cfg) -> bool:
@@ -154,7 +158,7 @@ def stage_train(task: str) -> Callable:
     if task == "sft" and sft_has_own_file(cfg):
       train_path = _twin_file(paths)
     elif task == "rm" and cfg.data.rm_task_weights.strip():
-      train_path = _rm_file(paths)
+      train_path = _own_file(paths.train_rm, "data.rm_task_weights")
     summary = train_run(_stage_config(cfg[task], paths, model_path=start,
                                       train_path=train_path), paths.stage(task))
     if summary.get("stopped_early"):
@@ -164,18 +168,16 @@ def stage_train(task: str) -> Callable:
   return run_stage
 
 
+def _own_file(path: str, settings: str) -> str:
+  """`path`, a training file the data stage writes only when `settings` ask for it."""
+  if not os.path.exists(path):
+    raise SystemExit(f"{path} is missing: this workdir's data stage predates {settings}; "
+                     "use a new --workdir")
+  return path
+
+
 def _twin_file(paths: Paths) -> str:
-  if not os.path.exists(paths.train_sft):
-    raise SystemExit(f"{paths.train_sft} is missing: this workdir's data stage predates "
-                     "data.swap_twins / data.sft_task_weights; use a new --workdir")
-  return paths.train_sft
-
-
-def _rm_file(paths: Paths) -> str:
-  if not os.path.exists(paths.train_rm):
-    raise SystemExit(f"{paths.train_rm} is missing: this workdir's data stage predates "
-                     "data.rm_task_weights; use a new --workdir")
-  return paths.train_rm
+  return _own_file(paths.train_sft, "data.swap_twins / data.sft_task_weights")
 
 
 def grpo_on_twins(cfg) -> bool:

@@ -169,22 +169,17 @@ CACHE_AXES = ("batch", "kv_heads", "length", "head_dim")
 KEY_CACHE_AXES = ("batch", "kv_heads", "head_dim", "length")
 
 
-def write_slots(cache_bksd: jax.Array, new_btkd: jax.Array, start: jax.Array) -> jax.Array:
-  """Writes T new value vectors into cache slots [start, start + T) of [B, K, S, D]."""
+def write_slots(cache: jax.Array, new_btkd: jax.Array, start: jax.Array, *,
+                keys: bool = False) -> jax.Array:
+  """Writes T new vectors into cache slots [start, start + T): values into
+  [B, K, S, D], keys (`keys`) into [B, K, D, S]."""
   zero = jnp.zeros((), jnp.int32)
-  new_bktd = new_btkd.transpose(0, 2, 1, 3).astype(cache_bksd.dtype)
-  cache_bksd = jax.lax.dynamic_update_slice(
-      cache_bksd, new_bktd, (zero, zero, start.astype(jnp.int32), zero))
-  return constrain(cache_bksd, CACHE_AXES)
-
-
-def write_key_slots(cache_bkds: jax.Array, new_btkd: jax.Array, start: jax.Array) -> jax.Array:
-  """Writes T new key vectors into cache slots [start, start + T) of [B, K, D, S]."""
-  zero = jnp.zeros((), jnp.int32)
-  new_bkdt = new_btkd.transpose(0, 2, 3, 1).astype(cache_bkds.dtype)
-  cache_bkds = jax.lax.dynamic_update_slice(
-      cache_bkds, new_bkdt, (zero, zero, zero, start.astype(jnp.int32)))
-  return constrain(cache_bkds, KEY_CACHE_AXES)
+  start = start.astype(jnp.int32)
+  if keys:
+    new, at, axes = new_btkd.transpose(0, 2, 3, 1), (zero, zero, zero, start), KEY_CACHE_AXES
+  else:
+    new, at, axes = new_btkd.transpose(0, 2, 1, 3), (zero, zero, start, zero), CACHE_AXES
+  return constrain(jax.lax.dynamic_update_slice(cache, new.astype(cache.dtype), at), axes)
 
 
 class Attention(nnx.Module):
@@ -256,7 +251,7 @@ class Attention(nnx.Module):
       (output [B, T, E], updated keys, updated values).
     """
     q, k, v = self._project(x_bte, cos_btd, sin_btd)
-    cache_k_bkds = write_key_slots(cache_k_bkds, k, start)
+    cache_k_bkds = write_slots(cache_k_bkds, k, start, keys=True)
     cache_v_bksd = write_slots(cache_v_bksd, v, start)
     scale = self.head_dim ** -0.5
     if self.implementation == "reference":
