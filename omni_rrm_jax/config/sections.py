@@ -183,7 +183,12 @@ def data_sft() -> ml_collections.ConfigDict:
   return _section(
       # "judgment": the judge prompt (both responses) -> the record's rubric
       # judgment; "chosen": the record's prompt and media -> its better response.
-      target="judgment")
+      target="judgment",
+      # Loss weights of target words, "word:weight,..." (integer weights >= 1):
+      # every target token that is one of these words (its text without spaces,
+      # in any case) counts `weight` times in the SFT loss, e.g.
+      # "right:4,wrong:4" for a judgment's per-response verdicts. "": all 1.
+      target_weights="")
 
 
 def data_prompts() -> ml_collections.ConfigDict:

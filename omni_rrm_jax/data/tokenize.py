@@ -20,7 +20,7 @@ invalid as "bad media" (or stops the pipeline, naming file and reason, with
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -73,7 +73,8 @@ class ExampleEncoder:
 
   def __init__(self, tokenizer, max_length: int, kind: BatchContract, margin_scale: float = 0.0,
                media: MediaSpec | None = None, score_ties: bool = False,
-               sft_target: str = "judgment", max_target_tokens: int = 0):
+               sft_target: str = "judgment", max_target_tokens: int = 0,
+               target_weights: Mapping[str, int] | None = None):
     if not isinstance(kind, BatchContract) or not kind.token_fields:
       raise ValueError(f"an example encoder needs a batch contract with token fields "
                        f"(core.batch_contract.RM_BATCH or SFT_BATCH), got {kind!r}")
@@ -87,6 +88,8 @@ class ExampleEncoder:
       raise ValueError(f"sft_target must be one of {', '.join(SFT_TARGETS)}, got {sft_target!r}")
     self.sft_target = sft_target
     self.max_target_tokens = max_target_tokens
+    self.target_weights = {w.lower(): int(n) for w, n in (target_weights or {}).items()}
+    self._token_weights: dict[int, int] = {}
     self._media_warnings = 0
     if media is not None:
       self._check_placeholders()
@@ -252,6 +255,16 @@ class ExampleEncoder:
       out.update(media_batching.example_arrays(longer, media, self.media))
     return out
 
+  def _target_mask(self, t_ids: list[int]) -> list[int]:
+    """The loss weight of each target token: `target_weights` of its word, else 1."""
+    if not self.target_weights:
+      return [1] * len(t_ids)
+    for tid in t_ids:
+      if tid not in self._token_weights:
+        word = self.tokenizer.decode([tid]).strip().lower()
+        self._token_weights[tid] = self.target_weights.get(word, 1)
+    return [self._token_weights[tid] for tid in t_ids]
+
   def _encode_target(self, record: PreferenceRecord) -> dict[str, Any]:
     empty = {"input_ids": [0], "loss_mask": [0]}
     if self.sft_target == "chosen":
@@ -272,11 +285,23 @@ class ExampleEncoder:
     if isinstance(fitted, str):
       return self._invalid(record, empty, fitted)
     prompt_ids, truncated = fitted
-    out = {"input_ids": prompt_ids + t_ids, "loss_mask": [0] * len(prompt_ids) + [1] * len(t_ids),
+    out = {"input_ids": prompt_ids + t_ids,
+           "loss_mask": [0] * len(prompt_ids) + self._target_mask(t_ids),
            **self._meta(record, "ok", truncated)}
     if media is not None:
       out.update(media_batching.example_arrays(out["input_ids"], media, self.media))
     return out
+
+
+def parse_target_weights(spec: str, setting: str = "data.target_weights") -> dict[str, int]:
+  """"word:weight,..." -> {word: weight}; one line naming `setting` on a bad entry."""
+  weights = {}
+  for item in filter(None, (part.strip() for part in spec.split(","))):
+    word, sep, number = item.partition(":")
+    if not sep or not word.strip() or not number.strip().isdigit() or int(number) < 1:
+      raise ValueError(f"{setting}: {item!r} is not word:weight with an integer weight >= 1")
+    weights[word.strip().lower()] = int(number)
+  return weights
 
 
 def as_arrays(example: dict[str, Any]) -> dict[str, Any]:

@@ -1,12 +1,14 @@
 """Encoding, truncation, bucketing and the Grain pipeline's order and resume."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from omni_rrm_jax.core.batch_contract import RM_BATCH, SFT_BATCH
 from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.records import PreferenceRecord
-from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder
+from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder, parse_target_weights
 from omni_rrm_jax.rewards.judgment import DIMENSION_NAMES, render_judgment
 
 BUCKETS = (32, 64, 128, 512)
@@ -86,6 +88,30 @@ def test_sft_chosen_target_is_the_better_response_after_the_rm_prompt(tok, label
   assert "[Response A]" not in tok.decode(ids[~mask])
   tie = ExampleEncoder(tok, max_length=4096, kind=SFT_BATCH, sft_target="chosen")
   assert INVALID_REASONS[tie.encode(_record(5, label="equal"))["invalid_reason"]] == "tie label"
+
+
+def test_target_weights_weigh_exactly_the_named_words_of_the_judgment(tok):
+  # Words the test tokenizer holds whole ("is", "cat"), five dimensions' worth.
+  reasoning = {n: "A is it, B is the cat" for n in DIMENSION_NAMES}
+  rec = dataclasses.replace(_record(5), rationale=render_judgment(9, 2, reasoning))
+  plain = ExampleEncoder(tok, max_length=4096, kind=SFT_BATCH).encode(rec)
+  weights = parse_target_weights("IS:3, cat:2")
+  assert weights == {"is": 3, "cat": 2}
+  ex = ExampleEncoder(tok, max_length=4096, kind=SFT_BATCH, target_weights=weights).encode(rec)
+  ids, mask, was = (np.asarray(ex["input_ids"]), np.asarray(ex["loss_mask"]),
+                    np.asarray(plain["loss_mask"]))
+  assert list(ids) == list(plain["input_ids"]) and list(mask > 0) == list(was > 0)
+  words = [tok.decode([i]).strip().lower() for i in ids]
+  expected = [(weights.get(w, 1) if m else 0) for w, m in zip(words, was)]
+  assert list(mask) == expected
+  # Each dimension says "is" twice and "cat" once; the prompt's "is" stays at 0.
+  assert (mask == 3).sum() == 10 and (mask == 2).sum() == 5
+
+
+@pytest.mark.parametrize("spec", ["right", "right:0", "right:x", ":3", "right:1.5"])
+def test_bad_target_weights_name_the_setting(spec):
+  with pytest.raises(ValueError, match="data.target_weights"):
+    parse_target_weights(spec)
 
 
 def test_unknown_sft_target_is_refused(tok):
