@@ -29,13 +29,18 @@ import gzip
 import json
 import os
 import re
+import pathlib
 import statistics
+import sys
 import tempfile
 import time
 
 import jax
 import numpy as np
 
+# `python benchmarks/rm_step_profile.py` puts benchmarks/ first on the path, not the
+# repository root that the `benchmarks.` import below needs.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from benchmarks.rm_train_step import DEFAULTS, SIZES, batch_arrays, model_config
 from omni_rrm_jax.models.factory import from_config
 from omni_rrm_jax.train.optimizer import make_optimizer

@@ -25,6 +25,20 @@ def _load(name: str):
   return module
 
 
+# Scripts that import a sibling as `benchmarks.<name>` (the rest load it by path).
+_PACKAGE_IMPORTERS = sorted(p.stem for p in BENCHMARKS.glob("*.py")
+                            if re.search(r"^\s*from benchmarks\.", p.read_text(), re.M))
+
+
+@pytest.mark.parametrize("name", _PACKAGE_IMPORTERS)
+def test_a_script_that_imports_benchmarks_runs_as_documented_from_anywhere(name, tmp_path):
+  # `python benchmarks/NAME.py` puts benchmarks/ on the path, not the repository root.
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  out = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), "--help"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300, env=env)
+  assert out.returncode == 0 and "usage:" in out.stdout, out.stderr[-400:]
+
+
 def _run(name: str, *args: str, env: dict | None = None) -> dict:
   out = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), *args],
                        capture_output=True, text=True, check=True, timeout=600, env=env)
