@@ -28,8 +28,8 @@ import glob
 import gzip
 import json
 import os
-import re
 import pathlib
+import re
 import statistics
 import sys
 import tempfile

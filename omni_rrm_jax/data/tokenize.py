@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from omni_rrm_jax.core.batch_contract import BatchContract
+from omni_rrm_jax.core.weight_spec import parse_weights
 from omni_rrm_jax.data import media_batching
 from omni_rrm_jax.data.media_batching import DecodedMedia, MediaSpec
 from omni_rrm_jax.data.prompt_fit import PromptPieces, fit_prompt
@@ -294,13 +295,16 @@ class ExampleEncoder:
 
 
 def parse_target_weights(spec: str, setting: str = "data.target_weights") -> dict[str, int]:
-  """"word:weight,..." -> {word: weight}; one line naming `setting` on a bad entry."""
+  """"word:weight,..." -> {word in lower case: integer weight >= 1}; a bad entry is
+  one line naming `setting` (`core/weight_spec.py:parse_weights`)."""
   weights = {}
-  for item in filter(None, (part.strip() for part in spec.split(","))):
-    word, sep, number = item.partition(":")
-    if not sep or not word.strip() or not number.strip().isdigit() or int(number) < 1:
-      raise ValueError(f"{setting}: {item!r} is not word:weight with an integer weight >= 1")
-    weights[word.strip().lower()] = int(number)
+  for word, weight in parse_weights(spec, setting, example="right:4").items():
+    if weight < 1 or weight != int(weight):
+      raise ValueError(f"bad setting: {setting} has {word}:{weight:g}; a word's weight must "
+                       "be an integer >= 1, e.g. right:4")
+    if word.lower() in weights:
+      raise ValueError(f"bad setting: {setting} lists {word.lower()!r} twice")
+    weights[word.lower()] = int(weight)
   return weights
 
 

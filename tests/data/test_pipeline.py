@@ -108,7 +108,8 @@ def test_target_weights_weigh_exactly_the_named_words_of_the_judgment(tok):
   assert (mask == 3).sum() == 10 and (mask == 2).sum() == 5
 
 
-@pytest.mark.parametrize("spec", ["right", "right:0", "right:x", ":3", "right:1.5"])
+@pytest.mark.parametrize("spec", ["right", "right:0", "right:x", ":3", "right:1.5",
+                                  "right:2,RIGHT:3"])
 def test_bad_target_weights_name_the_setting(spec):
   with pytest.raises(ValueError, match="data.target_weights"):
     parse_target_weights(spec)
