@@ -27,7 +27,7 @@ def main():
   parser.add_argument("--heads", type=int, default=28)
   parser.add_argument("--kv_heads", type=int, default=4)
   parser.add_argument("--head_dim", type=int, default=128)
-  parser.add_argument("--impl", nargs="+", default=["reference", "xla", "flash"])
+  parser.add_argument("--impl", nargs="+", default=["reference", "xla", "flash", "blockwise"])
   args = parser.parse_args()
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

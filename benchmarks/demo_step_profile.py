@@ -140,6 +140,9 @@ def main():
   parser.add_argument("--smoke", action="store_true", help="the demo's seconds-long variant")
   parser.add_argument("--target_logits", type=int, default=-1,
                       help="model.target_logits of the stage (-1: the demo's, every position)")
+  parser.add_argument("--attention", default="",
+                      choices=("", "reference", "xla", "blockwise"),
+                      help="model.attention of the stage (default: the demo's)")
   args = parser.parse_args()
 
   with tempfile.TemporaryDirectory() as tmp:
@@ -147,6 +150,8 @@ def main():
     c, _ = demo_inputs(workdir, args.stage, args.smoke)
     if args.target_logits >= 0:
       c.model.target_logits = args.target_logits
+    if args.attention:
+      c.model.attention = args.attention
     step, state, batches, tokens = build(c, workdir, args.batches)
     start = time.perf_counter()
     for batch in batches:  # compiles every batch shape
@@ -181,7 +186,7 @@ def main():
   slowest = sorted(per_op.items(), key=lambda kv: -kv[1][1])[:args.top]
   print(json.dumps({
       "benchmark": "demo_step_profile", "stage": args.stage, "batches": args.batches,
-      "target_logits": c.model.target_logits,
+      "target_logits": c.model.target_logits, "attention": c.model.attention,
       "tokens_per_step": tokens, "step_s": round(statistics.median(rounds), 4),
       "step_s_per_round": [round(r, 4) for r in rounds], "compile_and_first_pass_s":
       round(warm_s, 1), "device_thread_ms_per_step": round(total_us / 1e3, 1),

@@ -232,9 +232,10 @@ def _optimizer(lr: float, weight_decay: float):
                              grad_clip_norm=1.0), total_steps=10**6)
 
 
-def _our_model(cfg: dict, length: int, remat: bool):
+def _our_model(cfg: dict, length: int, remat: bool, attention: str = "reference"):
   from omni_rrm_jax.models.factory import from_config
-  return from_config("Qwen2ForSequenceClassification", model_config(cfg, length), remat=remat)
+  return from_config("Qwen2ForSequenceClassification", model_config(cfg, length), remat=remat,
+                     attention=attention)
 
 
 @dataclasses.dataclass
@@ -243,13 +244,14 @@ class OurStep:
   executable: Callable
   n_params: int
   remat: bool
+  attention: str  # the text decoder's attention implementation (`model.attention`)
   argument_bytes: int  # train state + batch
   temp_bytes: int  # XLA's temporaries: activations, gradients, update
   compile_s: float  # lower + compile
 
 
 def compile_ours(cfg: dict, pairs: int, length: int, lr: float, weight_decay: float,
-                 remat: bool = False) -> OurStep:
+                 remat: bool = False, attention: str = "reference") -> OurStep:
   """Lowers and compiles our train step from abstract shapes (nothing allocated)."""
   import jax
   from flax import nnx
@@ -258,7 +260,7 @@ def compile_ours(cfg: dict, pairs: int, length: int, lr: float, weight_decay: fl
   from omni_rrm_jax.train.step import make_train_step
   from omni_rrm_jax.train.task_kind import RM
   tx, schedule = _optimizer(lr, weight_decay)
-  model = nnx.eval_shape(lambda: _our_model(cfg, length, remat))
+  model = nnx.eval_shape(lambda: _our_model(cfg, length, remat, attention))
   graphdef, state = abstract_train_state(model, tx)
   step = make_train_step(graphdef, tx, RM, schedule=schedule)
   shape = jax.ShapeDtypeStruct((pairs, length), np.int32)
@@ -270,7 +272,7 @@ def compile_ours(cfg: dict, pairs: int, length: int, lr: float, weight_decay: fl
   memory = executable.memory_analysis()
   return OurStep(executable=executable,
                  n_params=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params)),
-                 remat=remat, argument_bytes=int(memory.argument_size_in_bytes),
+                 remat=remat, attention=attention, argument_bytes=int(memory.argument_size_in_bytes),
                  temp_bytes=int(memory.temp_size_in_bytes), compile_s=compile_s)
 
 
@@ -281,7 +283,7 @@ def ours_runner(compiled: OurStep, cfg: dict, pairs: int, length: int, lr: float
 
   from omni_rrm_jax.train.state import init_train_state
   tx, _ = _optimizer(lr, weight_decay)
-  model = _our_model(cfg, length, compiled.remat)
+  model = _our_model(cfg, length, compiled.remat, compiled.attention)
   _, state = init_train_state(model, tx, 0)
   del model
   ids, mask = batch_arrays(pairs, length, cfg["vocab_size"])
@@ -387,6 +389,10 @@ def main():
   parser.add_argument("--remat", default="auto", choices=tuple(REMAT_MODES),
                       help="auto: the first of off / ours / both that fits; ours: our layers "
                            "rematerialised; both: and PyTorch's gradient checkpointing")
+  parser.add_argument("--attention", default="reference",
+                      choices=("reference", "xla", "blockwise"),
+                      help="our text decoder's attention (`model.attention`); PyTorch's side "
+                           "always runs transformers' default (`sdpa`)")
   parser.add_argument("--memory_gib", type=float, default=MEMORY_GIB,
                       help="largest estimated peak of the process (both sides) to run")
   parser.add_argument("--matmul_n", type=int, default=2048, help="side of the peak matmul")
@@ -405,7 +411,8 @@ def main():
   tokens = 2 * pairs * length
   head = {"benchmark": "rm_train_step", "size": args.size,
           "model": {k.replace("num_", "").replace("_size", ""): v for k, v in cfg.items()},
-          "batch_pairs": pairs, "length": length, "tokens_per_step": tokens}
+          "batch_pairs": pairs, "length": length, "tokens_per_step": tokens,
+          "attention": args.attention}
 
   def report(**fields):
     print(json.dumps({**head, **fields, "cpu_count": os.cpu_count(),
@@ -415,7 +422,8 @@ def main():
                           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB, 2)}))
 
   for ours_remat, torch_checkpointing in REMAT_MODES[args.remat]:
-    compiled = compile_ours(cfg, pairs, length, args.lr, args.weight_decay, ours_remat)
+    compiled = compile_ours(cfg, pairs, length, args.lr, args.weight_decay, ours_remat,
+                            args.attention)
     memory = memory_plan(compiled, cfg, pairs, length, torch_checkpointing, args.memory_gib)
     if memory["fits"]:
       break

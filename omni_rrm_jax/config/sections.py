@@ -73,7 +73,9 @@ def model_init() -> ml_collections.ConfigDict:
       remat=False,
       # How the text decoder computes attention: "reference" (float32 logits,
       # parity with transformers), "xla" / "cudnn" (jax.nn.dot_product_attention),
-      # "flash" (the Pallas kernel, for TPU); see core/attention_impl.py.
+      # "flash" (the Pallas kernel, for TPU), "blockwise" (the reference's
+      # arithmetic a row and head at a time: faster on CPU); see
+      # core/attention_impl.py.
       attention="reference",
       # The text decoder's layers stacked and run with nnx.scan: compile time
       # independent of depth, same numerics and checkpoint files.

@@ -10,6 +10,9 @@ config checks, which never import JAX, read the same list.
   fused flash attention (GPU only, bf16 / fp16 compute).
 - "flash": our blockwise Pallas kernel (`models/flash_attention.py`),
   compiled for TPU and run in Pallas' interpret mode elsewhere.
+- "blockwise": the reference's arithmetic in XLA ops, one (row, key/value
+  head, query block) slice at a time, the backward recomputing each slice's
+  probabilities (`models/blockwise_attention.py`); the fast one on CPU.
 """
 
-ATTENTION_IMPLEMENTATIONS = ("reference", "xla", "cudnn", "flash")
+ATTENTION_IMPLEMENTATIONS = ("reference", "xla", "cudnn", "flash", "blockwise")

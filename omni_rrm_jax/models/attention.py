@@ -11,6 +11,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec
 
 from omni_rrm_jax.core.attention_impl import ATTENTION_IMPLEMENTATIONS
+from omni_rrm_jax.models.blockwise_attention import blockwise_attention
 from omni_rrm_jax.models.flash_attention import flash_attention
 from omni_rrm_jax.models.layers import DenseGeneral, RMSNorm
 from omni_rrm_jax.models.rotary import apply_rotary
@@ -67,7 +68,8 @@ def dot_product_attention(q_bthd: jax.Array, k_bskd: jax.Array, v_bskd: jax.Arra
       probabilities back to the compute dtype before weighting the values (as
       transformers does). The others are there not to keep the logits (the
       flash kernel never does; "xla" leaves that to the compiler, and XLA:CPU
-      does build them); see `core/attention_impl.py`. They agree with the
+      does build them; "blockwise" runs the reference's arithmetic one
+      row and head at a time); see `core/attention_impl.py`. They agree with the
       reference to rounding, and a query row without any allowed key (left
       padding) gets what the reference gives it, the mean of all values.
 
@@ -79,10 +81,13 @@ def dot_product_attention(q_bthd: jax.Array, k_bskd: jax.Array, v_bskd: jax.Arra
   if implementation not in ATTENTION_IMPLEMENTATIONS:
     raise ValueError(f"unknown attention implementation {implementation!r}; choose one of "
                      f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
-  if implementation == "flash":
+  if implementation in ("flash", "blockwise"):
     t, s = q_bthd.shape[1], k_bskd.shape[1]
     mask_bts = jnp.ones((1, t, s), bool) if mask_b1ts is None else mask_b1ts[:, 0]
-    out_bthd = _sharded_flash_attention(q_bthd, k_bskd, v_bskd, mask_bts, scale)
+    attend = flash_attention if implementation == "flash" else blockwise_attention
+    out_bthd = _per_shard(attend, q_bthd, k_bskd, v_bskd, mask_bts, scale)
+    if implementation == "blockwise":  # the reference's arithmetic: empty rows agree already
+      return out_bthd
   else:
     out_bthd = jax.nn.dot_product_attention(q_bthd, k_bskd, v_bskd, mask=mask_b1ts,
                                             scale=scale, implementation=implementation)
@@ -93,15 +98,17 @@ def dot_product_attention(q_bthd: jax.Array, k_bskd: jax.Array, v_bskd: jax.Arra
   return _empty_rows_as_reference(out_bthd, v_bskd, mask_b1ts)
 
 
-def _sharded_flash_attention(q_bthd, k_bskd, v_bskd, mask_bts, scale):
-  """The flash kernel on each device's shard of rows and heads.
+def _per_shard(attention_fn, q_bthd, k_bskd, v_bskd, mask_bts, scale):
+  """`attention_fn` (the flash kernel or the blockwise map) on each device's
+  shard of rows and heads.
 
-  A Pallas call is not partitioned by XLA, so under an active mesh it runs in
-  `shard_map` over the batch and head axes (whole sequences per device).
+  XLA partitions neither a Pallas call nor a loop over rows and heads, so
+  under an active mesh it runs in `shard_map` over the batch and head axes
+  (whole sequences per device).
   """
   active = active_sharding()
   if active is None:
-    return flash_attention(q_bthd, k_bskd, v_bskd, mask_bts, scale)
+    return attention_fn(q_bthd, k_bskd, v_bskd, mask_bts, scale)
   mesh, rules = active
   q_spec = spec_for(("batch", None, "q_heads", None), rules, q_bthd.shape, mesh)
   kv_spec = spec_for(("batch", None, "kv_heads", None), rules, k_bskd.shape, mesh)
@@ -109,7 +116,7 @@ def _sharded_flash_attention(q_bthd, k_bskd, v_bskd, mask_bts, scale):
     q_spec = PartitionSpec(q_spec[0], None, None, None)
     kv_spec = PartitionSpec(kv_spec[0], None, None, None)
   mask_spec = spec_for(("batch", None, None), rules, mask_bts.shape, mesh)
-  attend = functools.partial(flash_attention, scale=scale)
+  attend = functools.partial(attention_fn, scale=scale)
   return jax.shard_map(attend, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec, mask_spec),
                        out_specs=q_spec, check_vma=False)(q_bthd, k_bskd, v_bskd, mask_bts)
 
@@ -254,7 +261,11 @@ class Attention(nnx.Module):
     cache_k_bkds = write_slots(cache_k_bkds, k, start, keys=True)
     cache_v_bksd = write_slots(cache_v_bksd, v, start)
     scale = self.head_dim ** -0.5
-    if self.implementation == "reference":
+    # A one-token decode step of "blockwise" takes the reference's path: the
+    # same arithmetic, reading the cache in its own layout (a step's logits are
+    # one row per head, nothing to keep in cache).
+    if self.implementation == "reference" or (self.implementation == "blockwise"
+                                              and x_bte.shape[1] == 1):
       out_bthd = _grouped_attention(q, cache_k_bkds, cache_v_bksd, mask_b1ts, scale,
                                     keys_bkds=True)
     else:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from omni_rrm_jax.models.attention import causal_mask, dot_product_attention
+from omni_rrm_jax.models.blockwise_attention import blockwise_attention, slice_shape
 from omni_rrm_jax.models.flash_attention import flash_attention
 from omni_rrm_jax.sharding.mesh import make_mesh
 from omni_rrm_jax.sharding.rules import DEFAULT_RULES, activation_sharding
@@ -80,25 +81,6 @@ def _flash_small_blocks(q, k, v, mask, scale):
   return jnp.where(empty, mean.astype(out.dtype), out)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_xla_matches_reference_fp32(case):
-  _compare(case, jnp.float32, _xla, atol=1e-5)
-
-
-@pytest.mark.parametrize("case", CASES[1:3], ids=[c[0] for c in CASES[1:3]])
-def test_xla_matches_reference_bf16(case):
-  _compare(case, jnp.bfloat16, _xla, atol=2e-2)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_flash_kernel_matches_reference_fp32(case):
-  _compare(case, jnp.float32, _flash_small_blocks, atol=1e-5)
-
-
-def test_flash_kernel_matches_reference_bf16():
-  _compare(CASES[2], jnp.bfloat16, _flash_small_blocks, atol=3e-2)
-
-
 def test_flash_through_dot_product_attention_keeps_empty_rows():
   """The "flash" setting (default tiles, interpret mode on CPU) including the
   reference's value for query rows without any key."""
@@ -116,21 +98,89 @@ def test_flash_kernel_leaves_empty_rows_zero():
   assert np.all(np.abs(np.asarray(out[0, 5:])) > 0)
 
 
+def _blockwise(q, k, v, mask, scale):
+  return dot_product_attention(q, k, v, mask, scale, "blockwise")
+
+
+def _blockwise_small_blocks(q, k, v, mask, scale):
+  # Query blocks of 2 or 1, one row a slice: several slices per row and head,
+  # their key and value gradients summed over the blocks.
+  t = q.shape[1]
+  return blockwise_attention(q, k, v, mask[:, 0], scale, block_q=2 if t % 2 == 0 else 1,
+                             rows=1)
+
+
+def _blockwise_row_pairs(q, k, v, mask, scale):
+  # Two rows a slice (each case's batch is even or 3): a mask of one row or of
+  # each row, sliced with its rows.
+  b = q.shape[0]
+  return blockwise_attention(q, k, v, mask[:, 0], scale, rows=2 if b % 2 == 0 else 3)
+
+
+# Each implementation against the reference: the flash kernel in small tiles
+# (interpret mode), the blockwise map with its default slices, with several
+# query blocks a row and head, and with several rows a slice.
+IMPLEMENTATIONS = {"xla": _xla, "flash": _flash_small_blocks, "blockwise": _blockwise,
+                   "blockwise_query_blocks": _blockwise_small_blocks,
+                   "blockwise_row_pairs": _blockwise_row_pairs}
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_matches_reference_fp32(case, impl):
+  _compare(case, jnp.float32, IMPLEMENTATIONS[impl], atol=1e-5)
+
+
+@pytest.mark.parametrize(("impl", "case", "atol"), [
+    ("xla", CASES[1], 2e-2), ("xla", CASES[2], 2e-2), ("flash", CASES[2], 3e-2),
+    ("blockwise", CASES[2], 3e-2)], ids=["xla_left_padding", "xla_window", "flash", "blockwise"])
+def test_matches_reference_bf16(impl, case, atol):
+  _compare(case, jnp.bfloat16, IMPLEMENTATIONS[impl], atol=atol)
+
+
+def test_blockwise_keeps_the_references_empty_rows():
+  """A query row without keys (left padding) gets the mean of the values, and
+  the other rows agree with the reference to float rounding."""
+  _, b, t, s, h, k, start, key_valid, window = CASES[1]
+  q, keys, values, mask, _ = _inputs(b, t, s, h, k, start, key_valid, window, jnp.float32)
+  out = dot_product_attention(q, keys, values, mask, 0.3, "blockwise")
+  ref = dot_product_attention(q, keys, values, mask, 0.3)
+  np.testing.assert_allclose(np.asarray(out[0, :5]),
+                             np.repeat(np.asarray(values).mean(1), h // k, axis=1)[0][None]
+                             .repeat(5, 0), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-6, rtol=0)
+
+
+def test_blockwise_slices_fit_the_budget():
+  assert slice_shape(8, 256, 256, 2) == (2, 256)  # [2, 512, 256] float32: 1 MiB
+  assert slice_shape(2, 4096, 4096, 3) == (1, 16)  # 3 * 16 * 4096 * 4 bytes = 768 KiB
+  assert slice_shape(32, 80, 80, 2) == (16, 80)
+  assert slice_shape(3, 12, 10**6, 1) == (1, 1)
+  q, keys, values, mask, _ = _inputs(2, 6, 6, 2, 2, 0, None, None, jnp.float32)
+  with pytest.raises(ValueError, match="must divide"):
+    blockwise_attention(q, keys, values, mask[:, 0], 1.0, block_q=4)
+  with pytest.raises(ValueError, match="must divide"):
+    blockwise_attention(q, keys, values, mask[:, 0], 1.0, rows=3)
+
+
 def test_unknown_implementation_is_an_error():
   q, keys, values, mask, _ = _inputs(1, 4, 4, 2, 2, 0, None, None, jnp.float32)
   with pytest.raises(ValueError, match="unknown attention implementation 'fast'"):
     dot_product_attention(q, keys, values, mask, 1.0, "fast")
 
 
-def test_flash_under_a_mesh_runs_per_shard_and_matches_reference():
-  """Under an active mesh the kernel runs in shard_map over rows and heads."""
+@pytest.mark.parametrize("implementation", ["flash", "blockwise"])
+def test_under_a_mesh_runs_per_shard_and_matches_reference(implementation):
+  """Under an active mesh the kernel (or the blockwise map) runs in shard_map
+  over rows and heads."""
   mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
   b, t, s, h, k = 4, 8, 8, 4, 2
   q, keys, values, _, cot = _inputs(b, t, s, h, k, 0, None, None, jnp.float32)
   valid_bs = jnp.arange(s)[None, :] >= jnp.array([5, 0, 2, 0])[:, None]
   mask = causal_mask(jnp.arange(t), jnp.arange(s), valid_bs)
   scale = q.shape[-1] ** -0.5
-  flash = lambda q, k, v: dot_product_attention(q, k, v, mask, scale, "flash")  # noqa: E731
+  flash = lambda q, k, v: dot_product_attention(q, k, v, mask, scale,  # noqa: E731
+                                                implementation)
   with activation_sharding(mesh, DEFAULT_RULES):
     assert "shard_map" in str(jax.make_jaxpr(flash)(q, keys, values))
     out, grads = _value_and_grads(flash, q, keys, values, cot)

@@ -23,7 +23,7 @@ def folder():
   return saved_model("qwen2_lm_sliding")
 
 
-@pytest.mark.parametrize("attention", ["xla", "flash"])
+@pytest.mark.parametrize("attention", ["xla", "flash", "blockwise"])
 def test_logits_match_transformers_and_the_reference(folder, attention):
   ids, mask = padded_batch(length=12)
   ref_torch = torch_outputs(folder, ids, mask)
@@ -38,16 +38,17 @@ def test_logits_match_transformers_and_the_reference(folder, attention):
   np.testing.assert_allclose(out, out_ref, atol=1e-5, rtol=0)
 
 
-def test_cached_greedy_decoding_matches_the_reference(folder):
+@pytest.mark.parametrize("attention", ["flash", "blockwise"])
+def test_cached_greedy_decoding_matches_the_reference(folder, attention):
   """Prefill over left-padded prompts, then one-token steps over the cache."""
   ids, mask = padded_batch(seed=1, length=8)
   ids, mask = ids[[0, 2]], mask[[0, 2]]  # a full row and a left-padded one
   params = SamplingParams(greedy=True, max_new_tokens=4)
   outs = {a: generate(orj.from_pretrained(folder, attention=a), ids, mask, params, 0,
-                      eos_ids=(2,), pad_id=PAD) for a in ("reference", "flash")}
-  np.testing.assert_array_equal(np.asarray(outs["flash"].tokens_bn),
+                      eos_ids=(2,), pad_id=PAD) for a in ("reference", attention)}
+  np.testing.assert_array_equal(np.asarray(outs[attention].tokens_bn),
                                 np.asarray(outs["reference"].tokens_bn))
-  np.testing.assert_allclose(np.asarray(outs["flash"].logprobs_bn),
+  np.testing.assert_allclose(np.asarray(outs[attention].logprobs_bn),
                              np.asarray(outs["reference"].logprobs_bn), atol=1e-5, rtol=0)
 
 
@@ -79,5 +80,5 @@ def test_unknown_setting_is_one_clear_error():
                       num_attention_heads=2, num_key_value_heads=1, head_dim=4)
   assert cfg.attention == "reference"
   with pytest.raises(ValueError, match="attention 'fast' is not one of reference, xla, cudnn, "
-                                       "flash"):
+                                       "flash, blockwise"):
     dataclasses.replace(cfg, attention="fast")
