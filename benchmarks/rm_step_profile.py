@@ -9,7 +9,8 @@ then measures
 - step: seconds per step, dispatches overlapping as in training;
 - device ops: a `jax.profiler` trace of `--trace_steps` steps, every XLA op
   attributed by its HLO metadata to attention scores (ops whose output has
-  2B·heads·T·T elements: logits, mask, softmax and their gradients), other
+  2B·heads·T·T elements: logits, mask, softmax and their gradients; with
+  `--attention blockwise`, every op of its loops over slices), other
   matmuls of the forward and backward pass, other forward/backward ops
   (elementwise, layout copies), and everything outside differentiation (the
   optimizer, the non-finite guard, metrics, buffer copies).
@@ -59,8 +60,8 @@ def _op_metadata(hlo_text: str) -> dict[str, tuple[str, int, int]]:
   return out
 
 
-def device_breakdown(trace_dir: str, hlo_text: str, steps: int,
-                     scores_elements: int, length: int) -> dict[str, dict[str, float]]:
+def device_breakdown(trace_dir: str, hlo_text: str, steps: int, scores_elements: int,
+                     length: int, blockwise: bool = False) -> dict[str, dict[str, float]]:
   """Microseconds and op counts per step, by kind, from a trace's XLA op events.
 
   Attention's score ops are those whose output holds as many elements as the
@@ -82,7 +83,9 @@ def device_breakdown(trace_dir: str, hlo_text: str, steps: int,
       continue
     op_name, elements, last = meta.get(name, ("", 0, 0))
     in_autodiff = "jvp" in op_name or "transpose(" in op_name
-    if not in_autodiff:
+    if blockwise and "/while/" in op_name:  # the attention's loops over slices
+      kind = "attention_scores"
+    elif not in_autodiff:
       kind = "outside_autodiff"  # optimizer, guard, metrics, buffer copies
     elif elements == scores_elements and last == length:
       kind = "attention_scores"
@@ -100,13 +103,17 @@ def main():
   parser.add_argument("--size", default="tiny", choices=sorted(SIZES))
   parser.add_argument("--steps", type=int, default=None, help="timed steps (default 30 / 3)")
   parser.add_argument("--trace_steps", type=int, default=None, help="traced steps (10 / 2)")
+  parser.add_argument("--attention", default="reference",
+                      choices=("reference", "xla", "blockwise"),
+                      help="the text decoder's attention (`model.attention`)")
   args = parser.parse_args()
   cfg = SIZES[args.size]
   pairs, length, _, _ = DEFAULTS[args.size]
   steps = args.steps or (30 if args.size == "tiny" else 3)
   trace_steps = args.trace_steps or (10 if args.size == "tiny" else 2)
 
-  model = from_config("Qwen2ForSequenceClassification", model_config(cfg))
+  model = from_config("Qwen2ForSequenceClassification", model_config(cfg),
+                      attention=args.attention)
   tx, schedule = make_optimizer(dict(learning_rate=1e-5, warmup_steps=0, weight_decay=0.01,
                                      grad_clip_norm=1.0), total_steps=10**6)
   graphdef, state = init_train_state(model, tx, 0)
@@ -146,10 +153,12 @@ def main():
     jax.block_until_ready((state, metrics))
     jax.profiler.stop_trace()
     scores = 2 * pairs * cfg["num_attention_heads"] * length * length
-    ops = device_breakdown(trace_dir, hlo, trace_steps, scores, length)
+    ops = device_breakdown(trace_dir, hlo, trace_steps, scores, length,
+                           blockwise=args.attention == "blockwise")
 
   print(json.dumps({
-      "benchmark": "rm_step_profile", "size": args.size, "param_leaves": n_leaves,
+      "benchmark": "rm_step_profile", "size": args.size, "attention": args.attention,
+      "param_leaves": n_leaves,
       "step_us": round(step_us), "dispatch_us_step_call": round(wrapper_us),
       "dispatch_us_compiled_executable": round(executable_us),
       "device_thread_us": ops, "device_thread_total_us": sum(v["us"] for v in ops.values()),
