@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+import omni_rrm_jax as orj
 from omni_rrm_jax.sharding.mesh import make_mesh
 from omni_rrm_jax.train.state import init_train_state
 from omni_rrm_jax.train.step import make_train_step
 from omni_rrm_jax.train.task_kind import RM
-from tests.train.fixtures import rm_batch, tiny_model
+from tests.train.fixtures import TINY, rm_batch, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +61,21 @@ def test_sharded_step_matches_single_device(mesh, rm):
              if p.endswith(GATE) and ".mu" in p]
   assert len(mu_gate) == 1 and mu_gate[0].sharding.spec == P("fsdp", "tensor")
   assert sharded.step.sharding.is_fully_replicated
+
+
+def test_blockwise_attention_step_on_a_mesh_matches_the_reference(mesh, rm):
+  """`model.attention="blockwise"` in a sharded train step (its loops per device
+  in shard_map, its own backward): the reference's loss and updated weights."""
+  batch = rm_batch(12)
+  single, m_single = rm.steps[1](rm.fresh_state(), batch)
+  model = orj.from_config("Qwen2ForSequenceClassification", TINY, mesh=mesh, seed=0,
+                          dtype="float32", param_dtype="float32", attention="blockwise")
+  assert {layer.self_attn.implementation for layer in model.model.layers} == {"blockwise"}
+  graphdef, state = init_train_state(model, rm.tx, mesh=mesh)
+  step = make_train_step(graphdef, rm.tx, RM, schedule=rm.schedule, mesh=mesh,
+                         center_coef=0.01)
+  blockwise, m_blockwise = step(state, batch)
+  np.testing.assert_allclose(m_blockwise["loss"], m_single["loss"], rtol=1e-5)
+  want = leaves_by_path(jax.device_get(single.params))
+  for path, value in leaves_by_path(blockwise.params).items():
+    np.testing.assert_allclose(np.asarray(value), want[path], atol=1e-5, rtol=0, err_msg=path)
