@@ -1,19 +1,20 @@
 """Attention one slice (rows, key/value head, query block) at a time, in XLA ops.
 
 The reference (`models/attention.py`) builds the float32 logits of the whole
-batch, [B, K, G·T, S], and every pass of the softmax and of its gradient
-(mask, max, exp, sum, normalise; the probabilities' and logits' gradients)
-streams that tensor through memory once more. On a CPU those passes, not the
-products, are the cost of attention at short head dimensions: at the tiny RM
-benchmark's [8 rows, 4 heads, 256, 256] the logits are 8 MiB a layer, four
-times a core's L2 cache.
+batch, [B, K, G·T, S], and keeps them (and the probabilities) for the
+backward pass: at 4,096 tokens that is gigabytes a layer, and every pass of
+the softmax and of its gradient (mask, max, exp, sum, normalise; the
+probabilities' and logits' gradients) streams the whole tensor through
+memory once more.
 
 Here a `lax.map` runs the whole softmax of one slice, the G query heads of
 one key/value head over one block of queries, for a few rows at once
-([R, G·bq, S] logits, sized to stay in cache), before the next slice starts, and the backward pass recomputes
-each slice's probabilities from the row maxima and sums the forward kept
-(`custom_vjp`), so the logits of the whole batch are never stored: the
-memory of the forward is the output and two floats per query row.
+([R, G·bq, S] logits, at most `SLICE_BYTES`), before the next slice starts,
+and the backward pass recomputes each slice's probabilities from the row
+maxima and sums the forward kept (`custom_vjp`), so the logits of the whole
+batch are never stored: the memory of the forward is the output and two
+floats per query row, and the backward adds each slice's key and value
+gradients into one accumulator in place.
 
 The arithmetic is the reference's (float32 logits, the mask as the smallest
 float, the probabilities normalised and cast to the values' dtype before
@@ -30,9 +31,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
-# The logits of one slice, [R, G·bq, S] float32, at most this many bytes: a
-# share of a core's L2 cache, so that its softmax passes stay in cache.
-SLICE_BYTES = 1 << 20
+# The logits of one slice, [R, G·bq, S] float32, at most this many bytes. On
+# XLA:CPU larger slices ran faster than cache-sized ones (fewer loop trips, and
+# each op large enough to be split over the cores): the 25M RM step at 4,096
+# tokens 24.1 s with 1 MiB slices, 17.5 s with 4 MiB, 15.0 s with 16 MiB; the
+# tiny one 35 ms at 1 MiB, 30 ms from 4 MiB on. A slice's temporaries are a few
+# times this, whatever the sequence length.
+SLICE_BYTES = 16 << 20
 _MASKED = jnp.finfo(jnp.float32).min
 
 

@@ -152,10 +152,12 @@ def test_blockwise_keeps_the_references_empty_rows():
 
 
 def test_blockwise_slices_fit_the_budget():
-  assert slice_shape(8, 256, 256, 2) == (2, 256)  # [2, 512, 256] float32: 1 MiB
-  assert slice_shape(2, 4096, 4096, 3) == (1, 16)  # 3 * 16 * 4096 * 4 bytes = 768 KiB
-  assert slice_shape(32, 80, 80, 2) == (16, 80)
-  assert slice_shape(3, 12, 10**6, 1) == (1, 1)
+  mib = 1 << 20
+  assert slice_shape(8, 256, 256, 2, mib) == (2, 256)  # [2, 512, 256] float32: 1 MiB
+  assert slice_shape(2, 4096, 4096, 3, mib) == (1, 16)  # 3 * 16 * 4096 * 4 bytes = 768 KiB
+  assert slice_shape(2, 4096, 4096, 3) == (1, 256)  # 12 MiB of the default 16
+  assert slice_shape(32, 80, 80, 2, mib) == (16, 80)
+  assert slice_shape(3, 12, 10**6, 1, mib) == (1, 1)
   q, keys, values, mask, _ = _inputs(2, 6, 6, 2, 2, 0, None, None, jnp.float32)
   with pytest.raises(ValueError, match="must divide"):
     blockwise_attention(q, keys, values, mask[:, 0], 1.0, block_q=4)
