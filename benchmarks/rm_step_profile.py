@@ -42,7 +42,8 @@ import numpy as np
 # `python benchmarks/rm_step_profile.py` puts benchmarks/ first on the path, not the
 # repository root that the `benchmarks.` import below needs.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from benchmarks.rm_train_step import DEFAULTS, SIZES, batch_arrays, model_config
+from benchmarks.rm_train_step import (CPU_ATTENTIONS, DEFAULTS, SIZES, batch_arrays,
+                                     model_config)
 from omni_rrm_jax.models.factory import from_config
 from omni_rrm_jax.train.optimizer import make_optimizer
 from omni_rrm_jax.train.state import init_train_state
@@ -103,8 +104,7 @@ def main():
   parser.add_argument("--size", default="tiny", choices=sorted(SIZES))
   parser.add_argument("--steps", type=int, default=None, help="timed steps (default 30 / 3)")
   parser.add_argument("--trace_steps", type=int, default=None, help="traced steps (10 / 2)")
-  parser.add_argument("--attention", default="reference",
-                      choices=("reference", "xla", "blockwise"),
+  parser.add_argument("--attention", default="reference", choices=CPU_ATTENTIONS,
                       help="the text decoder's attention (`model.attention`)")
   args = parser.parse_args()
   cfg = SIZES[args.size]

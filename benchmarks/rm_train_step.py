@@ -88,6 +88,8 @@ DEFAULTS = {"tiny": (4, 256, 10, 7), "25m": (2, 256, 2, 5), "100m": (2, 256, 1, 
             "400m": (1, 256, 1, 3)}
 PAUSE_S = 0.5  # lets OpenMP / Eigen worker threads stop spinning between sides
 MEMORY_GIB = 20.0  # of the 24 GiB machine, for both sides together
+# Our attention settings that run on a CPU (`model.attention`).
+CPU_ATTENTIONS = ("reference", "xla", "blockwise")
 # (ours rematerialised, PyTorch gradient checkpointing), tried in order.
 REMAT_MODES = {"auto": ((False, False), (True, False), (True, True)),
                "off": ((False, False),), "ours": ((True, False),), "both": ((True, True),)}
@@ -272,7 +274,8 @@ def compile_ours(cfg: dict, pairs: int, length: int, lr: float, weight_decay: fl
   memory = executable.memory_analysis()
   return OurStep(executable=executable,
                  n_params=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params)),
-                 remat=remat, attention=attention, argument_bytes=int(memory.argument_size_in_bytes),
+                 remat=remat, attention=attention,
+                 argument_bytes=int(memory.argument_size_in_bytes),
                  temp_bytes=int(memory.temp_size_in_bytes), compile_s=compile_s)
 
 
@@ -389,8 +392,7 @@ def main():
   parser.add_argument("--remat", default="auto", choices=tuple(REMAT_MODES),
                       help="auto: the first of off / ours / both that fits; ours: our layers "
                            "rematerialised; both: and PyTorch's gradient checkpointing")
-  parser.add_argument("--attention", default="reference",
-                      choices=("reference", "xla", "blockwise"),
+  parser.add_argument("--attention", default="reference", choices=CPU_ATTENTIONS,
                       help="our text decoder's attention (`model.attention`); PyTorch's side "
                            "always runs transformers' default (`sdpa`)")
   parser.add_argument("--memory_gib", type=float, default=MEMORY_GIB,

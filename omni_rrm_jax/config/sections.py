@@ -74,7 +74,8 @@ def model_init() -> ml_collections.ConfigDict:
       # How the text decoder computes attention: "reference" (float32 logits,
       # parity with transformers), "xla" / "cudnn" (jax.nn.dot_product_attention),
       # "flash" (the Pallas kernel, for TPU), "blockwise" (the reference's
-      # arithmetic a row and head at a time: faster on CPU); see
+      # arithmetic one slice of rows, heads and queries at a time, no stored
+      # scores: less memory, and faster on CPU for long rows); see
       # core/attention_impl.py.
       attention="reference",
       # The text decoder's layers stacked and run with nnx.scan: compile time

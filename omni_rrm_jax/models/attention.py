@@ -69,7 +69,7 @@ def dot_product_attention(q_bthd: jax.Array, k_bskd: jax.Array, v_bskd: jax.Arra
       transformers does). The others are there not to keep the logits (the
       flash kernel never does; "xla" leaves that to the compiler, and XLA:CPU
       does build them; "blockwise" runs the reference's arithmetic one
-      row and head at a time); see `core/attention_impl.py`. They agree with the
+      slice of rows, heads and queries at a time); see `core/attention_impl.py`. They agree with the
       reference to rounding, and a query row without any allowed key (left
       padding) gets what the reference gives it, the mean of all values.
 

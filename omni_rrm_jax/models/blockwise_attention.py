@@ -117,9 +117,9 @@ def _forward(q_bthd, k_bskd, v_bskd, mask_bts, scale, rows, block):
     out_rmd = _einsum("rms,rsd->rmd", probs, v_rsd).astype(v_rsd.dtype)
     return out_rmd, max_rm[..., 0], sum_rm[..., 0]
 
-  out_n, max_n, sum_n = jax.lax.map(
-      one, (_slices(q_bthd, k, rows, block),) + _indices(b, k, t, rows, block))
-  return _unslice(out_n, b, t, k, g, rows, block), (out_n, max_n, sum_n)
+  q_n = _slices(q_bthd, k, rows, block)
+  out_n, max_n, sum_n = jax.lax.map(one, (q_n,) + _indices(b, k, t, rows, block))
+  return _unslice(out_n, b, t, k, g, rows, block), (q_n, out_n, max_n, sum_n)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
@@ -128,13 +128,15 @@ def _attention(q_bthd, k_bskd, v_bskd, mask_bts, scale, rows, block):
 
 
 def _attention_fwd(q_bthd, k_bskd, v_bskd, mask_bts, scale, rows, block):
-  out_bthd, saved = _forward(q_bthd, k_bskd, v_bskd, mask_bts, scale, rows, block)
-  return out_bthd, (q_bthd, k_bskd, v_bskd, mask_bts) + saved
+  out_bthd, (q_n, out_n, max_n, sum_n) = _forward(q_bthd, k_bskd, v_bskd, mask_bts, scale,
+                                                   rows, block)
+  # The queries are kept as the forward sliced them, for the backward's loop.
+  return out_bthd, (q_n, k_bskd, v_bskd, mask_bts, out_n, max_n, sum_n)
 
 
 def _attention_bwd(scale, rows, block, residuals, dout_bthd):
-  q_bthd, k_bskd, v_bskd, mask_bts, out_n, max_n, sum_n = residuals
-  b, t, h, d = q_bthd.shape
+  q_n, k_bskd, v_bskd, mask_bts, out_n, max_n, sum_n = residuals
+  b, t, h, d = dout_bthd.shape
   s, k = k_bskd.shape[1], k_bskd.shape[2]
   g = h // k
 
@@ -171,8 +173,8 @@ def _attention_bwd(scale, rows, block, residuals, dout_bthd):
   zeros = jnp.zeros((b, k, d, s), jnp.float32)
   (dk_bkds, dv_bkds), dq_n = jax.lax.scan(
       one, (zeros, zeros),
-      (_slices(q_bthd, k, rows, block), _slices(dout_bthd, k, rows, block), out_n, max_n,
-       sum_n) + _indices(b, k, t, rows, block))
+      (q_n, _slices(dout_bthd, k, rows, block), out_n, max_n, sum_n)
+      + _indices(b, k, t, rows, block))
   return (_unslice(dq_n, b, t, k, g, rows, block),
           dk_bkds.transpose(0, 3, 1, 2).astype(k_bskd.dtype),
           dv_bkds.transpose(0, 3, 1, 2).astype(v_bskd.dtype), None)
