@@ -188,7 +188,8 @@ def main():
 
 
 if __name__ == "__main__":
-  # Both sides with the host allocator the command line uses (core/huge_pages.py).
+  # Both sides with glibc's default allocator unless OMNI_RRM_HUGE_PAGES=1
+  # (core/huge_pages.py: huge pages measured the two libraries' interplay).
   from omni_rrm_jax.core.huge_pages import reexec_with_huge_pages
-  reexec_with_huge_pages()
+  reexec_with_huge_pages(default=False)
   main()

@@ -14,6 +14,12 @@ itself once, before anything heavy is imported, with the tunable added to
 something: Linux with glibc, and the kernel's THP mode `madvise` (with `always`
 every mapping gets huge pages already; with `never` none can). `OMNI_RRM_HUGE_PAGES=0`
 turns it off. Worker processes inherit the variable.
+
+The side-by-side benchmarks against PyTorch re-execute only when asked
+(`OMNI_RRM_HUGE_PAGES=1`, `default=False`): with the tunable, our step slowed
+down by up to 1.8x whenever it ran right after PyTorch's, whether in the same
+process or another one (the kernel zeroing freshly faulted 2 MiB pages), which
+measures the two libraries' interplay rather than either of them.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ def thp_mode(path: str = THP_MODE_FILE) -> str | None:
 
 
 def huge_pages_env(environ: Mapping[str, str], *, system: str, libc: str,
-                   mode: str | None) -> dict[str, str] | None:
+                   mode: str | None, default: bool = True) -> dict[str, str] | None:
   """The environment to re-execute with, or None when nothing would change.
 
   Args:
@@ -50,8 +56,10 @@ def huge_pages_env(environ: Mapping[str, str], *, system: str, libc: str,
     system: `platform.system()`, e.g. "Linux".
     libc: `platform.libc_ver()[0]`, e.g. "glibc".
     mode: the kernel's THP mode (`thp_mode`).
+    default: whether to ask for huge pages when `OMNI_RRM_HUGE_PAGES` is unset
+      (`0` always turns them off, `1` always asks).
   """
-  if environ.get(OPT_OUT, "1") == "0":
+  if environ.get(OPT_OUT, "1" if default else "0") == "0":
     return None
   if system != "Linux" or libc != "glibc" or mode != "madvise":
     return None
@@ -63,11 +71,11 @@ def huge_pages_env(environ: Mapping[str, str], *, system: str, libc: str,
   return env
 
 
-def reexec_with_huge_pages() -> None:
+def reexec_with_huge_pages(default: bool = True) -> None:
   """Replaces this process with the same command under `huge_pages_env`, when it
   changes something; returns otherwise (also when the exec fails)."""
   env = huge_pages_env(os.environ, system=platform.system(), libc=platform.libc_ver()[0],
-                       mode=thp_mode())
+                       mode=thp_mode(), default=default)
   if env is None or not sys.executable:
     return
   try:

@@ -36,6 +36,16 @@ def test_nothing_to_change_means_no_second_execution(environ, where):
   assert huge_pages_env(environ, **where) is None
 
 
+def test_without_a_default_only_an_explicit_ask_re_executes():
+  # The side-by-side benchmarks: huge pages only with OMNI_RRM_HUGE_PAGES=1.
+  assert huge_pages_env({}, **LINUX, default=False) is None
+  assert huge_pages_env({"OMNI_RRM_HUGE_PAGES": "0"}, **LINUX, default=False) is None
+  asked = huge_pages_env({"OMNI_RRM_HUGE_PAGES": "1"}, **LINUX, default=False)
+  assert asked["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+  assert huge_pages_env({"OMNI_RRM_HUGE_PAGES": "1"}, **dict(LINUX, mode="never"),
+                        default=False) is None
+
+
 def test_thp_mode_reads_the_bracketed_word(tmp_path):
   path = tmp_path / "enabled"
   path.write_text("always [madvise] never\n")
