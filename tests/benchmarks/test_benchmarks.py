@@ -91,6 +91,14 @@ def test_rm_train_step_sides_match():
     assert run_torch(1) > 0 and run_ours(1) > 0
 
 
+def test_optimizer_update_fuses_the_chain_into_fewer_loops():
+  out = _run("optimizer_update", "--size", "tiny", "--rounds", "1", "--check_steps", "2")
+  assert out["ours_s"] > 0 and out["optax_chain_s"] > 0
+  # The clip as one factor lets each parameter's update fuse into one loop.
+  assert out["fusions"]["ours"] < out["fusions"]["optax_chain"], out["fusions"]
+  assert out["max_abs_param_difference"] < 1e-6  # clipped: float rounding at most
+
+
 def test_rm_train_step_sizes_match_their_names():
   bench = _load("rm_train_step")
   for name, cfg in bench.SIZES.items():

@@ -1,11 +1,13 @@
 """Schedule shape, weight-decay mask and config validation."""
 
 import jax
+import optax
 import numpy as np
 import pytest
 from flax import nnx
 
-from omni_rrm_jax.train.optimizer import decay_mask, make_optimizer, parse_lr_scales
+from omni_rrm_jax.train.optimizer import (decay_mask, make_optimizer, optax_chain,
+                                          parse_lr_scales)
 from tests.train.fixtures import OPT, tiny_model
 
 
@@ -84,3 +86,48 @@ def test_lr_scales_slow_down_only_the_named_modules():
     parse_lr_scales("visual")
   with pytest.raises(ValueError, match="'visual=fast' is not name=factor"):
     make_optimizer(dict(OPT, lr_scales="visual=fast"))
+
+
+def _run(tx, params, grads_per_step):
+  state = tx.init(params)
+
+  @jax.jit
+  def update(params, state, grads):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  for grads in grads_per_step:
+    params, state = update(params, state, grads)
+  return jax.device_get((params, state))
+
+
+_PARAMS = {"visual": {"proj": {"kernel": np.full((4, 8), 0.5, np.float32),
+                               "bias": np.full((8,), 0.1, np.float32)}},
+           "model": {"norm": {"weight": np.ones((8,), np.float32)},
+                     "proj": {"kernel": np.full((8, 4), -0.25, np.float32)}}}
+
+
+@pytest.mark.parametrize("cfg, gain", [
+    (dict(weight_decay=0.1), 10.0),  # clipped on every step
+    (dict(weight_decay=0.1), 1e-3),  # never clipped
+    (dict(weight_decay=0.1, lr_scales="visual=0.25"), 10.0),
+    (dict(weight_decay=0.0, grad_clip_norm=None), 10.0),
+])
+def test_the_fused_update_is_optaxs_chain(cfg, gain):
+  cfg = dict(OPT, warmup_steps=2, **cfg)
+  rng = np.random.default_rng(0)
+  grads = [jax.tree.map(lambda p: (gain * rng.standard_normal(p.shape)).astype(np.float32),
+                        _PARAMS) for _ in range(5)]
+  fused, _ = make_optimizer(cfg)
+  chain = optax_chain(cfg)
+  # The same state, leaf for leaf: a checkpoint of either restores into the other.
+  assert jax.tree.structure(fused.init(_PARAMS)) == jax.tree.structure(chain.init(_PARAMS))
+  got, want = _run(fused, _PARAMS, grads), _run(chain, _PARAMS, grads)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    if gain < 1 or not cfg["grad_clip_norm"]:  # no clip: the same operations
+      np.testing.assert_array_equal(a, b)
+    else:  # g * (max / norm) against (g / norm) * max: float rounding
+      np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-8)
+  moved = got[0]["model"]["proj"]["kernel"] - _PARAMS["model"]["proj"]["kernel"]
+  assert np.abs(moved).min() > 0
