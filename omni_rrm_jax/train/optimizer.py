@@ -154,9 +154,11 @@ def fused_adamw(schedule: optax.Schedule, *, b1: float, b2: float, eps: float,
         u = u * factor
       return u, m, v
 
-    out = jax.tree.map(one, grads, adam.mu, adam.nu, params, decays, factors)
-    is_triple = lambda x: isinstance(x, tuple)  # noqa: E731
-    part = lambda i: jax.tree.map(lambda t: t[i], out, is_leaf=is_triple)  # noqa: E731
+    # Leaf by leaf over the gradients' structure (a tree of tuples stays a tree).
+    leaves, treedef = jax.tree.flatten(grads)
+    others = [treedef.flatten_up_to(t) for t in (adam.mu, adam.nu, params, decays, factors)]
+    out = [one(*leaf) for leaf in zip(leaves, *others)]
+    part = lambda i: treedef.unflatten([o[i] for o in out])  # noqa: E731
     new = list(state)
     new[inner] = (optax.ScaleByAdamState(count=count, mu=part(1),
                                          nu=optax.tree.cast_like(part(2), adam.nu)),

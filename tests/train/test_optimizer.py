@@ -104,7 +104,10 @@ def _run(tx, params, grads_per_step):
 _PARAMS = {"visual": {"proj": {"kernel": np.full((4, 8), 0.5, np.float32),
                                "bias": np.full((8,), 0.1, np.float32)}},
            "model": {"norm": {"weight": np.ones((8,), np.float32)},
-                     "proj": {"kernel": np.full((8, 4), -0.25, np.float32)}}}
+                     "proj": {"kernel": np.full((8, 4), -0.25, np.float32)},
+                     # Layers held as a tuple: a container, not a leaf.
+                     "layers": ({"kernel": np.full((4, 4), 0.3, np.float32)},
+                                {"kernel": np.full((4, 4), -0.3, np.float32)})}}
 
 
 @pytest.mark.parametrize("cfg, gain", [
