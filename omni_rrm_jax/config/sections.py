@@ -191,7 +191,17 @@ def data_sft() -> ml_collections.ConfigDict:
       # every target token that is one of these words (its text without spaces,
       # in any case) counts `weight` times in the SFT loss, e.g.
       # "right:4,wrong:4" for a judgment's per-response verdicts. "": all 1.
-      target_weights="")
+      target_weights="",
+      # "GOOD,BAD" (judgment targets only): at the last token of response A and
+      # of response B in the judge prompt, the vocabulary head also learns to
+      # predict GOOD for the preferred response and BAD for the other (each
+      # one token after a space, e.g. "right,wrong", the judgment's verdict
+      # words), weighted response_probe_weight each: a per-response correctness
+      # signal where each response ends, which the judgment's verdicts read.
+      # The prompt's positions are never generated, so sampling is unchanged.
+      # "": off. Not with data.pack.
+      response_probe="",
+      response_probe_weight=1)
 
 
 def data_prompts() -> ml_collections.ConfigDict:

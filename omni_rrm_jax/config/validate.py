@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from omni_rrm_jax.config.sections import LORA_TARGETS, REWARD_AGGREGATIONS, SFT_TARGETS
 from omni_rrm_jax.core.attention_impl import ATTENTION_IMPLEMENTATIONS
+from omni_rrm_jax.core.weight_spec import parse_response_probe
 from omni_rrm_jax.sharding.mesh import MESH_AXES, mesh_shape
 
 
@@ -183,6 +184,22 @@ def pack_length(data) -> int:
   return data.pack_length or max(data.buckets)
 
 
+def _response_probe(p, d) -> None:
+  """`data.response_probe*`: two words and a weight, on unpacked judgment targets."""
+  spec = d.get("response_probe", "")
+  if not spec:
+    return
+  try:
+    parse_response_probe(spec, d.get("response_probe_weight", 1))
+  except ValueError as e:
+    p.lines.append(str(e))
+  if d.get("target", "judgment") != "judgment":
+    p.add("data.response_probe", spec, "needs data.target=judgment (it probes the judge "
+          "prompt's two responses)")
+  if d.get("pack", False) is True:
+    p.add("data.response_probe", spec, "cannot be combined with data.pack=True")
+
+
 def _packing(p: _Problems, c) -> None:
   """`data.pack*`: rows packed with several examples (text and multimodal models)."""
   d = c.data
@@ -248,6 +265,7 @@ def problems(config, *, process_count: int, device_count: int) -> list[str]:
       _shuffle_block(p, config.data, config.optim, process_count)
     if "target" in config.data and config.data.target not in SFT_TARGETS:
       p.add("data.target", config.data.target, f"must be one of {', '.join(SFT_TARGETS)}")
+    _response_probe(p, config.data)
   if "rollout" in config:  # GRPO
     d, ro = config.data, config.rollout
     p.positive(d, "data", "max_prompt_length", "prompt_bucket")

@@ -34,6 +34,11 @@ MEDIA_GROUPS = (("core", CORE_MEDIA_KEYS), ("vision", VISION_KEYS), ("audio", AU
 # the rest stays on the host (with the grids media collation keeps for M-RoPE).
 ROW_META = ("valid", "invalid_reason", "truncated", "modality", "index")
 HOST_ONLY = ("invalid_reason", "truncated", "modality", "index", "vision_grid_thw")
+# A judge SFT batch's response probes (`data/tokenize.py`, `data.response_probe`):
+# [B, 2] each, for response A then B: the position of the response's last token
+# in the judge prompt, the verdict word's token the LM head is trained to
+# predict there, and that prediction's loss weight (0: no probe).
+PROBE_KEYS = ("probe_positions", "probe_targets", "probe_weights")
 
 
 def check_media_keys(batch: Mapping[str, Any]) -> None:
@@ -125,7 +130,7 @@ RM_BATCH = BatchContract(
     pairwise=True)
 SFT_BATCH = BatchContract(
     "sft", token_fields=("input_ids",), padded_fields=(("loss_mask", 0),),
-    optional=("valid", "segment_ids", *MEDIA_KEYS))
+    optional=("valid", "segment_ids", *PROBE_KEYS, *MEDIA_KEYS))
 # A GRPO minibatch (`rl/grpo_step.py` gives the shapes); ref_logp comes with a KL term.
 GRPO_BATCH = BatchContract(
     "grpo", other_required=("prompt_ids", "prompt_mask", "completion_ids", "completion_mask",

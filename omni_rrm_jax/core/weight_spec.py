@@ -49,3 +49,21 @@ def parse_weights(spec: str, setting: str, *, bare_weight: float | None = None,
                        "finite number")
     out[name] = weight
   return out
+
+
+def parse_response_probe(spec: str, weight: object) -> tuple[str, str, int] | None:
+  """`data.response_probe` "GOOD,BAD" and `data.response_probe_weight` ->
+  (GOOD, BAD, weight); None for "".
+
+  Raises:
+    ValueError: "SETTING: what is wrong", one line.
+  """
+  if not spec:
+    return None
+  words = [w.strip() for w in spec.split(",")]
+  if len(words) != 2 or not all(words) or words[0] == words[1] or any(" " in w for w in words):
+    raise ValueError(f"data.response_probe={spec!r}: expected two different words, the "
+                     "preferred response's then the other's, e.g. right,wrong")
+  if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
+    raise ValueError(f"data.response_probe_weight={weight!r}: expected an integer >= 1")
+  return words[0], words[1], weight

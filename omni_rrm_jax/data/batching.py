@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from omni_rrm_jax.core.batch_contract import ROW_META, BatchContract
+from omni_rrm_jax.core.batch_contract import PROBE_KEYS, ROW_META, BatchContract
 from omni_rrm_jax.core.buckets import bucket_size
 from omni_rrm_jax.data.media_batching import collate_media
 
@@ -55,7 +55,8 @@ def collate(examples: list[dict[str, Any]], *, kind: BatchContract, batch_size: 
   `rejected_input_ids`, `rejected_attention_mask` and `margin`; for
   `SFT_BATCH`: `input_ids`, `attention_mask` and `loss_mask`. Both carry `valid`, `truncated`, `invalid_reason`,
   `modality` and `index` (the record's position in the data set; -1 for
-  filler rows) per row. Examples encoded with a `MediaSpec` add the media
+  filler rows) per row, and SFT examples with response probes their
+  `PROBE_KEYS` ([B, 2] int32). Examples encoded with a `MediaSpec` add the media
   keys of `media_batching.collate_media`, patches padded to `patch_buckets`
   (groups of `merge_unit` patches merge into one token) and, for a model with
   an audio encoder, audio frames to `audio_frame_buckets`.
@@ -87,6 +88,9 @@ def collate(examples: list[dict[str, Any]], *, kind: BatchContract, batch_size: 
   for field in ROW_META:
     batch[field] = np.asarray([ex[field] for ex in examples],
                               bool if field in ("valid", "truncated") else np.int32)
+  for field in PROBE_KEYS:  # a judge example's response probes, [B, 2]
+    if field in examples[0]:
+      batch[field] = np.asarray([ex[field] for ex in examples], np.int32)
   if "vision_patches" in examples[0]:
     if not patch_buckets:
       raise ValueError("examples carry media but no patch_buckets were configured")

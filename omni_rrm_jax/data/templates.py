@@ -53,9 +53,21 @@ def judge_instructions(modality: str) -> str:
       f' "equal"; "{KEY_FINAL_VERDICT}" as <answer>[[better]]</answer>.')
 
 
+_HEAD_B = "\n\n[Response B]\n"  # what separates response A from response B
+
+
 def judge_prompt_text(record: PreferenceRecord, response_a: str, response_b: str) -> str:
   return (f"{judge_instructions(record.modality)}\n\n[Question]\n{record.prompt}\n\n"
-          f"[Response A]\n{response_a}\n\n[Response B]\n{response_b}")
+          f"[Response A]\n{response_a}{_HEAD_B}{response_b}")
+
+
+def judge_response_ends(text: str, response_b: str) -> tuple[int, int]:
+  """Where responses A and B end in `judge_prompt_text(record, a, response_b)`:
+  the character offsets just past each (B is the text's last part)."""
+  tail = _HEAD_B + response_b
+  if not text.endswith(tail):
+    raise ValueError("the judge prompt does not end with response B")
+  return len(text) - len(tail), len(text)
 
 
 def judge_messages(record: PreferenceRecord, swap: bool = False) -> list[dict[str, Any]]:

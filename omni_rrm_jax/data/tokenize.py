@@ -30,7 +30,7 @@ from omni_rrm_jax.data import media_batching
 from omni_rrm_jax.data.media_batching import DecodedMedia, MediaSpec
 from omni_rrm_jax.data.prompt_fit import PromptPieces, fit_prompt
 from omni_rrm_jax.data.records import MODALITIES, BadRecord, PreferenceRecord
-from omni_rrm_jax.data.templates import judge_messages, rm_messages
+from omni_rrm_jax.data.templates import judge_messages, judge_response_ends, rm_messages
 from omni_rrm_jax.rewards.judgment import parse_judgment
 
 log = logging.getLogger(__name__)
@@ -70,12 +70,23 @@ class ExampleEncoder:
     max_target_tokens: an `SFT_BATCH` example whose target is longer is
       invalid ("target too long"): the loss gives the vocabulary head at most
       this many target positions a row (`model.target_logits`). 0: no limit.
+    target_weights: {word: integer loss weight} of target words.
+    response_probe: `(good word, bad word, weight)` or None: each judgment
+      example also carries a probe per response (`core.batch_contract.PROBE_KEYS`):
+      at the last token of response A and of response B in the judge prompt,
+      the vocabulary head is trained to predict the good word (e.g. "right")
+      for the record's preferred response and the bad word for the other,
+      each with `weight` (`data.response_probe`). The judge never writes at
+      those positions (they are prompt), so what it generates is unchanged;
+      what the probe adds is a per-response correctness signal where each
+      response ends, which the judgment's verdicts can then read.
   """
 
   def __init__(self, tokenizer, max_length: int, kind: BatchContract, margin_scale: float = 0.0,
                media: MediaSpec | None = None, score_ties: bool = False,
                sft_target: str = "judgment", max_target_tokens: int = 0,
-               target_weights: Mapping[str, int] | None = None):
+               target_weights: Mapping[str, int] | None = None,
+               response_probe: tuple[str, str, int] | None = None):
     if not isinstance(kind, BatchContract) or not kind.token_fields:
       raise ValueError(f"an example encoder needs a batch contract with token fields "
                        f"(core.batch_contract.RM_BATCH or SFT_BATCH), got {kind!r}")
@@ -91,6 +102,7 @@ class ExampleEncoder:
     self.max_target_tokens = max_target_tokens
     self.target_weights = {w.lower(): int(n) for w, n in (target_weights or {}).items()}
     self._token_weights: dict[int, int] = {}
+    self.response_probe = self._probe_tokens(response_probe) if response_probe else None
     self._media_warnings = 0
     if media is not None:
       self._check_placeholders()
@@ -105,6 +117,21 @@ class ExampleEncoder:
         raise ValueError(
             f"the chat template renders a {kind} part as {found} tokens of id {token} (the "
             f"model's {kind} placeholder), expected 1: tokenizer and model disagree")
+
+  def _probe_tokens(self, probe: tuple[str, str, int]) -> tuple[int, int, int]:
+    """(good token, bad token, weight): each word must be one token after a space,
+    as a judgment writes it ("A says red: right")."""
+    if self.kind.pairwise or self.sft_target != "judgment":
+      raise ValueError("data.response_probe needs judge SFT (data.target=judgment)")
+    good, bad, weight = probe
+    ids = []
+    for word in (good, bad):
+      word_ids = self._ids(f" {word}")
+      if len(word_ids) != 1:
+        raise ValueError(f"bad setting: data.response_probe word {word!r} is {len(word_ids)} "
+                         f"tokens of this tokenizer after a space; a probe word must be one")
+      ids.append(word_ids[0])
+    return ids[0], ids[1], int(weight)
 
   def _ids(self, text: str) -> list[int]:
     return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
@@ -266,8 +293,36 @@ class ExampleEncoder:
         self._token_weights[tid] = self.target_weights.get(word, 1)
     return [self._token_weights[tid] for tid in t_ids]
 
+  def _probes(self, record: PreferenceRecord, messages, pieces: PromptPieces,
+              prompt_ids: list[int]) -> dict[str, list[int]]:
+    """The example's response probes ([2] each: A, B); see `response_probe`.
+    A response whose end was cut from the prompt, or a tie, gets weight 0."""
+    good, bad, weight = self.response_probe
+    out = {"probe_positions": [0, 0], "probe_targets": [0, 0], "probe_weights": [0, 0]}
+    if record.label not in ("A", "B"):
+      return out
+    last = messages[-1]["content"]
+    text = last if isinstance(last, str) else last[-1]["text"]
+    encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if list(encoded["input_ids"]) != pieces.content:
+      raise ValueError("data.response_probe: the tokenizer splits the judge prompt differently "
+                       "with offsets; it needs a fast tokenizer")
+    starts = [start for start, _ in encoded["offset_mapping"]]
+    # Content token i sits at content_start + i (content is cut from the left).
+    content_start = len(prompt_ids) - len(pieces.suffix) - len(pieces.content)
+    for side, end in enumerate(judge_response_ends(text, record.response_b)):
+      # The response's last token: the last one starting before its end.
+      position = content_start + max(i for i, start in enumerate(starts) if start < end)
+      if position >= len(pieces.prefix):
+        out["probe_positions"][side] = position
+        out["probe_targets"][side] = good if "AB"[side] == record.label else bad
+        out["probe_weights"][side] = weight
+    return out
+
   def _encode_target(self, record: PreferenceRecord) -> dict[str, Any]:
     empty = {"input_ids": [0], "loss_mask": [0]}
+    if self.response_probe:
+      empty.update(probe_positions=[0, 0], probe_targets=[0, 0], probe_weights=[0, 0])
     if self.sft_target == "chosen":
       if record.label not in ("A", "B"):
         return self._invalid(record, empty, "tie label")
@@ -289,6 +344,8 @@ class ExampleEncoder:
     out = {"input_ids": prompt_ids + t_ids,
            "loss_mask": [0] * len(prompt_ids) + self._target_mask(t_ids),
            **self._meta(record, "ok", truncated)}
+    if self.response_probe:
+      out.update(self._probes(record, messages, pieces, prompt_ids))
     if media is not None:
       out.update(media_batching.example_arrays(out["input_ids"], media, self.media))
     return out

@@ -46,7 +46,8 @@ RESUMABLE_CHANGES = ("train.num_steps", "train.log_every", "train.eval_every",
 # Settings added after runs were saved, each with the value that reproduces those
 # runs: a checkpoint saved without one resumes under that value as unchanged.
 # (One that may change on resume anyway, as data.eval_worker_count, needs no entry.)
-ADDED_SETTINGS = {"model.target_logits": 0}
+ADDED_SETTINGS = {"model.target_logits": 0, "data.response_probe": "",
+                  "data.response_probe_weight": 1}
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:

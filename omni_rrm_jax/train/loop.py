@@ -27,6 +27,7 @@ from omni_rrm_jax.config.validate import batch_shards, pack_length
 from omni_rrm_jax.core.multihost import agree_max
 from omni_rrm_jax.data.packing import PackSpec
 from omni_rrm_jax.data.pipeline import make_dataset
+from omni_rrm_jax.core.weight_spec import parse_response_probe
 from omni_rrm_jax.data.tokenize import ExampleEncoder, parse_target_weights
 from omni_rrm_jax.sharding.batch import to_global
 from omni_rrm_jax.train.input_tallies import BatchShapes, DataWait, InputCounts, TokenRate
@@ -99,7 +100,10 @@ def run(config, workdir: str) -> dict:
                            sft_target=config.data.get("target", "judgment"),
                            max_target_tokens=config.model.target_logits,
                            target_weights=parse_target_weights(
-                               config.data.get("target_weights", "")))
+                               config.data.get("target_weights", "")),
+                           response_probe=parse_response_probe(
+                               config.data.get("response_probe", ""),
+                               config.data.get("response_probe_weight", 1)))
   train_pack, eval_pack = _pack_specs(config, n_proc)
   data_kw = dict(buckets=tuple(config.data.buckets), pad_id=tokenizer.pad_token_id,
                  worker_count=config.data.worker_count, process_index=jax.process_index(),

@@ -37,6 +37,7 @@ from flax import nnx
 from omni_rrm_jax.core.batch_contract import RM_BATCH, SFT_BATCH, BatchContract
 from omni_rrm_jax.core.registry import Registry
 from omni_rrm_jax.models.media_inputs import media_inputs
+from omni_rrm_jax.models.token_logprobs import token_logprobs
 from omni_rrm_jax.train import losses
 
 Batch = dict[str, jax.Array]
@@ -126,10 +127,29 @@ def sft_token_losses(model: nnx.Module, batch: Batch, logits_chunk: int = 0,
                      target_logits: int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
   """`(nll_bs, correct_bs, weight_bs)` [B, T-1] of a batch's targets (`sft_targets`),
   the vocabulary head applied `logits_chunk` positions at a time (0: at once), on
-  each row's targets only with `target_logits` > 0 ([B, target_logits] then)."""
-  return losses.causal_lm_head_token_losses(model.lm_logits, lm_hidden_states(model, batch),
-                                            batch["input_ids"], sft_targets(batch),
-                                            chunk=logits_chunk, keep=target_logits)
+  each row's targets only with `target_logits` > 0 ([B, target_logits] then).
+
+  A batch with response probes (`core.batch_contract.PROBE_KEYS`) has two more
+  targets a row, appended as the last two columns: the probe word predicted
+  from the hidden state at each probed prompt position."""
+  h_bte = lm_hidden_states(model, batch)
+  nll_bs, correct_bs, weight_bs = losses.causal_lm_head_token_losses(
+      model.lm_logits, h_bte, batch["input_ids"], sft_targets(batch), chunk=logits_chunk,
+      keep=target_logits)
+  if "probe_positions" not in batch:
+    return nll_bs, correct_bs, weight_bs
+  h_bpe = jnp.take_along_axis(h_bte, batch["probe_positions"][..., None], axis=1)
+  probe = token_logprobs(model.lm_logits, h_bpe, batch["probe_targets"])
+  weight_bp = probe_weights(batch)
+  keep_bp = weight_bp > 0
+  return (jnp.concatenate([nll_bs, jnp.where(keep_bp, -probe.logp_bt, 0.0)], axis=1),
+          jnp.concatenate([correct_bs, jnp.where(keep_bp, probe.correct_bt, 0.0)], axis=1),
+          jnp.concatenate([weight_bs, weight_bp], axis=1))
+
+
+def probe_weights(batch: Batch) -> jax.Array:
+  """[B, 2] loss weights of a batch's response probes, times row validity."""
+  return batch["probe_weights"].astype(jnp.float32) * row_weights(batch)[:, None]
 
 
 # --- rm: Bradley-Terry on a sequence classifier ------------------------------
@@ -184,7 +204,8 @@ def _sft_loss(model: nnx.Module, micro: Batch, center_coef: float, logits_chunk:
 
 
 def _sft_normalizer(batch: Batch) -> jax.Array:
-  return jnp.sum(sft_targets(batch)[:, 1:])
+  probes = jnp.sum(probe_weights(batch)) if "probe_positions" in batch else 0.0
+  return jnp.sum(sft_targets(batch)[:, 1:]) + probes
 
 
 def _sft_metrics(batch_ab: Batch, aux, center_coef: float) -> dict[str, jax.Array]:

@@ -204,3 +204,20 @@ def test_target_logits_is_a_non_negative_integer_and_not_with_packing():
   assert _problems(c) == [
       "model.target_logits=128: must be 0 with data.pack=True (a packed row holds the targets "
       "of several examples)"]
+
+
+@pytest.mark.parametrize("changes,needle", [
+    ({"response_probe": "right"}, "data.response_probe='right': expected two different words"),
+    ({"response_probe": "right,wrong", "response_probe_weight": 0},
+     "data.response_probe_weight=0: expected an integer >= 1"),
+    ({"response_probe": "right,wrong", "target": "chosen"}, "needs data.target=judgment"),
+    ({"response_probe": "right,wrong", "pack": True}, "cannot be combined with data.pack"),
+])
+def test_a_bad_response_probe_is_one_line_before_training(changes, needle):
+  c = tasks.sft_config()
+  c.data.update(changes)
+  found = _problems(c)
+  assert len(found) == 1 and needle in found[0], found
+  c.data.update(response_probe="right,wrong", response_probe_weight=4, target="judgment",
+                pack=False)
+  assert _problems(c) == []

@@ -5,7 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from omni_rrm_jax.core.batch_contract import RM_BATCH, SFT_BATCH
+from omni_rrm_jax.core.batch_contract import PROBE_KEYS, RM_BATCH, SFT_BATCH
+from omni_rrm_jax.core.weight_spec import parse_response_probe
+from omni_rrm_jax.data.batching import collate
 from omni_rrm_jax.data.pipeline import make_dataset
 from omni_rrm_jax.data.records import PreferenceRecord
 from omni_rrm_jax.data.tokenize import INVALID_REASONS, ExampleEncoder, parse_target_weights
@@ -273,3 +275,63 @@ def test_workers_leave_sigterm_and_sigint_to_the_main_process():
   assert {pid for _, pid, *_ in seen} - {os.getpid()}, "no element came from a worker"
   assert all(term and intr for _, _, term, intr in seen), seen
   assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+@pytest.mark.parametrize("label", ["A", "B"])
+def test_response_probes_sit_on_each_responses_last_token_and_follow_the_label(tok, label):
+  rec = dataclasses.replace(_record(4), label=label)
+  ex = ExampleEncoder(tok, max_length=4096, kind=SFT_BATCH,
+                      response_probe=("cat", "sat", 3)).encode(rec)
+  plain = ExampleEncoder(tok, max_length=4096, kind=SFT_BATCH).encode(rec)
+  assert ex["input_ids"] == plain["input_ids"] and ex["loss_mask"] == plain["loss_mask"]
+  ids = ex["input_ids"]
+  for position, response in zip(ex["probe_positions"], (rec.response_a, rec.response_b)):
+    assert not plain["loss_mask"][position]  # a prompt position
+    assert tok.decode(ids[:position + 1]).endswith(response)
+    assert not tok.decode(ids[:position]).endswith(response)
+  cat, sat = (tok(f" {w}", add_special_tokens=False)["input_ids"][0] for w in ("cat", "sat"))
+  assert ex["probe_targets"] == ([cat, sat] if label == "A" else [sat, cat])
+  assert ex["probe_weights"] == [3, 3]
+
+
+def test_a_response_cut_from_the_judge_prompt_or_a_tie_gets_no_probe(tok):
+  rec = dataclasses.replace(_record(4), response_b="it is 5. " * 40 + "the cat sat.")
+  enc = ExampleEncoder(tok, max_length=4096, kind=SFT_BATCH, response_probe=("cat", "sat", 2))
+  whole = enc.encode(rec)
+  assert whole["probe_weights"] == [2, 2]
+  # Cut from the left so far that response A's end is gone and B stays whole.
+  n_b = len(tok(rec.response_b, add_special_tokens=False)["input_ids"])
+  cut = ExampleEncoder(tok, max_length=len(whole["input_ids"]) - (whole["probe_positions"][1]
+                                                                  - n_b - 2),
+                       kind=SFT_BATCH, response_probe=("cat", "sat", 2)).encode(rec)
+  assert cut["valid"] and cut["truncated"]
+  assert cut["probe_weights"] == [0, 2]
+  assert tok.decode(cut["input_ids"][:cut["probe_positions"][1] + 1]).endswith("the cat sat.")
+  tie = enc.encode(dataclasses.replace(rec, label="equal"))
+  assert tie["probe_weights"] == [0, 0]
+
+
+def test_response_probe_settings_are_checked_before_training(tok):
+  with pytest.raises(ValueError, match="data.response_probe word 'right' is 6 tokens"):
+    ExampleEncoder(tok, max_length=64, kind=SFT_BATCH, response_probe=("right", "sat", 1))
+  with pytest.raises(ValueError, match="needs judge SFT"):
+    ExampleEncoder(tok, max_length=64, kind=RM_BATCH, response_probe=("cat", "sat", 1))
+  for spec, weight in (("cat", 1), ("cat,cat", 1), ("cat,,sat", 1), ("cat,sat", 0),
+                       ("cat,sat", 1.5)):
+    with pytest.raises(ValueError, match=r"data\.response_probe"):
+      parse_response_probe(spec, weight)
+  assert parse_response_probe("", 1) is None
+  assert parse_response_probe(" right , wrong", 4) == ("right", "wrong", 4)
+
+
+def test_collated_sft_batches_carry_the_probes_row_by_row(tok):
+  enc = ExampleEncoder(tok, max_length=4096, kind=SFT_BATCH, response_probe=("cat", "sat", 1))
+  examples = [{**enc.encode(dataclasses.replace(_record(i), label="AB"[i % 2])), "index": i}
+              for i in range(3)]
+  batch = collate(examples, kind=SFT_BATCH, batch_size=4, buckets=BUCKETS + (1024,),
+                  pad_id=0)
+  for key in PROBE_KEYS:
+    assert batch[key].shape == (4, 2) and batch[key].dtype == np.int32
+    np.testing.assert_array_equal(batch[key][:3], [ex[key] for ex in examples])
+  assert set(PROBE_KEYS) <= set(SFT_BATCH.select(batch))
+  assert not batch["valid"][3]  # the filler row: its probes weigh nothing in the loss
