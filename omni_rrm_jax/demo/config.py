@@ -143,6 +143,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
            warmup_steps=30, weight_decay=0.01, max_length=384, buckets=(320, 384),
            worker_count=workers, progress_bar=progress_bar)
   c.sft.data.shuffle_block = 2  # a pair and its twin share a batch
+  # At the last token of each response in the judge prompt the vocabulary head also
+  # learns " right" or " wrong" (16 times a verdict token's weight): the text judge
+  # went 67 -> 92% in 1,000 steps on the same RM and data, where twice the steps had
+  # given 80% (README: "What we tried"). The judgments it writes are unchanged in form.
+  c.sft.data.update(response_probe="right,wrong", response_probe_weight=16)
 
   c.grpo = grpo_config("judge")
   g = c.grpo
