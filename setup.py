@@ -58,6 +58,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["omni_rrm_jax", "omni_rrm_jax.*"]),
+    # The C++ source of model.attention="cpu_fused", built on first use.
+    package_data={"omni_rrm_jax.models": ["csrc/*.cc"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

@@ -89,7 +89,7 @@ DEFAULTS = {"tiny": (4, 256, 10, 7), "25m": (2, 256, 2, 5), "100m": (2, 256, 1, 
 PAUSE_S = 0.5  # lets OpenMP / Eigen worker threads stop spinning between sides
 MEMORY_GIB = 20.0  # of the 24 GiB machine, for both sides together
 # Our attention settings that run on a CPU (`model.attention`).
-CPU_ATTENTIONS = ("reference", "xla", "blockwise")
+CPU_ATTENTIONS = ("reference", "xla", "blockwise", "cpu_fused")
 # (ours rematerialised, PyTorch gradient checkpointing), tried in order.
 REMAT_MODES = {"auto": ((False, False), (True, False), (True, True)),
                "off": ((False, False),), "ours": ((True, False),), "both": ((True, True),)}

@@ -14,6 +14,11 @@ config checks, which never import JAX, read the same list.
   head, query block) slice at a time, the backward recomputing each slice's
   probabilities (`models/blockwise_attention.py`): no stored scores, and on
   CPU faster than the reference for rows of a few hundred tokens and more.
+- "cpu_fused": the reference's arithmetic in a C++ kernel for CPU, an XLA FFI
+  custom call (`models/cpu_attention.py`, `models/csrc/cpu_attention.cc`):
+  each tile of query rows' softmax done while its logits are in cache, forward
+  and backward, on XLA's CPU threads; built with the system C++ compiler on
+  first use (CPU only).
 """
 
-ATTENTION_IMPLEMENTATIONS = ("reference", "xla", "cudnn", "flash", "blockwise")
+ATTENTION_IMPLEMENTATIONS = ("reference", "xla", "cudnn", "flash", "blockwise", "cpu_fused")

@@ -12,6 +12,7 @@ from jax.sharding import PartitionSpec
 
 from omni_rrm_jax.core.attention_impl import ATTENTION_IMPLEMENTATIONS
 from omni_rrm_jax.models.blockwise_attention import blockwise_attention
+from omni_rrm_jax.models.cpu_attention import cpu_fused_attention
 from omni_rrm_jax.models.flash_attention import flash_attention
 from omni_rrm_jax.models.layers import DenseGeneral, RMSNorm
 from omni_rrm_jax.models.rotary import apply_rotary
@@ -69,7 +70,8 @@ def dot_product_attention(q_bthd: jax.Array, k_bskd: jax.Array, v_bskd: jax.Arra
       transformers does). The others are there not to keep the logits (the
       flash kernel never does; "xla" leaves that to the compiler, and XLA:CPU
       does build them; "blockwise" runs the reference's arithmetic one
-      slice of rows, heads and queries at a time); see `core/attention_impl.py`. They agree with the
+      slice of rows, heads and queries at a time; "cpu_fused", a C++ kernel
+      for CPU, one tile of query rows at a time); see `core/attention_impl.py`. They agree with the
       reference to rounding, and a query row without any allowed key (left
       padding) gets what the reference gives it, the mean of all values.
 
@@ -81,12 +83,13 @@ def dot_product_attention(q_bthd: jax.Array, k_bskd: jax.Array, v_bskd: jax.Arra
   if implementation not in ATTENTION_IMPLEMENTATIONS:
     raise ValueError(f"unknown attention implementation {implementation!r}; choose one of "
                      f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
-  if implementation in ("flash", "blockwise"):
+  if implementation in ("flash", "blockwise", "cpu_fused"):
     t, s = q_bthd.shape[1], k_bskd.shape[1]
     mask_bts = jnp.ones((1, t, s), bool) if mask_b1ts is None else mask_b1ts[:, 0]
-    attend = flash_attention if implementation == "flash" else blockwise_attention
+    attend = {"flash": flash_attention, "blockwise": blockwise_attention,
+              "cpu_fused": cpu_fused_attention}[implementation]
     out_bthd = _per_shard(attend, q_bthd, k_bskd, v_bskd, mask_bts, scale)
-    if implementation == "blockwise":  # the reference's arithmetic: empty rows agree already
+    if implementation != "flash":  # the reference's arithmetic: empty rows agree already
       return out_bthd
   else:
     out_bthd = jax.nn.dot_product_attention(q_bthd, k_bskd, v_bskd, mask=mask_b1ts,
@@ -99,10 +102,10 @@ def dot_product_attention(q_bthd: jax.Array, k_bskd: jax.Array, v_bskd: jax.Arra
 
 
 def _per_shard(attention_fn, q_bthd, k_bskd, v_bskd, mask_bts, scale):
-  """`attention_fn` (the flash kernel or the blockwise map) on each device's
-  shard of rows and heads.
+  """`attention_fn` (the flash kernel, the blockwise map or the CPU kernel) on
+  each device's shard of rows and heads.
 
-  XLA partitions neither a Pallas call nor a loop over rows and heads, so
+  XLA partitions neither a Pallas call, a custom call nor a loop over rows and heads, so
   under an active mesh it runs in `shard_map` over the batch and head axes
   (whole sequences per device).
   """
@@ -261,11 +264,11 @@ class Attention(nnx.Module):
     cache_k_bkds = write_slots(cache_k_bkds, k, start, keys=True)
     cache_v_bksd = write_slots(cache_v_bksd, v, start)
     scale = self.head_dim ** -0.5
-    # A one-token decode step of "blockwise" takes the reference's path: the
-    # same arithmetic, reading the cache in its own layout (a step's logits are
-    # one row per head, nothing to keep in cache).
-    if self.implementation == "reference" or (self.implementation == "blockwise"
-                                              and x_bte.shape[1] == 1):
+    # A one-token decode step of "blockwise" or "cpu_fused" takes the
+    # reference's path: the same arithmetic, reading the cache in its own
+    # layout (a step's logits are one row per head, nothing to keep in cache).
+    if self.implementation == "reference" or (
+        self.implementation in ("blockwise", "cpu_fused") and x_bte.shape[1] == 1):
       out_bthd = _grouped_attention(q, cache_k_bkds, cache_v_bksd, mask_b1ts, scale,
                                     keys_bkds=True)
     else:

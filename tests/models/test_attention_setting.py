@@ -23,7 +23,7 @@ def folder():
   return saved_model("qwen2_lm_sliding")
 
 
-@pytest.mark.parametrize("attention", ["xla", "flash", "blockwise"])
+@pytest.mark.parametrize("attention", ["xla", "flash", "blockwise", "cpu_fused"])
 def test_logits_match_transformers_and_the_reference(folder, attention):
   ids, mask = padded_batch(length=12)
   ref_torch = torch_outputs(folder, ids, mask)
@@ -38,7 +38,7 @@ def test_logits_match_transformers_and_the_reference(folder, attention):
   np.testing.assert_allclose(out, out_ref, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("attention", ["flash", "blockwise"])
+@pytest.mark.parametrize("attention", ["flash", "blockwise", "cpu_fused"])
 def test_cached_greedy_decoding_matches_the_reference(folder, attention):
   """Prefill over left-padded prompts, then one-token steps over the cache."""
   ids, mask = padded_batch(seed=1, length=8)
@@ -80,5 +80,5 @@ def test_unknown_setting_is_one_clear_error():
                       num_attention_heads=2, num_key_value_heads=1, head_dim=4)
   assert cfg.attention == "reference"
   with pytest.raises(ValueError, match="attention 'fast' is not one of reference, xla, cudnn, "
-                                       "flash, blockwise"):
+                                       "flash, blockwise, cpu_fused"):
     dataclasses.replace(cfg, attention="fast")
