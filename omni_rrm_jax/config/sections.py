@@ -75,7 +75,8 @@ def model_init() -> ml_collections.ConfigDict:
       # parity with transformers), "xla" / "cudnn" (jax.nn.dot_product_attention),
       # "flash" (the Pallas kernel, for TPU), "blockwise" (the reference's
       # arithmetic one slice of rows, heads and queries at a time, no stored
-      # scores: less memory, and faster on CPU for long rows); see
+      # scores: less memory, and faster on CPU for long rows), "cpu_fused" (a C++
+      # kernel for CPU, built on first use: the fastest there); see
       # core/attention_impl.py.
       attention="reference",
       # The text decoder's layers stacked and run with nnx.scan: compile time
