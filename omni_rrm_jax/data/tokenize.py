@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from omni_rrm_jax.core.batch_contract import BatchContract
+from omni_rrm_jax.core.batch_contract import PROBE_KEYS, BatchContract
 from omni_rrm_jax.core.weight_spec import parse_weights
 from omni_rrm_jax.data import media_batching
 from omni_rrm_jax.data.media_batching import DecodedMedia, MediaSpec
@@ -45,6 +45,11 @@ SFT_TARGETS = ("judgment", "chosen")
 INVALID_REASONS = ("ok", "tie label", "response too long", "no valid judgment rationale",
                    "bad media", "media too long", "unsupported media", "media token mismatch",
                    "prompt too long", "target too long")
+
+
+def _no_probes() -> dict[str, list[int]]:
+  """An example's response probes, all of weight 0 (`core.batch_contract.PROBE_KEYS`)."""
+  return {key: [0, 0] for key in PROBE_KEYS}
 
 
 class ExampleEncoder:
@@ -298,7 +303,7 @@ class ExampleEncoder:
     """The example's response probes ([2] each: A, B); see `response_probe`.
     A response whose end was cut from the prompt, or a tie, gets weight 0."""
     good, bad, weight = self.response_probe
-    out = {"probe_positions": [0, 0], "probe_targets": [0, 0], "probe_weights": [0, 0]}
+    out = _no_probes()
     if record.label not in ("A", "B"):
       return out
     last = messages[-1]["content"]
@@ -322,7 +327,7 @@ class ExampleEncoder:
   def _encode_target(self, record: PreferenceRecord) -> dict[str, Any]:
     empty = {"input_ids": [0], "loss_mask": [0]}
     if self.response_probe:
-      empty.update(probe_positions=[0, 0], probe_targets=[0, 0], probe_weights=[0, 0])
+      empty.update(_no_probes())
     if self.sft_target == "chosen":
       if record.label not in ("A", "B"):
         return self._invalid(record, empty, "tie label")
